@@ -1,0 +1,204 @@
+"""The one error tree. Every gate in gpu-attest raises a subclass of `AttestError`.
+
+Each class carries a stable `code` (kebab-case): agents log it, the verifier maps it to a gRPC
+status in one place, and audit records store it. Codes never change once released.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AttestError(Exception):
+    """Root of every error gpu-attest raises on purpose."""
+
+    code: ClassVar[str] = "attest-error"
+
+
+# --- keys and signatures ---------------------------------------------------------------------
+
+
+class KeyMaterialError(AttestError):
+    """A key could not be loaded, parsed or is of an unsupported kind."""
+
+    code = "key-invalid"
+
+
+class UnsupportedKeyError(KeyMaterialError):
+    code = "key-unsupported"
+
+
+class KeyFilePermissionError(KeyMaterialError):
+    """A private key file is readable by others than its owner."""
+
+    code = "key-file-mode"
+
+
+class SignatureError(AttestError):
+    """Base of the envelope-signature failures."""
+
+    code = "signature-invalid"
+
+
+class NoSignatureError(SignatureError):
+    code = "signature-missing"
+
+
+class UnknownKeyError(SignatureError):
+    """No signature on the envelope was made by a trusted key."""
+
+    code = "signature-unknown-key"
+
+
+class BadSignatureError(SignatureError):
+    """A signature by a trusted key does not verify over the received bytes."""
+
+    code = "signature-invalid"
+
+
+class PayloadTypeError(SignatureError):
+    code = "payload-type-mismatch"
+
+
+# --- decoding untrusted bytes ----------------------------------------------------------------
+
+
+class DecodeError(AttestError):
+    """Bytes that should be a message of ours are not."""
+
+    code = "decode-error"
+
+
+class SizeLimitError(DecodeError):
+    code = "size-limit"
+
+
+class InvariantError(DecodeError):
+    """A well-formed message breaks a rule of the contract (duplicate UUID, bad field)."""
+
+    code = "invariant-violated"
+
+
+# --- verification of evidence ----------------------------------------------------------------
+
+
+class VerificationError(AttestError):
+    code = "verification-failed"
+
+
+class AgentUnknownError(VerificationError):
+    code = "agent-unknown"
+
+
+class AgentRevokedError(VerificationError):
+    code = "agent-revoked"
+
+
+class IdentityMismatchError(VerificationError):
+    """The evidence names another agent than the authenticated transport identity."""
+
+    code = "identity-mismatch"
+
+
+class NonceError(VerificationError):
+    code = "nonce-invalid"
+
+
+class NonceUnknownError(NonceError):
+    code = "nonce-unknown"
+
+
+class NonceExpiredError(NonceError):
+    code = "nonce-expired"
+
+
+class NonceReplayedError(NonceError):
+    code = "nonce-replayed"
+
+
+class ChainError(VerificationError):
+    code = "chain-broken"
+
+
+class ReplayError(ChainError):
+    """The envelope (or its sequence number) was already accepted."""
+
+    code = "evidence-replayed"
+
+
+class ForkError(ChainError):
+    """A different envelope already holds this agent's sequence number."""
+
+    code = "evidence-fork"
+
+
+class GapError(ChainError):
+    """The sequence skips numbers or the previous-hash link does not match."""
+
+    code = "evidence-gap"
+
+
+class ClockSkewError(VerificationError):
+    code = "clock-skew"
+
+
+# --- enrollment ------------------------------------------------------------------------------
+
+
+class EnrollmentError(AttestError):
+    code = "enrollment-failed"
+
+
+class TokenInvalidError(EnrollmentError):
+    code = "token-invalid"
+
+
+class TokenExpiredError(EnrollmentError):
+    code = "token-expired"
+
+
+class TokenUsedError(EnrollmentError):
+    code = "token-used"
+
+
+# --- configuration, storage, inventory -------------------------------------------------------
+
+
+class ConfigError(AttestError):
+    code = "config-invalid"
+
+
+class StoreError(AttestError):
+    code = "store-error"
+
+
+class StoreUnavailableError(StoreError):
+    code = "store-unavailable"
+
+
+class SpoolFullError(StoreError):
+    """The agent's spool cannot take more evidence (disk full or cap reached)."""
+
+    code = "spool-full"
+
+
+class InventoryError(AttestError):
+    code = "inventory-error"
+
+
+class NvmlLibraryNotFoundError(InventoryError):
+    code = "nvml-library-not-found"
+
+
+class NvmlDriverNotLoadedError(InventoryError):
+    code = "nvml-driver-not-loaded"
+
+
+class RateLimitedError(AttestError):
+    code = "rate-limited"
+
+
+class ProofError(AttestError):
+    """A Merkle inclusion/consistency proof or a checkpoint does not verify."""
+
+    code = "proof-invalid"

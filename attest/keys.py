@@ -1,0 +1,203 @@
+"""Keys: Ed25519 for software keys, ECDSA P-256 (ES256, DER signatures) for TPM-held keys.
+
+A key id is the hex SHA-256 of the SubjectPublicKeyInfo DER. `PublicKey.verify` raises; it never
+returns a bool. Private key files are written atomically with mode 0600 and refused on load when
+anyone but the owner can read them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from attest.errors import (
+    BadSignatureError,
+    KeyFilePermissionError,
+    KeyMaterialError,
+    UnsupportedKeyError,
+)
+
+Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+def key_id(spki_der: bytes) -> str:
+    """Hex SHA-256 of a SubjectPublicKeyInfo DER encoding."""
+    return hashlib.sha256(spki_der).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A parsed, supported public key with its SPKI DER and key id."""
+
+    spki_der: bytes
+    algorithm: Algorithm
+    keyid: str
+    _key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey = field(repr=False, compare=False)
+
+    @classmethod
+    def from_spki_der(cls, der: bytes) -> PublicKey:
+        """Parse SPKI DER; raise KeyMaterialError or UnsupportedKeyError."""
+        try:
+            key = serialization.load_der_public_key(der)
+        except (ValueError, TypeError) as exc:
+            raise KeyMaterialError(f"not a SubjectPublicKeyInfo DER public key: {exc}") from exc
+        return cls._from_key(key)
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> PublicKey:
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise KeyMaterialError(f"not a PEM public key: {exc}") from exc
+        return cls._from_key(key)
+
+    @classmethod
+    def from_base64(cls, text: str) -> PublicKey:
+        """Parse base64 SPKI DER, the form used in registry files."""
+        try:
+            der = base64.b64decode(text.strip(), validate=True)
+        except ValueError as exc:
+            raise KeyMaterialError(f"public key is not valid base64: {exc}") from exc
+        return cls.from_spki_der(der)
+
+    @classmethod
+    def _from_key(cls, key: object) -> PublicKey:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            algorithm: Algorithm = "ed25519"
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+            algorithm = "ecdsa-p256-sha256"
+        else:
+            raise UnsupportedKeyError(
+                f"unsupported public key type {type(key).__name__}: use Ed25519 or ECDSA P-256"
+            )
+        der = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return cls(spki_der=der, algorithm=algorithm, keyid=key_id(der), _key=key)
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.spki_der).decode("ascii")
+
+    def to_pem(self) -> bytes:
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise BadSignatureError unless `signature` is this key's signature over `data`."""
+        try:
+            if isinstance(self._key, ed25519.Ed25519PublicKey):
+                self._key.verify(signature, data)
+            else:
+                self._key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature as exc:
+            raise BadSignatureError(f"signature by key {self.keyid[:16]} does not verify") from exc
+
+
+class Signer(Protocol):
+    """Something that signs bytes with a private key it may not expose (file, TPM)."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SoftwareSigner:
+    """A signer over an in-memory private key."""
+
+    private_key: PrivateKey = field(repr=False)
+    public_key: PublicKey
+
+    @classmethod
+    def from_private_key(cls, key: PrivateKey) -> SoftwareSigner:
+        public = PublicKey._from_key(key.public_key())
+        return cls(private_key=key, public_key=public)
+
+    @classmethod
+    def generate(cls, algorithm: Algorithm = "ed25519") -> SoftwareSigner:
+        if algorithm == "ed25519":
+            return cls.from_private_key(ed25519.Ed25519PrivateKey.generate())
+        return cls.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+
+    def sign(self, data: bytes) -> bytes:
+        if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
+            return self.private_key.sign(data)
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def private_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def parse_private_pem(pem: bytes) -> SoftwareSigner:
+    """Parse an unencrypted PKCS#8 PEM private key (Ed25519 or P-256)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyMaterialError(f"not an unencrypted PEM private key: {exc}") from exc
+    if isinstance(key, ed25519.Ed25519PrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return SoftwareSigner.from_private_key(key)
+    raise UnsupportedKeyError(f"unsupported private key type {type(key).__name__}")
+
+
+def write_private_key(path: Path, signer: SoftwareSigner) -> None:
+    """Write the key atomically with mode 0600; never leaves a partial or world-readable file."""
+    write_secret_file(path, signer.private_pem())
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Atomically create `path` with mode 0600 holding `data` (fsync'd file and directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_private_key(path: Path) -> SoftwareSigner:
+    """Load a private key file; raise KeyFilePermissionError if group or others can access it."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read key file {path}: {exc.strerror}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFilePermissionError(
+            f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be 0600"
+        )
+    return parse_private_pem(path.read_bytes())
+
+
+def load_or_create_private_key(path: Path, algorithm: Algorithm = "ed25519") -> SoftwareSigner:
+    """Load the key at `path`, creating a fresh one (0600) if the file does not exist."""
+    if not path.exists():
+        write_private_key(path, SoftwareSigner.generate(algorithm))
+    return load_private_key(path)

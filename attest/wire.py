@@ -1,0 +1,541 @@
+"""Wire <-> domain conversion. The only module besides the gRPC shells that touches `*_pb2`.
+
+Decoders take untrusted bytes and either return validated frozen values or raise `DecodeError`
+(or a subclass). They never return partially parsed data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from attest import model
+from attest.envelope import Envelope, EnvelopeSignature
+from attest.errors import DecodeError, InvariantError, SizeLimitError
+from attest.v1 import attest_pb2 as pb
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+#: Default bound on one serialized envelope; the verifier's configured limit may be lower.
+MAX_ENVELOPE_BYTES = 4 * 1024 * 1024
+MAX_GPUS = 1024
+MAX_MIG_DEVICES = 64
+MAX_POSTURE_CHECKS = 256
+MAX_LANDMARKS = 64
+MAX_STRING = 4096
+HASH_LEN = 32
+NONCE_LEN = 32
+_REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def _parse(message: M, raw: bytes, what: str, *, reject_unknown: bool = True) -> M:
+    try:
+        message.ParseFromString(raw)
+    except (ProtobufDecodeError, ValueError, RuntimeError) as exc:
+        raise DecodeError(f"{what} is not a valid protobuf message: {exc}") from exc
+    if reject_unknown and _has_unknown_fields(message):
+        raise DecodeError(f"{what} carries fields this version does not know")
+    return message
+
+
+def _has_unknown_fields(message: Message) -> bool:
+    if len(UnknownFieldSet(message)):
+        return True
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        children = value if descriptor.is_repeated else [value]
+        if any(_has_unknown_fields(child) for child in children):
+            return True
+    return False
+
+
+# --- timestamps --------------------------------------------------------------------------------
+
+
+def _ts(when: datetime) -> Timestamp:
+    if when.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    stamp = Timestamp()
+    stamp.FromDatetime(when.astimezone(UTC))
+    return stamp
+
+
+def _from_ts(stamp: Timestamp, what: str) -> datetime:
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise DecodeError(f"{what} is not a valid timestamp") from exc
+
+
+# --- envelope ----------------------------------------------------------------------------------
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    msg = pb.Envelope(
+        payload=envelope.payload,
+        payload_type=envelope.payload_type,
+        signatures=[pb.Signature(sig=s.sig, keyid=s.keyid) for s in envelope.signatures],
+    )
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_envelope(raw: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
+    """Parse serialized Envelope bytes (untrusted). Raise SizeLimitError or DecodeError."""
+    if len(raw) > max_bytes:
+        raise SizeLimitError(f"envelope of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    msg = _parse(pb.Envelope(), raw, "envelope")
+    if not msg.payload_type or len(msg.payload_type) > 256:
+        raise DecodeError("envelope payload type is missing or too long")
+    return Envelope(
+        payload_type=msg.payload_type,
+        payload=msg.payload,
+        signatures=tuple(EnvelopeSignature(keyid=s.keyid, sig=s.sig) for s in msg.signatures),
+    )
+
+
+# --- readings: set value, or unset and named in `unavailable` ----------------------------------
+
+
+class _ReadingWriter:
+    """Collects readings into a message and its `unavailable` map."""
+
+    def __init__(self, unavailable: MutableMapping[str, str]) -> None:
+        self.unavailable = unavailable
+
+    def scalar(self, msg: Any, name: str, reading: object) -> None:
+        if isinstance(reading, model.Unavailable):
+            self.unavailable[name] = reading.reason
+        else:
+            setattr(msg, name, reading)
+
+    def sub(self, msg: Any, name: str, reading: object, build: Callable[[Any], Message]) -> None:
+        if isinstance(reading, model.Unavailable):
+            self.unavailable[name] = reading.reason
+        else:
+            getattr(msg, name).CopyFrom(build(reading))
+
+
+class _ReadingReader:
+    """Reads readings back, enforcing that a field is either set or named unavailable."""
+
+    def __init__(self, msg: Any, what: str, fields: frozenset[str]) -> None:
+        self.msg = msg
+        self.what = what
+        self.unavailable: Mapping[str, str] = msg.unavailable
+        unknown = set(self.unavailable) - fields
+        if unknown:
+            raise InvariantError(f"{what}: unavailable names unknown fields {sorted(unknown)}")
+        for reason in self.unavailable.values():
+            if not _REASON.match(reason):
+                raise InvariantError(f"{what}: unavailable reason {reason[:40]!r} is malformed")
+
+    def _absent(self, name: str) -> model.Unavailable | None:
+        reason = self.unavailable.get(name)
+        return None if reason is None else model.Unavailable(reason)
+
+    def optional(self, name: str) -> Any:
+        """A proto3 `optional` field or a sub-message: presence is explicit."""
+        absent = self._absent(name)
+        present = self.msg.HasField(name)
+        if absent is not None:
+            if present:
+                raise InvariantError(f"{self.what}: {name} is both set and unavailable")
+            return absent
+        if not present:
+            raise InvariantError(f"{self.what}: {name} is neither set nor named unavailable")
+        value = getattr(self.msg, name)
+        if isinstance(value, str):
+            _check_str(value, f"{self.what}.{name}")
+        return value
+
+    def plain(self, name: str) -> Any:
+        """A plain proto3 scalar: unavailable only when named, and then it must be default."""
+        absent = self._absent(name)
+        value = getattr(self.msg, name)
+        if absent is not None:
+            if value:
+                raise InvariantError(f"{self.what}: {name} is both set and unavailable")
+            return absent
+        if isinstance(value, str):
+            _check_str(value, f"{self.what}.{name}")
+        return value
+
+
+def _check_str(value: str, what: str) -> None:
+    if len(value) > MAX_STRING:
+        raise InvariantError(f"{what} is longer than {MAX_STRING} characters")
+
+
+def _fields(cls: type) -> frozenset[str]:
+    return frozenset(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
+# --- GPU ---------------------------------------------------------------------------------------
+
+_GPU_STATE = {
+    model.GpuState.OK: pb.Gpu.STATE_OK,
+    model.GpuState.LOST: pb.Gpu.STATE_LOST,
+    model.GpuState.INACCESSIBLE: pb.Gpu.STATE_INACCESSIBLE,
+}
+_GPU_STATE_BACK = {v: k for k, v in _GPU_STATE.items()}
+
+
+def _pci_pb(pci: model.PciInfo) -> pb.PciInfo:
+    return pb.PciInfo(bus_id=pci.bus_id, device_id=pci.device_id, subsystem_id=pci.subsystem_id)
+
+
+def _mig_pb(mig: model.MigInfo) -> pb.MigInfo:
+    out = pb.MigInfo(current_mode=mig.current_mode, pending_mode=mig.pending_mode)
+    for dev in mig.devices:
+        item = out.devices.add(uuid=dev.uuid)
+        w = _ReadingWriter(item.unavailable)
+        w.scalar(item, "gpu_instance_id", dev.gpu_instance_id)
+        w.scalar(item, "compute_instance_id", dev.compute_instance_id)
+        w.scalar(item, "memory_total_bytes", dev.memory_total_bytes)
+    return out
+
+
+def _cc_pb(cc: model.ConfidentialComputing) -> pb.ConfidentialComputing:
+    out = pb.ConfidentialComputing(enabled=cc.enabled, report_nonce=cc.report_nonce)
+    w = _ReadingWriter(out.unavailable)
+    w.scalar(out, "attestation_report", cc.attestation_report)
+    w.scalar(out, "certificate_chain", cc.certificate_chain)
+    w.scalar(out, "cec_attestation_report", cc.cec_attestation_report)
+    return out
+
+
+def _gpu_pb(gpu: model.Gpu) -> pb.Gpu:
+    out = pb.Gpu(index=gpu.index, state=_GPU_STATE[gpu.state], uuid=gpu.uuid)
+    w = _ReadingWriter(out.unavailable)
+    for name in (
+        "serial", "name", "board_part_number", "board_id", "module_id", "vbios_version",
+        "inforom_image_version", "memory_total_bytes", "architecture", "power_limit_mw",
+        "power_default_limit_mw", "power_max_limit_mw", "persistence_mode",
+    ):  # fmt: skip
+        w.scalar(out, name, getattr(gpu, name))
+    if isinstance(gpu.compute_capability, model.Unavailable):
+        out.unavailable["compute_capability"] = gpu.compute_capability.reason
+    else:
+        out.compute_capability_major, out.compute_capability_minor = gpu.compute_capability
+    w.sub(out, "pci", gpu.pci, _pci_pb)
+    w.sub(out, "mig", gpu.mig, _mig_pb)
+    w.sub(out, "fabric", gpu.fabric, lambda f: pb.FabricInfo(**vars(f)))
+    w.sub(out, "ecc", gpu.ecc, lambda e: pb.EccInfo(**vars(e)))
+    w.sub(out, "remapped_rows", gpu.remapped_rows, lambda r: pb.RemappedRows(**vars(r)))
+    w.sub(out, "cc", gpu.cc, _cc_pb)
+    return out
+
+
+def _gpu_from_pb(msg: pb.Gpu, where: str) -> model.Gpu:
+    if msg.state not in _GPU_STATE_BACK:
+        raise InvariantError(f"{where}: unknown state {msg.state}")
+    if not msg.uuid or len(msg.uuid) > 128:
+        raise InvariantError(f"{where}: uuid is missing or too long")
+    r = _ReadingReader(msg, where, _fields(model.Gpu))
+    if "compute_capability" in r.unavailable:
+        capability: model.Reading[tuple[int, int]] = model.Unavailable(
+            r.unavailable["compute_capability"]
+        )
+    else:
+        if not (
+            msg.HasField("compute_capability_major") and msg.HasField("compute_capability_minor")
+        ):
+            raise InvariantError(f"{where}: compute capability is neither set nor unavailable")
+        capability = (msg.compute_capability_major, msg.compute_capability_minor)
+    return model.Gpu(
+        index=msg.index,
+        state=_GPU_STATE_BACK[msg.state],
+        uuid=msg.uuid,
+        serial=r.optional("serial"),
+        name=r.optional("name"),
+        board_part_number=r.optional("board_part_number"),
+        board_id=r.optional("board_id"),
+        module_id=r.optional("module_id"),
+        pci=_sub(r, "pci", lambda p: model.PciInfo(p.bus_id, p.device_id, p.subsystem_id)),
+        vbios_version=r.optional("vbios_version"),
+        inforom_image_version=r.optional("inforom_image_version"),
+        memory_total_bytes=r.optional("memory_total_bytes"),
+        architecture=r.optional("architecture"),
+        compute_capability=capability,
+        power_limit_mw=r.optional("power_limit_mw"),
+        power_default_limit_mw=r.optional("power_default_limit_mw"),
+        power_max_limit_mw=r.optional("power_max_limit_mw"),
+        mig=_sub(r, "mig", lambda m: _mig_from_pb(m, where)),
+        fabric=_sub(
+            r, "fabric", lambda f: model.FabricInfo(f.cluster_uuid, f.clique_id, f.state, f.status)
+        ),
+        ecc=_sub(
+            r,
+            "ecc",
+            lambda e: model.EccInfo(
+                e.mode_current, e.mode_pending, e.volatile_uncorrected, e.aggregate_uncorrected
+            ),
+        ),
+        remapped_rows=_sub(
+            r,
+            "remapped_rows",
+            lambda x: model.RemappedRows(x.corrected, x.uncorrected, x.pending, x.failure),
+        ),
+        persistence_mode=r.optional("persistence_mode"),
+        cc=_sub(r, "cc", lambda c: _cc_from_pb(c, where)),
+    )
+
+
+def _sub(r: _ReadingReader, name: str, convert: Callable[[Any], T]) -> model.Reading[T]:
+    value = r.optional(name)
+    return value if isinstance(value, model.Unavailable) else convert(value)
+
+
+def _mig_from_pb(msg: pb.MigInfo, where: str) -> model.MigInfo:
+    if len(msg.devices) > MAX_MIG_DEVICES:
+        raise InvariantError(f"{where}: more than {MAX_MIG_DEVICES} MIG devices")
+    devices = []
+    for dev in msg.devices:
+        r = _ReadingReader(dev, f"{where}.mig", _fields(model.MigDevice))
+        devices.append(
+            model.MigDevice(
+                uuid=dev.uuid,
+                gpu_instance_id=r.plain("gpu_instance_id"),
+                compute_instance_id=r.plain("compute_instance_id"),
+                memory_total_bytes=r.plain("memory_total_bytes"),
+            )
+        )
+    return model.MigInfo(msg.current_mode, msg.pending_mode, tuple(devices))
+
+
+def _cc_from_pb(msg: pb.ConfidentialComputing, where: str) -> model.ConfidentialComputing:
+    r = _ReadingReader(msg, f"{where}.cc", _fields(model.ConfidentialComputing))
+    if msg.report_nonce and len(msg.report_nonce) != NONCE_LEN:
+        raise InvariantError(f"{where}.cc: report nonce must be {NONCE_LEN} bytes")
+    return model.ConfidentialComputing(
+        enabled=msg.enabled,
+        attestation_report=r.plain("attestation_report"),
+        certificate_chain=r.plain("certificate_chain"),
+        cec_attestation_report=r.plain("cec_attestation_report"),
+        report_nonce=msg.report_nonce,
+    )
+
+
+# --- host and driver ---------------------------------------------------------------------------
+
+_HOST_FIELDS = tuple(_fields(model.HostFacts))
+_DRIVER_FIELDS = ("driver_version", "nvml_version", "cuda_driver_version")
+
+
+def _host_pb(host: model.HostFacts) -> pb.HostFacts:
+    out = pb.HostFacts()
+    w = _ReadingWriter(out.unavailable)
+    for name in sorted(_HOST_FIELDS):
+        w.scalar(out, name, getattr(host, name))
+    return out
+
+
+def _driver_pb(driver: model.DriverInfo) -> pb.DriverInfo:
+    out = pb.DriverInfo()
+    w = _ReadingWriter(out.unavailable)
+    for name in _DRIVER_FIELDS:
+        w.scalar(out, name, getattr(driver, name))
+    return out
+
+
+def _host_from_pb(msg: pb.HostFacts) -> model.HostFacts:
+    r = _ReadingReader(msg, "host", frozenset(_HOST_FIELDS))
+    return model.HostFacts(**{name: r.plain(name) for name in _HOST_FIELDS})
+
+
+def _driver_from_pb(msg: pb.DriverInfo) -> model.DriverInfo:
+    r = _ReadingReader(msg, "driver", frozenset(_DRIVER_FIELDS))
+    return model.DriverInfo(**{name: r.plain(name) for name in _DRIVER_FIELDS})
+
+
+# --- evidence ----------------------------------------------------------------------------------
+
+_INVENTORY_STATE = {
+    model.InventoryState.OK: pb.InventoryStatus.STATE_OK,
+    model.InventoryState.LIBRARY_NOT_FOUND: pb.InventoryStatus.STATE_LIBRARY_NOT_FOUND,
+    model.InventoryState.DRIVER_NOT_LOADED: pb.InventoryStatus.STATE_DRIVER_NOT_LOADED,
+    model.InventoryState.ERROR: pb.InventoryStatus.STATE_ERROR,
+}
+_INVENTORY_STATE_BACK = {v: k for k, v in _INVENTORY_STATE.items()}
+_POSTURE = {
+    model.PostureResult.PASS: pb.PostureCheck.RESULT_PASS,
+    model.PostureResult.FAIL: pb.PostureCheck.RESULT_FAIL,
+    model.PostureResult.UNKNOWN: pb.PostureCheck.RESULT_UNKNOWN,
+}
+_POSTURE_BACK = {v: k for k, v in _POSTURE.items()}
+
+
+def encode_evidence(evidence: model.Evidence) -> bytes:
+    """Serialize evidence once; these bytes are what the agent signs and the verifier stores."""
+    msg = pb.Evidence(
+        agent_id=evidence.agent_id,
+        seq=evidence.seq,
+        prev_hash=evidence.prev_hash,
+        nonce=evidence.nonce,
+        created_at=_ts(evidence.created_at),
+        agent_version=evidence.agent_version,
+        host=_host_pb(evidence.host),
+        driver=_driver_pb(evidence.driver),
+        inventory=pb.InventoryStatus(
+            state=_INVENTORY_STATE[evidence.inventory.state],
+            detail=evidence.inventory.detail,
+            device_count=evidence.inventory.device_count,
+        ),
+        gpus=[_gpu_pb(g) for g in evidence.gpus],
+        site=pb.SiteClaim(site_id=evidence.site_id),
+        posture=[
+            pb.PostureCheck(name=p.name, result=_POSTURE[p.result], detail=p.detail)
+            for p in evidence.posture
+        ],
+        landmarks=[
+            pb.LandmarkMeasurement(
+                landmark_id=m.landmark_id, statement=m.statement, rtt_us=list(m.rtt_us)
+            )
+            for m in evidence.landmarks
+        ],
+    )
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_evidence(payload: bytes) -> model.Evidence:
+    """Parse and validate an evidence payload whose signature has already been verified.
+
+    Raises DecodeError when the bytes are not an Evidence message, InvariantError when the
+    message breaks a rule of the contract (duplicate GPU UUID, malformed hash, sizes).
+    """
+    msg = _parse(pb.Evidence(), payload, "evidence")
+    if not msg.agent_id or len(msg.agent_id) > 128:
+        raise InvariantError("evidence agent_id is missing or too long")
+    if msg.seq < 1:
+        raise InvariantError("evidence seq must start at 1")
+    if msg.seq == 1 and msg.prev_hash:
+        raise InvariantError("the first evidence of a chain has no previous hash")
+    if msg.seq > 1 and len(msg.prev_hash) != HASH_LEN:
+        raise InvariantError(f"evidence prev_hash must be {HASH_LEN} bytes")
+    if msg.nonce and len(msg.nonce) != NONCE_LEN:
+        raise InvariantError(f"evidence nonce must be empty or {NONCE_LEN} bytes")
+    if not msg.HasField("created_at"):
+        raise InvariantError("evidence has no creation time")
+    for name in ("host", "driver", "inventory", "site"):
+        if not msg.HasField(name):
+            raise InvariantError(f"evidence has no {name} section")
+    if len(msg.gpus) > MAX_GPUS:
+        raise InvariantError(f"evidence lists more than {MAX_GPUS} GPUs")
+    if len(msg.posture) > MAX_POSTURE_CHECKS or len(msg.landmarks) > MAX_LANDMARKS:
+        raise InvariantError("evidence lists too many posture checks or landmarks")
+    if msg.inventory.state not in _INVENTORY_STATE_BACK:
+        raise InvariantError(f"unknown inventory state {msg.inventory.state}")
+    gpus = tuple(_gpu_from_pb(g, f"gpu[{i}]") for i, g in enumerate(msg.gpus))
+    seen: set[str] = set()
+    for gpu in gpus:
+        if gpu.uuid in seen:
+            raise InvariantError(f"GPU {gpu.uuid} appears twice in one evidence")
+        seen.add(gpu.uuid)
+    posture = []
+    for check in msg.posture:
+        if check.result not in _POSTURE_BACK or not check.name:
+            raise InvariantError("posture check without a name or with an unknown result")
+        posture.append(model.PostureCheck(check.name, _POSTURE_BACK[check.result], check.detail))
+    return model.Evidence(
+        agent_id=msg.agent_id,
+        seq=msg.seq,
+        prev_hash=msg.prev_hash,
+        nonce=msg.nonce,
+        created_at=_from_ts(msg.created_at, "evidence created_at"),
+        agent_version=msg.agent_version,
+        host=_host_from_pb(msg.host),
+        driver=_driver_from_pb(msg.driver),
+        inventory=model.InventoryStatus(
+            _INVENTORY_STATE_BACK[msg.inventory.state],
+            msg.inventory.detail,
+            msg.inventory.device_count,
+        ),
+        gpus=gpus,
+        site_id=msg.site.site_id,
+        posture=tuple(posture),
+        landmarks=tuple(
+            model.LandmarkMeasurement(m.landmark_id, m.statement, tuple(m.rtt_us))
+            for m in msg.landmarks
+        ),
+    )
+
+
+# --- receipts, challenges, rejections ----------------------------------------------------------
+
+_FRESHNESS = {
+    model.Freshness.NONCE: pb.ReceiptBody.FRESHNESS_NONCE,
+    model.Freshness.OFFLINE: pb.ReceiptBody.FRESHNESS_OFFLINE,
+}
+_FRESHNESS_BACK = {v: k for k, v in _FRESHNESS.items()}
+
+
+def encode_receipt(receipt: model.Receipt) -> bytes:
+    return pb.ReceiptBody(
+        agent_id=receipt.agent_id,
+        seq=receipt.seq,
+        envelope_hash=receipt.envelope_hash,
+        log_index=receipt.log_index,
+        checkpoint=receipt.checkpoint,
+        accepted_at=_ts(receipt.accepted_at),
+        freshness=_FRESHNESS[receipt.freshness],
+    ).SerializeToString(deterministic=True)
+
+
+def decode_receipt(payload: bytes) -> model.Receipt:
+    msg = _parse(pb.ReceiptBody(), payload, "receipt")
+    if msg.freshness not in _FRESHNESS_BACK or len(msg.envelope_hash) != HASH_LEN:
+        raise InvariantError("receipt has an unknown freshness or a malformed hash")
+    return model.Receipt(
+        agent_id=msg.agent_id,
+        seq=msg.seq,
+        envelope_hash=msg.envelope_hash,
+        log_index=msg.log_index,
+        checkpoint=msg.checkpoint,
+        accepted_at=_from_ts(msg.accepted_at, "receipt accepted_at"),
+        freshness=_FRESHNESS_BACK[msg.freshness],
+    )
+
+
+def challenge_to_pb(challenge: model.Challenge) -> pb.Challenge:
+    return pb.Challenge(
+        nonce=challenge.nonce,
+        expires_at=_ts(challenge.expires_at),
+        last_seq=challenge.last_seq,
+        last_hash=challenge.last_hash,
+    )
+
+
+def challenge_from_pb(msg: pb.Challenge) -> model.Challenge:
+    if len(msg.nonce) != NONCE_LEN:
+        raise InvariantError(f"challenge nonce must be {NONCE_LEN} bytes")
+    if msg.last_hash and len(msg.last_hash) != HASH_LEN:
+        raise InvariantError("challenge last_hash is malformed")
+    return model.Challenge(
+        nonce=msg.nonce,
+        expires_at=_from_ts(msg.expires_at, "challenge expires_at"),
+        last_seq=msg.last_seq,
+        last_hash=msg.last_hash,
+    )
+
+
+def rejection_to_pb(rejection: model.Rejection) -> pb.Rejection:
+    return pb.Rejection(
+        seq=rejection.seq,
+        envelope_hash=rejection.envelope_hash,
+        code=rejection.code,
+        message=rejection.message,
+        retryable=rejection.retryable,
+    )
+
+
+def rejection_from_pb(msg: pb.Rejection) -> model.Rejection:
+    return model.Rejection(msg.seq, msg.envelope_hash, msg.code, msg.message, msg.retryable)

@@ -1,0 +1,1 @@
+"""Benchmarks that print one JSON line each (never timed assertions in tests)."""

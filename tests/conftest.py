@@ -1,0 +1,1 @@
+"""Shared fixtures. Each area keeps its own fixtures in its tests/<area>/conftest.py."""

@@ -1,0 +1,1 @@
+"""gpu-attest verifier: checks, stores and reconciles the fleet's evidence."""
