@@ -168,6 +168,12 @@ class ConfigError(AttestError):
     code = "config-invalid"
 
 
+class MachineFileError(ConfigError):
+    """A simulated-machine description (DESIGN section 7) is malformed or names unknown keys."""
+
+    code = "machine-file-invalid"
+
+
 class StoreError(AttestError):
     code = "store-error"
 
@@ -202,3 +208,15 @@ class ProofError(AttestError):
     """A Merkle inclusion/consistency proof or a checkpoint does not verify."""
 
     code = "proof-invalid"
+
+
+class NotEnrolledError(ConfigError):
+    """The agent's state directory holds no enrollment (run `gpu-attest-agent enroll`)."""
+
+    code = "agent-not-enrolled"
+
+
+class ReceiptMismatchError(VerificationError):
+    """A verifier receipt names another agent or envelope than the one it answers."""
+
+    code = "receipt-mismatch"
