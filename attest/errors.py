@@ -220,3 +220,9 @@ class ReceiptMismatchError(VerificationError):
     """A verifier receipt names another agent or envelope than the one it answers."""
 
     code = "receipt-mismatch"
+
+
+class TransportIdentityError(VerificationError):
+    """The connection carries no usable agent identity (no client certificate, no agent SAN)."""
+
+    code = "transport-identity-missing"

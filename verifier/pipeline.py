@@ -1,0 +1,299 @@
+"""The verification pipeline: pure functions over bytes, looked-up state values and `now`.
+
+Two stages, because the state the second needs depends on what the first authenticated:
+
+1. `authenticate`: size limit -> decode the envelope -> signature by a key pinned for the agent
+   that the *transport* named (never a name read from the message) -> parse the evidence ->
+   the evidence names that same agent -> invariants.
+2. `check_state`: sequence and previous hash continue the chain head (replay vs fork decided on
+   the payload digest, because ECDSA signatures are malleable) -> nonce (issued by this fleet,
+   unexpired, unused -> NONCE freshness; empty or issued-but-expired -> OFFLINE) -> creation
+   time within the allowed skew (and not older than the offline maximum age).
+
+Neither stage does I/O. The shell looks the state up, calls these, and then lets the store
+consume the nonce and advance the chain head in one transaction (compare-and-set), which closes
+the race between replicas that the pure checks cannot see. Every rejection is a typed error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from attest import wire
+from attest.envelope import EVIDENCE_PAYLOAD_TYPE, envelope_hash, verify
+from attest.errors import (
+    AgentRevokedError,
+    AgentUnknownError,
+    ClockSkewError,
+    ForkError,
+    GapError,
+    IdentityMismatchError,
+    InvariantError,
+    NonceReplayedError,
+    NonceUnknownError,
+    ReplayError,
+    SizeLimitError,
+)
+from attest.keys import PublicKey
+from attest.model import Evidence, Freshness, InventoryState, PciInfo
+from verifier.store.api import (
+    AgentRecord,
+    AgentStatus,
+    GpuClaim,
+    NonceRecord,
+    VerifiedAttestation,
+)
+
+#: Longest GPU UUID accepted ("GPU-" + 36-character UUID is 40; MIG ids are longer).
+MAX_UUID_LEN = 128
+MAX_LANDMARK_STATEMENT = 16 * 1024
+MAX_RTT_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The pipeline's bounds, taken from the configuration."""
+
+    max_envelope_bytes: int
+    clock_skew: timedelta
+    offline_max_age: timedelta
+
+
+@dataclass(frozen=True)
+class PinnedAgent:
+    """An enrolled agent as the store knows it: its pinned keys (keyid -> key)."""
+
+    agent_id: str
+    site_id: str
+    keys: Mapping[str, PublicKey]
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The agent's last accepted envelope: its sequence number and envelope hash (0/b"": none)."""
+
+    last_seq: int = 0
+    last_hash: bytes = b""
+
+
+@dataclass(frozen=True)
+class AuthenticatedEvidence:
+    """Evidence whose signature verified against the agent's pinned key, parsed and checked."""
+
+    raw: bytes
+    envelope_hash: bytes
+    payload_digest: bytes
+    keyid: str
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class VerifiedEvidence:
+    """Evidence that passed every pure gate; the store still has to win the compare-and-set."""
+
+    raw: bytes
+    envelope_hash: bytes
+    payload_digest: bytes
+    keyid: str
+    evidence: Evidence
+    freshness: Freshness
+    expected_head: ChainHead
+
+    @property
+    def agent_id(self) -> str:
+        return self.evidence.agent_id
+
+    @property
+    def seq(self) -> int:
+        return self.evidence.seq
+
+
+def authenticate(
+    raw: bytes, transport_agent_id: str, agent: PinnedAgent | None, limits: Limits
+) -> AuthenticatedEvidence:
+    """Verify the envelope's signature by `agent`'s pinned key, then parse and check it.
+
+    `transport_agent_id` is the identity the transport authenticated (mTLS certificate SAN).
+    Raises SizeLimitError, DecodeError, AgentUnknownError, AgentRevokedError, the SignatureError
+    family, InvariantError, IdentityMismatchError.
+    """
+    if len(raw) > limits.max_envelope_bytes:
+        raise SizeLimitError(
+            f"envelope of {len(raw)} bytes exceeds the limit of {limits.max_envelope_bytes}"
+        )
+    envelope = wire.decode_envelope(raw, limits.max_envelope_bytes)
+    if agent is None or agent.agent_id != transport_agent_id:
+        raise AgentUnknownError(f"agent {transport_agent_id[:64]!r} is not enrolled here")
+    if agent.revoked:
+        raise AgentRevokedError(f"agent {agent.agent_id} was revoked")
+    verified = verify(envelope, EVIDENCE_PAYLOAD_TYPE, agent.keys)
+    evidence = wire.decode_evidence(verified.payload)
+    if evidence.agent_id != transport_agent_id:
+        raise IdentityMismatchError(
+            f"evidence names agent {evidence.agent_id[:64]!r}, the connection is "
+            f"{transport_agent_id!r}"
+        )
+    check_invariants(evidence)
+    return AuthenticatedEvidence(
+        raw=raw,
+        envelope_hash=envelope_hash(raw),
+        payload_digest=hashlib.sha256(verified.payload).digest(),
+        keyid=verified.keyids[0],
+        evidence=evidence,
+    )
+
+
+def check_invariants(evidence: Evidence) -> None:
+    """Counts and sizes the wire decoder does not already bound; raise InvariantError.
+
+    (The decoder already refuses a UUID twice, over-long strings and oversized lists.)
+    """
+    inventory = evidence.inventory
+    no_driver = (InventoryState.LIBRARY_NOT_FOUND, InventoryState.DRIVER_NOT_LOADED)
+    if inventory.state in no_driver and evidence.gpus:
+        raise InvariantError("GPUs listed although the inventory says there is no driver")
+    if inventory.device_count > wire.MAX_GPUS:
+        raise InvariantError(f"device count {inventory.device_count} is not plausible")
+    seen_mig: set[str] = set()
+    for gpu in evidence.gpus:
+        if not gpu.uuid or len(gpu.uuid) > MAX_UUID_LEN:
+            raise InvariantError(f"GPU {gpu.index} has no UUID or an over-long one")
+        if gpu.index >= wire.MAX_GPUS:
+            raise InvariantError(f"GPU index {gpu.index} is not plausible")
+        mig = gpu.mig
+        for device in getattr(mig, "devices", ()):
+            if not device.uuid or device.uuid in seen_mig:
+                raise InvariantError(f"MIG device {device.uuid[:64]!r} is empty or repeated")
+            seen_mig.add(device.uuid)
+    if not evidence.site_id or len(evidence.site_id) > 128:
+        raise InvariantError("evidence names no site or an over-long one")
+    for measurement in evidence.landmarks:
+        if len(measurement.statement) > MAX_LANDMARK_STATEMENT:
+            raise InvariantError("a landmark statement is larger than allowed")
+        if len(measurement.rtt_us) > MAX_RTT_SAMPLES:
+            raise InvariantError("a landmark measurement carries too many samples")
+
+
+def check_state(
+    auth: AuthenticatedEvidence,
+    nonce: NonceRecord | None,
+    head: ChainHead,
+    digest_at_seq: bytes | None,
+    *,
+    now: datetime,
+    limits: Limits,
+) -> VerifiedEvidence:
+    """Decide freshness and chain position of authenticated evidence.
+
+    `nonce` is the store's record of the evidence's nonce (None: never issued, or the evidence
+    carries none). `digest_at_seq` is the payload digest already accepted at the evidence's
+    sequence number, if any. Raises NonceUnknownError, NonceReplayedError, ReplayError,
+    ForkError, GapError, ClockSkewError.
+    """
+    evidence = auth.evidence
+    # Chain first: an accepted envelope sent again must read as a replay, not as a nonce reuse.
+    check_chain(auth, head, digest_at_seq)
+    freshness = check_nonce(evidence, nonce, now)
+    check_time(evidence, freshness, nonce, now=now, limits=limits)
+    return VerifiedEvidence(
+        raw=auth.raw,
+        envelope_hash=auth.envelope_hash,
+        payload_digest=auth.payload_digest,
+        keyid=auth.keyid,
+        evidence=evidence,
+        freshness=freshness,
+        expected_head=head,
+    )
+
+
+def check_nonce(evidence: Evidence, nonce: NonceRecord | None, now: datetime) -> Freshness:
+    """NONCE when bound to a live challenge of ours; OFFLINE when empty or issued-but-expired."""
+    if not evidence.nonce:
+        return Freshness.OFFLINE
+    if nonce is None or nonce.nonce != evidence.nonce:
+        raise NonceUnknownError("the evidence's nonce was not issued by this verifier fleet")
+    if nonce.consumed_at is not None:
+        raise NonceReplayedError("the evidence's nonce was already used")
+    if now >= nonce.expires_at:
+        # A spooled envelope replayed after its challenge expired: still welcome, but it only
+        # proves time by its own clock.
+        return Freshness.OFFLINE
+    return Freshness.NONCE
+
+
+def check_chain(auth: AuthenticatedEvidence, head: ChainHead, digest_at_seq: bytes | None) -> None:
+    """The envelope must be the successor of the chain head; raise Replay/Fork/GapError."""
+    seq = auth.evidence.seq
+    if seq <= head.last_seq:
+        if digest_at_seq is not None and not hmac.compare_digest(
+            digest_at_seq, auth.payload_digest
+        ):
+            raise ForkError(f"a different envelope was already accepted as seq {seq}")
+        raise ReplayError(f"seq {seq} was already accepted (chain head is {head.last_seq})")
+    if seq != head.last_seq + 1:
+        raise GapError(f"seq {seq} does not follow the chain head {head.last_seq}")
+    if seq > 1 and not hmac.compare_digest(auth.evidence.prev_hash, head.last_hash):
+        raise GapError(f"seq {seq} does not link to the hash of seq {head.last_seq}")
+
+
+def check_time(
+    evidence: Evidence,
+    freshness: Freshness,
+    nonce: NonceRecord | None,
+    *,
+    now: datetime,
+    limits: Limits,
+) -> None:
+    """created_at within the skew; not older than the offline maximum age; raise ClockSkewError."""
+    created = evidence.created_at
+    if created > now + limits.clock_skew:
+        raise ClockSkewError(f"evidence was created {created.isoformat()}, in the future")
+    if created < now - limits.offline_max_age:
+        raise ClockSkewError(f"evidence of {created.isoformat()} is older than allowed")
+    bound = nonce if freshness is Freshness.NONCE else None
+    if bound is not None and created < bound.issued_at - limits.clock_skew:
+        raise ClockSkewError("evidence claims to predate the challenge it answers")
+
+
+def pinned_from_record(record: AgentRecord) -> PinnedAgent:
+    """The agent's current (not retired) keys, parsed; raise KeyMaterialError if one is bad."""
+    keys = {k.keyid: PublicKey.from_spki_der(k.spki_der) for k in record.current_keys}
+    return PinnedAgent(
+        agent_id=record.agent_id,
+        site_id=record.site_id,
+        keys=keys,
+        revoked=record.status is AgentStatus.REVOKED,
+    )
+
+
+def head_of(record: AgentRecord) -> ChainHead:
+    return ChainHead(last_seq=record.last_seq, last_hash=record.last_hash)
+
+
+def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> VerifiedAttestation:
+    """What the store's accept transaction makes durable."""
+    evidence = verified.evidence
+    claims = []
+    for gpu in evidence.gpus:
+        name = gpu.name if isinstance(gpu.name, str) else ""
+        pci = gpu.pci
+        device_id = pci.device_id if isinstance(pci, PciInfo) else None
+        claims.append(GpuClaim(uuid=gpu.uuid, name=name, pci_device_id=device_id))
+    return VerifiedAttestation(
+        agent_id=evidence.agent_id,
+        seq=evidence.seq,
+        prev_hash=evidence.prev_hash,
+        envelope=verified.raw,
+        envelope_hash=verified.envelope_hash,
+        payload_digest=verified.payload_digest,
+        nonce=b"" if verified.freshness is Freshness.OFFLINE else evidence.nonce,
+        freshness=verified.freshness,
+        created_at=evidence.created_at,
+        received_at=received_at,
+        gpus=tuple(claims),
+    )

@@ -1,0 +1,47 @@
+"""Per-agent token buckets: a misbehaving agent slows itself down, never the others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """`rate` envelopes per second per agent with bursts up to `burst`.
+
+    Buckets of agents idle long enough to be full again are forgotten, so memory follows the
+    number of busy agents, not the fleet size.
+    """
+
+    def __init__(self, rate: float, burst: int, max_tracked: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_tracked = max_tracked
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, agent_id: str, now: float) -> bool:
+        """Take one token for `agent_id` at monotonic time `now`; False when none is left."""
+        bucket = self._buckets.get(agent_id)
+        if bucket is None:
+            if len(self._buckets) >= self.max_tracked:
+                self._forget_full(now)
+            bucket = self._buckets[agent_id] = _Bucket(self.burst, now)
+        else:
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
+            bucket.updated = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        refill = self.burst / self.rate
+        stale = [k for k, b in self._buckets.items() if now - b.updated >= refill]
+        for key in stale:
+            del self._buckets[key]

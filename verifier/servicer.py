@@ -1,0 +1,327 @@
+"""grpc.aio servicer of attest.v1.Attestation: decode, call the core, encode, map errors.
+
+The Attest stream follows /work protocol: the verifier speaks first with a Challenge (its nonce
+recorded in the store so every replica accepts it), re-issues one at ttl/2 while idle and after
+every receipt; each envelope runs through the pure pipeline, then the group-committed store
+transaction, and only after COMMIT is the signed receipt written. A rejection is audited, sent
+as a Rejection message, and ends that stream alone with the status errors_map assigns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from attest import wire
+from attest.envelope import RECEIPT_PAYLOAD_TYPE, EnvelopeSignature, envelope_hash, sign
+from attest.errors import (
+    AgentRevokedError,
+    AgentUnknownError,
+    AttestError,
+    RateLimitedError,
+    StoreError,
+    TransportIdentityError,
+)
+from attest.keys import SoftwareSigner
+from attest.model import Challenge, Receipt
+from attest.v1 import attest_pb2 as pb
+from attest.v1 import attest_pb2_grpc as pb_grpc
+from verifier import enroll as enroll_core
+from verifier import pipeline
+from verifier.ca import CertificateAuthority, agent_id_from_certificate
+from verifier.config import VerifierConfig
+from verifier.errors_map import details_for, rejection_for, status_for
+from verifier.metrics import Metrics
+from verifier.ratelimit import RateLimiter
+from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
+from verifier.store.batch import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+PLAINTEXT_AGENT_HEADER = "x-gpu-attest-agent-id"
+#: Nonces of one stream that stay acceptable from memory (older ones go through the store).
+_STREAM_NONCES = 4
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+Identify = Callable[[grpc.aio.ServicerContext[object, object]], str]
+
+
+def identity_from_certificate(context: grpc.aio.ServicerContext[object, object]) -> str:
+    """The agent id of the TLS-verified client certificate; raise TransportIdentityError."""
+    pems = list(context.auth_context().get("x509_pem_cert", ()))
+    if not pems:
+        raise TransportIdentityError("Attest needs the agent's client certificate (mTLS)")
+    return agent_id_from_certificate(pems[0])
+
+
+def identity_from_metadata(context: grpc.aio.ServicerContext[object, object]) -> str:
+    """--insecure-plaintext only: the claimed agent id header (the signature still binds it)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == PLAINTEXT_AGENT_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    raise TransportIdentityError(f"plaintext Attest needs the {PLAINTEXT_AGENT_HEADER} header")
+
+
+@dataclass(frozen=True)
+class Core:
+    """Everything the servicer calls into; built once by `serve`."""
+
+    config: VerifierConfig
+    store: Store
+    committer: GroupCommitter
+    ca: CertificateAuthority
+    receipt_signer: SoftwareSigner
+    metrics: Metrics
+    limiter: RateLimiter
+    identify: Identify
+    replica_id: str
+    clock: Callable[[], datetime] = _utcnow
+
+    @property
+    def limits(self) -> pipeline.Limits:
+        s = self.config.stream
+        return pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+
+    async def new_challenge(self, head: pipeline.ChainHead) -> tuple[Challenge, NonceRecord]:
+        now = self.clock()
+        record = NonceRecord(
+            nonce=os.urandom(wire.NONCE_LEN),
+            issued_at=now,
+            expires_at=now + self.config.stream.challenge_ttl,
+            replica=self.replica_id,
+        )
+        await asyncio.to_thread(self.store.issue_nonce, record)
+        self.metrics.challenges.inc()
+        challenge = Challenge(record.nonce, record.expires_at, head.last_seq, head.last_hash)
+        return challenge, record
+
+    def sign_receipt(self, receipt: Receipt) -> bytes:
+        body = wire.encode_receipt(receipt)
+        return wire.encode_envelope(sign(RECEIPT_PAYLOAD_TYPE, body, [self.receipt_signer]))
+
+    async def audit_rejection(
+        self, agent_id: str, error: AttestError, seq: int, envelope_hash: bytes
+    ) -> None:
+        self.metrics.rejected.labels(code=error.code).inc()
+        if isinstance(error, StoreError):
+            return  # the store is what failed; there is nowhere to write the record
+        record = AuditRecord(
+            kind=AuditKind.REJECTION, at=self.clock(), agent_id=agent_id, code=error.code,
+            message=str(error)[:512], envelope_hash=envelope_hash, seq=seq,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(self.store.record_rejection, record)
+        except AttestError:
+            log.warning("could not audit rejection %s of agent %s", error.code, agent_id)
+
+
+class AttestSession:
+    """One Attest stream's state: the agent, its chain head, the nonces issued on it."""
+
+    def __init__(self, core: Core, agent: pipeline.PinnedAgent, head: pipeline.ChainHead) -> None:
+        self.core = core
+        self.agent = agent
+        self.head = head
+        self.nonces: dict[bytes, NonceRecord] = {}
+        self.refresh_at = 0.0
+
+    async def challenge(self) -> pb.VerifierMessage:
+        challenge, record = await self.core.new_challenge(self.head)
+        self.nonces[record.nonce] = record
+        while len(self.nonces) > _STREAM_NONCES:
+            del self.nonces[next(iter(self.nonces))]
+        self.refresh_at = time.monotonic() + self.core.config.stream.challenge_ttl_s / 2
+        return pb.VerifierMessage(challenge=wire.challenge_to_pb(challenge))
+
+    async def _nonce(self, nonce: bytes) -> NonceRecord | None:
+        if not nonce:
+            return None
+        local = self.nonces.get(nonce)
+        if local is not None:
+            return local
+        return await asyncio.to_thread(self.core.store.get_nonce, nonce)
+
+    async def accept(self, raw: bytes) -> pb.VerifierMessage:
+        """Verify, make durable, and answer with the signed receipt; raise AttestError."""
+        core = self.core
+        if not core.limiter.allow(self.agent.agent_id, time.monotonic()):
+            raise RateLimitedError("too many envelopes from this agent; slow down")
+        auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits)
+        evidence = auth.evidence
+        digest_at_seq = None
+        if evidence.seq <= self.head.last_seq:
+            prior = await asyncio.to_thread(
+                core.store.get_attestation, evidence.agent_id, evidence.seq
+            )
+            digest_at_seq = None if prior is None else prior.payload_digest
+        nonce = await self._nonce(evidence.nonce)
+        now = core.clock()
+        verified = pipeline.check_state(
+            auth, nonce, self.head, digest_at_seq, now=now, limits=core.limits
+        )
+        accepted = await core.committer.submit(pipeline.to_attestation(verified, now))
+        self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
+        self.nonces.pop(evidence.nonce, None)
+        core.metrics.accepted.labels(freshness=accepted.freshness.value).inc()
+        receipt = Receipt(
+            agent_id=accepted.agent_id, seq=accepted.seq, envelope_hash=accepted.envelope_hash,
+            log_index=accepted.log_index, checkpoint=b"", accepted_at=accepted.accepted_at,
+            freshness=accepted.freshness,
+        )  # fmt: skip
+        return pb.VerifierMessage(receipt=core.sign_receipt(receipt))
+
+
+def _seq_hint(raw: bytes) -> tuple[int, bytes]:
+    """Best-effort (seq, envelope hash) for a Rejection; the seq is unverified and may be 0."""
+    try:
+        payload = wire.decode_envelope(raw).payload
+        seq = pb.Evidence.FromString(payload).seq
+    except Exception:  # noqa: BLE001 - only a hint for the agent's log; any garbage gives 0
+        seq = 0
+    return seq, envelope_hash(raw)
+
+
+async def _read(
+    context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+) -> object:
+    return await context.read()
+
+
+class AttestationServicer(pb_grpc.AttestationServicer):
+    """The three RPCs; each maps AttestError to a status through errors_map."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def Enroll(  # noqa: N802 - gRPC method name
+        self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.EnrollResponse:
+        core = self.core
+        payload = enroll_core.EnrollInput(
+            token=request.token, public_key=request.public_key, csr=request.csr,
+            hostname=request.hostname, machine_id=request.machine_id,
+        )  # fmt: skip
+        try:
+            result = await asyncio.to_thread(
+                enroll_core.enroll, core.store, core.ca, payload, core.clock(),
+                core.config.tls.client_cert_days,
+            )  # fmt: skip
+        except AttestError as exc:
+            core.metrics.enrollments.labels(rpc="enroll", result=exc.code).inc()
+            await context.abort(status_for(exc), details_for(exc))
+        core.metrics.enrollments.labels(rpc="enroll", result="ok").inc()
+        return pb.EnrollResponse(
+            agent_id=result.agent_id,
+            site_id=result.site_id,
+            client_certificate=result.client_certificate,
+            ca_certificate=core.ca.pem,
+            verifier_public_key=core.receipt_signer.public_key.spki_der,
+        )
+
+    async def RotateKey(  # noqa: N802 - gRPC method name
+        self, request: pb.RotateKeyRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.RotateKeyResponse:
+        core = self.core
+        try:
+            transport_id = core.identify(context)
+            payload = enroll_core.RotateInput(
+                agent_id=request.agent_id,
+                new_public_key=request.new_public_key,
+                csr=request.csr,
+                old_key_signature=EnvelopeSignature(
+                    keyid=request.old_key_signature.keyid, sig=request.old_key_signature.sig
+                ),
+            )
+            cert = await asyncio.to_thread(
+                functools.partial(
+                    enroll_core.rotate_key, core.store, core.ca, payload,
+                    transport_agent_id=transport_id, now=core.clock(),
+                    cert_days=core.config.tls.client_cert_days,
+                )
+            )  # fmt: skip
+        except AttestError as exc:
+            core.metrics.enrollments.labels(rpc="rotate", result=exc.code).inc()
+            await context.abort(status_for(exc), details_for(exc))
+        core.metrics.enrollments.labels(rpc="rotate", result="ok").inc()
+        return pb.RotateKeyResponse(client_certificate=cert)
+
+    async def Attest(  # type: ignore[override]  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[pb.AgentMessage],  # noqa: ARG002 - read via context
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
+        core = self.core
+        core.metrics.streams.inc()
+        try:
+            await self._attest(context)
+        finally:
+            core.metrics.streams.dec()
+
+    async def _open(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage]
+    ) -> AttestSession:
+        core = self.core
+        agent_id = core.identify(context)  # type: ignore[arg-type]
+        record = await asyncio.to_thread(core.store.get_agent, agent_id)
+        if record is None:
+            raise AgentUnknownError(f"agent {agent_id[:64]!r} is not enrolled here")
+        pinned = pipeline.pinned_from_record(record)
+        if pinned.revoked:
+            raise AgentRevokedError(f"agent {agent_id} was revoked")
+        return AttestSession(core, pinned, pipeline.head_of(record))
+
+    async def _attest(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage]
+    ) -> None:
+        core = self.core
+        try:
+            session = await self._open(context)
+            await context.write(await session.challenge())
+        except AttestError as exc:
+            core.metrics.rejected.labels(code=exc.code).inc()
+            await context.abort(status_for(exc), details_for(exc))
+        read: asyncio.Task[object] | None = None
+        while True:
+            if read is None:
+                read = asyncio.create_task(_read(context))
+            timeout = max(0.0, session.refresh_at - time.monotonic())
+            done, _ = await asyncio.wait({read}, timeout=timeout)
+            if not done:
+                await context.write(await session.challenge())
+                continue
+            message, read = read.result(), None
+            if not isinstance(message, pb.AgentMessage):
+                return  # EOF: the agent closed its side
+            await self._one(session, context, message.evidence)
+
+    async def _one(
+        self,
+        session: AttestSession,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+        raw: bytes,
+    ) -> None:
+        core = self.core
+        started = time.perf_counter()
+        try:
+            receipt = await session.accept(raw)
+            await context.write(receipt)
+            core.metrics.latency.observe(time.perf_counter() - started)
+            await context.write(await session.challenge())
+        except AttestError as exc:
+            seq, digest = _seq_hint(raw)
+            await core.audit_rejection(session.agent.agent_id, exc, seq, digest)
+            rejection = wire.rejection_to_pb(rejection_for(exc, seq, digest))
+            await context.write(pb.VerifierMessage(rejection=rejection))
+            await context.abort(status_for(exc), details_for(exc))
