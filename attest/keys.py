@@ -93,6 +93,16 @@ class PublicKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def raw(self) -> bytes:
+        """The bare key: 32 bytes for Ed25519 (RFC 8032), the X9.62 uncompressed point for P-256."""
+        if isinstance(self._key, ed25519.Ed25519PublicKey):
+            return self._key.public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+        return self._key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
     def verify(self, signature: bytes, data: bytes) -> None:
         """Raise BadSignatureError unless `signature` is this key's signature over `data`."""
         try:
