@@ -1,0 +1,191 @@
+"""`gpu-attest-agent`: the node agent's command line.
+
+    gpu-attest-agent run [--config F] [--simulate M.toml] [--state-dir D] [--insecure-plaintext]
+    gpu-attest-agent enroll --verifier HOST:PORT --token T [--ca CA.pem] [--state-dir D]
+                            [--simulate M.toml] [--insecure-plaintext]
+    gpu-attest-agent inventory [--json] [--simulate M.toml]
+    gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
+
+Exit codes (stable; `inventory` keeps those of agent.inventory_cli):
+    0   success; `run` also exits 0 after SIGTERM/SIGINT once the stream is drained
+    1   unexpected internal error (a bug: please report it)
+    2   usage or configuration error (agent.toml, flags, machine file)
+    3   inventory: the NVML library or the pynvml module was not found
+    4   inventory: the NVIDIA kernel driver is not loaded
+    5   inventory: NVML failed otherwise
+    10  not enrolled: run `gpu-attest-agent enroll` first
+    11  enrollment refused (bad, expired or used token) or verifier unreachable
+    12  key or certificate material invalid (e.g. agent.key readable by others)
+    13  spool full: no new evidence until the verifier acknowledges or space is freed
+    14  spool or storage error
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.config import AgentConfig, load_config, parse_host_port
+from agent.logs import get_logger, setup_logging
+from attest import errors
+from attest.keys import write_secret_file
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_NOT_ENROLLED = 10
+EXIT_ENROLL = 11
+EXIT_KEY = 12
+EXIT_SPOOL_FULL = 13
+EXIT_STORE = 14
+
+log = get_logger("cli")
+
+
+def exit_code_for(exc: errors.AttestError) -> int:
+    """The documented exit code of a typed error (most specific class first)."""
+    table: tuple[tuple[type[errors.AttestError], int], ...] = (
+        (errors.NotEnrolledError, EXIT_NOT_ENROLLED),
+        (errors.ConfigError, EXIT_CONFIG),
+        (errors.MachineFileError, EXIT_CONFIG),
+        (errors.EnrollmentError, EXIT_ENROLL),
+        (errors.KeyMaterialError, EXIT_KEY),
+        (errors.SpoolFullError, EXIT_SPOOL_FULL),
+        (errors.StoreError, EXIT_STORE),
+    )
+    for cls, code in table:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_INTERNAL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-attest-agent", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="attest continuously to the verifier")
+    once = sub.add_parser("once", help="write one signed envelope (offline sites)")
+    for p in (run, once):
+        p.add_argument("--config", type=Path, default=None)
+        p.add_argument("--simulate", type=Path, default=None, metavar="M.toml")
+        p.add_argument("--state-dir", type=Path, default=None)
+    run.add_argument("--insecure-plaintext", action="store_true", help="loopback tests only")
+    once.add_argument("--out", type=Path, default=None, help="file (default: stdout)")
+    enroll = sub.add_parser("enroll", help="exchange a one-time token for an identity")
+    enroll.add_argument("--verifier", required=True, metavar="HOST:PORT")
+    enroll.add_argument("--token", required=True)
+    enroll.add_argument("--ca", type=Path, default=None, metavar="CA.pem")
+    enroll.add_argument("--state-dir", type=Path, default=None)
+    enroll.add_argument("--config", type=Path, default=None)
+    enroll.add_argument("--simulate", type=Path, default=None, metavar="M.toml")
+    enroll.add_argument("--insecure-plaintext", action="store_true", help="loopback tests only")
+    sub.add_parser("inventory", help="what NVML sees, unsigned", add_help=False)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> tuple[AgentConfig, dict[str, object]]:
+    overrides: dict[str, object] = {}
+    if getattr(args, "state_dir", None) is not None:
+        overrides["state_dir"] = args.state_dir.resolve()
+    if getattr(args, "simulate", None) is not None:
+        overrides["simulate"] = args.simulate.resolve()
+    if getattr(args, "insecure_plaintext", False):
+        overrides["insecure_plaintext"] = True
+    cfg = load_config(args.config).with_overrides(**overrides)
+    return cfg, overrides
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import run_daemon  # noqa: PLC0415 - keeps `inventory` free of grpc
+
+    cfg, overrides = _config(args)
+    setup_logging(cfg.log_format)
+    return run_daemon(cfg, args.config, overrides)
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from agent.client import utcnow  # noqa: PLC0415
+    from agent.daemon import open_runtime  # noqa: PLC0415
+
+    cfg, _ = _config(args)
+    setup_logging(cfg.log_format)
+    runtime = open_runtime(cfg)
+    try:
+        entry = runtime.attestor.produce(b"", utcnow())
+    finally:
+        runtime.close()
+    if args.out is None:
+        sys.stdout.buffer.write(entry.envelope)
+        sys.stdout.buffer.flush()
+    else:
+        write_secret_file(args.out, entry.envelope)
+        log.info("wrote seq %d (%d bytes) to %s", entry.seq, len(entry.envelope), args.out)
+    return EXIT_OK
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    from agent.client import Backoff, EnrollRequest, enroll  # noqa: PLC0415
+    from agent.hostfacts import collect_host_facts  # noqa: PLC0415
+
+    cfg, _ = _config(args)
+    setup_logging(cfg.log_format)
+    target = parse_host_port(args.verifier, "--verifier")
+    if cfg.insecure_plaintext:
+        if not target.is_loopback:
+            raise errors.ConfigError("--insecure-plaintext is allowed only to a loopback address")
+        log.warning("INSECURE: enrolling over plaintext gRPC to %s", target)
+    ca_pem = None
+    if args.ca is not None:
+        try:
+            ca_pem = args.ca.read_bytes()
+        except OSError as exc:
+            raise errors.ConfigError(f"cannot read --ca {args.ca}: {exc.strerror}") from exc
+    facts = collect_host_facts(cfg.host_root)
+    hostname = facts.hostname if isinstance(facts.hostname, str) else socket.gethostname()
+    machine_id = facts.machine_id if isinstance(facts.machine_id, str) else ""
+    if cfg.simulate is not None:
+        from agent.simulate import load_machine  # noqa: PLC0415
+
+        host = load_machine(cfg.simulate).host
+        hostname, machine_id = host.hostname or hostname, host.machine_id or machine_id
+    request = EnrollRequest(
+        target=target,
+        token=args.token,
+        ca_pem=ca_pem,
+        state_dir=cfg.state_dir,
+        hostname=hostname,
+        machine_id=machine_id,
+        insecure_plaintext=cfg.insecure_plaintext,
+    )
+    identity = asyncio.run(enroll(request, Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s)))
+    print(f"enrolled as agent {identity.agent_id} at site {identity.site_id}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "inventory":
+        from agent import inventory_cli  # noqa: PLC0415
+
+        return inventory_cli.main(args_list[1:])
+    parser = _parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return EXIT_CONFIG if exc.code else EXIT_OK
+    commands = {"run": _cmd_run, "once": _cmd_once, "enroll": _cmd_enroll}
+    try:
+        return commands[args.command](args)
+    except errors.AttestError as exc:
+        print(f"gpu-attest-agent {args.command}: {exc} ({exc.code})", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

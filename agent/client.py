@@ -1,0 +1,158 @@
+"""The gRPC shell of the agent: Enroll (retried until its first success) and the Attest stream.
+
+Stream semantics are those of protocol.md: the verifier speaks first with a Challenge; the agent
+drops spooled entries the verifier already holds (seq <= last_seq), replays the rest in seq
+order, and removes an entry only when a receipt signed by the pinned verifier key names it.
+Reconnects use exponential backoff with full jitter, capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+
+from agent.config import HostPort
+from agent.identity import (
+    KEY_FILE,
+    Identity,
+    TlsMaterial,
+    make_csr,
+    save_enrollment,
+)
+from agent.logs import get_logger
+from attest import errors
+from attest.keys import load_or_create_private_key
+from attest.v1 import attest_pb2 as pb
+from attest.v1 import attest_pb2_grpc as pb_grpc
+
+log = get_logger("client")
+
+AGENT_ID_METADATA = "x-gpu-attest-agent-id"
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.enable_retries", 0),
+)
+_ENROLL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: uniform(0, min(cap, initial * 2**attempt))."""
+
+    initial_s: float
+    cap_s: float
+
+    def delay(
+        self, attempt: int, uniform: Callable[[float, float], float] = random.uniform
+    ) -> float:
+        ceiling = min(self.cap_s, self.initial_s * (2 ** min(attempt, 32)))
+        return uniform(0.0, ceiling)
+
+
+def open_channel(
+    target: HostPort, tls: TlsMaterial | None, ca_pem: bytes | None, insecure_plaintext: bool
+) -> grpc.aio.Channel:
+    """A channel to the verifier: mTLS when `tls` is given, server-auth TLS, or plaintext.
+
+    Plaintext is refused unless the target is loopback (raises ConfigError).
+    """
+    if insecure_plaintext:
+        if not target.is_loopback:
+            raise errors.ConfigError("--insecure-plaintext is allowed only to a loopback address")
+        return grpc.aio.insecure_channel(str(target), options=_CHANNEL_OPTIONS)
+    if tls is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
+        )
+    else:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    return grpc.aio.secure_channel(str(target), credentials, options=_CHANNEL_OPTIONS)
+
+
+def enrollment_error(code: grpc.StatusCode, details: str) -> errors.EnrollmentError:
+    """The typed error for a final Enroll failure, chosen by the stable code in the details."""
+    for cls in (errors.TokenExpiredError, errors.TokenUsedError, errors.TokenInvalidError):
+        if cls.code in details:
+            return cls(f"enrollment refused ({code.name}): {details}")
+    return errors.EnrollmentError(f"enrollment refused ({code.name}): {details}")
+
+
+@dataclass(frozen=True)
+class EnrollRequest:
+    target: HostPort
+    token: str
+    ca_pem: bytes | None
+    state_dir: Path
+    hostname: str
+    machine_id: str
+    insecure_plaintext: bool = False
+
+
+async def enroll(
+    request: EnrollRequest, backoff: Backoff, max_attempts: int | None = None
+) -> Identity:
+    """Enroll this agent; retry retryable failures with backoff until the first success.
+
+    Creates agent.key (0600) if absent; the same key is reused on retry, which the verifier
+    answers idempotently. Raises EnrollmentError (or a Token*Error) on a final refusal.
+    """
+    signer = load_or_create_private_key(request.state_dir / KEY_FILE)
+    message = pb.EnrollRequest(
+        token=request.token,
+        public_key=signer.public_key.spki_der,
+        csr=make_csr(signer, request.hostname),
+        hostname=request.hostname,
+        machine_id=request.machine_id,
+    )
+    attempt = 0
+    while True:
+        channel = open_channel(request.target, None, request.ca_pem, request.insecure_plaintext)
+        try:
+            stub = pb_grpc.AttestationStub(channel)
+            response = await stub.Enroll(message, timeout=_ENROLL_TIMEOUT_S)
+            break
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRYABLE:
+                raise enrollment_error(exc.code(), exc.details() or "") from exc
+            attempt += 1
+            if max_attempts is not None and attempt >= max_attempts:
+                raise errors.EnrollmentError(
+                    f"verifier {request.target} unreachable after {attempt} attempts: "
+                    f"{exc.details()}"
+                ) from exc
+            wait = backoff.delay(attempt)
+            log.warning("enroll: %s (%s); retrying in %.1fs", exc.code().name, exc.details(), wait)
+            await asyncio.sleep(wait)
+        finally:
+            await channel.close(None)
+    identity = Identity(response.agent_id, response.site_id, str(request.target))
+    if not identity.agent_id:
+        raise errors.EnrollmentError("the verifier returned no agent id")
+    save_enrollment(
+        request.state_dir,
+        identity,
+        response.client_certificate,
+        response.ca_certificate,
+        response.verifier_public_key,
+    )
+    return identity
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,265 @@
+"""The long-running agent: attest every interval, on inventory change and when a stream opens;
+keep the stream to the verifier open; speak the systemd notify protocol; drain on SIGTERM;
+reload the configuration on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from agent.attestor import Attestor, AttestorSettings, HostOverride
+from agent.client import Backoff, utcnow
+from agent.config import AgentConfig, HostPort, load_config, parse_host_port
+from agent.identity import KEY_FILE, Identity, load_identity, load_tls, load_verifier_key
+from agent.logs import get_logger, setup_logging
+from agent.metrics import AgentMetrics
+from agent.notify import Notifier
+from agent.ports import InventorySource
+from agent.spool import Spool
+from agent.stream import StreamClient, StreamSettings
+from attest import errors
+from attest.keys import SoftwareSigner, load_private_key
+
+log = get_logger("daemon")
+
+
+def open_inventory(simulate: Path | None) -> tuple[InventorySource, HostOverride]:
+    """The simulated machine when asked for, else the real driver through NVML."""
+    if simulate is not None:
+        from agent.simulate import SimulatedInventory, load_machine  # noqa: PLC0415
+
+        machine = load_machine(simulate)
+        host = machine.host
+        return SimulatedInventory(machine), HostOverride(
+            host.hostname or None, host.machine_id or None, host.site or None
+        )
+    from agent.nvml import NvmlInventory  # noqa: PLC0415 - pynvml only when really used
+
+    return NvmlInventory(), HostOverride()
+
+
+@dataclass
+class Runtime:
+    """What `run` and `once` open from the state dir; `close` releases it."""
+
+    identity: Identity
+    signer: SoftwareSigner
+    spool: Spool
+    inventory: InventorySource
+    attestor: Attestor
+
+    def close(self) -> None:
+        self.inventory.close()
+        self.spool.close()
+
+
+def open_runtime(cfg: AgentConfig) -> Runtime:
+    """Open identity, key, spool and inventory. Raises NotEnrolledError, KeyMaterialError,
+    StoreError, InventoryError (machine file)."""
+    identity = load_identity(cfg.state_dir)
+    key_file = cfg.state_dir / KEY_FILE
+    signer = load_private_key(key_file)
+    inventory, override = open_inventory(cfg.simulate)
+    try:
+        spool = Spool.open(cfg.state_dir, cfg.spool_max_bytes)
+    except BaseException:
+        inventory.close()
+        raise
+    settings = AttestorSettings(
+        agent_id=identity.agent_id,
+        site_id=identity.site_id,
+        host_root=cfg.host_root,
+        state_dir=cfg.state_dir,
+        key_file=key_file,
+        host_override=override,
+    )
+    return Runtime(identity, signer, spool, inventory, Attestor(settings, signer, spool, inventory))
+
+
+def verifier_target(cfg: AgentConfig, identity: Identity) -> HostPort:
+    target = cfg.verifier or parse_host_port(identity.verifier, "identity.toml verifier")
+    if cfg.insecure_plaintext and not target.is_loopback:
+        raise errors.ConfigError("insecure_plaintext is allowed only for a loopback verifier")
+    return target
+
+
+class Daemon:
+    """`gpu-attest-agent run`. `reload_config` re-reads the file given at start (SIGHUP)."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        reload_config: Callable[[], AgentConfig],
+        notifier: Notifier,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.cfg = cfg
+        self._reload_config = reload_config
+        self._notifier = notifier
+        self._clock = clock
+        self.metrics = AgentMetrics()
+        self._stop = asyncio.Event()
+        self._spool_full = False
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        runtime = open_runtime(cfg)
+        try:
+            target = verifier_target(cfg, runtime.identity)
+            if cfg.insecure_plaintext:
+                log.warning(
+                    "INSECURE: plaintext gRPC to %s (insecure_plaintext): tests only", target
+                )
+            tls = None if cfg.insecure_plaintext else load_tls(cfg.state_dir, runtime.signer)
+            stream = StreamClient(
+                StreamSettings(
+                    target=target,
+                    identity=runtime.identity,
+                    verifier_key=load_verifier_key(cfg.state_dir),
+                    tls=tls,
+                    insecure_plaintext=cfg.insecure_plaintext,
+                    backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s),
+                ),
+                runtime.spool,
+                self.metrics,
+                self._clock,
+            )
+            if cfg.metrics_listen is not None:
+                self.metrics.serve(cfg.metrics_listen)
+            self.metrics.spool_depth.set(runtime.spool.depth())
+            return await self._serve(runtime, stream)
+        finally:
+            runtime.close()
+
+    async def _serve(self, runtime: Runtime, stream: StreamClient) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        tasks = [
+            asyncio.create_task(stream.run(self._stop), name="stream"),
+            asyncio.create_task(self._produce_loop(runtime.attestor, stream), name="producer"),
+            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
+        ]
+        log.info(
+            "agent %s started: verifier %s, interval %gs, spool depth %d",
+            runtime.identity.agent_id,
+            stream.settings.target,
+            self.cfg.interval_s,
+            runtime.spool.depth(),
+        )
+        self._notifier.ready(f"attesting to {stream.settings.target}")
+        try:
+            await self._stop.wait()
+            log.info("stopping: draining the stream")
+            self._notifier.stopping()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(tasks[0]), timeout=10.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        log.info("stopped; %d envelopes remain spooled", runtime.spool.depth())
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _reload(self) -> None:
+        self._notifier.reloading()
+        try:
+            new = self._reload_config()
+        except errors.ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
+            self._notifier.ready()
+            return
+        for name in ("verifier", "state_dir", "simulate", "insecure_plaintext", "metrics_listen"):
+            if getattr(new, name) != getattr(self.cfg, name):
+                log.warning("reload: %s changed; it takes effect at the next restart", name)
+        self.cfg = self.cfg.with_overrides(
+            interval_s=new.interval_s,
+            inventory_poll_s=new.inventory_poll_s,
+            log_format=new.log_format,
+        )
+        setup_logging(self.cfg.log_format)
+        log.info("configuration reloaded: interval %gs", self.cfg.interval_s)
+        self._notifier.ready()
+
+    async def _produce_loop(self, attestor: Attestor, stream: StreamClient) -> None:
+        loop = asyncio.get_running_loop()
+        next_due = loop.time() + self.cfg.interval_s
+        next_poll = loop.time() + self.cfg.inventory_poll_s
+        while not self._stop.is_set():
+            timeout = max(0.0, min(next_due, next_poll) - loop.time())
+            opened = asyncio.create_task(stream.opened.wait())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(opened), timeout=timeout)
+            opened.cancel()
+            if self._stop.is_set():
+                return
+            now_mono = loop.time()
+            due = stream.opened.is_set() or now_mono >= next_due
+            stream.opened.clear()
+            if not due and now_mono >= next_poll:
+                next_poll = now_mono + self.cfg.inventory_poll_s
+                due = await asyncio.to_thread(attestor.inventory_changed)
+                if due:
+                    log.info("inventory changed: attesting now")
+            if due:
+                await self._produce(attestor, stream)
+                next_due = loop.time() + self.cfg.interval_s
+
+    async def _produce(self, attestor: Attestor, stream: StreamClient) -> None:
+        now = self._clock()
+        nonce = stream.take_nonce(now)
+        try:
+            inventory = await asyncio.to_thread(attestor.collect_inventory, nonce or None)
+            entry = attestor.produce(nonce, now, inventory)
+        except errors.SpoolFullError as exc:
+            self.metrics.count("spool_full")
+            self.metrics.spool_full.set(1)
+            if not self._spool_full:
+                log.error("%s (%s)", exc, exc.code)  # noqa: TRY400
+            self._spool_full = True
+            return
+        except errors.AttestError as exc:
+            self.metrics.count("error")
+            log.error("attestation failed: %s (%s)", exc, exc.code)  # noqa: TRY400
+            return
+        if self._spool_full:
+            log.info("spool has room again: producing evidence")
+        self._spool_full = False
+        self.metrics.spool_full.set(0)
+        self.metrics.count("produced")
+        self.metrics.spool_depth.set(attestor.spool_depth())
+        log.info("spooled seq %d (%s)", entry.seq, "nonce" if nonce else "offline")
+        stream.spooled()
+
+    async def _watchdog_loop(self) -> None:
+        interval = self._notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while not self._stop.is_set():
+            self._notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+
+
+def run_daemon(cfg: AgentConfig, config_path: Path | None, overrides: dict[str, object]) -> int:
+    """Run until SIGTERM; return the exit status. Raises AttestError subclasses at start-up."""
+
+    def reload() -> AgentConfig:
+        return load_config(config_path).with_overrides(**overrides)
+
+    daemon = Daemon(cfg, reload, Notifier())
+    return asyncio.run(daemon.run())

@@ -1,0 +1,145 @@
+"""The agent's enrolled identity: files in its state directory, and the pure receipt check.
+
+Files (protocol.md): agent.key (0600, signs evidence and is the mTLS client key), agent.crt,
+ca.pem, verifier.pub (PEM SPKI of the receipt-signing key) and identity.toml (agent_id,
+site_id, verifier address).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
+
+from attest.envelope import RECEIPT_PAYLOAD_TYPE, verify
+from attest.errors import KeyMaterialError, NotEnrolledError, ReceiptMismatchError
+from attest.keys import PublicKey, SoftwareSigner, write_secret_file
+from attest.model import Receipt
+from attest.wire import decode_envelope, decode_receipt
+
+KEY_FILE = "agent.key"
+CERT_FILE = "agent.crt"
+CA_FILE = "ca.pem"
+VERIFIER_KEY_FILE = "verifier.pub"
+IDENTITY_FILE = "identity.toml"
+
+
+@dataclass(frozen=True)
+class Identity:
+    agent_id: str
+    site_id: str
+    verifier: str  # HOST:PORT as given at enrollment
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def make_csr(signer: SoftwareSigner, hostname: str) -> bytes:
+    """A PKCS#10 request (DER) for the mTLS client certificate, signed by the agent key."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64] or "agent")])
+    key = signer.private_key
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def _toml_string(value: str) -> str:
+    # JSON string escapes are a subset of TOML basic-string escapes.
+    return json.dumps(value, ensure_ascii=True)
+
+
+def save_enrollment(
+    state_dir: Path, identity: Identity, cert_pem: bytes, ca_pem: bytes, verifier_spki: bytes
+) -> None:
+    """Store what Enroll returned; identity.toml is written last, so it marks completion."""
+    verifier_key = PublicKey.from_spki_der(verifier_spki)
+    x509.load_pem_x509_certificate(cert_pem)
+    x509.load_pem_x509_certificates(ca_pem)
+    write_secret_file(state_dir / CERT_FILE, cert_pem)
+    write_secret_file(state_dir / CA_FILE, ca_pem)
+    write_secret_file(state_dir / VERIFIER_KEY_FILE, verifier_key.to_pem())
+    text = "".join(
+        f"{key} = {_toml_string(value)}\n"
+        for key, value in (
+            ("agent_id", identity.agent_id),
+            ("site_id", identity.site_id),
+            ("verifier", identity.verifier),
+        )
+    )
+    write_secret_file(state_dir / IDENTITY_FILE, text.encode("utf-8"))
+
+
+def load_identity(state_dir: Path) -> Identity:
+    """Raise NotEnrolledError when the state dir holds no (valid) identity.toml."""
+    path = state_dir / IDENTITY_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise NotEnrolledError(
+            f"{path} not found: enroll first with `gpu-attest-agent enroll`"
+        ) from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise NotEnrolledError(f"{path} is unreadable: {exc}") from exc
+    values = {k: data.get(k) for k in ("agent_id", "site_id", "verifier")}
+    if set(data) != set(values) or not all(isinstance(v, str) for v in values.values()):
+        raise NotEnrolledError(f"{path} must hold exactly agent_id, site_id and verifier")
+    return Identity(str(values["agent_id"]), str(values["site_id"]), str(values["verifier"]))
+
+
+def load_verifier_key(state_dir: Path) -> PublicKey:
+    try:
+        return PublicKey.from_pem((state_dir / VERIFIER_KEY_FILE).read_bytes())
+    except OSError as exc:
+        raise NotEnrolledError(f"verifier key missing in {state_dir}: {exc.strerror}") from exc
+
+
+def load_tls(state_dir: Path, signer: SoftwareSigner) -> TlsMaterial:
+    try:
+        return TlsMaterial(
+            ca_pem=(state_dir / CA_FILE).read_bytes(),
+            cert_pem=(state_dir / CERT_FILE).read_bytes(),
+            key_pem=signer.private_pem(),
+        )
+    except OSError as exc:
+        raise NotEnrolledError(f"TLS material missing in {state_dir}: {exc.strerror}") from exc
+
+
+def verify_receipt(raw: bytes, verifier_key: PublicKey, agent_id: str) -> Receipt:
+    """Verify a receipt envelope against the pinned verifier key; return its body.
+
+    Raises SignatureError (and subclasses), DecodeError, or ReceiptMismatchError when the
+    receipt names another agent.
+    """
+    envelope = decode_envelope(raw)
+    payload = verify(envelope, RECEIPT_PAYLOAD_TYPE, {verifier_key.keyid: verifier_key})
+    receipt = decode_receipt(payload.payload)
+    if receipt.agent_id != agent_id:
+        raise ReceiptMismatchError(f"receipt names agent {receipt.agent_id!r}, not {agent_id!r}")
+    return receipt
+
+
+def check_receipt_answers(receipt: Receipt, entry_hash: bytes) -> None:
+    """Raise ReceiptMismatchError unless the receipt is for the envelope with `entry_hash`."""
+    if not hmac.compare_digest(receipt.envelope_hash, entry_hash):
+        raise ReceiptMismatchError(f"receipt for seq {receipt.seq} names another envelope")
+
+
+def check_key_matches_cert(signer: SoftwareSigner, cert_pem: bytes) -> None:
+    """Raise KeyMaterialError when the client certificate is not for the agent key."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if spki != signer.public_key.spki_der:
+        raise KeyMaterialError("the enrolled client certificate is not for agent.key")
