@@ -1,0 +1,373 @@
+"""`gpu-attest-verifier`: serve, tokens, agents, fleet, findings, ingest, registry, CA export.
+
+Exit codes (stable):
+    0  success
+    1  a request was refused (e.g. an ingested envelope rejected, unknown agent)
+    2  usage error (bad arguments)
+    3  configuration invalid (verifier.toml, or --insecure-plaintext on a non-loopback address)
+    4  the store is unavailable or failed
+
+`--json` output is a stable contract: keys are only ever added, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import enum
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from attest.errors import AttestError, ConfigError, StoreError
+from verifier import enroll, pipeline
+from verifier.config import VerifierConfig, load_config
+from verifier.store.api import AgentRecord, Finding, HostFleet, Store
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONFIG, EXIT_STORE = 0, 1, 2, 3, 4
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '24h', '7d' -> timedelta; raise argparse.ArgumentTypeError."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_jsonable(value), indent=2, sort_keys=True))
+
+
+# --- views (the --json contract) ----------------------------------------------------------------
+
+
+def agent_view(agent: AgentRecord) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "site_id": agent.site_id,
+        "hostname": agent.hostname,
+        "machine_id": agent.machine_id,
+        "status": agent.status.value,
+        "enrolled_at": _jsonable(agent.enrolled_at),
+        "last_seq": agent.last_seq,
+        "last_seen_at": _jsonable(agent.last_seen_at),
+        "last_fresh_at": _jsonable(agent.last_fresh_at),
+        "next_due": _jsonable(agent.next_due),
+        "revoked_at": _jsonable(agent.revoked_at),
+        "keyids": [k.keyid for k in agent.current_keys],
+    }
+
+
+def host_view(host: HostFleet) -> dict[str, Any]:
+    agent = host.agent
+    return {
+        "agent_id": agent.agent_id,
+        "hostname": agent.hostname,
+        "site_id": agent.site_id,
+        "status": agent.status.value,
+        "last_seen_at": _jsonable(agent.last_seen_at),
+        "gpus": [
+            {
+                "uuid": g.uuid,
+                "name": g.name,
+                "pci_device_id": g.pci_device_id,
+                "first_seen": _jsonable(g.first_seen),
+                "last_seen": _jsonable(g.last_seen),
+                "present": g.present,
+            }
+            for g in host.gpus
+        ],
+    }
+
+
+def finding_view(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule": finding.rule,
+        "severity": finding.severity.value,
+        "subject": finding.subject,
+        "message": finding.message,
+        "evidence": list(finding.evidence),
+        "status": finding.status.value,
+        "opened_at": _jsonable(finding.opened_at),
+        "updated_at": _jsonable(finding.updated_at),
+        "resolved_at": _jsonable(finding.resolved_at),
+    }
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _store(config: VerifierConfig) -> Store:
+    from verifier.server import open_configured_store  # noqa: PLC0415 - grpc only for serve
+
+    return open_configured_store(config)
+
+
+def cmd_serve(args: argparse.Namespace, config: VerifierConfig) -> int:
+    from verifier.server import run_until_signalled  # noqa: PLC0415
+
+    return asyncio.run(run_until_signalled(config, insecure_plaintext=args.insecure_plaintext))
+
+
+def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
+    token = enroll.create_token(store, args.site, args.ttl, _now())
+    if args.json:
+        _print_json({"token": token, "site_id": args.site, "expires_at": _now() + args.ttl})
+    else:
+        print(token)
+    return EXIT_OK
+
+
+def cmd_agents(args: argparse.Namespace, store: Store) -> int:
+    agents = store.list_agents()
+    if args.json:
+        _print_json([agent_view(a) for a in agents])
+        return EXIT_OK
+    for a in agents:
+        seen = a.last_seen_at.isoformat(timespec="seconds") if a.last_seen_at else "never"
+        print(f"{a.agent_id}  {a.status.value:8}  site={a.site_id}  host={a.hostname}  "
+              f"seq={a.last_seq}  last_seen={seen}")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_agent_revoke(args: argparse.Namespace, store: Store) -> int:
+    agent = enroll.revoke(store, args.agent, _now(), args.reason)
+    print(f"revoked {agent.agent_id}")
+    return EXIT_OK
+
+
+def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
+    hosts = store.list_fleet(args.site)
+    if args.json:
+        _print_json([host_view(h) for h in hosts])
+        return EXIT_OK
+    for host in hosts:
+        a = host.agent
+        print(f"{a.hostname or a.agent_id}  site={a.site_id}  agent={a.agent_id}  "
+              f"gpus={sum(g.present for g in host.gpus)}")  # fmt: skip
+        for g in host.gpus:
+            state = "present" if g.present else "gone"
+            print(f"  {g.uuid}  {g.name or '?'}  {state}  last_seen={g.last_seen.isoformat()}")
+    return EXIT_OK
+
+
+def cmd_findings(args: argparse.Namespace, store: Store) -> int:
+    findings = store.list_findings(include_resolved=args.all)
+    if args.json:
+        _print_json([finding_view(f) for f in findings])
+        return EXIT_OK
+    for f in findings:
+        print(f"[{f.severity.value}] {f.rule}  {f.subject}  {f.status.value}: {f.message}")
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -> int:
+    from verifier.ingest import ingest  # noqa: PLC0415
+
+    files = [(str(p), Path(p).read_bytes()) for p in args.envelopes]
+    s = config.stream
+    limits = pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+    outcomes = ingest(store, files, _now(), limits)
+    rows = []
+    for o in outcomes:
+        if o.accepted is not None:
+            rows.append({"file": o.name, "result": "accepted", **_jsonable(o.accepted)})
+        elif o.error is not None:
+            rows.append({"file": o.name, "result": "rejected", "code": o.error.code,
+                         "message": str(o.error)})  # fmt: skip
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            detail = f"seq={row.get('seq')} log_index={row.get('log_index')}"
+            if row["result"] == "rejected":
+                detail = f"{row['code']}: {row['message']}"
+            print(f"{row['file']}: {row['result']} {detail}")
+    return EXIT_OK if all(o.error is None for o in outcomes) else EXIT_REFUSED
+
+
+def cmd_registry_import(args: argparse.Namespace, store: Store) -> int:
+    from verifier.registry import parse_registry  # noqa: PLC0415
+
+    registry = parse_registry(Path(args.file).read_text(encoding="utf-8"))
+    store.import_registry(registry)
+    counts = (
+        f"{len(registry.entities)} entities, {len(registry.sites)} sites, "
+        f"{len(registry.authorizations)} authorizations, {len(registry.landmarks)} landmarks"
+    )
+    print(f"imported {counts}")
+    return EXIT_OK
+
+
+def cmd_registry_show(args: argparse.Namespace, store: Store) -> int:
+    registry = store.load_registry()
+    view = _jsonable(registry)
+    for landmark in view["landmarks"]:
+        raw = bytes.fromhex(landmark["public_key"])
+        landmark["public_key"] = base64.b64encode(raw).decode("ascii")
+    if args.json:
+        _print_json(view)
+        return EXIT_OK
+    for kind in ("entities", "sites", "authorizations", "landmarks", "arrangements"):
+        print(f"{kind}: {len(view[kind])}")
+        for item in view[kind]:
+            print(f"  {item.get('id', item.get('country'))}")
+    return EXIT_OK
+
+
+def cmd_ca_export(_args: argparse.Namespace, config: VerifierConfig) -> int:
+    from verifier.ca import load_or_create_ca  # noqa: PLC0415
+
+    path = config.state_dir / "ca.pem"
+    if not path.exists():
+        load_or_create_ca(config.state_dir, _now())
+    sys.stdout.write(path.read_text(encoding="ascii"))
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-attest-verifier", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="verifier.toml (default /etc/gpu-attest/)")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the verifier service")
+    serve.add_argument("--insecure-plaintext", action="store_true",
+                       help="no TLS; loopback addresses only; warns at every start")  # fmt: skip
+    token = sub.add_parser("token", help="enrollment tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = token.add_parser("create", help="make a one-time enrollment token")
+    create.add_argument("--site", required=True)
+    create.add_argument("--ttl", type=parse_duration, default=timedelta(hours=24))
+    create.add_argument("--json", action="store_true")
+    sub.add_parser("agents", help="list enrolled agents").add_argument(
+        "--json", action="store_true"
+    )
+    agent = sub.add_parser("agent", help="act on one agent").add_subparsers(
+        dest="action", required=True
+    )
+    revoke = agent.add_parser("revoke", help="revoke an agent (audited)")
+    revoke.add_argument("agent")
+    revoke.add_argument("--reason", default="revoked by operator")
+    fleet = sub.add_parser("fleet", help="GPUs grouped by host")
+    fleet.add_argument("--json", action="store_true")
+    fleet.add_argument("--site")
+    findings = sub.add_parser("findings", help="open findings (--all: resolved too)")
+    findings.add_argument("--json", action="store_true")
+    findings.add_argument("--all", action="store_true")
+    ingest = sub.add_parser("ingest", help="verify and store offline envelope files")
+    ingest.add_argument("envelopes", nargs="+", type=Path)
+    ingest.add_argument("--json", action="store_true")
+    registry = sub.add_parser("registry", help="compliance registry").add_subparsers(
+        dest="action", required=True
+    )
+    registry.add_parser("import", help="replace the registry from TOML").add_argument("file")
+    registry.add_parser("show", help="print the registry").add_argument(
+        "--json", action="store_true"
+    )
+    ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
+    ca.add_parser("export", help="print the CA certificate PEM (agents' --ca)")
+    return parser
+
+
+_STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Store], int]] = {
+    ("token", "create"): cmd_token_create,
+    ("agents", None): cmd_agents,
+    ("agent", "revoke"): cmd_agent_revoke,
+    ("fleet", None): cmd_fleet,
+    ("findings", None): cmd_findings,
+    ("registry", "import"): cmd_registry_import,
+    ("registry", "show"): cmd_registry_show,
+}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.command == "serve":
+        return cmd_serve(args, config)
+    if args.command == "ca":
+        return cmd_ca_export(args, config)
+    store = _store(config)
+    try:
+        if args.command == "ingest":
+            return cmd_ingest(args, store, config)
+        return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)
+    finally:
+        store.close()
+
+
+def _setup_logging(json_lines: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    if json_lines:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `gpu-attest-verifier`; returns the documented exit code."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_json)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"gpu-attest-verifier: configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"gpu-attest-verifier: store: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except AttestError as exc:
+        print(f"gpu-attest-verifier: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as exc:
+        print(f"gpu-attest-verifier: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Offline evidence (`gpu-attest-verifier ingest ENVELOPE...`): the same pipeline, no stream.
+
+There is no transport identity for a file, so the agent is found from the envelope's signer: the
+signature's key id names a pinned key, and that key's agent is the claimed identity. The
+signature is then verified against that agent's keys and the evidence must name the same agent,
+exactly as on the stream. Files are authenticated first and then applied in (agent, seq) order,
+so a directory of spooled envelopes can be ingested in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from attest import wire
+from attest.envelope import envelope_hash
+from attest.errors import AttestError, UnknownKeyError
+from verifier import pipeline
+from verifier.store.api import Accepted, AuditKind, AuditRecord, Store
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What became of one file: `accepted` or the typed `error` (never both)."""
+
+    name: str
+    accepted: Accepted | None = None
+    error: AttestError | None = None
+
+
+def _agents_by_keyid(store: Store) -> dict[str, str]:
+    return {k.keyid: a.agent_id for a in store.list_agents() for k in a.current_keys}
+
+
+def _authenticate(
+    store: Store, raw: bytes, by_keyid: dict[str, str], limits: pipeline.Limits
+) -> pipeline.AuthenticatedEvidence:
+    envelope = wire.decode_envelope(raw, limits.max_envelope_bytes)
+    agent_ids = {by_keyid.get(s.keyid) for s in envelope.signatures}
+    if len(agent_ids) != 1 or None in agent_ids:
+        raise UnknownKeyError("the envelope is not signed by exactly one enrolled agent's key")
+    agent_id = next(iter(agent_ids))
+    assert agent_id is not None
+    record = store.get_agent(agent_id)
+    pinned = None if record is None else pipeline.pinned_from_record(record)
+    return pipeline.authenticate(raw, agent_id, pinned, limits)
+
+
+def _apply(
+    store: Store, auth: pipeline.AuthenticatedEvidence, now: datetime, limits: pipeline.Limits
+) -> Accepted:
+    evidence = auth.evidence
+    record = store.get_agent(evidence.agent_id)
+    head = pipeline.ChainHead() if record is None else pipeline.head_of(record)
+    digest = None
+    if evidence.seq <= head.last_seq:
+        prior = store.get_attestation(evidence.agent_id, evidence.seq)
+        digest = None if prior is None else prior.payload_digest
+    nonce = store.get_nonce(evidence.nonce) if evidence.nonce else None
+    verified = pipeline.check_state(auth, nonce, head, digest, now=now, limits=limits)
+    outcome = store.accept([pipeline.to_attestation(verified, now)], now)[0]
+    if isinstance(outcome, AttestError):
+        raise outcome
+    return outcome
+
+
+def ingest(
+    store: Store, files: Sequence[tuple[str, bytes]], now: datetime, limits: pipeline.Limits
+) -> list[IngestOutcome]:
+    """Verify and store each (name, envelope bytes); rejections are audited, never stored."""
+    by_keyid = _agents_by_keyid(store)
+    outcomes: dict[int, IngestOutcome] = {}
+    ready: list[tuple[int, pipeline.AuthenticatedEvidence]] = []
+    for index, (name, raw) in enumerate(files):
+        try:
+            ready.append((index, _authenticate(store, raw, by_keyid, limits)))
+        except AttestError as exc:
+            _audit(store, "", exc, raw, 0, now=now)
+            outcomes[index] = IngestOutcome(name, error=exc)
+    ready.sort(key=lambda item: (item[1].evidence.agent_id, item[1].evidence.seq))
+    for index, auth in ready:
+        name = files[index][0]
+        try:
+            outcomes[index] = IngestOutcome(name, accepted=_apply(store, auth, now, limits))
+        except AttestError as exc:
+            _audit(store, auth.evidence.agent_id, exc, auth.raw, auth.evidence.seq, now=now)
+            outcomes[index] = IngestOutcome(name, error=exc)
+    return [outcomes[index] for index in range(len(files))]
+
+
+def _audit(
+    store: Store, agent_id: str, error: AttestError, raw: bytes, seq: int, *, now: datetime
+) -> None:
+    record = AuditRecord(
+        kind=AuditKind.REJECTION, at=now, agent_id=agent_id, code=error.code,
+        message=str(error)[:512], envelope_hash=envelope_hash(raw), seq=seq,
+    )  # fmt: skip
+    store.record_rejection(record)

@@ -1,0 +1,255 @@
+"""`gpu-attest-verifier serve`: the imperative shell around the servicer.
+
+Transport: Python's grpc cannot ask for a client certificate without also requiring it, so the
+verifier listens on two TLS ports of one server. `listen` requires a client certificate issued
+by the verifier's CA (Attest, RotateKey); `enroll_listen` is server-authenticated TLS only, for
+Enroll by agents that have no certificate yet. Attest reached through the enroll port finds no
+client certificate and is refused (UNAUTHENTICATED), so the split cannot be used to skip mTLS.
+`--insecure-plaintext` serves everything on `listen`, only on a loopback address, and warns.
+
+Shutdown on SIGTERM/SIGINT: health NOT_SERVING, STOPPING=1 to systemd, stop accepting RPCs and
+give open streams a short grace, then drain the group-commit batcher (everything queued is
+committed) and close the store; exit status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from attest.errors import AttestError, ConfigError
+from attest.v1 import attest_pb2 as pb
+from attest.v1 import attest_pb2_grpc as pb_grpc
+from verifier.ca import (
+    load_or_create_ca,
+    load_or_create_receipt_signer,
+    load_or_create_server_identity,
+)
+from verifier.config import VerifierConfig, is_loopback, parse_listen
+from verifier.metrics import Metrics
+from verifier.ratelimit import RateLimiter
+from verifier.sdnotify import Notifier, watchdog_interval_s
+from verifier.servicer import (
+    AttestationServicer,
+    Core,
+    identity_from_certificate,
+    identity_from_metadata,
+)
+from verifier.store.api import Store, StoreOptions
+from verifier.store.batch import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Attestation"].full_name
+SHUTDOWN_GRACE_S = 5.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_url(config: VerifierConfig) -> str:
+    """The URL `open_store` takes: the DSN, or sqlite:/// + the file path."""
+    db = config.database_url
+    if db.startswith(("postgresql://", "postgres://", "sqlite://")):
+        return db
+    return "sqlite:///" + db
+
+
+def open_configured_store(config: VerifierConfig, replica_id: str = "") -> Store:
+    """Open (and migrate) the configured store; raise StoreError/StoreUnavailableError."""
+    from verifier.store import open_store  # noqa: PLC0415 - keeps CLI start-up light
+
+    options = StoreOptions(
+        attestation_deadline=timedelta(seconds=config.fleet.agent_deadline_s),
+        replica_id=replica_id or f"{socket.gethostname()}-{os.getpid()}",
+    )
+    return open_store(store_url(config), options)
+
+
+def check_transport(config: VerifierConfig, insecure_plaintext: bool) -> None:
+    """Refuse plaintext on a non-loopback address (raise ConfigError); warn when it is used."""
+    if not insecure_plaintext:
+        return
+    if not is_loopback(config.listen):
+        raise ConfigError(
+            f"--insecure-plaintext is refused on {config.listen}: use a loopback address"
+        )
+    log.warning(
+        "INSECURE: serving without TLS on %s (--insecure-plaintext); agent identities are "
+        "not authenticated by the transport",
+        config.listen,
+    )
+
+
+def _grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
+    s = config.stream
+    return [
+        ("grpc.max_receive_message_length", s.max_message_bytes + 64 * 1024),
+        ("grpc.max_send_message_length", 1024 * 1024),
+        ("grpc.keepalive_time_ms", s.keepalive_time_s * 1000),
+        ("grpc.keepalive_timeout_ms", s.keepalive_timeout_s * 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@dataclass
+class Running:
+    """A started verifier: the gRPC server, the ports it bound, its background tasks."""
+
+    server: grpc.aio.Server
+    core: Core
+    health: HealthServicer
+    ports: dict[str, int]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    metrics_server: Any = None
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """Graceful stop: refuse new work, drain the batcher, close the store."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.core.committer.close()
+        await asyncio.to_thread(self.core.store.close)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+
+
+def _add_ports(
+    server: grpc.aio.Server, config: VerifierConfig, core_pems: tuple[bytes, bytes, bytes] | None
+) -> dict[str, int]:
+    if core_pems is None:
+        return {"listen": server.add_insecure_port(config.listen)}
+    key_pem, cert_pem, ca_pem = core_pems
+    mtls = grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+    )
+    tls = grpc.ssl_server_credentials([(key_pem, cert_pem)])
+    return {
+        "listen": server.add_secure_port(config.listen, mtls),
+        "enroll": server.add_secure_port(config.enroll_listen, tls),
+    }
+
+
+async def start(
+    config: VerifierConfig,
+    *,
+    insecure_plaintext: bool = False,
+    store: Store | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> Running:
+    """Create keys and certificates on first use, open the store, bind the ports, start."""
+    check_transport(config, insecure_plaintext)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = clock()
+    ca = load_or_create_ca(config.state_dir, now)
+    identity = load_or_create_server_identity(ca, config.state_dir, config.tls.names, now)
+    replica_id = f"{socket.gethostname()}-{os.getpid()}"
+    if store is None:
+        store = await asyncio.to_thread(open_configured_store, config, replica_id)
+    committer = GroupCommitter(store, max_batch=config.store.batch_max, clock=clock)
+    await committer.start()
+    metrics = Metrics()
+    core = Core(
+        config=config, store=store, committer=committer, ca=ca,
+        receipt_signer=load_or_create_receipt_signer(config.state_dir), metrics=metrics,
+        limiter=RateLimiter(config.stream.rate_per_s, config.stream.rate_burst),
+        identify=identity_from_metadata if insecure_plaintext else identity_from_certificate,
+        replica_id=replica_id, clock=clock,
+    )  # fmt: skip
+    server = grpc.aio.server(
+        options=_grpc_options(config), maximum_concurrent_rpcs=config.stream.max_streams + 64
+    )
+    pb_grpc.add_AttestationServicer_to_server(AttestationServicer(core), server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    pems = None if insecure_plaintext else (identity.key_pem, identity.cert_pem, ca.pem)
+    ports = _add_ports(server, config, pems)
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = Running(server=server, core=core, health=health_servicer, ports=ports)
+    running.metrics_server = _start_metrics(config, metrics)
+    running.tasks.append(asyncio.create_task(_sweep_loop(core), name="findings-sweep"))
+    log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
+    return running
+
+
+def _start_metrics(config: VerifierConfig, metrics: Metrics) -> Any:
+    if not config.metrics_listen:
+        return None
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    host, port = parse_listen(config.metrics_listen)
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server
+
+
+async def _sweep_loop(core: Core) -> None:
+    """Periodic findings (agent-stale, gpu-missing, duplicate-gpu) and nonce clean-up."""
+    fleet = core.config.fleet
+    grace = timedelta(seconds=fleet.gpu_missing_grace_s)
+    while True:
+        await asyncio.sleep(fleet.sweep_interval_s)
+        now = core.clock()
+        try:
+            findings = await asyncio.to_thread(core.store.sweep, now, grace)
+            await asyncio.to_thread(core.store.purge_nonces, now - core.config.stream.challenge_ttl)
+        except AttestError as exc:
+            log.warning("findings sweep failed: %s", exc)
+            continue
+        counts: dict[str, int] = {}
+        for finding in findings:
+            counts[finding.rule] = counts.get(finding.rule, 0) + 1
+        core.metrics.findings_open.clear()
+        for rule, count in counts.items():
+            core.metrics.findings_open.labels(rule=rule).set(count)
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
+async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: bool) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; return the exit status."""
+    notifier = Notifier()
+    running = await start(config, insecure_plaintext=insecure_plaintext)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    interval = watchdog_interval_s()
+    if interval is not None:
+        running.tasks.append(asyncio.create_task(_watchdog(notifier, interval)))
+    notifier.ready(f"serving on {config.listen}")
+    await stop.wait()
+    log.info("shutting down: draining streams and the commit batcher")
+    notifier.stopping()
+    await running.stop()
+    log.info("stopped")
+    return 0
