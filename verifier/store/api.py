@@ -357,9 +357,10 @@ class Store(Protocol):
         `duplicate-gpu` findings for GPUs another agent still freshly claims. An item that
         fails leaves no trace and does not affect the others; its outcome is the typed error:
         ReplayError (same agent+seq, same payload digest), ForkError (same agent+seq, other
-        payload; an `evidence-fork` finding is raised and a rejection audited), GapError
-        (seq skips or prev_hash does not link; an `evidence-gap` finding is raised),
-        NonceReplayedError, NonceUnknownError, AgentUnknownError, AgentRevokedError.
+        payload), GapError (seq skips or prev_hash does not link), NonceReplayedError,
+        NonceUnknownError, AgentUnknownError, AgentRevokedError. The caller audits each
+        failed item with `record_rejection`, which raises the evidence-fork / evidence-gap
+        findings (one place for pipeline-detected and store-detected chain errors).
         Raises StoreUnavailableError / StoreError for the whole batch when the transaction
         cannot commit; then nothing of the batch is durable, or (commit outcome unknown) a
         retry reports the items as ReplayError.

@@ -1,0 +1,231 @@
+"""Transaction bodies for tokens, enrollment, agents, keys, nonces and audit records.
+
+Each function runs inside a transaction the backend opened; none commits.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+
+from attest.errors import (
+    AgentRevokedError,
+    AgentUnknownError,
+    StoreError,
+    TokenExpiredError,
+    TokenInvalidError,
+    TokenUsedError,
+)
+from verifier.store.api import (
+    AgentRecord,
+    AgentStatus,
+    AuditKind,
+    AuditRecord,
+    Enrollment,
+    EnrollmentRequest,
+    NewToken,
+    NonceRecord,
+    StoreOptions,
+    TokenRecord,
+)
+from verifier.store.sqlbase import (
+    Db,
+    from_micros,
+    opt_from_micros,
+    read_agents,
+    to_micros,
+)
+
+_NO_INVENTORY = b""
+_MICRO = timedelta(microseconds=1)
+
+
+def create_token(db: Db, token: NewToken) -> None:
+    if db.one("SELECT 1 FROM enrollment_tokens WHERE token_hash = ?", (token.token_hash,)):
+        raise StoreError("an enrollment token with this hash exists already")
+    db.run(
+        "INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at) "
+        "VALUES (?, ?, ?, ?)",
+        (token.token_hash, token.site_id, to_micros(token.created_at), to_micros(token.expires_at)),
+    )
+
+
+def get_token(db: Db, token_hash: bytes) -> TokenRecord | None:
+    row = db.one(
+        "SELECT token_hash, site_id, created_at, expires_at, redeemed_at, agent_id "
+        "FROM enrollment_tokens WHERE token_hash = ?",
+        (token_hash,),
+    )
+    if row is None:
+        return None
+    return TokenRecord(
+        token_hash=bytes(row[0]),
+        site_id=row[1],
+        created_at=from_micros(row[2]),
+        expires_at=from_micros(row[3]),
+        redeemed_at=opt_from_micros(row[4]),
+        agent_id=row[5],
+    )
+
+
+def get_agent(db: Db, agent_id: str) -> AgentRecord | None:
+    found = read_agents(db, "agents.agent_id = ?", (agent_id,))
+    return found[0] if found else None
+
+
+def _must_get_agent(db: Db, agent_id: str) -> AgentRecord:
+    agent = get_agent(db, agent_id)
+    if agent is None:
+        raise AgentUnknownError(f"no agent {agent_id!r}")
+    return agent
+
+
+def enroll(db: Db, request: EnrollmentRequest, now_us: int, options: StoreOptions) -> Enrollment:
+    row = db.one(
+        "SELECT site_id, expires_at, redeemed_at, agent_id, keyid FROM enrollment_tokens "
+        f"WHERE token_hash = ?{db.dialect.for_update}",
+        (request.token_hash,),
+    )
+    if row is None:
+        raise TokenInvalidError("unknown enrollment token")
+    site_id, expires_at, redeemed_at, agent_id, keyid = row
+    if redeemed_at is not None:
+        # Same key again: hand back the same agent until it has attested once, so a partial
+        # failure (e.g. the response was lost) never burns the token.
+        if keyid is not None and hmac.compare_digest(keyid, request.keyid):
+            agent = _must_get_agent(db, agent_id)
+            if agent.first_attested_at is None and agent.status is AgentStatus.ACTIVE:
+                return Enrollment(agent=agent, created=False)
+        raise TokenUsedError("enrollment token was used already")
+    if now_us >= expires_at:
+        raise TokenExpiredError("enrollment token has expired")
+    new_id = request.proposed_agent_id
+    if db.one("SELECT 1 FROM agents WHERE agent_id = ?", (new_id,)):
+        raise StoreError("proposed agent id is taken")
+    due = now_us + options.attestation_deadline // _MICRO
+    db.run(
+        "INSERT INTO agents (agent_id, site_id, hostname, machine_id, status, token_hash, "
+        "enrolled_at, last_seq, last_hash, next_due, inventory_fp) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        (
+            new_id,
+            site_id,
+            request.hostname,
+            request.machine_id,
+            AgentStatus.ACTIVE.value,
+            request.token_hash,
+            now_us,
+            b"",
+            due,
+            _NO_INVENTORY,
+        ),
+    )
+    db.run(
+        "INSERT INTO agent_keys (agent_id, keyid, spki_der, added_at) VALUES (?, ?, ?, ?)",
+        (new_id, request.keyid, request.spki_der, now_us),
+    )
+    db.run(
+        "UPDATE enrollment_tokens SET redeemed_at = ?, agent_id = ?, keyid = ? "
+        "WHERE token_hash = ?",
+        (now_us, new_id, request.keyid, request.token_hash),
+    )
+    audit(db, AuditKind.ENROLLMENT, now_us, new_id, message=f"site {site_id}")
+    return Enrollment(agent=_must_get_agent(db, new_id), created=True)
+
+
+def revoke_agent(db: Db, agent_id: str, now_us: int, reason: str) -> AgentRecord:
+    agent = _must_get_agent(db, agent_id)
+    if agent.status is AgentStatus.REVOKED:
+        return agent
+    db.run(
+        "UPDATE agents SET status = ?, revoked_at = ? WHERE agent_id = ?",
+        (AgentStatus.REVOKED.value, now_us, agent_id),
+    )
+    audit(db, AuditKind.REVOCATION, now_us, agent_id, message=reason)
+    return _must_get_agent(db, agent_id)
+
+
+def rotate_key(
+    db: Db, agent_id: str, *, spki_der: bytes, keyid: str, now_us: int, reason: str
+) -> AgentRecord:
+    agent = _must_get_agent(db, agent_id)
+    if agent.status is AgentStatus.REVOKED:
+        raise AgentRevokedError(f"agent {agent_id!r} is revoked")
+    if any(k.keyid == keyid for k in agent.keys):
+        raise StoreError("this key was bound to the agent before; rotate to a new key")
+    db.run(
+        "UPDATE agent_keys SET retired_at = ? WHERE agent_id = ? AND retired_at IS NULL",
+        (now_us, agent_id),
+    )
+    db.run(
+        "INSERT INTO agent_keys (agent_id, keyid, spki_der, added_at) VALUES (?, ?, ?, ?)",
+        (agent_id, keyid, spki_der, now_us),
+    )
+    audit(db, AuditKind.ROTATION, now_us, agent_id, message=f"new key {keyid}: {reason}")
+    return _must_get_agent(db, agent_id)
+
+
+def issue_nonce(db: Db, nonce: NonceRecord) -> None:
+    db.run(
+        "INSERT INTO nonces (nonce, issued_at, expires_at, replica, consumed_at) "
+        "VALUES (?, ?, ?, ?, NULL) ON CONFLICT (nonce) DO NOTHING",
+        (nonce.nonce, to_micros(nonce.issued_at), to_micros(nonce.expires_at), nonce.replica),
+    )
+
+
+def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
+    row = db.one(
+        "SELECT nonce, issued_at, expires_at, replica, consumed_at FROM nonces WHERE nonce = ?",
+        (nonce,),
+    )
+    if row is None:
+        return None
+    return NonceRecord(
+        nonce=bytes(row[0]),
+        issued_at=from_micros(row[1]),
+        expires_at=from_micros(row[2]),
+        replica=row[3],
+        consumed_at=opt_from_micros(row[4]),
+    )
+
+
+def purge_nonces(db: Db, before_us: int) -> int:
+    return db.run("DELETE FROM nonces WHERE expires_at < ?", (before_us,))
+
+
+def audit(
+    db: Db,
+    kind: AuditKind,
+    at_us: int,
+    agent_id: str,
+    *,
+    code: str = "",
+    message: str = "",
+    envelope_hash: bytes = b"",
+    seq: int = 0,
+) -> None:
+    db.run(
+        "INSERT INTO audit (kind, at, agent_id, code, message, envelope_hash, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (kind.value, at_us, agent_id, code, message, envelope_hash, seq),
+    )
+
+
+def list_audit(db: Db, limit: int) -> list[AuditRecord]:
+    rows = db.all(
+        "SELECT kind, at, agent_id, code, message, envelope_hash, seq FROM audit "
+        "ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    return [
+        AuditRecord(
+            kind=AuditKind(r[0]),
+            at=from_micros(r[1]),
+            agent_id=r[2],
+            code=r[3],
+            message=r[4],
+            envelope_hash=bytes(r[5]),
+            seq=int(r[6]),
+        )
+        for r in rows
+    ]

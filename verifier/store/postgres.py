@@ -1,0 +1,85 @@
+"""The scale-out store: PostgreSQL through a psycopg 3 connection pool, shared by several
+verifier replicas. Commits are durable under PostgreSQL's default synchronous_commit.
+
+It survives a database restart by itself: a body that fails on a broken connection is retried
+on a fresh one with exponential backoff until `StoreOptions.unavailable_timeout`, after which the
+call raises StoreUnavailableError (the servicer maps it to UNAVAILABLE and agents retry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from attest.errors import StoreError, StoreUnavailableError
+from verifier.store.api import StoreOptions
+from verifier.store.core import SqlStore
+from verifier.store.migrations import apply_migrations
+from verifier.store.sqlbase import POSTGRES, Db, to_micros
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_FIRST_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 1.0
+# Serializes schema migrations of replicas that open the same database at once.
+_MIGRATION_LOCK = 0x67_70_75_61
+
+
+class PostgresStore(SqlStore):
+    """A `Store` on PostgreSQL; `conninfo` is a libpq URL or key=value string."""
+
+    def __init__(self, conninfo: str, options: StoreOptions | None = None) -> None:
+        super().__init__(options or StoreOptions())
+        self._pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max(1, self.options.pool_size),
+            kwargs={"autocommit": True},
+            open=False,
+            name="gpu-attest-store",
+        )
+        self._pool.open(wait=False)
+        try:
+            self._transact(self._migrate_locked, write=True)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    @staticmethod
+    def _migrate_locked(db: Db) -> list[int]:
+        db.run("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+        return apply_migrations(db, to_micros(datetime.now(UTC)))
+
+    def _transact(self, body: Callable[[Db], T], *, write: bool) -> T:
+        # `write` needs nothing extra here: PostgreSQL takes row locks as statements run.
+        del write
+        timeout = self.options.unavailable_timeout.total_seconds()
+        deadline = time.monotonic() + timeout
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            remaining = max(0.01, deadline - time.monotonic())
+            try:
+                with (
+                    self._pool.connection(timeout=remaining) as conn,
+                    conn.transaction(),
+                    conn.cursor() as cursor,
+                ):
+                    return body(Db(cursor, POSTGRES))
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                if time.monotonic() + backoff >= deadline:
+                    raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
+                log.warning("PostgreSQL call failed (%s); retrying in %.2fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.close()

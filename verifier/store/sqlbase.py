@@ -1,0 +1,148 @@
+"""What the SQLite and PostgreSQL stores share: the dialect, a thin cursor adapter that speaks
+one placeholder style, and the value conversions between rows and frozen records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from verifier.store.api import AgentKey, AgentRecord, AgentStatus
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The explicit differences between the two SQL dialects we speak."""
+
+    name: str
+    placeholder: str  # what "?" in our SQL becomes
+    bytes_type: str
+    auto_id: str
+    for_update: str  # row-lock suffix for SELECT, "" where the engine locks the whole file
+
+
+SQLITE = Dialect("sqlite", "?", "BLOB", "INTEGER PRIMARY KEY", "")
+POSTGRES = Dialect(
+    "postgres", "%s", "BYTEA", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", " FOR UPDATE"
+)
+
+
+class Cursor(Protocol):
+    """The DB-API subset both sqlite3 and psycopg cursors provide."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, query: Any, params_seq: Any, /) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db:
+    """A cursor inside an open transaction, taking SQL written with `?` placeholders."""
+
+    def __init__(self, cursor: Cursor, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self.dialect = dialect
+        self._cache: dict[str, str] = {}
+
+    def _sql(self, text: str) -> str:
+        translated = self._cache.get(text)
+        if translated is None:
+            translated = text.replace("?", self.dialect.placeholder)
+            self._cache[text] = translated
+        return translated
+
+    def run(self, text: str, params: Sequence[object] = ()) -> int:
+        """Execute one statement; returns the number of rows it changed."""
+        self._cursor.execute(self._sql(text), tuple(params))
+        return self._cursor.rowcount
+
+    def many(self, text: str, rows: Iterable[Sequence[object]]) -> None:
+        batch = [tuple(r) for r in rows]
+        if batch:
+            self._cursor.executemany(self._sql(text), batch)
+
+    def all(self, text: str, params: Sequence[object] = ()) -> list[Row]:
+        self._cursor.execute(self._sql(text), tuple(params))
+        return [tuple(r) for r in self._cursor.fetchall()]
+
+    def one(self, text: str, params: Sequence[object] = ()) -> Row | None:
+        rows = self.all(text, params)
+        return rows[0] if rows else None
+
+    def in_list(self, count: int) -> str:
+        """`(?, ?, ...)` for an IN clause of `count` values (count > 0)."""
+        return "(" + ", ".join("?" * count) + ")"
+
+
+def to_micros(when: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch."""
+    if when.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return (when - _EPOCH) // _MICRO
+
+
+def opt_micros(when: datetime | None) -> int | None:
+    return None if when is None else to_micros(when)
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def opt_from_micros(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+AGENT_COLUMNS = (
+    "agent_id, site_id, hostname, machine_id, status, token_hash, enrolled_at, last_seq, "
+    "last_hash, first_attested_at, last_seen_at, last_fresh_at, next_due, revoked_at"
+)
+
+
+def read_agents(db: Db, where: str = "", params: Sequence[object] = ()) -> list[AgentRecord]:
+    """Agents matching `where` (SQL after WHERE, may be empty), with their keys."""
+    clause = f" WHERE {where}" if where else ""
+    rows = db.all(f"SELECT {AGENT_COLUMNS} FROM agents{clause} ORDER BY agent_id", params)
+    if not rows:
+        return []
+    keys: dict[str, list[AgentKey]] = {}
+    key_rows = db.all(
+        "SELECT k.agent_id, k.keyid, k.spki_der, k.added_at, k.retired_at FROM agent_keys k "
+        f"JOIN agents ON agents.agent_id = k.agent_id{clause} ORDER BY k.added_at, k.keyid",
+        params,
+    )
+    for agent_id, keyid, spki, added, retired in key_rows:
+        keys.setdefault(agent_id, []).append(
+            AgentKey(keyid, bytes(spki), from_micros(added), opt_from_micros(retired))
+        )
+    return [_agent(row, tuple(keys.get(row[0], ()))) for row in rows]
+
+
+def _agent(row: Row, keys: tuple[AgentKey, ...]) -> AgentRecord:
+    return AgentRecord(
+        agent_id=row[0],
+        site_id=row[1],
+        hostname=row[2],
+        machine_id=row[3],
+        status=AgentStatus(row[4]),
+        keys=keys,
+        token_hash=bytes(row[5]),
+        enrolled_at=from_micros(row[6]),
+        last_seq=int(row[7]),
+        last_hash=bytes(row[8]),
+        first_attested_at=opt_from_micros(row[9]),
+        last_seen_at=opt_from_micros(row[10]),
+        last_fresh_at=opt_from_micros(row[11]),
+        next_due=from_micros(row[12]),
+        revoked_at=opt_from_micros(row[13]),
+    )

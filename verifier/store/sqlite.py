@@ -1,0 +1,98 @@
+"""The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a COMMIT that
+returned is on disk. One writer connection behind a lock (SQLite has one writer anyway);
+readers get a connection per thread and never wait for the writer."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from attest.errors import StoreError, StoreUnavailableError
+from verifier.store.api import StoreOptions
+from verifier.store.core import SqlStore
+from verifier.store.sqlbase import SQLITE, Db
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_MS = 10_000
+
+
+class SqliteStore(SqlStore):
+    """A `Store` in one SQLite file. Schema migrations are applied when it opens."""
+
+    def __init__(self, path: Path, options: StoreOptions | None = None) -> None:
+        super().__init__(options or StoreOptions())
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._readers_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._closed = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
+        self._migrate(datetime.now(UTC))
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; the module's implicit
+        # transactions would otherwise open and close them behind our back.
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+        )
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _transact(self, body: Callable[[Db], T], *, write: bool) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            if write:
+                with self._write_lock:
+                    return _run(self._writer, "BEGIN IMMEDIATE", body)
+            return _run(self._reader(), "BEGIN", body)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+def _run(conn: sqlite3.Connection, begin: str, body: Callable[[Db], T]) -> T:
+    conn.execute(begin)
+    try:
+        result = body(Db(conn.cursor(), SQLITE))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
