@@ -226,3 +226,9 @@ class TransportIdentityError(VerificationError):
     """The connection carries no usable agent identity (no client certificate, no agent SAN)."""
 
     code = "transport-identity-missing"
+
+
+class RegistryError(ConfigError):
+    """The compliance registry file is malformed, has unknown keys or dangling references."""
+
+    code = "registry-invalid"
