@@ -277,7 +277,9 @@ def _fabric(handle: Any) -> Reading[model.FabricInfo]:
     return model.FabricInfo(
         cluster_uuid=_fabric_uuid(bytes(info.clusterUuid)),
         clique_id=int(info.cliqueId),
-        state=int(info.state),
+        # nvml.h declares `state` as unsigned char but pynvml reads a c_uint, so the three
+        # padding bytes after it come along; only the low byte is the state.
+        state=int(info.state) & 0xFF,
         status=int(info.status),
     )
 
