@@ -11,7 +11,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from attest.errors import NoSignatureError, PayloadTypeError, UnknownKeyError
+from attest.errors import (
+    DuplicateSignatureError,
+    NoSignatureError,
+    PayloadTypeError,
+    TooManySignaturesError,
+    UnknownKeyError,
+)
 from attest.keys import PublicKey, Signer
 
 EVIDENCE_PAYLOAD_TYPE = "application/vnd.gpu-attest.evidence.v1+protobuf"
@@ -31,13 +37,15 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class EnvelopeSignature:
+    """One DSSE signature; `keyid` is an unauthenticated hint naming the signing key."""
+
     keyid: str
     sig: bytes
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """A DSSE envelope in domain form; `raw` holds the bytes it was decoded from, if any."""
+    """A DSSE envelope in domain form. Keep the bytes it was decoded from to hash or store it."""
 
     payload_type: str
     payload: bytes
@@ -72,7 +80,9 @@ def verify(
     an unknown key is not ignored, because extra signatures would let anyone make a second,
     different envelope for the same evidence.
 
-    Raises PayloadTypeError, NoSignatureError, UnknownKeyError, BadSignatureError.
+    Raises PayloadTypeError, NoSignatureError, TooManySignaturesError, DuplicateSignatureError
+    (checked before any signature, so a duplicate costs no crypto), UnknownKeyError,
+    BadSignatureError.
     """
     if envelope.payload_type != expected_payload_type:
         raise PayloadTypeError(
@@ -81,19 +91,18 @@ def verify(
     if not envelope.signatures:
         raise NoSignatureError("envelope carries no signature")
     if len(envelope.signatures) > MAX_SIGNATURES:
-        raise NoSignatureError(f"envelope carries more than {MAX_SIGNATURES} signatures")
+        raise TooManySignaturesError(f"envelope carries more than {MAX_SIGNATURES} signatures")
+    keyids = tuple(signature.keyid for signature in envelope.signatures)
+    if len(set(keyids)) != len(keyids):
+        raise DuplicateSignatureError("the same key signed the envelope twice")
     message = pae(envelope.payload_type, envelope.payload)
-    keyids: list[str] = []
     for signature in envelope.signatures:
         key = trusted.get(signature.keyid)
         if key is None:
             raise UnknownKeyError(f"signature by key {signature.keyid[:16]!r} is not trusted here")
         key.verify(signature.sig, message)
-        keyids.append(signature.keyid)
-    if len(set(keyids)) != len(keyids):
-        raise NoSignatureError("the same key signed the envelope twice")
     return VerifiedPayload(
-        payload_type=envelope.payload_type, payload=envelope.payload, keyids=tuple(keyids)
+        payload_type=envelope.payload_type, payload=envelope.payload, keyids=keyids
     )
 
 

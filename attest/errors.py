@@ -232,3 +232,15 @@ class RegistryError(ConfigError):
     """The compliance registry file is malformed, has unknown keys or dangling references."""
 
     code = "registry-invalid"
+
+
+class DuplicateSignatureError(SignatureError):
+    """One key signed the same envelope twice: never needed, and it makes envelopes malleable."""
+
+    code = "signature-duplicate"
+
+
+class TooManySignaturesError(SignatureError):
+    """More signatures than the envelope policy allows: an attack on verifier CPU."""
+
+    code = "signature-too-many"

@@ -6,6 +6,7 @@ Decoders take untrusted bytes and either return validated frozen values or raise
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
@@ -176,7 +177,12 @@ def _check_str(value: str, what: str) -> None:
 
 
 def _fields(cls: type) -> frozenset[str]:
-    return frozenset(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    """The fields of a model class that hold a `Reading`, the only ones that may be absent."""
+    return frozenset(
+        f.name
+        for f in dataclasses.fields(cls)
+        if str(f.type).startswith("Reading[") or "Unavailable" in str(f.type)
+    )
 
 
 # --- GPU ---------------------------------------------------------------------------------------
@@ -241,7 +247,12 @@ def _gpu_from_pb(msg: pb.Gpu, where: str) -> model.Gpu:
     if not msg.uuid or len(msg.uuid) > 128:
         raise InvariantError(f"{where}: uuid is missing or too long")
     r = _ReadingReader(msg, where, _fields(model.Gpu))
+    has_capability = msg.HasField("compute_capability_major") or msg.HasField(
+        "compute_capability_minor"
+    )
     if "compute_capability" in r.unavailable:
+        if has_capability:
+            raise InvariantError(f"{where}: compute_capability is both set and unavailable")
         capability: model.Reading[tuple[int, int]] = model.Unavailable(
             r.unavailable["compute_capability"]
         )
@@ -327,7 +338,7 @@ def _cc_from_pb(msg: pb.ConfidentialComputing, where: str) -> model.Confidential
 
 # --- host and driver ---------------------------------------------------------------------------
 
-_HOST_FIELDS = tuple(_fields(model.HostFacts))
+_HOST_FIELDS = tuple(sorted(_fields(model.HostFacts)))
 _DRIVER_FIELDS = ("driver_version", "nvml_version", "cuda_driver_version")
 
 
