@@ -1,0 +1,83 @@
+"""Store fixtures: every store test runs against SQLite (in tmp_path) and PostgreSQL (a fresh
+schema in database `test` on 127.0.0.1:5432, dropped afterwards)."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from verifier.store import open_store
+from verifier.store.api import Store, StoreOptions
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Backend:
+    """Opens stores (several may share one database, like replicas) and peeks at raw rows."""
+
+    name: str
+    url: str
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self, options: StoreOptions | None = None) -> Store:
+        store = open_store(self.url, options)
+        self.opened.append(store)
+        return store
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Raw SQL for assertions about how state is stored (e.g. compaction)."""
+        if self.name == "sqlite":
+            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as conn:
+                return list(conn.execute(sql).fetchall())
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return list(conn.execute(sql).fetchall())
+
+    def close_all(self) -> None:
+        for store in self.opened:
+            store.close()
+        self.opened.clear()
+
+
+def pg_schema_url(schema: str) -> str:
+    return f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        found = Backend("sqlite", f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        found = Backend("postgres", pg_schema_url(schema))
+    try:
+        yield found
+    finally:
+        found.close_all()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+StoreFactory = Callable[[StoreOptions | None], Store]

@@ -1,0 +1,91 @@
+"""Builders for store tests: enrolled agents and verified attestations with real hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from attest.model import Freshness
+from verifier.store.api import (
+    EnrollmentRequest,
+    GpuClaim,
+    NewToken,
+    NonceRecord,
+    Store,
+    VerifiedAttestation,
+    token_hash,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+H100 = 0x233010DE
+
+
+def gpus(*uuids: str) -> tuple[GpuClaim, ...]:
+    return tuple(GpuClaim(uuid=u, name="NVIDIA H100 80GB HBM3", pci_device_id=H100) for u in uuids)
+
+
+def enroll(store: Store, agent_id: str, site: str = "site-a", now: datetime = T0) -> str:
+    """Create a token and enroll `agent_id` with a fresh key; returns the key id."""
+    token = secrets.token_urlsafe(16)
+    store.create_token(NewToken(token_hash(token), site, now, now + timedelta(hours=1)))
+    spki = secrets.token_bytes(44)
+    keyid = hashlib.sha256(spki).hexdigest()
+    store.enroll(
+        EnrollmentRequest(token_hash(token), agent_id, spki, keyid, f"host-{agent_id}", "m"), now
+    )
+    return keyid
+
+
+@dataclass
+class Chain:
+    """An agent's evidence chain as the agent would build it."""
+
+    agent_id: str
+    seq: int = 0
+    last_hash: bytes = b""
+    inventory: tuple[GpuClaim, ...] = field(default_factory=tuple)
+
+    def next(
+        self,
+        at: datetime,
+        *,
+        nonce: bytes = b"",
+        inventory: tuple[GpuClaim, ...] | None = None,
+        salt: bytes = b"",
+        advance: bool = True,
+    ) -> VerifiedAttestation:
+        """The next attestation; `advance=False` builds it without moving the chain."""
+        if inventory is not None:
+            self.inventory = inventory
+        seq = self.seq + 1
+        payload = b"evidence|%s|%d|%s|%s" % (
+            self.agent_id.encode(),
+            seq,
+            at.isoformat().encode(),
+            salt,
+        )
+        envelope = b"envelope|" + payload + b"|sig"
+        item = VerifiedAttestation(
+            agent_id=self.agent_id,
+            seq=seq,
+            prev_hash=self.last_hash,
+            envelope=envelope,
+            envelope_hash=hashlib.sha256(envelope).digest(),
+            payload_digest=hashlib.sha256(payload).digest(),
+            nonce=nonce,
+            freshness=Freshness.NONCE if nonce else Freshness.OFFLINE,
+            created_at=at,
+            received_at=at,
+            gpus=self.inventory,
+        )
+        if advance:
+            self.seq, self.last_hash = seq, item.envelope_hash
+        return item
+
+
+def nonce(store: Store, at: datetime = T0, ttl: timedelta = timedelta(minutes=5)) -> bytes:
+    value = secrets.token_bytes(32)
+    store.issue_nonce(NonceRecord(value, at, at + ttl, "replica-test"))
+    return value

@@ -1,0 +1,182 @@
+"""The accept transaction: chain compare-and-set, nonces, blobs, log, compaction; both backends."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import timedelta
+
+from attest.errors import (
+    AgentUnknownError,
+    ForkError,
+    GapError,
+    NonceReplayedError,
+    NonceUnknownError,
+    ReplayError,
+)
+from attest.model import Freshness
+from tests.verifier_store.conftest import Backend
+from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
+from verifier.store.api import Accepted, Store, StoreOptions
+
+
+def _accepted(outcome: object) -> Accepted:
+    assert isinstance(outcome, Accepted), outcome
+    return outcome
+
+
+def test_accept_stores_evidence_verbatim_and_appends_to_the_log(store: Store) -> None:
+    enroll(store, "a1")
+    chain = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
+    n = nonce(store)
+    item = chain.next(T0, nonce=n)
+    done = _accepted(store.accept([item], T0 + timedelta(seconds=1))[0])
+    assert (done.seq, done.log_index, done.freshness) == (1, 0, Freshness.NONCE)
+    assert done.leaf_hash == hashlib.sha256(b"\x00" + item.envelope).digest()
+    assert store.get_blob(item.envelope_hash) == item.envelope
+    assert store.log_size() == 1
+    [entry] = store.log_entries(0, 10)
+    assert (entry.log_index, entry.leaf_hash, entry.envelope_hash) == (
+        0,
+        done.leaf_hash,
+        item.envelope_hash,
+    )
+    record = store.get_attestation("a1", 1)
+    assert record is not None
+    assert (record.payload_digest, record.log_index) == (item.payload_digest, 0)
+    agent = store.get_agent("a1")
+    assert agent is not None
+    assert (agent.last_seq, agent.last_hash) == (1, item.envelope_hash)
+    assert agent.first_attested_at == T0 + timedelta(seconds=1)
+    assert agent.next_due == T0 + StoreOptions().attestation_deadline
+    issued = store.get_nonce(n)
+    assert issued is not None
+    assert issued.consumed_at == T0 + timedelta(seconds=1)
+
+
+def test_one_batch_carries_consecutive_seqs_and_many_agents(store: Store) -> None:
+    chains = [Chain(f"a{i}", inventory=gpus(f"GPU-{i}")) for i in range(3)]
+    for chain in chains:
+        enroll(store, chain.agent_id)
+    items = [c.next(T0 + timedelta(seconds=s)) for s in range(3) for c in chains]
+    outcomes = store.accept(items, T0)
+    assert [_accepted(o).log_index for o in outcomes] == list(range(9))
+    assert [_accepted(o).seq for o in outcomes] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_a_failing_item_does_not_poison_the_batch(store: Store) -> None:
+    enroll(store, "a1")
+    enroll(store, "a2")
+    a1, a2 = Chain("a1"), Chain("a2")
+    first = a1.next(T0)
+    assert isinstance(store.accept([first], T0)[0], Accepted)
+    used = nonce(store)
+    store.accept([a2.next(T0, nonce=used)], T0)
+    batch = [
+        first,  # replay
+        a1.next(T0, salt=b"x", advance=False),  # fine (seq 2)
+        Chain("ghost").next(T0),  # unknown agent
+        a2.next(T0, nonce=used, advance=False),  # nonce already used
+        a2.next(T0, nonce=b"\x01" * 32, advance=False),  # nonce never issued
+        a2.next(T0),  # fine (seq 2)
+    ]
+    outcomes = store.accept(batch, T0)
+    assert [type(o) for o in outcomes] == [
+        ReplayError,
+        Accepted,
+        AgentUnknownError,
+        NonceReplayedError,
+        NonceUnknownError,
+        Accepted,
+    ]
+    assert [_accepted(outcomes[i]).log_index for i in (1, 5)] == [2, 3]
+    assert store.log_size() == 4
+    assert [e.log_index for e in store.log_entries(0, 100)] == [0, 1, 2, 3]
+
+
+def test_replay_fork_and_gaps_are_typed(store: Store) -> None:
+    enroll(store, "a1")
+    chain = Chain("a1")
+    one = chain.next(T0)
+    two = chain.next(T0 + timedelta(minutes=1))
+    assert all(isinstance(o, Accepted) for o in store.accept([one, two], T0))
+    fork = Chain("a1", seq=0).next(T0, salt=b"other payload")
+    skip = Chain("a1", seq=3, last_hash=two.envelope_hash).next(T0)
+    broken = Chain("a1", seq=2, last_hash=b"\x00" * 32).next(T0)
+    outcomes = store.accept([one, fork, skip, broken], T0)
+    assert [type(o) for o in outcomes] == [ReplayError, ForkError, GapError, GapError]
+    assert store.log_size() == 2
+    agent = store.get_agent("a1")
+    assert agent is not None
+    assert agent.last_seq == 2
+
+
+def test_offline_evidence_keeps_the_deadline(store: Store) -> None:
+    enroll(store, "a1")
+    chain = Chain("a1")
+    late = T0 + timedelta(hours=3)
+    done = _accepted(store.accept([chain.next(T0 + timedelta(minutes=1))], late)[0])
+    assert done.freshness is Freshness.OFFLINE
+    agent = store.get_agent("a1")
+    assert agent is not None
+    assert agent.next_due == T0 + StoreOptions().attestation_deadline
+    assert agent.last_fresh_at is None
+    assert agent.last_seen_at == T0 + timedelta(minutes=1)
+
+
+def test_identical_envelopes_share_one_blob(backend: Backend, store: Store) -> None:
+    enroll(store, "a1")
+    enroll(store, "a2")
+    a = Chain("a1").next(T0)
+    b = Chain("a2").next(T0)
+    same_bytes = dataclasses.replace(b, envelope=a.envelope, envelope_hash=a.envelope_hash)
+    store.accept([a, same_bytes], T0)
+    assert backend.query("SELECT COUNT(*) FROM blobs") == [(1,)]
+
+
+def test_unchanged_heartbeat_rewrites_no_gpu_row(backend: Backend, store: Store) -> None:
+    enroll(store, "a1")
+    chain = Chain("a1", inventory=gpus(*(f"GPU-{i}" for i in range(8))))
+    store.accept([chain.next(T0, nonce=nonce(store))], T0)
+    rows = "SELECT uuid, last_seen, last_log_index FROM gpu_sightings ORDER BY uuid"
+    before = backend.query(rows)
+    later = T0 + timedelta(minutes=1)
+    store.accept([chain.next(later, nonce=nonce(store))], later)
+    after = backend.query(rows)
+    assert before == after  # O(1): only the agent row moved
+    [host] = store.list_fleet()
+    assert {g.last_seen for g in host.gpus} == {later}
+    assert {g.first_seen for g in host.gpus} == {T0}
+
+
+def test_changed_inventory_updates_sightings(store: Store) -> None:
+    enroll(store, "a1", site="fra1")
+    chain = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
+    store.accept([chain.next(T0)], T0)
+    t1 = T0 + timedelta(minutes=1)
+    store.accept([chain.next(t1, inventory=gpus("GPU-2", "GPU-3"))], t1)
+    [host] = store.list_fleet("fra1")
+    by_uuid = {g.uuid: g for g in host.gpus}
+    assert {u: g.present for u, g in by_uuid.items()} == {
+        "GPU-1": False,
+        "GPU-2": True,
+        "GPU-3": True,
+    }
+    assert by_uuid["GPU-1"].last_seen == T0
+    assert by_uuid["GPU-2"].first_seen == T0
+    assert by_uuid["GPU-3"].first_seen == t1
+    assert by_uuid["GPU-2"].site_id == "fra1"
+    assert by_uuid["GPU-2"].pci_device_id == 0x233010DE
+    assert store.list_fleet("elsewhere") == []
+    assert [s.agent_id for s in store.gpu_sightings("GPU-2")] == ["a1"]
+
+
+def test_purge_nonces(store: Store) -> None:
+    n = nonce(store, ttl=timedelta(minutes=5))
+    assert store.purge_nonces(T0) == 0
+    assert store.purge_nonces(T0 + timedelta(hours=1)) == 1
+    assert store.get_nonce(n) is None
+
+
+def test_empty_batch(store: Store) -> None:
+    assert store.accept([], T0) == []
