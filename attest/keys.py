@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,8 @@ def write_private_key(path: Path, signer: SoftwareSigner) -> None:
 def write_secret_file(path: Path, data: bytes) -> None:
     """Atomically create `path` with mode 0600 holding `data` (fsync'd file and directory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # pid + random suffix: two writers (threads or processes) never share a temporary file.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -193,17 +195,31 @@ def write_secret_file(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+#: A PEM private key is a few hundred bytes; anything much larger is not one.
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
 def load_private_key(path: Path) -> SoftwareSigner:
-    """Load a private key file; raise KeyFilePermissionError if group or others can access it."""
+    """Load a private key file; raise KeyFilePermissionError if group or others can access it.
+
+    The mode is checked on the opened file (fstat), so it is the mode of the bytes read.
+    Raises KeyMaterialError when the file cannot be read or is not a regular file.
+    """
     try:
-        info = path.stat()
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise KeyMaterialError(f"key file {path} is not a regular file")
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyFilePermissionError(
+                    f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be 0600"
+                )
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyMaterialError(f"cannot read key file {path}: {exc.strerror}") from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFilePermissionError(
-            f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be 0600"
-        )
-    return parse_private_pem(path.read_bytes())
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyMaterialError(f"key file {path} is too large to be a private key")
+    return parse_private_pem(data)
 
 
 def load_or_create_private_key(path: Path, algorithm: Algorithm = "ed25519") -> SoftwareSigner:

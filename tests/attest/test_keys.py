@@ -1,0 +1,200 @@
+"""Keys: key ids, encodings, 0600 key files, unsupported types, signatures that only raise."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attest import keys
+from attest.errors import (
+    BadSignatureError,
+    KeyFilePermissionError,
+    KeyMaterialError,
+    UnsupportedKeyError,
+)
+
+ED = keys.SoftwareSigner.from_private_key(ed25519.Ed25519PrivateKey.from_private_bytes(b"\1" * 32))
+P256 = keys.SoftwareSigner.from_private_key(ec.derive_private_key(4242, ec.SECP256R1()))
+SIGNERS = [ED, P256]
+
+
+def _spki(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.mark.parametrize("signer", SIGNERS, ids=["ed25519", "p256"])
+def test_key_id_is_sha256_of_spki_der(signer: keys.SoftwareSigner) -> None:
+    der = _spki(signer.private_key.public_key())
+    assert signer.public_key.spki_der == der
+    assert signer.public_key.keyid == hashlib.sha256(der).hexdigest() == keys.key_id(der)
+
+
+@pytest.mark.parametrize("signer", SIGNERS, ids=["ed25519", "p256"])
+def test_public_key_round_trips(signer: keys.SoftwareSigner) -> None:
+    public = signer.public_key
+    assert keys.PublicKey.from_pem(public.to_pem()) == public
+    assert keys.PublicKey.from_spki_der(public.spki_der) == public
+    assert keys.PublicKey.from_base64(public.to_base64()) == public
+    assert keys.PublicKey.from_base64(" " + public.to_base64() + "\n") == public
+
+
+def test_raw_public_key_bytes() -> None:
+    assert len(ED.public_key.raw()) == 32
+    assert ED.public_key.spki_der.endswith(ED.public_key.raw())
+    assert P256.public_key.raw()[0] == 0x04 and len(P256.public_key.raw()) == 65
+
+
+def test_algorithms() -> None:
+    assert ED.public_key.algorithm == "ed25519"
+    assert P256.public_key.algorithm == "ecdsa-p256-sha256"
+    for algorithm in ("ed25519", "ecdsa-p256-sha256"):
+        assert keys.SoftwareSigner.generate(algorithm).public_key.algorithm == algorithm
+
+
+@pytest.mark.parametrize(
+    "private",
+    [
+        rsa.generate_private_key(65537, 2048),
+        ec.generate_private_key(ec.SECP384R1()),
+        ec.generate_private_key(ec.SECP256K1()),
+        ed448.Ed448PrivateKey.generate(),
+        x25519.X25519PrivateKey.generate(),
+    ],
+    ids=["rsa", "p384", "secp256k1", "ed448", "x25519"],
+)
+def test_unsupported_key_types_are_rejected(private: object) -> None:
+    public = private.public_key()  # type: ignore[attr-defined]
+    with pytest.raises(UnsupportedKeyError):
+        keys.PublicKey.from_spki_der(_spki(public))
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(UnsupportedKeyError):
+        keys.PublicKey.from_pem(pem)
+    private_pem = private.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(UnsupportedKeyError):
+        keys.parse_private_pem(private_pem)
+
+
+def test_malformed_keys_are_rejected() -> None:
+    for bad in (b"", b"\x30\x00", ED.public_key.spki_der[:-1]):
+        with pytest.raises(KeyMaterialError):
+            keys.PublicKey.from_spki_der(bad)
+    with pytest.raises(KeyMaterialError):
+        keys.PublicKey.from_base64("not base64!")
+    with pytest.raises(KeyMaterialError):
+        keys.PublicKey.from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(KeyMaterialError):
+        keys.PublicKey.from_pem(ED.private_pem())
+    encrypted = ED.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    with pytest.raises(KeyMaterialError):
+        keys.parse_private_pem(encrypted)
+
+
+@given(st.binary(max_size=200))
+def test_key_parsers_raise_only_key_errors(data: bytes) -> None:
+    for parse in (keys.PublicKey.from_spki_der, keys.PublicKey.from_pem, keys.parse_private_pem):
+        with contextlib.suppress(KeyMaterialError):
+            parse(data)
+
+
+# --- signatures --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signer", SIGNERS, ids=["ed25519", "p256"])
+def test_sign_verify(signer: keys.SoftwareSigner) -> None:
+    signature = signer.sign(b"message")
+    signer.public_key.verify(signature, b"message")
+    with pytest.raises(BadSignatureError):
+        signer.public_key.verify(signature, b"messagf")
+    other = ED if signer is P256 else P256
+    with pytest.raises(BadSignatureError):
+        other.public_key.verify(signature, b"message")
+
+
+@given(st.binary(max_size=100))
+def test_malformed_signatures_raise_bad_signature(signature: bytes) -> None:
+    for signer in SIGNERS:
+        with pytest.raises(BadSignatureError):
+            signer.public_key.verify(signature, b"message")
+
+
+# --- key files ---------------------------------------------------------------------------------
+
+
+def test_written_key_is_0600_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "agent.key"
+    keys.write_private_key(path, ED)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.load_private_key(path).public_key == ED.public_key
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o601, 0o610])
+def test_key_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "agent.key"
+    keys.write_private_key(path, P256)
+    path.chmod(mode)
+    with pytest.raises(KeyFilePermissionError, match="0600"):
+        keys.load_private_key(path)
+
+
+def test_stricter_modes_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "agent.key"
+    keys.write_private_key(path, P256)
+    path.chmod(0o400)
+    assert keys.load_private_key(path).public_key == P256.public_key
+
+
+def test_load_or_create(tmp_path: Path) -> None:
+    path = tmp_path / "agent.key"
+    created = keys.load_or_create_private_key(path)
+    assert created.public_key.algorithm == "ed25519"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.load_or_create_private_key(path).public_key == created.public_key
+    p256 = keys.load_or_create_private_key(tmp_path / "tpm-like.key", "ecdsa-p256-sha256")
+    assert p256.public_key.algorithm == "ecdsa-p256-sha256"
+
+
+def test_unreadable_key_files(tmp_path: Path) -> None:
+    with pytest.raises(KeyMaterialError):
+        keys.load_private_key(tmp_path / "missing.key")
+    with pytest.raises(KeyMaterialError):
+        keys.load_private_key(tmp_path)
+    garbage = tmp_path / "garbage.key"
+    garbage.write_bytes(b"not a key")
+    garbage.chmod(0o600)
+    with pytest.raises(KeyMaterialError):
+        keys.load_private_key(garbage)
+    big = tmp_path / "big.key"
+    big.write_bytes(b"A" * (keys.MAX_KEY_FILE_BYTES + 1))
+    big.chmod(0o600)
+    with pytest.raises(KeyMaterialError, match="too large"):
+        keys.load_private_key(big)
+
+
+def test_write_secret_file_replaces_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    keys.write_secret_file(path, b"one")
+    keys.write_secret_file(path, b"two")
+    assert path.read_bytes() == b"two"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
