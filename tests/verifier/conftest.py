@@ -1,0 +1,36 @@
+"""Fixtures of the verifier tests: a configured state dir and a running server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from verifier.config import StreamConfig, VerifierConfig
+from verifier.server import Running, start
+
+
+def make_config(tmp_path: Path, **stream: object) -> VerifierConfig:
+    return VerifierConfig(
+        listen="127.0.0.1:0",
+        enroll_listen="127.0.0.1:0",
+        state_dir=tmp_path / "state",
+        database=str(tmp_path / "verifier.db"),
+        metrics_listen="",
+        stream=StreamConfig(rate_per_s=1000.0, rate_burst=1000, **stream),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> VerifierConfig:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+async def running(config: VerifierConfig) -> AsyncIterator[Running]:
+    server = await start(config)
+    try:
+        yield server
+    finally:
+        await server.stop(0)
