@@ -27,13 +27,17 @@ from agent.identity import (
 )
 from agent.logs import get_logger
 from attest import errors
-from attest.keys import load_or_create_private_key
+from attest.keys import Algorithm, load_or_create_private_key
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 
 log = get_logger("client")
 
 AGENT_ID_METADATA = "x-gpu-attest-agent-id"
+#: The agent key signs evidence AND is the mTLS client key. grpc's BoringSSL server does not
+#: offer Ed25519 among the signature algorithms of its CertificateRequest (the handshake fails
+#: with NO_COMMON_SIGNATURE_ALGORITHMS), so the agent key is ECDSA P-256, as a TPM key would be.
+AGENT_KEY_ALGORITHM: Algorithm = "ecdsa-p256-sha256"
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -112,7 +116,8 @@ async def enroll(
     Creates agent.key (0600) if absent; the same key is reused on retry, which the verifier
     answers idempotently. Raises EnrollmentError (or a Token*Error) on a final refusal.
     """
-    signer = load_or_create_private_key(request.state_dir / KEY_FILE)
+    request.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    signer = load_or_create_private_key(request.state_dir / KEY_FILE, AGENT_KEY_ALGORITHM)
     message = pb.EnrollRequest(
         token=request.token,
         public_key=signer.public_key.spki_der,

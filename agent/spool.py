@@ -27,6 +27,8 @@ from attest.errors import SpoolFullError, StoreError
 SPOOL_FILE = "spool.sqlite3"
 RECEIPTS_KEPT = 1000
 _SQLITE_FULL = 13
+_SQLITE_IOERR_WRITE = 778
+_LOW_SPACE_BYTES = 1024 * 1024
 _STORE_RECEIPT = (
     "INSERT OR REPLACE INTO receipts (seq, envelope_hash, receipt, received_at) "
     "SELECT seq, hash, ?, ? FROM entries WHERE seq = ?"
@@ -218,12 +220,26 @@ class Spool:
                 return
 
     def _error(self, exc: sqlite3.Error, what: str) -> StoreError:
-        if is_disk_full(exc):
+        if is_disk_full(exc) or (_is_write_error(exc) and _disk_nearly_full(self.path.parent)):
             return SpoolFullError(
                 f"spool {self.path} is full ({what}): no new evidence until the verifier "
                 "acknowledges pending entries or space is freed"
             )
         return StoreError(f"spool {self.path}: {what} failed: {exc}")
+
+
+def _is_write_error(exc: sqlite3.Error) -> bool:
+    # SQLite maps ENOSPC to SQLITE_FULL, but some file systems report a full disk as EIO/EDQUOT,
+    # which SQLite calls SQLITE_IOERR_WRITE; the free space then tells the two apart.
+    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_IOERR_WRITE
+
+
+def _disk_nearly_full(directory: Path) -> bool:
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < _LOW_SPACE_BYTES
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,52 @@
+"""Helpers for the agent tests: an enrolled state dir without a verifier, a simulated machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.identity import IDENTITY_FILE, KEY_FILE, VERIFIER_KEY_FILE
+from attest.keys import SoftwareSigner, load_or_create_private_key, write_secret_file
+
+MACHINE_8X_H100 = """
+[host]
+hostname = "gpu-node-017"
+machine_id = "4c4c4544004b4d1080384ac04f4d3432"
+site = "acme-fra1"
+
+[[gpu]]
+model = "H100-SXM"
+count = 8
+uuid_seed = "node-017"
+"""
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    state_dir: Path
+    agent: SoftwareSigner
+    verifier: SoftwareSigner
+    agent_id: str
+
+
+def enrolled_state_dir(
+    state_dir: Path, agent_id: str = "agent-test-1", verifier_address: str = "127.0.0.1:1"
+) -> Enrolled:
+    """The files `gpu-attest-agent enroll` would leave, with a verifier key the test holds."""
+    agent = load_or_create_private_key(state_dir / KEY_FILE)
+    verifier = SoftwareSigner.generate()
+    write_secret_file(state_dir / VERIFIER_KEY_FILE, verifier.public_key.to_pem())
+    write_secret_file(
+        state_dir / IDENTITY_FILE,
+        (
+            f'agent_id = "{agent_id}"\nsite_id = "acme-fra1"\n'
+            f'verifier = "{verifier_address}"\n'
+        ).encode(),
+    )
+    return Enrolled(state_dir, agent, verifier, agent_id)
+
+
+def machine_file(directory: Path, text: str = MACHINE_8X_H100) -> Path:
+    path = directory / "machine.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
