@@ -39,8 +39,8 @@ class StreamConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     keepalive_time_s: int = 60
     keepalive_timeout_s: int = 20
-    rate_per_s: float = 1.0
-    rate_burst: int = 20
+    rate_per_s: float = 2.0
+    rate_burst: int = 60
     max_streams: int = 20000
 
     @property
@@ -67,10 +67,9 @@ class FleetConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Group-commit tuning: a batch closes at `batch_max` envelopes or after `batch_wait_ms`."""
+    """Group-commit tuning: at most `batch_max` envelopes share one transaction."""
 
     batch_max: int = 256
-    batch_wait_ms: int = 2
 
 
 @dataclass(frozen=True)
@@ -191,8 +190,6 @@ def _validate(config: VerifierConfig) -> VerifierConfig:
         raise ConfigError("stream.challenge_ttl_s must be at least 10 seconds")
     if s.max_message_bytes > 64 * 1024 * 1024:
         raise ConfigError("stream.max_message_bytes must be at most 64 MiB")
-    if config.store.batch_wait_ms < 0:
-        raise ConfigError("store.batch_wait_ms must not be negative")
     if not config.tls.names or any(not n for n in config.tls.names):
         raise ConfigError("tls.names must name at least one host")
     if config.tls.client_cert_days > 825:

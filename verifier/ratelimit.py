@@ -1,4 +1,8 @@
-"""Per-agent token buckets: a misbehaving agent slows itself down, never the others."""
+"""Per-agent token buckets: a misbehaving agent slows itself down, never the others.
+
+A short excess is absorbed by making that agent's stream wait (backpressure through gRPC flow
+control); only an agent that would have to wait longer than the bound is refused.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,12 @@ class RateLimiter:
         self.max_tracked = max_tracked
         self._buckets: dict[str, _Bucket] = {}
 
-    def allow(self, agent_id: str, now: float) -> bool:
-        """Take one token for `agent_id` at monotonic time `now`; False when none is left."""
+    def acquire(self, agent_id: str, now: float, max_wait: float) -> float | None:
+        """Book one token for `agent_id` at monotonic time `now`.
+
+        Returns how long to wait before using it (0.0: at once), or None when that wait would
+        exceed `max_wait`, i.e. the agent is over its rate and must be refused.
+        """
         bucket = self._buckets.get(agent_id)
         if bucket is None:
             if len(self._buckets) >= self.max_tracked:
@@ -35,10 +43,14 @@ class RateLimiter:
             elapsed = max(0.0, now - bucket.updated)
             bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
             bucket.updated = now
-        if bucket.tokens < 1.0:
-            return False
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        wait = (1.0 - bucket.tokens) / self.rate
+        if wait > max_wait:
+            return None
         bucket.tokens -= 1.0
-        return True
+        return wait
 
     def _forget_full(self, now: float) -> None:
         refill = self.burst / self.rate

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 PLAINTEXT_AGENT_HEADER = "x-gpu-attest-agent-id"
 #: Nonces of one stream that stay acceptable from memory (older ones go through the store).
 _STREAM_NONCES = 4
+_MAX_RATE_WAIT_S = 2.0
 
 
 def _utcnow() -> datetime:
@@ -156,8 +157,11 @@ class AttestSession:
     async def accept(self, raw: bytes) -> pb.VerifierMessage:
         """Verify, make durable, and answer with the signed receipt; raise AttestError."""
         core = self.core
-        if not core.limiter.allow(self.agent.agent_id, time.monotonic()):
+        wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
+        if wait is None:
             raise RateLimitedError("too many envelopes from this agent; slow down")
+        if wait > 0:
+            await asyncio.sleep(wait)
         auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits)
         evidence = auth.evidence
         digest_at_seq = None

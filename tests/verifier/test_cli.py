@@ -1,0 +1,119 @@
+"""The gpu-attest-verifier CLI in-process: exit codes and the --json contract."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from attest.keys import SoftwareSigner
+from tests.verifier.helpers import Chain
+from tests.verifier.rpc import csr_for
+from verifier import enroll
+from verifier.ca import load_or_create_ca
+from verifier.cli import EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, main, parse_duration
+from verifier.config import load_config
+from verifier.server import open_configured_store
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "verifier.toml"
+    path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'database = "{tmp_path / "v.db"}"\n'
+        'listen = "0.0.0.0:0"\nmetrics_listen = ""\n'
+    )
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str]:
+    code = main(["--config", str(config), *args])
+    return code, capsys.readouterr().out
+
+
+def _enroll_direct(config_file: Path) -> tuple[str, SoftwareSigner]:
+    config = load_config(config_file)
+    now = datetime.now(UTC)
+    store = open_configured_store(config)
+    try:
+        ca = load_or_create_ca(config.state_dir, now)
+        token = enroll.create_token(store, "site-a", timedelta(hours=1), now)
+        signer = SoftwareSigner.generate()
+        request = enroll.EnrollInput(token, signer.public_key.spki_der, csr_for(signer), "n", "m")
+        result = enroll.enroll(store, ca, request, now, 90)
+    finally:
+        store.close()
+    return result.agent_id, signer
+
+
+def test_duration_parser() -> None:
+    assert parse_duration("24h") == timedelta(hours=24)
+    assert parse_duration("7d") == timedelta(days=7)
+
+
+def test_token_agents_fleet_findings(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
+    code, out = run(capsys, config_file, "token", "create", "--site", "site-a", "--ttl", "2h")
+    assert code == EXIT_OK and out.strip().startswith("gat1_")
+    agent_id, _ = _enroll_direct(config_file)
+    code, out = run(capsys, config_file, "agents", "--json")
+    agents = json.loads(out)
+    assert code == EXIT_OK and [a["agent_id"] for a in agents] == [agent_id]
+    assert {"status", "site_id", "last_seq", "keyids"} <= set(agents[0])
+    code, out = run(capsys, config_file, "fleet", "--json")
+    assert code == EXIT_OK and json.loads(out)[0]["agent_id"] == agent_id
+    code, out = run(capsys, config_file, "findings", "--json", "--all")
+    assert code == EXIT_OK and json.loads(out) == []
+    code, _ = run(capsys, config_file, "agent", "revoke", agent_id)
+    assert code == EXIT_OK
+    code, out = run(capsys, config_file, "agents", "--json")
+    assert json.loads(out)[0]["status"] == "revoked"
+    code, _ = run(capsys, config_file, "agent", "revoke", "agt-nosuch")
+    assert code == EXIT_REFUSED
+
+
+def test_ingest_offline_envelopes(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    agent_id, signer = _enroll_direct(config_file)
+    chain = Chain(agent_id, signer)
+    now = datetime.now(UTC)
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"env-{index}.bin"
+        path.write_bytes(chain.next(b"", now - timedelta(hours=3 - index)))
+        paths.append(str(path))
+    # Given out of order: ingest applies them in seq order.
+    code, out = run(capsys, config_file, "ingest", "--json", paths[2], paths[0], paths[1])
+    rows = json.loads(out)
+    assert code == EXIT_OK, rows
+    assert [r["seq"] for r in rows] == [3, 1, 2]
+    assert {r["freshness"] for r in rows} == {"offline"}
+    code, out = run(capsys, config_file, "ingest", "--json", paths[1])
+    assert code == EXIT_REFUSED and json.loads(out)[0]["code"] == "evidence-replayed"
+    forged = tmp_path / "forged.bin"
+    forged.write_bytes(Chain(agent_id, SoftwareSigner.generate(), 3, chain.prev).next(b"", now))
+    code, out = run(capsys, config_file, "ingest", "--json", str(forged))
+    assert code == EXIT_REFUSED and json.loads(out)[0]["code"] == "signature-unknown-key"
+
+
+def test_ca_export(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
+    code, out = run(capsys, config_file, "ca", "export")
+    assert code == EXIT_OK and out.startswith("-----BEGIN CERTIFICATE-----")
+    assert run(capsys, config_file, "ca", "export")[1] == out  # created once, then kept
+
+
+def test_serve_insecure_plaintext_refused_off_loopback(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
+    code = main(["--config", str(config_file), "serve", "--insecure-plaintext"])
+    assert code == EXIT_CONFIG
+    assert "loopback" in capsys.readouterr().err
+
+
+def test_unknown_config_key_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lisen = 'x'\n")
+    assert run(capsys, bad, "agents")[0] == EXIT_CONFIG
