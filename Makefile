@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto proto-check bench deb clean
+.PHONY: demo test lint proto proto-check bench deb wheelhouse clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 (>= 3.11) is required"; exit 1; }
@@ -33,6 +33,15 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.agent_footprint
 	$(BIN)/python -m benchmarks.ingest --agents 200 --seconds 10
+
+# Debian packages into dist/ (packaging/README.md). Offline: `make wheelhouse` once, then
+# `make deb WHEELHOUSE=build/wheelhouse`.
+WHEELHOUSE ?=
+deb:
+	packaging/build-deb.sh --out dist $(if $(WHEELHOUSE),--wheel-dir $(WHEELHOUSE))
+
+wheelhouse:
+	packaging/build-deb.sh --fill-wheel-dir build/wheelhouse
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
