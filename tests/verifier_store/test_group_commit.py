@@ -1,0 +1,103 @@
+"""Group commit: many callers share a transaction, each learns its own outcome, and nothing
+acknowledged is lost when the process is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attest.errors import ReplayError, StoreError
+from tests.verifier_store.conftest import Backend
+from tests.verifier_store.helpers import T0, Chain, enroll, gpus
+from verifier.store.api import Accepted, Store
+from verifier.store.batch import GroupCommitter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_concurrent_submits_share_transactions(store: Store) -> None:
+    chains = [Chain(f"a{i:02}", inventory=gpus(f"GPU-{i}")) for i in range(40)]
+    for chain in chains:
+        enroll(store, chain.agent_id)
+    committer = GroupCommitter(store, max_batch=64)
+    await committer.start()
+
+    async def run(chain: Chain) -> list[Accepted]:
+        return [await committer.submit(chain.next(T0)) for _ in range(5)]
+
+    results = await asyncio.gather(*(run(c) for c in chains))
+    await committer.close()
+    indices = sorted(a.log_index for r in results for a in r)
+    assert indices == list(range(200))
+    assert committer.items == 200
+    assert committer.batches < committer.items
+    assert await asyncio.to_thread(store.log_size) == 200
+
+
+async def test_each_caller_gets_its_own_typed_error(store: Store) -> None:
+    enroll(store, "a1")
+    chain = Chain("a1")
+    item = chain.next(T0)
+    committer = GroupCommitter(store)
+    await committer.start()
+    first, second = await asyncio.gather(
+        committer.submit(item), committer.submit(item), return_exceptions=True
+    )
+    await committer.close()
+    assert isinstance(first, Accepted)
+    assert isinstance(second, ReplayError)
+
+
+async def test_submit_before_start_is_refused(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await GroupCommitter(store).submit(Chain("a1").next(T0))
+
+
+def _read_acks(proc: subprocess.Popen[str], want: int) -> list[tuple[str, int, int]]:
+    acks = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        _, agent, seq, index = line.split()
+        acks.append((agent, int(seq), int(index)))
+        if len(acks) >= want:
+            break
+    return acks
+
+
+@pytest.mark.slow
+def test_nothing_acknowledged_is_lost_on_sigkill(backend: Backend) -> None:
+    store = backend.open()
+    agents = [f"k{i}" for i in range(8)]
+    for agent in agents:
+        enroll(store, agent)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.verifier_store.commit_worker", backend.url, *agents],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        acks = _read_acks(proc, 300)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert len(acks) == 300
+    for agent, seq, index in acks:
+        record = store.get_attestation(agent, seq)
+        assert record is not None, (agent, seq)
+        assert record.log_index == index
+        assert store.get_blob(record.envelope_hash) is not None
+    # Whatever committed without an ACK is still a gapless log prefix.
+    size = store.log_size()
+    assert size >= len(acks)
+    assert [e.log_index for e in store.log_entries(0, size)] == list(range(size))
