@@ -62,8 +62,16 @@ def mtls_channel(running: Running, agent: Enrolled) -> grpc.aio.Channel:
 async def enroll_agent(
     running: Running, token: str, signer: SoftwareSigner | None = None
 ) -> Enrolled:
+    return await enroll_at(running.ports["enroll"], running.core.ca.pem, token, signer)
+
+
+async def enroll_at(
+    port: int, ca_pem: bytes, token: str, signer: SoftwareSigner | None = None
+) -> Enrolled:
+    """Enroll over server-authenticated TLS; agent keys are P-256 (BoringSSL mTLS, see ca.py)."""
     signer = signer or SoftwareSigner.generate("ecdsa-p256-sha256")
-    async with tls_channel(running) as channel:
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
         response = await pb_grpc.AttestationStub(channel).Enroll(
             pb.EnrollRequest(
                 token=token, public_key=signer.public_key.spki_der, csr=csr_for(signer),

@@ -1,0 +1,65 @@
+"""A real `gpu-attest-verifier serve` killed with SIGKILL under load, then restarted."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from attest.envelope import envelope_hash
+from tests.verifier.helpers import Chain
+from tests.verifier.rpc import enroll_at, new_token
+from tests.verifier.sim import SimAgent, VerifierProcess
+from verifier.store import open_store
+
+AGENTS = 4
+TOTAL = 30
+
+
+@pytest.mark.slow
+async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path) -> None:
+    db = tmp_path / "verifier.db"
+    server = VerifierProcess(tmp_path, str(db), tmp_path / "state")
+    server.start()
+    try:
+        await server.wait_ready()
+        ca_pem = (tmp_path / "state" / "ca.pem").read_bytes()
+        store = open_store(f"sqlite:///{db}")
+        tokens = [new_token(store) for _ in range(AGENTS)]
+        store.close()
+        agents = []
+        for token in tokens:
+            enrolled = await enroll_at(server.enroll, ca_pem, token)
+            agents.append(SimAgent(enrolled, Chain(enrolled.agent_id, enrolled.signer)))
+        runs = [asyncio.create_task(a.run([server.listen], TOTAL)) for a in agents]
+        while sum(len(a.receipted) for a in agents) < AGENTS * TOTAL // 3:
+            await asyncio.sleep(0.01)
+        server.kill()
+        receipted_before = {a.enrolled.agent_id: dict(a.receipted) for a in agents}
+        await asyncio.sleep(0.3)
+        server.start()
+        await asyncio.gather(*runs)
+        assert server.terminate() == 0  # graceful SIGTERM exits 0
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    store = open_store(f"sqlite:///{db}")
+    try:
+        assert store.log_size() == AGENTS * TOTAL  # each envelope exactly once
+        for agent in agents:
+            agent_id = agent.enrolled.agent_id
+            assert agent.reconnects >= 1
+            expected = agent.expected_hashes()
+            for seq, digest in receipted_before[agent_id].items():
+                assert expected[seq] == digest
+            for seq, digest in expected.items():
+                stored = store.get_attestation(agent_id, seq)
+                assert stored is not None and stored.envelope_hash == digest
+                assert store.get_blob(digest) == agent.chain.sent[seq - 1]
+            record = store.get_agent(agent_id)
+            assert record is not None and record.last_seq == TOTAL
+            assert record.last_hash == envelope_hash(agent.chain.sent[-1])
+    finally:
+        store.close()
