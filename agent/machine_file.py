@@ -51,6 +51,7 @@ from attest.model import Unavailable
 
 _U32: Final = 2**32 - 1
 _U64: Final = 2**64 - 1
+MAX_MIG_DEVICES: Final = 7  # the seven 1g slices of an A100/H100/B200
 _BUS_ID: Final = re.compile(r"^[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]$")
 
 
@@ -105,6 +106,10 @@ def _u64(value: object, where: str) -> int:
     return as_uint(value, where, _U64)
 
 
+def _mig_count(value: object, where: str) -> int:
+    return as_uint(value, where, MAX_MIG_DEVICES)
+
+
 def _bool(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         fail(where, "must be true or false")
@@ -152,7 +157,7 @@ _SCALARS: Final[Mapping[str, Callable[[object, str], object]]] = {
 }  # fmt: skip
 _TABLES: Final[Mapping[str, Mapping[str, Callable[[object, str], object]]]] = {
     "pci": {"bus_id": _bus_id_text, "device_id": as_uint, "subsystem_id": as_uint},
-    "mig": {"current_mode": as_uint, "pending_mode": as_uint, "devices": as_uint},
+    "mig": {"current_mode": as_uint, "pending_mode": as_uint, "devices": _mig_count},
     "fabric": {"cluster_uuid": _uuid_text, "clique_id": as_uint, "state": as_uint,
                "status": as_uint},
     "ecc": {"mode_current": as_uint, "mode_pending": as_uint, "volatile_uncorrected": _u64,

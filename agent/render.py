@@ -113,7 +113,7 @@ def _b(value: object, where: str) -> bool:
 def _bytes(value: object, where: str) -> bytes:
     try:
         return base64.b64decode(_s(value, where), validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         _fail(where, "must be base64")
 
 

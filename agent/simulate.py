@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 MAX_GPUS: Final = 1024  # the wire contract's bound on GPUs per evidence
-MAX_MIG_DEVICES: Final = 7
 _U32: Final = 2**32 - 1
 _ZERO_UUID: Final = "00000000-0000-0000-0000-000000000000"
 
@@ -275,8 +274,6 @@ def _apply(
 def _mig_devices(
     count: int, fields: Mapping[str, Any], gpu_uuid: str
 ) -> tuple[model.MigDevice, ...]:
-    if count > MAX_MIG_DEVICES:
-        fail("mig.devices", f"a GPU holds at most {MAX_MIG_DEVICES} MIG devices")
     total = fields["memory_total_bytes"]
     # Seven 1g slices, numbered as nvidia-smi numbers them (GPU instances 7..13); an estimate.
     memory: Reading[int] = total // 8 if isinstance(total, int) else total
