@@ -1,0 +1,101 @@
+"""Layering, read from the source itself (import-linter checks it too, from the other side).
+
+agent and verifier never import each other; attest imports neither. Only attest/wire.py, the
+generated attest/v1 package and gRPC modules (modules that import grpc) touch `*_pb2`. Every
+module's AST is walked, so imports inside functions, relative imports and
+`importlib.import_module("...")` with a literal name are all seen.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("attest", "agent", "verifier")
+FORBIDDEN = {"attest": {"agent", "verifier"}, "agent": {"verifier"}, "verifier": {"agent"}}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def imports_in(source: str, module: str, is_package: bool) -> set[str]:
+    """Every module name `source` imports, absolute, including `from X import name` as X.name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(module, is_package, node)
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    source = path.read_text(encoding="utf-8")
+    return imports_in(source, _module_name(path), path.name == "__init__.py")
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+ALL = [path for package in PACKAGES for path in _modules(package)]
+
+
+@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(ROOT)) for p in ALL])
+def test_package_boundaries(path: Path) -> None:
+    package = path.relative_to(ROOT).parts[0]
+    bad = {name for name in imports_of(path) if name.split(".")[0] in FORBIDDEN[package]}
+    assert not bad, f"{package} must not import {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(ROOT)) for p in ALL])
+def test_only_wire_and_grpc_modules_touch_pb2(path: Path) -> None:
+    relative = path.relative_to(ROOT).as_posix()
+    if relative == "attest/wire.py" or relative.startswith("attest/v1/"):
+        return
+    names = imports_of(path)
+    if any(name.rsplit(".", 1)[-1].endswith("_pb2") for name in names):
+        assert any(name.split(".")[0] == "grpc" for name in names), (
+            f"{relative} touches *_pb2 but is neither attest/wire.py nor a gRPC module"
+        )
+
+
+def test_the_walker_sees_relative_nested_and_dynamic_imports() -> None:
+    source = (
+        "from . import sibling\n"
+        "from ...verifier import store\n"
+        "def f():\n"
+        "    import agent.daemon\n"
+        "    importlib.import_module('verifier.server')\n"
+    )
+    names = imports_in(source, "attest.sub.probe", is_package=False)
+    assert {"attest.sub.sibling", "verifier.store", "agent.daemon", "verifier.server"} <= names
+    assert "attest.sub.sibling" in imports_in("from .sub import sibling", "attest", True)
