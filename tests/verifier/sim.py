@@ -8,7 +8,6 @@ names it; on every (re)connect it drops what the challenge's last_seq says is al
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -22,7 +21,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from attest.envelope import envelope_hash
-from attest.v1 import attest_pb2 as pb
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import Enrolled, Stream, check_receipt
 
@@ -175,10 +173,3 @@ class SimAgent:
 
     def expected_hashes(self) -> dict[int, bytes]:
         return {i + 1: envelope_hash(raw) for i, raw in enumerate(self.chain.sent)}
-
-
-def envelope_message(raw: bytes) -> pb.AgentMessage:
-    return pb.AgentMessage(evidence=raw)
-
-
-__all__ = ["SimAgent", "VerifierProcess", "free_port", "os"]

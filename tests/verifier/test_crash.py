@@ -33,8 +33,8 @@ async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path) ->
             enrolled = await enroll_at(server.enroll, ca_pem, token)
             agents.append(SimAgent(enrolled, Chain(enrolled.agent_id, enrolled.signer)))
         runs = [asyncio.create_task(a.run([server.listen], TOTAL)) for a in agents]
-        while sum(len(a.receipted) for a in agents) < AGENTS * TOTAL // 3:
-            await asyncio.sleep(0.01)
+        while sum(len(a.receipted) for a in agents) < AGENTS * TOTAL // 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # poll: the agents' progress is the load to kill under
         server.kill()
         receipted_before = {a.enrolled.agent_id: dict(a.receipted) for a in agents}
         await asyncio.sleep(0.3)
