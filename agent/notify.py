@@ -46,6 +46,8 @@ class Notifier:
         message = "\n".join(states).encode("utf-8")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Never block the event loop on a manager that does not read its socket.
+                sock.setblocking(False)
                 sock.connect(self._address)
                 sock.sendall(message)
         except OSError:

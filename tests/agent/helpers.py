@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from agent.identity import IDENTITY_FILE, KEY_FILE, VERIFIER_KEY_FILE
 from attest.keys import SoftwareSigner, load_or_create_private_key, write_secret_file
@@ -39,8 +44,7 @@ def enrolled_state_dir(
     write_secret_file(
         state_dir / IDENTITY_FILE,
         (
-            f'agent_id = "{agent_id}"\nsite_id = "acme-fra1"\n'
-            f'verifier = "{verifier_address}"\n'
+            f'agent_id = "{agent_id}"\nsite_id = "acme-fra1"\nverifier = "{verifier_address}"\n'
         ).encode(),
     )
     return Enrolled(state_dir, agent, verifier, agent_id)
@@ -50,3 +54,38 @@ def machine_file(directory: Path, text: str = MACHINE_8X_H100) -> Path:
     path = directory / "machine.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+class LineReader:
+    """Collects a child's output lines in a thread, so tests can wait for one without blocking."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, needle: str, timeout: float = 30.0) -> str:
+        """The first line (from now on) containing `needle`; AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line with {needle!r}; saw: {self.seen[-20:]}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if needle in line:
+                return line
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

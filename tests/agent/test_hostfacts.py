@@ -96,7 +96,7 @@ def test_root_only_file_is_no_permission(tmp_path: Path) -> None:
 @given(st.text())
 def test_parsers_never_raise(text: str) -> None:
     parse_os_release(text)
-    model, count = parse_cpuinfo(text)
+    _model, count = parse_cpuinfo(text)
     assert isinstance(count, Unavailable) or count >= 1
     memory = parse_meminfo_total(text)
     assert isinstance(memory, Unavailable) or memory >= 0

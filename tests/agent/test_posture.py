@@ -80,9 +80,10 @@ def test_mount_names_are_unescaped() -> None:
 
 
 def test_firewall() -> None:
-    nft_drop = "table inet f {\n chain input {\n  type filter hook input priority 0; policy drop;\n }\n}"
-    nft_rule = "table ip f {\n chain in {\n  type filter hook input priority 0;\n  tcp dport 22 drop\n }\n}"
-    nft_open = "table ip f {\n chain in {\n  type filter hook input priority 0; policy accept;\n }\n}"
+    hook = "table ip f {\n chain in {\n  type filter hook input priority 0;"
+    nft_drop = hook + " policy drop;\n }\n}"
+    nft_rule = hook + "\n  tcp dport 22 drop\n }\n}"
+    nft_open = hook + " policy accept;\n }\n}"
     assert p.check_firewall(nft_drop, NA).result is PASS
     assert p.check_firewall(nft_rule, NA).result is PASS
     assert p.check_firewall(nft_open, NA).result is FAIL

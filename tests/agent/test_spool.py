@@ -74,7 +74,7 @@ def test_size_cap_is_a_full_disk_and_corrupts_nothing(tmp_path: Path) -> None:
     stored = []
     with pytest.raises(SpoolFullError, match="full") as info:
         for _ in range(1000):
-            stored.append(_append(spool, size=3000))
+            stored.append(_append(spool, size=3000))  # noqa: PERF401 - stops at the raise
     assert info.value.code == "spool-full"
     assert len(stored) > 5
     assert spool.integrity_ok()
@@ -143,7 +143,7 @@ def test_write_failure_stops_production_and_keeps_the_spool(tmp_path: Path) -> N
     out, _ = child.communicate(timeout=60)
     assert child.returncode == 3
     error = out.splitlines()[-1]
-    assert error.startswith("error store-error") or error.startswith("error spool-full"), error
+    assert error.startswith(("error store-error", "error spool-full")), error
     committed = [int(line.split()[1]) for line in out.splitlines() if line.startswith("committed")]
     assert committed
     seqs = _check_chain(enrolled.state_dir, enrolled.agent.public_key)

@@ -1,0 +1,106 @@
+"""`gpu-attest-agent run` as a real process: notify protocol, SIGHUP reload, SIGTERM exit 0,
+and the CLI's documented exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from agent.cli import EXIT_CONFIG, EXIT_NOT_ENROLLED, main
+from agent.spool import Spool
+
+from .helpers import LineReader, enrolled_state_dir, free_port, machine_file
+
+ROOT = Path(__file__).parents[2]
+
+
+def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_run_notifies_reloads_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    """No verifier listens: the agent keeps producing into its spool and stays healthy."""
+    enrolled = enrolled_state_dir(tmp_path / "state")
+    machine = machine_file(tmp_path)
+    config = tmp_path / "agent.toml"
+    body = (
+        f'verifier = "127.0.0.1:{free_port()}"\nstate_dir = "{enrolled.state_dir}"\n'
+        f'simulate = "{machine}"\ninsecure_plaintext = true\nbackoff_cap_seconds = 1\n'
+    )
+    config.write_text(body + "interval_seconds = 1\n")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    received: queue.Queue[bytes] = queue.Queue()
+
+    def pump() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                received.put(notify.recv(4096))
+
+    threading.Thread(target=pump, daemon=True).start()
+    child = _start(config, {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"})
+    assert child.stderr is not None
+    out = LineReader(child.stderr)
+    try:
+        assert received.get(timeout=30).startswith(b"READY=1")
+        assert received.get(timeout=30) == b"WATCHDOG=1"
+        out.wait_for("INSECURE: plaintext gRPC")  # warned at every start
+        out.wait_for("spooled seq 2 (offline)")
+        config.write_text(body + "interval_seconds = 7\n")
+        child.send_signal(signal.SIGHUP)
+        out.wait_for("configuration reloaded: interval 7s")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 0
+        out.wait_for("envelopes remain spooled")
+        states = set()
+        while not received.empty():
+            states.add(received.get().split(b"\n")[0])
+        assert {b"RELOADING=1", b"READY=1", b"STOPPING=1"} <= states
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
+        notify.shutdown(socket.SHUT_RDWR)
+        notify.close()
+    spool = Spool.open(enrolled.state_dir, 1 << 20)
+    assert spool.depth() >= 2 and spool.integrity_ok()  # kept for when the verifier is back
+    spool.close()
+
+
+def test_exit_codes(tmp_path: Path, capsys: object) -> None:
+    assert main(["run", "--state-dir", str(tmp_path), "--config", str(tmp_path / "no.toml")]) == (
+        EXIT_CONFIG
+    )
+    (tmp_path / "agent.toml").write_text("bogus = 1\n")
+    assert main(["once", "--config", str(tmp_path / "agent.toml")]) == EXIT_CONFIG
+    (tmp_path / "agent.toml").write_text(f'state_dir = "{tmp_path}"\n')
+    assert main(["once", "--config", str(tmp_path / "agent.toml")]) == EXIT_NOT_ENROLLED
+    assert main(["frobnicate"]) == EXIT_CONFIG
+
+
+def test_once_writes_an_envelope_and_advances_the_chain(tmp_path: Path) -> None:
+    enrolled = enrolled_state_dir(tmp_path / "state")
+    machine = machine_file(tmp_path)
+    (tmp_path / "agent.toml").write_text(f'state_dir = "{enrolled.state_dir}"\n')
+    for name in ("one.env", "two.env"):
+        argv = ["once", "--config", str(tmp_path / "agent.toml"), "--simulate", str(machine)]
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+    spool = Spool.open(enrolled.state_dir, 1 << 20)
+    first, second = spool.pending()
+    assert (tmp_path / "one.env").read_bytes() == first.envelope
+    assert (tmp_path / "two.env").read_bytes() == second.envelope
+    assert spool.head().seq == 2
+    spool.close()
