@@ -131,11 +131,14 @@ class NoteKey:
 
 @dataclass(frozen=True)
 class NoteSignature:
+    """One signature line of a note, parsed but not verified."""
+
     name: str
     key_id: bytes
     signature: bytes
 
     def line(self) -> str:
+        """The line as written in a note: em dash, space, name, space, base64, newline."""
         return f"{_DASH}{self.name} {_b64(self.key_id + self.signature)}\n"
 
 
@@ -147,6 +150,7 @@ class SignedNote:
     signatures: tuple[NoteSignature, ...]
 
     def to_bytes(self) -> bytes:
+        """The note as bytes: text, a blank line, the signature lines."""
         return (self.text + "\n" + "".join(s.line() for s in self.signatures)).encode("utf-8")
 
 
@@ -286,6 +290,7 @@ class TlogProof:
     extra: bytes | None = None
 
     def to_bytes(self) -> bytes:
+        """The .tlog-proof file contents."""
         lines = [TLOG_PROOF_HEADER]
         if self.extra is not None:
             lines.append(f"extra {_b64(self.extra)}")
@@ -355,6 +360,7 @@ class ConsistencyProof:
     hashes: tuple[bytes, ...]
 
     def to_bytes(self) -> bytes:
+        """The consistency proof file: header, `old N`, `new M`, one base64 hash per line."""
         lines = [CONSISTENCY_HEADER, f"old {self.old_size}", f"new {self.new_size}"]
         lines.extend(_b64(h) for h in self.hashes)
         return ("\n".join(lines) + "\n").encode("ascii")

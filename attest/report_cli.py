@@ -137,6 +137,8 @@ def _cmd_verify(opts: argparse.Namespace) -> dict[str, object]:
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `--json` may also come after the command without undoing a global `--json`.
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     parser.add_argument("--key", required=True, help="the log's public key (PEM, base64, vkey)")
     parser.add_argument("--origin", help="the log origin the checkpoint must name")
     parser.add_argument("--key-name", help="the note key name (default: the log origin)")

@@ -115,6 +115,8 @@ def test_key_parsers_raise_only_key_errors(data: bytes) -> None:
     for parse in (keys.PublicKey.from_spki_der, keys.PublicKey.from_pem, keys.parse_private_pem):
         with contextlib.suppress(KeyMaterialError):
             parse(data)
+    with contextlib.suppress(KeyMaterialError):
+        keys.PublicKey.from_base64(data.decode("latin-1"))
 
 
 # --- signatures --------------------------------------------------------------------------------

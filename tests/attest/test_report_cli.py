@@ -66,6 +66,11 @@ def test_checkpoint_verify_json(files: dict[str, str], capsys: pytest.CaptureFix
     out = json.loads(capsys.readouterr().out)
     assert out["valid"] is True
     assert out["checkpoint"] == {"origin": ORIGIN, "size": 20, "root": merkle.root(LEAVES).hex()}
+    assert main(["checkpoint", "verify", files["forged"], "--key", files["pem"], "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"valid": False, "code": "proof-invalid", "error": out["error"]}
+    assert main(["checkpoint", "verify", files["new"], "--key", files["pem"]]) == EXIT_VALID
+    assert capsys.readouterr().out.startswith("VALID\n")
 
 
 @pytest.mark.parametrize(
