@@ -167,7 +167,7 @@ _DOCS = st.dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_DOCS)
 def test_any_structure_is_a_machine_or_a_typed_error(doc: dict[str, Any]) -> None:
     try:
