@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.render import SCHEMA, inventory_from_json, inventory_to_json
 from agent.simulate import SimulatedInventory, load_machine
-from attest import model
+from attest import model, wire
 from attest.errors import DecodeError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "machines"
@@ -92,3 +94,17 @@ def test_a_damaged_document_is_rejected_typed(
 def test_any_json_is_an_inventory_or_a_decode_error(doc: Any) -> None:
     with contextlib.suppress(DecodeError):
         inventory_from_json(doc)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.stem)
+def test_simulated_gpus_survive_the_wire_contract(path: Path) -> None:
+    """What the inventory backends produce is accepted as evidence by attest.wire."""
+    inventory = SimulatedInventory(load_machine(path)).collect(NONCE)
+    absent = model.Unavailable("NotFound")
+    host = model.HostFacts(*(absent,) * len(dataclasses.fields(model.HostFacts)))
+    evidence = model.Evidence(
+        agent_id="agent-1", seq=1, prev_hash=b"", nonce=NONCE,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC), agent_version="test", host=host,
+        driver=inventory.driver, inventory=inventory.status, gpus=inventory.gpus, site_id="s",
+    )  # fmt: skip
+    assert wire.decode_evidence(wire.encode_evidence(evidence)) == evidence
