@@ -214,6 +214,9 @@ def _collect_gpu(index: int, cc_on: Reading[bool], nonce: bytes | None) -> model
     )
     if _any_lost(gpu):
         return _with_state(gpu, model.GpuState.LOST)
+    if isinstance(uuid, Unavailable):
+        # Readable, but without its identity the GPU cannot be told apart from another.
+        return _with_state(gpu, model.GpuState.INACCESSIBLE)
     return gpu
 
 

@@ -231,3 +231,16 @@ def test_driver_readings_can_fail_alone(monkeypatch: pytest.MonkeyPatch) -> None
     got = _collect(monkeypatch, FakeDriver(machine))
     assert got.driver.cuda_driver_version == Unavailable("FunctionNotFound")
     assert got == SimulatedInventory(machine).collect()
+
+
+def test_unreadable_uuid_makes_the_gpu_inaccessible(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeDriver(_machine('model = "H100-SXM"\ncount = 2')).install(monkeypatch)
+
+    def no_uuid(_handle: Any) -> str:
+        raise nvml_error("NoPermission")
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetUUID", no_uuid)
+    gpus = NvmlInventory().collect().gpus
+    assert [g.state for g in gpus] == [model.GpuState.INACCESSIBLE] * 2
+    assert [g.uuid for g in gpus] == [placeholder_uuid(0), placeholder_uuid(1)]
+    assert gpus[0].name == "NVIDIA H100 80GB HBM3"  # the rest is still read
