@@ -6,8 +6,8 @@ reason being the suffix of the NVML error class (`NVMLError_NotSupported` -> "No
 so the verifier sees *why* a field is absent instead of an empty string.
 
 This module runs on GPU hosts that may lack the agent's other dependencies (the capture script
-copies the repository onto a bare machine), so it imports only `pynvml`, the standard library
-and `attest.model` / `attest.errors` -- never protobuf, grpc or cryptography.
+copies the repository onto a bare machine), so it imports only `pynvml`, the standard library,
+`agent.readings` and `attest.model` / `attest.errors` -- never protobuf, grpc or cryptography.
 """
 
 from __future__ import annotations
