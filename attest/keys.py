@@ -19,6 +19,10 @@ from typing import Literal, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from attest.errors import (
     BadSignatureError,
@@ -29,6 +33,30 @@ from attest.errors import (
 
 Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+#: Order n of the P-256 group (SEC 2, secp256r1). (r, s) and (r, n - s) both verify under
+#: ECDSA, so only signatures with s <= n / 2 ("low S", as in BIP 62) are accepted: otherwise
+#: anyone could, without the key, make a second, different envelope (and envelope hash) for the
+#: same evidence and break the agent's hash chain.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def ecdsa_low_s(signature_der: bytes) -> bytes:
+    """The same P-256 DER signature with s moved to the lower half of the group order.
+
+    Every ECDSA signer (software or TPM) must pass its signatures through this.
+    Raises BadSignatureError when the bytes are not a DER ECDSA signature.
+    """
+    r, s = _decode_ecdsa(signature_der)
+    return encode_dss_signature(r, min(s, P256_ORDER - s))
+
+
+def _decode_ecdsa(signature_der: bytes) -> tuple[int, int]:
+    try:
+        return decode_dss_signature(signature_der)
+    except ValueError as exc:
+        raise BadSignatureError("not a DER ECDSA signature") from exc
 
 
 def key_id(spki_der: bytes) -> str:
@@ -105,11 +133,16 @@ class PublicKey:
         )
 
     def verify(self, signature: bytes, data: bytes) -> None:
-        """Raise BadSignatureError unless `signature` is this key's signature over `data`."""
+        """Raise BadSignatureError unless `signature` is this key's signature over `data`.
+
+        ECDSA signatures must be DER with low S (see `ecdsa_low_s`).
+        """
         try:
             if isinstance(self._key, ed25519.Ed25519PublicKey):
                 self._key.verify(signature, data)
             else:
+                if _decode_ecdsa(signature)[1] > P256_ORDER // 2:
+                    raise BadSignatureError("ECDSA signature with high S (malleable) is refused")
                 self._key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
             raise BadSignatureError(f"signature by key {self.keyid[:16]} does not verify") from exc
@@ -145,7 +178,7 @@ class SoftwareSigner:
     def sign(self, data: bytes) -> bytes:
         if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
             return self.private_key.sign(data)
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return ecdsa_low_s(self.private_key.sign(data, ec.ECDSA(hashes.SHA256())))
 
     def private_pem(self) -> bytes:
         return self.private_key.private_bytes(

@@ -9,8 +9,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -200,3 +204,40 @@ def test_write_secret_file_replaces_atomically(tmp_path: Path) -> None:
     keys.write_secret_file(path, b"two")
     assert path.read_bytes() == b"two"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+# --- ECDSA malleability ------------------------------------------------------------------------
+
+
+def _twin(signature: bytes) -> bytes:
+    r, s = decode_dss_signature(signature)
+    return encode_dss_signature(r, keys.P256_ORDER - s)
+
+
+@given(st.binary(max_size=64))
+def test_p256_signatures_are_low_s_and_twins_are_refused(message: bytes) -> None:
+    signature = P256.sign(message)
+    assert decode_dss_signature(signature)[1] <= keys.P256_ORDER // 2
+    assert keys.ecdsa_low_s(signature) == signature
+    with pytest.raises(BadSignatureError, match="high S"):
+        P256.public_key.verify(_twin(signature), message)
+    assert keys.ecdsa_low_s(_twin(signature)) == signature
+
+
+def test_raw_high_s_signature_from_a_foreign_signer_is_refused_until_normalized() -> None:
+    # What a TPM returns: plain ECDSA, high S about half of the time.
+    private = P256.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    for attempt in range(64):
+        message = b"tpm-%d" % attempt
+        raw = private.sign(message, ec.ECDSA(hashes.SHA256()))
+        if decode_dss_signature(raw)[1] > keys.P256_ORDER // 2:
+            break
+    with pytest.raises(BadSignatureError):
+        P256.public_key.verify(raw, message)
+    P256.public_key.verify(keys.ecdsa_low_s(raw), message)
+
+
+def test_low_s_of_garbage() -> None:
+    with pytest.raises(BadSignatureError):
+        keys.ecdsa_low_s(b"\x30\x01")

@@ -33,14 +33,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from attest import envelope, wire
 from attest.envelope import Envelope, EnvelopeSignature
-from attest.keys import PublicKey, SoftwareSigner
+from attest.keys import P256_ORDER, PublicKey, SoftwareSigner, ecdsa_low_s
 from tests.attest.factories import full_evidence
 
 VECTORS_DIR = Path(__file__).resolve().parent
 EVIDENCE = envelope.EVIDENCE_PAYLOAD_TYPE
 TRUSTED_KEYS = ["ed25519.pub.pem", "p256.pub.pem"]
-# Order of the P-256 group (SEC 2, secp256r1 n).
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def _seed(label: str) -> bytes:
@@ -49,13 +47,14 @@ def _seed(label: str) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class DeterministicP256Signer:
-    """ES256 with RFC 6979 nonces, so that vectors are reproducible."""
+    """ES256 with RFC 6979 nonces (and low S, as every signer), so vectors are reproducible."""
 
     private_key: ec.EllipticCurvePrivateKey
     public_key: PublicKey
 
     def sign(self, data: bytes) -> bytes:
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+        der = self.private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+        return ecdsa_low_s(der)
 
 
 def _ed25519(label: str) -> SoftwareSigner:
@@ -189,10 +188,9 @@ def _envelope_vectors(payload: bytes) -> dict[str, Vector]:
     vectors["p256-high-s-twin"] = (
         enc(_high_s_twin(p256)),
         _manifest(
-            "valid-p256 with s replaced by n - s: ECDSA signatures are malleable, so the same "
-            "evidence has two valid envelopes with different bytes (and envelope hashes)",
-            None,
-            note="detect replays by (agent_id, seq) and payload, not only by envelope hash",
+            "valid-p256 with s replaced by n - s: it verifies under plain ECDSA, so accepting it "
+            "would give the same evidence a second envelope hash; only low S is accepted",
+            "BadSignatureError",
         ),
     )
     return vectors
