@@ -1,0 +1,194 @@
+"""`make demo`: a verifier and four simulated GPU hosts over loopback mTLS, end to end.
+
+Starts `gpu-attest-verifier serve` (embedded SQLite, TLS, its own CA), imports the example
+registry, enrolls four simulated hosts with one-time tokens (8x H100 SXM, 8x H200, 4x GB200, and
+a host that reports a cloned GPU UUID), runs their agents, waits until the verifier has stored
+every GPU, prints the fleet and findings as the verifier stored them, and shuts everything down.
+Exits 0 when all of that happened, 1 otherwise. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STATE = ROOT / "demo-state"
+MACHINES = ROOT / "examples" / "machines"
+HOSTS = {  # machine file -> GPUs it reports
+    "h100-node.toml": 8,
+    "h200-node.toml": 8,
+    "gb200-node.toml": 4,
+    "clone-node.toml": 2,
+}
+CLONED_UUID = "GPU-9303fa81-971e-427a-073f-68bae45210bd"
+DEADLINE_S = 90.0
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"verifier exited early with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class Demo:
+    verifier_toml: Path
+    attest_port: int
+    enroll_port: int
+
+    def verifier(self, *args: str) -> str:
+        cmd = [str(BIN / "gpu-attest-verifier"), "--config", str(self.verifier_toml), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd[1:])} failed ({done.returncode}): {done.stderr}")
+        return done.stdout
+
+    def verifier_json(self, *args: str) -> Any:
+        return json.loads(self.verifier(*args, "--json"))
+
+
+def write_verifier_config() -> Demo:
+    attest_port, enroll_port = free_port(), free_port()
+    path = STATE / "verifier.toml"
+    path.write_text(
+        f'listen = "127.0.0.1:{attest_port}"\n'
+        f'enroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'state_dir = "{STATE / "verifier"}"\n'
+        'metrics_listen = ""\n'
+        "[tls]\n"
+        'names = ["localhost", "127.0.0.1"]\n'
+        "[fleet]\n"
+        "sweep_interval_s = 2\n"
+    )
+    return Demo(path, attest_port, enroll_port)
+
+
+def start_agent(demo: Demo, machine: str, log: Any) -> subprocess.Popen[bytes]:
+    name = machine.removesuffix(".toml")
+    state_dir = STATE / name
+    site = "acme-iad1" if name == "clone-node" else "acme-fra1"
+    token = demo.verifier("token", "create", "--site", site, "--ttl", "1h").strip()
+    agent = str(BIN / "gpu-attest-agent")
+    ca = str(STATE / "ca.pem")
+    machine_path = str(MACHINES / machine)
+    config = state_dir / "agent.toml"
+    state_dir.mkdir(mode=0o700)
+    config.write_text(
+        f'verifier = "127.0.0.1:{demo.attest_port}"\n'
+        f'state_dir = "{state_dir}"\n'
+        "interval_seconds = 5\n"
+        "inventory_poll_seconds = 2\n"
+    )
+    enroll = [agent, "enroll", "--verifier", f"127.0.0.1:{demo.enroll_port}", "--token", token]
+    enroll += ["--ca", ca, "--state-dir", str(state_dir), "--simulate", machine_path]
+    subprocess.run(enroll, check=True, stdout=log, stderr=log)
+    print(f"   enrolled {name} (site {site})", flush=True)
+    run = [agent, "run", "--config", str(config), "--simulate", machine_path]
+    return subprocess.Popen(run, stdout=log, stderr=log)
+
+
+def stop(proc: subprocess.Popen[bytes], what: str) -> bool:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        print(f"   {what} did not stop on SIGTERM", flush=True)
+        return False
+    print(f"   {what} exited {code}", flush=True)
+    return code == 0
+
+
+def wait_for_fleet(demo: Demo) -> list[dict[str, Any]]:
+    want = sum(HOSTS.values()) - 1  # the cloned UUID is one GPU seen by two hosts
+    end = time.monotonic() + DEADLINE_S
+    while time.monotonic() < end:
+        hosts = demo.verifier_json("fleet")
+        uuids = {g["uuid"] for h in hosts for g in h["gpus"]}
+        if len(hosts) == len(HOSTS) and len(uuids) >= want:
+            return list(hosts)
+        time.sleep(1.0)
+    raise SystemExit(f"the verifier did not see all {want} GPUs within {DEADLINE_S:.0f} s")
+
+
+def wait_for_duplicate(demo: Demo) -> list[dict[str, Any]]:
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end:
+        findings = demo.verifier_json("findings")
+        if any(f["rule"] == "duplicate-gpu" for f in findings):
+            return list(findings)
+        time.sleep(1.0)
+    raise SystemExit("no duplicate-gpu finding for the cloned UUID within 30 s")
+
+
+def main() -> int:
+    shutil.rmtree(STATE, ignore_errors=True)
+    STATE.mkdir(mode=0o700)
+    os.chdir(STATE)
+    demo = write_verifier_config()
+    log = (STATE / "processes.log").open("ab")
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    ok = False
+    try:
+        say("registry: entity acme, sites acme-fra1 (DE) and acme-iad1 (US)")
+        print(demo.verifier("registry", "import", str(ROOT / "examples" / "registry.toml")))
+        say(f"verifier: mTLS on 127.0.0.1:{demo.attest_port}, enrollment on :{demo.enroll_port}")
+        serve = [str(BIN / "gpu-attest-verifier"), "--config", str(demo.verifier_toml), "serve"]
+        verifier = subprocess.Popen(serve, stdout=log, stderr=log)
+        procs.append(("verifier", verifier))
+        wait_port(demo.enroll_port, verifier)
+        wait_port(demo.attest_port, verifier)
+        (STATE / "ca.pem").write_text(demo.verifier("ca", "export"))
+        say("agents: one-time tokens, enrollment, signed evidence streams")
+        procs.extend((m.removesuffix(".toml"), start_agent(demo, m, log)) for m in HOSTS)
+        hosts = wait_for_fleet(demo)
+        findings = wait_for_duplicate(demo)
+        say("fleet, as the verifier stored it")
+        print(demo.verifier("fleet"))
+        say("agents")
+        print(demo.verifier("agents"))
+        say("findings")
+        print(demo.verifier("findings"))
+        gpus = sum(len(h["gpus"]) for h in hosts)
+        dup = [f for f in findings if f["rule"] == "duplicate-gpu"]
+        print(f"{len(hosts)} hosts, {gpus} GPU records; duplicate-gpu: {dup[0]['subject']}")
+        ok = any(CLONED_UUID in f["subject"] for f in dup)
+    finally:
+        say("shutting down (SIGTERM)")
+        for what, proc in reversed(procs):
+            ok = stop(proc, what) and ok
+        log.close()
+    print(f"\ndemo {'succeeded' if ok else 'FAILED'}; state and logs in {STATE}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
