@@ -23,14 +23,18 @@ fabric = { clique_id = 5 }    # tables merge over the model's values
 cc = { enabled = true }       # confidential computing on: chain and reports are produced
 ```
 
+Off, a CC-capable model answers the certificate and report calls with InvalidState and others
+with NotSupported (what the NVML adapter then records); `SimulatedInventory` mirrors the NVML
+adapter's answers for the same machine, which tests/agent_nvml checks through the real pynvml.
+
 Scalar overrides: uuid (count = 1 only), serial, name, board_part_number, board_id, module_id,
 vbios_version, inforom_image_version, memory_total_bytes, architecture, compute_capability
 ([major, minor]), power_limit_mw, power_default_limit_mw, power_max_limit_mw, persistence_mode.
-Table overrides: pci {bus_id (count = 1 only), device_id, subsystem_id}, mig {current, pending,
-devices (a count)}, fabric {cluster_uuid, clique_id, state, status}, ecc {mode_current,
-mode_pending, volatile_uncorrected, aggregate_uncorrected}, remapped_rows {corrected,
-uncorrected, pending, failure}, cc {enabled}. Unknown keys and ill-typed values raise
-`MachineFileError`.
+Table overrides: pci {bus_id (count = 1 only), device_id, subsystem_id}; mig {current_mode,
+pending_mode, devices (how many MIG devices, 0-7)}; fabric {cluster_uuid, clique_id, state,
+status}; ecc {mode_current, mode_pending, volatile_uncorrected, aggregate_uncorrected};
+remapped_rows {corrected, uncorrected, pending, failure}; cc {enabled}. Unknown keys and
+ill-typed values raise `MachineFileError`.
 """
 
 from __future__ import annotations
