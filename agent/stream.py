@@ -245,7 +245,7 @@ class StreamClient:
         self._metrics.last_receipt.set(receipt.accepted_at.timestamp())
         self._metrics.spool_depth.set(self._spool.depth())
         self._metrics.spool_full.set(0)
-        log.debug("receipt for seq %d (log index %d)", receipt.seq, receipt.log_index)
+        log.info("verifier accepted seq %d (log index %d)", receipt.seq, receipt.log_index)
 
     def _on_rejection(self, message: pb.Rejection) -> None:
         rejection = rejection_from_pb(message)
