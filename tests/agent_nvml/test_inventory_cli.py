@@ -152,3 +152,21 @@ def test_runs_without_grpc_protobuf_cryptography() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["gpus"]) == 8
+
+
+def test_console_script_prints_every_model(tmp_path: Path) -> None:
+    """The issue's check, end to end: `gpu-attest-agent inventory --json --simulate M.toml`."""
+    script = Path(sys.executable).with_name("gpu-attest-agent")
+    groups = "".join(f'[[gpu]]\nmodel = "{key}"\ncount = 2\n' for key in sorted(CATALOGUE))
+    path = tmp_path / "all.toml"
+    path.write_text(f'[host]\nhostname = "all-models"\n{groups}')
+    done = subprocess.run(
+        [str(script), "inventory", "--json", "--simulate", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    gpus = json.loads(done.stdout)["gpus"]
+    assert sorted({g["name"] for g in gpus}) == sorted(m.name for m in CATALOGUE.values())
+    for gpu in gpus:
+        assert set(gpu) == GPU_FIELDS
+        _assert_filled(gpu, gpu["uuid"])
