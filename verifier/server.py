@@ -40,6 +40,7 @@ from verifier.ca import (
 )
 from verifier.config import VerifierConfig, is_loopback, parse_listen
 from verifier.metrics import Metrics
+from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
 from verifier.sdnotify import Notifier, watchdog_interval_s
 from verifier.servicer import (
@@ -130,6 +131,7 @@ class Running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.core.committer.close()
+        await self.core.nonces.close()
         await asyncio.to_thread(self.core.store.close)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
@@ -169,9 +171,11 @@ async def start(
         store = await asyncio.to_thread(open_configured_store, config, replica_id)
     committer = GroupCommitter(store, max_batch=config.store.batch_max, clock=clock)
     await committer.start()
+    nonces = NonceIssuer(store)
+    await nonces.start()
     metrics = Metrics()
     core = Core(
-        config=config, store=store, committer=committer, ca=ca,
+        config=config, store=store, committer=committer, nonces=nonces, ca=ca,
         receipt_signer=load_or_create_receipt_signer(config.state_dir), metrics=metrics,
         limiter=RateLimiter(config.stream.rate_per_s, config.stream.rate_burst),
         identify=identity_from_metadata if insecure_plaintext else identity_from_certificate,

@@ -40,6 +40,7 @@ from verifier.ca import CertificateAuthority, agent_id_from_certificate
 from verifier.config import VerifierConfig
 from verifier.errors_map import details_for, rejection_for, status_for
 from verifier.metrics import Metrics
+from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
 from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
 from verifier.store.batch import GroupCommitter
@@ -82,6 +83,7 @@ class Core:
     config: VerifierConfig
     store: Store
     committer: GroupCommitter
+    nonces: NonceIssuer
     ca: CertificateAuthority
     receipt_signer: SoftwareSigner
     metrics: Metrics
@@ -103,7 +105,7 @@ class Core:
             expires_at=now + self.config.stream.challenge_ttl,
             replica=self.replica_id,
         )
-        await asyncio.to_thread(self.store.issue_nonce, record)
+        await self.nonces.issue(record)
         self.metrics.challenges.inc()
         challenge = Challenge(record.nonce, record.expires_at, head.last_seq, head.last_hash)
         return challenge, record

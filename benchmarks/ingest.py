@@ -1,0 +1,321 @@
+"""Ingest benchmark: a real `gpu-attest-verifier serve` process, N agents over loopback mTLS.
+
+    python -m benchmarks.ingest --agents 200 --seconds 10 [--store sqlite|postgres]
+
+The load generator is one process holding one mTLS channel and one Attest stream per agent
+(grpc.aio). Evidence is pre-signed offline (empty nonce: OFFLINE freshness, still chain-checked
+and stored like any other), so the generator spends no CPU on signatures during the run.
+Each agent sends its next envelope when the previous receipt arrives (`--interval 0`) or every
+`--interval` seconds. Prints one JSON line; figures are of this machine and this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from attest import model, wire
+from attest.envelope import EVIDENCE_PAYLOAD_TYPE, envelope_hash, sign
+from attest.keys import SoftwareSigner
+from attest.v1 import attest_pb2 as pb
+from attest.v1 import attest_pb2_grpc as pb_grpc
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+NA = model.Unavailable("NotSupported")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _gpu(index: int, host: int) -> model.Gpu:
+    return model.Gpu(
+        index=index, state=model.GpuState.OK,
+        uuid=f"GPU-{host:08x}-{index:04x}-4000-8000-{host * 16 + index:012x}",
+        serial=f"1654{host:06d}{index:02d}", name="NVIDIA H100 80GB HBM3",
+        board_part_number="692-2G520-0200-000", board_id=NA, module_id=index + 1,
+        pci=model.PciInfo(f"00000000:{0x18 + index:02x}:00.0", 0x233010DE, 0x16C110DE),
+        vbios_version="96.00.89.00.01", inforom_image_version="G520.0200.00.05",
+        memory_total_bytes=85520809984, architecture="hopper", compute_capability=(9, 0),
+        power_limit_mw=700000, power_default_limit_mw=700000, power_max_limit_mw=700000,
+        mig=NA, fabric=NA, ecc=NA, remapped_rows=NA, persistence_mode=True, cc=NA,
+    )  # fmt: skip
+
+
+def _evidence(agent_id: str, host: int, seq: int, prev: bytes, when: datetime) -> model.Evidence:
+    gpus = tuple(_gpu(i, host) for i in range(8))
+    return model.Evidence(
+        agent_id=agent_id, seq=seq, prev_hash=prev, nonce=b"", created_at=when,
+        agent_version="bench", site_id="bench-site",
+        host=model.HostFacts(
+            machine_id=f"{host:032x}", hostname=f"gpu-node-{host:05d}", dmi_sys_vendor=NA,
+            dmi_product_name=NA, dmi_product_serial=NA, boot_id=NA, kernel="6.8.0",
+            os_release="Ubuntu 24.04 LTS", cpu_model=NA, cpu_count=224, memory_bytes=NA,
+            uptime_s=NA,
+        ),
+        driver=model.DriverInfo("570.86.15", "12.570.86.15", 12080),
+        inventory=model.InventoryStatus(model.InventoryState.OK, "", len(gpus)),
+        gpus=gpus,
+    )  # fmt: skip
+
+
+@dataclass
+class Agent:
+    index: int
+    signer: SoftwareSigner
+    agent_id: str = ""
+    cert_pem: bytes = b""
+    envelopes: list[bytes] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    accepted: int = 0
+
+
+def _csr(signer: SoftwareSigner) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
+    return csr.sign(signer.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def presign(agent: Agent, count: int, host: int) -> None:
+    """The agent's next `count` envelopes, signed now (offline evidence)."""
+    prev, when = b"", datetime.now(UTC) - timedelta(minutes=1)
+    for seq in range(1, count + 1):
+        payload = wire.encode_evidence(_evidence(agent.agent_id, host, seq, prev, when))
+        raw = wire.encode_envelope(sign(EVIDENCE_PAYLOAD_TYPE, payload, [agent.signer]))
+        agent.envelopes.append(raw)
+        prev = envelope_hash(raw)
+
+
+def verify_us(algorithm: str) -> float:
+    """Median time of one signature verification over a typical PAE message, in µs."""
+    signer = SoftwareSigner.generate(algorithm)  # type: ignore[arg-type]
+    message = os.urandom(2400)
+    sig = signer.sign(message)
+    key = signer.public_key
+    samples = []
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(300):
+            key.verify(sig, message)
+        samples.append((time.perf_counter() - start) / 300 * 1e6)
+    return statistics.median(samples)
+
+
+@dataclass
+class Verifier:
+    workdir: Path
+    database: str
+    listen: int = field(default_factory=_free_port)
+    enroll: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, batch_max: int, profile: str = "") -> None:
+        config = self.workdir / "verifier.toml"
+        config.write_text(
+            f'listen = "127.0.0.1:{self.listen}"\nenroll_listen = "127.0.0.1:{self.enroll}"\n'
+            f'state_dir = "{self.workdir / "state"}"\ndatabase = "{self.database}"\n'
+            'metrics_listen = ""\n'
+            "[stream]\nrate_per_s = 100000.0\nrate_burst = 100000\nmax_streams = 60000\n"
+            f"[store]\nbatch_max = {batch_max}\n"
+        )
+        log = (self.workdir / "verifier.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+             "-m", "verifier.cli", "--config", str(config), "serve"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    @property
+    def ca_pem(self) -> bytes:
+        return (self.workdir / "state" / "ca.pem").read_bytes()
+
+    async def wait_ready(self) -> None:
+        for _ in range(300):
+            assert self.proc is not None and self.proc.poll() is None, "verifier exited"
+            if (self.workdir / "state" / "ca.pem").exists():
+                creds = grpc.ssl_channel_credentials(root_certificates=self.ca_pem)
+                async with grpc.aio.secure_channel(f"127.0.0.1:{self.enroll}", creds) as ch:
+                    try:
+                        await health_pb2_grpc.HealthStub(ch).Check(
+                            health_pb2.HealthCheckRequest(), timeout=1
+                        )
+                        return
+                    except grpc.aio.AioRpcError:
+                        pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError("verifier did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+
+async def enroll_all(verifier: Verifier, agents: list[Agent], tokens: list[str]) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=verifier.ca_pem)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{verifier.enroll}", creds) as channel:
+        stub = pb_grpc.AttestationStub(channel)
+        sem = asyncio.Semaphore(64)
+
+        async def one(agent: Agent, token: str) -> None:
+            async with sem:
+                reply = await stub.Enroll(
+                    pb.EnrollRequest(
+                        token=token, public_key=agent.signer.public_key.spki_der,
+                        csr=_csr(agent.signer), hostname=f"h{agent.index}", machine_id="m",
+                    ),
+                    timeout=120,
+                )  # fmt: skip
+                agent.agent_id, agent.cert_pem = reply.agent_id, reply.client_certificate
+
+        await asyncio.gather(*(one(a, t) for a, t in zip(agents, tokens, strict=True)))
+
+
+async def drive(
+    agent: Agent, verifier: Verifier, window: tuple[float, float], interval: float
+) -> None:
+    """One agent's stream: send, wait for the receipt, repeat until the window closes."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=verifier.ca_pem,
+        private_key=agent.signer.private_pem(),
+        certificate_chain=agent.cert_pem,
+    )
+    start, end = window
+    async with grpc.aio.secure_channel(f"127.0.0.1:{verifier.listen}", creds) as channel:
+        call = pb_grpc.AttestationStub(channel).Attest()  # type: ignore[call-arg]
+        await call.read()  # the opening challenge
+        while time.monotonic() < start:
+            await asyncio.sleep(min(0.05, start - time.monotonic()))
+        for raw in agent.envelopes:
+            sent = time.monotonic()
+            if sent >= end:
+                break
+            await call.write(pb.AgentMessage(evidence=raw))
+            reply = await call.read()
+            assert isinstance(reply, pb.VerifierMessage) and reply.WhichOneof("kind") == "receipt"
+            done = time.monotonic()
+            agent.accepted += 1
+            agent.latencies.append(done - sent)
+            await call.read()  # the next challenge
+            if interval:
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - sent)))
+        await call.done_writing()
+
+
+def _new_tokens(database: str, count: int) -> list[str]:
+    from verifier.enroll import create_token  # noqa: PLC0415
+    from verifier.store import open_store  # noqa: PLC0415
+
+    url = database if database.startswith("postgresql") else f"sqlite:///{database}"
+    store = open_store(url)
+    try:
+        now = datetime.now(UTC)
+        return [create_token(store, "bench-site", timedelta(hours=1), now) for _ in range(count)]
+    finally:
+        store.close()
+
+
+async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[str, object]:
+    verifier = Verifier(workdir, database)
+    verifier.start(args.batch_max, args.profile)
+    try:
+        await verifier.wait_ready()
+        tokens = _new_tokens(database, args.agents)
+        agents = [Agent(i, SoftwareSigner.generate("ecdsa-p256-sha256")) for i in range(args.agents)]
+        await enroll_all(verifier, agents, tokens)
+        per_agent = args.max_per_agent
+        for agent in agents:
+            presign(agent, per_agent, agent.index)
+        process = psutil.Process(verifier.proc.pid)  # type: ignore[union-attr]
+        start = time.monotonic() + args.warmup_s
+        window = (start, start + args.seconds)
+        tasks = [asyncio.create_task(drive(a, verifier, window, args.interval)) for a in agents]
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        cpu0 = sum(process.cpu_times()[:2])
+        accepted0 = sum(a.accepted for a in agents)
+        await asyncio.sleep(args.seconds)
+        cpu1 = sum(process.cpu_times()[:2])
+        accepted = sum(a.accepted for a in agents) - accepted0
+        rss_mb = process.memory_info().rss / 2**20
+        await asyncio.gather(*tasks)
+    finally:
+        verifier.stop()
+    latencies = sorted(x for a in agents for x in a.latencies)
+    cpu_us = (cpu1 - cpu0) * 1e6 / max(accepted, 1)
+    ed25519_us = verify_us("ed25519")
+    return {
+        "agents": args.agents,
+        "store": args.store,
+        "seconds": args.seconds,
+        "interval_s": args.interval,
+        "accepted_per_s": round(accepted / args.seconds, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1e3, 2) if latencies else None,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1e3, 2) if latencies else None,
+        "verifier_cpu_us_per_attestation": round(cpu_us, 1),
+        "verify_us": round(ed25519_us, 1),
+        "efficiency": round(ed25519_us / cpu_us, 3) if accepted else None,
+        "verifier_rss_mb": round(rss_mb, 1),
+        "agent_key": "ecdsa-p256",
+        "verify_us_p256": round(verify_us("ecdsa-p256-sha256"), 1),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--interval", type=float, default=0.0, help="0: closed loop")
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--max-per-agent", type=int, default=0, help="pre-signed per agent")
+    parser.add_argument("--batch-max", type=int, default=256)
+    parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
+    args = parser.parse_args()
+    if not args.max_per_agent:
+        # Enough for a closed loop at ~5000/s in total, or one per interval.
+        per_s = 1.0 / args.interval if args.interval else 5000.0 / args.agents
+        args.max_per_agent = max(3, int(per_s * (args.seconds + args.warmup_s + 2)) + 2)
+    with tempfile.TemporaryDirectory(prefix="gpu-attest-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.store == "postgres":
+            import psycopg  # noqa: PLC0415
+
+            schema = "bench_" + secrets.token_hex(4)
+            with psycopg.connect(PG, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            database = f"{PG}?options=-csearch_path%3D{schema}"
+        else:
+            database = str(workdir / "verifier.db")
+        try:
+            result = asyncio.run(run(args, workdir, database))
+        finally:
+            if args.store == "postgres":
+                with psycopg.connect(PG, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
