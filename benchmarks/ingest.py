@@ -98,27 +98,36 @@ def _csr(signer: SoftwareSigner) -> bytes:
 
 
 def presign(agent: Agent, count: int, host: int) -> None:
-    """The agent's next `count` envelopes, signed now (offline evidence)."""
+    """The agent's next `count` envelopes, signed now (offline evidence).
+
+    The evidence is encoded once through attest.wire; later sequence numbers only change seq
+    and prev_hash, set on the parsed message (this is a gRPC-side module) to keep it cheap.
+    """
     prev, when = b"", datetime.now(UTC) - timedelta(minutes=1)
+    template = pb.Evidence.FromString(
+        wire.encode_evidence(_evidence(agent.agent_id, host, 1, b"", when))
+    )
     for seq in range(1, count + 1):
-        payload = wire.encode_evidence(_evidence(agent.agent_id, host, seq, prev, when))
+        template.seq, template.prev_hash = seq, prev
+        payload = template.SerializeToString(deterministic=True)
         raw = wire.encode_envelope(sign(EVIDENCE_PAYLOAD_TYPE, payload, [agent.signer]))
         agent.envelopes.append(raw)
         prev = envelope_hash(raw)
 
 
 def verify_us(algorithm: str) -> float:
-    """Median time of one signature verification over a typical PAE message, in µs."""
+    """Median CPU time of one signature verification over a typical PAE message, in µs."""
     signer = SoftwareSigner.generate(algorithm)  # type: ignore[arg-type]
     message = os.urandom(2400)
     sig = signer.sign(message)
     key = signer.public_key
     samples = []
     for _ in range(7):
-        start = time.perf_counter()
+        # Process CPU time, like the verifier's figure it is divided by: the machine is shared.
+        start = time.process_time()
         for _ in range(300):
             key.verify(sig, message)
-        samples.append((time.perf_counter() - start) / 300 * 1e6)
+        samples.append((time.process_time() - start) / 300 * 1e6)
     return statistics.median(samples)
 
 
@@ -294,8 +303,8 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
     args = parser.parse_args()
     if not args.max_per_agent:
-        # Enough for a closed loop at ~5000/s in total, or one per interval.
-        per_s = 1.0 / args.interval if args.interval else 5000.0 / args.agents
+        # Enough for a closed loop at ~2000/s in total, or one per interval.
+        per_s = 1.0 / args.interval if args.interval else 2000.0 / args.agents
         args.max_per_agent = max(3, int(per_s * (args.seconds + args.warmup_s + 2)) + 2)
     with tempfile.TemporaryDirectory(prefix="gpu-attest-bench-") as tmp:
         workdir = Path(tmp)
