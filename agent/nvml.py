@@ -268,6 +268,10 @@ def _mig(handle: Any) -> Reading[model.MigInfo]:
     return model.MigInfo(current, pending, tuple(devices))
 
 
+#: pynvml's NVML_GPU_FABRIC_STATE_NOT_SUPPORTED; spelled out so an older pynvml still works.
+NVML_GPU_FABRIC_STATE_NOT_SUPPORTED = 0
+
+
 def _fabric(handle: Any) -> Reading[model.FabricInfo]:
     factory = getattr(pynvml, "c_nvmlGpuFabricInfoV_t", None)
     if factory is None:
@@ -277,12 +281,17 @@ def _fabric(handle: Any) -> Reading[model.FabricInfo]:
     done = _read("nvmlDeviceGetGpuFabricInfoV", handle, ctypes.byref(info))
     if isinstance(done, Unavailable):
         return done
+    # nvml.h declares `state` as unsigned char but pynvml reads a c_uint, so the three padding
+    # bytes after it come along; only the low byte is the state.
+    state = int(info.state) & 0xFF
+    if state == NVML_GPU_FABRIC_STATE_NOT_SUPPORTED:
+        # Seen on a real H200 passed through to a VM (driver 580.159.04): the call succeeds
+        # but reports state 0, which nvidia-smi prints as N/A. Zeros here are not readings.
+        return Unavailable("NotSupported")
     return model.FabricInfo(
         cluster_uuid=_fabric_uuid(bytes(info.clusterUuid)),
         clique_id=int(info.cliqueId),
-        # nvml.h declares `state` as unsigned char but pynvml reads a c_uint, so the three
-        # padding bytes after it come along; only the low byte is the state.
-        state=int(info.state) & 0xFF,
+        state=state,
         status=int(info.status),
     )
 

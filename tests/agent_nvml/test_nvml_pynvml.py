@@ -244,3 +244,20 @@ def test_unreadable_uuid_makes_the_gpu_inaccessible(monkeypatch: pytest.MonkeyPa
     assert [g.state for g in gpus] == [model.GpuState.INACCESSIBLE] * 2
     assert [g.uuid for g in gpus] == [placeholder_uuid(0), placeholder_uuid(1)]
     assert gpus[0].name == "NVIDIA H100 80GB HBM3"  # the rest is still read
+
+
+def test_fabric_state_not_supported_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real H200 in a VM answers the fabric call with state 0 (NOT_SUPPORTED), zeros elsewhere."""
+    driver = FakeDriver(_machine('model = "H200"\ncount = 2')).install(monkeypatch)
+
+    def fabric_not_supported(handle: Any, ref: Any) -> int:
+        info = ref._obj
+        info.state = 0xABABAB00 | pynvml.NVML_GPU_FABRIC_STATE_NOT_SUPPORTED
+        info.cliqueId, info.status = 0, 0
+        return int(pynvml.NVML_SUCCESS)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetGpuFabricInfoV", fabric_not_supported)
+    with NvmlInventory() as nvml:
+        got = nvml.collect()
+    assert [g.fabric for g in got.gpus] == [Unavailable("NotSupported")] * 2
+    assert driver.initialized == 1
