@@ -14,14 +14,15 @@ from pathlib import Path
 from agent.evidence import build_evidence, inventory_fingerprint, sign_evidence
 from agent.hostfacts import collect_host_facts
 from agent.ports import InventorySource
-from agent.posture import PostureFacts, evaluate
-from agent.posture_collect import collect_firewall, collect_posture_facts
+from agent.posture import NOT_COLLECTED, PostureFacts, evaluate
+from agent.posture_collect import collect_firewall, collect_posture_facts, collect_process_names
 from agent.spool import Spool, SpoolEntry
 from attest.keys import Signer
 from attest.model import HostFacts, Inventory, Reading
 
-#: Firewall rules are read by forking nft/iptables; they rarely change, so refresh them slowly.
-FIREWALL_REFRESH = timedelta(minutes=10)
+#: Firewall rules are read by forking nft/iptables, and without auditd's pid file finding the
+#: audit daemon means reading every /proc/*/comm: both are refreshed on this slower cadence.
+SLOW_FACTS_REFRESH = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ class Attestor:
         self._signer = signer
         self._spool = spool
         self._inventory = inventory
-        self._fingerprint: bytes | None = None
-        self._firewall: tuple[Reading[str], Reading[str]] | None = None
-        self._firewall_at: datetime | None = None
+        self._attested: Inventory | None = None
+        self._slow: tuple[Reading[str], Reading[str], Reading[frozenset[str]]] | None = None
+        self._slow_at: datetime | None = None
 
     def spool_depth(self) -> int:
         return self._spool.depth()
@@ -69,8 +70,10 @@ class Attestor:
 
     def inventory_changed(self) -> bool:
         """Poll the inventory; True when it differs from the last one attested."""
-        fingerprint = inventory_fingerprint(self._inventory.collect(None))
-        return self._fingerprint is not None and fingerprint != self._fingerprint
+        if self._attested is None:
+            return False
+        current = self._inventory.collect(None)
+        return inventory_fingerprint(current) != inventory_fingerprint(self._attested)
 
     def host_facts(self) -> HostFacts:
         facts = collect_host_facts(self.settings.host_root)
@@ -83,17 +86,18 @@ class Attestor:
 
     def posture_facts(self, now: datetime) -> PostureFacts:
         s = self.settings
-        facts = collect_posture_facts(s.host_root, s.state_dir, s.key_file, with_commands=False)
-        if (
-            self._firewall is None
-            or self._firewall_at is None
-            or (now - self._firewall_at >= FIREWALL_REFRESH)
-        ):
-            self._firewall = collect_firewall(s.host_root)
-            self._firewall_at = now
-        return dataclasses.replace(
-            facts, nft_ruleset=self._firewall[0], iptables_rules=self._firewall[1]
+        facts = collect_posture_facts(
+            s.host_root, s.state_dir, s.key_file, with_commands=False, scan_processes=False
         )
+        stale = self._slow_at is None or now - self._slow_at >= SLOW_FACTS_REFRESH
+        if self._slow is None or stale:
+            nft, iptables = collect_firewall(s.host_root)
+            self._slow = (nft, iptables, collect_process_names(s.host_root))
+            self._slow_at = now
+        nft, iptables, names = self._slow
+        if facts.process_names is NOT_COLLECTED:
+            facts = dataclasses.replace(facts, process_names=names)
+        return dataclasses.replace(facts, nft_ruleset=nft, iptables_rules=iptables)
 
     def produce(
         self, nonce: bytes, now: datetime, inventory: Inventory | None = None
@@ -123,5 +127,5 @@ class Attestor:
             return sign_evidence(evidence, self._signer)
 
         entry = self._spool.append(build, now)
-        self._fingerprint = inventory_fingerprint(inventory)
+        self._attested = inventory
         return entry

@@ -8,6 +8,7 @@ same kernel interfaces but also handles the corner cases (containers, hot-plugge
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,27 @@ _DMI_PLACEHOLDERS = frozenset(
 )
 
 
+def read_small_file(path: str, limit: int = 4 * 1024 * 1024) -> str:
+    """Read a (proc/sys) file with plain syscalls: pathlib's text layer costs more than the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
 def read_text(root: Path, relative: str) -> Reading[str]:
     """Read a small text file under `root`; strip whitespace; never raises for I/O."""
     try:
-        text = (root / relative.lstrip("/")).read_text(encoding="utf-8", errors="replace")
+        text = read_small_file(os.path.join(root, relative.lstrip("/")))  # noqa: PTH118 - hot path
     except FileNotFoundError:
         return Unavailable("NotFound")
     except PermissionError:
@@ -89,7 +107,7 @@ def parse_uptime(text: str) -> Reading[int]:
     """Whole seconds since boot from /proc/uptime."""
     try:
         return int(float(text.split(maxsplit=1)[0]))
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, OverflowError):
         return Unavailable("Empty")
 
 

@@ -8,14 +8,16 @@ may instead hold their saved output under `run/gpu-attest-posture/{nft,iptables}
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-from agent.hostfacts import LIVE_ROOT, read_text
+from agent.hostfacts import LIVE_ROOT, read_small_file, read_text
 from agent.posture import (
+    NOT_COLLECTED,
     ClockState,
     DmNode,
     KeyFileStat,
@@ -28,6 +30,7 @@ from attest.model import Reading, Unavailable
 _SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 _COMMAND_TIMEOUT_S = 5.0
 _SAVED_OUTPUT = "run/gpu-attest-posture"
+_AUDITD_PIDFILE = "run/auditd.pid"
 
 
 def _under(root: Path, absolute: str) -> Path:
@@ -94,25 +97,38 @@ def collect_sshd_config(root: Path) -> Reading[tuple[str, ...]]:
     ssh_dir = _under(root, "/etc/ssh")
     for path in sorted(ssh_dir.rglob("*")):
         if path.is_file() and path.name != "sshd_config":
-            text = read_text(path, "")
+            text = read_text(path.parent, path.name)
             if isinstance(text, str):
                 files["/" + str(path.relative_to(root))] = tuple(text.splitlines())
     return expand_includes(tuple(main.splitlines()), files)
 
 
-def collect_process_names(root: Path) -> Reading[frozenset[str]]:
+def collect_process_names(root: Path, scan: bool = True) -> Reading[frozenset[str]]:
+    """Names of running processes that matter to posture (the audit daemon).
+
+    auditd's pid file answers in two reads; only without it are all of /proc/*/comm scanned,
+    and with `scan=False` the answer is then Unavailable("NotCollected").
+    """
     proc = _under(root, "/proc")
+    pid = read_text(root, _AUDITD_PIDFILE)
+    if isinstance(pid, str) and pid.isdigit():
+        comm = read_text(proc, f"{pid}/comm")
+        if comm == "auditd":
+            return frozenset({comm})
+    if not scan:
+        return NOT_COLLECTED
     try:
-        pids = [p for p in proc.iterdir() if p.name.isdigit()]
+        entries = [e.name for e in os.scandir(proc) if e.name.isdigit()]
     except FileNotFoundError:
         return Unavailable("NotFound")
     except OSError:
         return Unavailable("NoPermission")
     names = set()
-    for pid in pids:
-        comm = read_text(pid, "comm")
-        if isinstance(comm, str):
-            names.add(comm)
+    for name in entries:
+        try:
+            names.add(read_small_file(os.path.join(proc, name, "comm")).strip())  # noqa: PTH118
+        except OSError:
+            continue  # the process exited while we looked
     return frozenset(names)
 
 
@@ -144,14 +160,23 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _adjtimex() -> Callable[..., int] | None:
+    # The symbols of the running process include libc's; find_library would fork ldconfig.
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
 def collect_clock() -> Reading[ClockState]:
     """Read the kernel clock discipline state with adjtimex(modes=0), which needs no privilege."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return Unavailable("NoLibc")
-    libc = ctypes.CDLL(name, use_errno=True)
     timex = _Timex()
-    state = libc.adjtimex(ctypes.byref(timex))
+    state = adjtimex(ctypes.byref(timex))
     if state < 0:
         return Unavailable("NoPermission" if ctypes.get_errno() == 1 else "SyscallFailed")
     return ClockState(state=state, status=timex.status, maxerror_us=timex.maxerror)
@@ -199,11 +224,18 @@ def collect_key_file(path: Path) -> Reading[KeyFileStat]:
 
 
 def collect_posture_facts(
-    root: Path, state_dir: Path, key_file: Path, *, with_commands: bool = True
+    root: Path,
+    state_dir: Path,
+    key_file: Path,
+    *,
+    with_commands: bool = True,
+    scan_processes: bool = True,
 ) -> PostureFacts:
     """Gather every posture fact. Never raises for missing or unreadable sources.
 
-    `with_commands=False` skips the firewall commands (they fork; the daemon runs them less often).
+    `with_commands=False` skips the firewall commands (they fork) and `scan_processes=False`
+    the scan of /proc when auditd has no pid file; their facts are then NOT_COLLECTED and the
+    daemon fills them from a slower cadence.
     """
     efi_dir = _under(root, "/sys/firmware/efi")
     efi_booted: Reading[bool] = efi_dir.is_dir()
@@ -225,7 +257,7 @@ def collect_posture_facts(
         nft_ruleset=nft,
         iptables_rules=iptables,
         sshd_config=collect_sshd_config(root),
-        process_names=collect_process_names(root),
+        process_names=collect_process_names(root, scan=scan_processes),
         clock=collect_clock() if root == LIVE_ROOT else _fixture_clock(root),
         key_file=collect_key_file(key_file),
     )

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import posture as p
-from agent.posture_collect import collect_posture_facts, parse_mounts
+from agent.posture_collect import collect_posture_facts, collect_process_names, parse_mounts
 from agent.simulate import SimulatedInventory, parse_machine
 from attest.keys import load_or_create_private_key
 from attest.model import (
@@ -189,3 +189,11 @@ def test_firewall_lockdown_mounts_never_raise(nft: str, ipt: str, text: str) -> 
     p.check_firewall(nft, ipt)
     p.check_lockdown(text)
     p.check_state_dir_encrypted("/var/lib/gpu-attest", parse_mounts(text), {})
+
+
+def test_audit_daemon_found_by_pid_file_or_scan() -> None:
+    hardened = FIXTURES / "hardened"  # run/auditd.pid names /proc/812, whose comm is auditd
+    assert collect_process_names(hardened, scan=False) == frozenset({"auditd"})
+    lax = FIXTURES / "lax"
+    assert collect_process_names(lax, scan=False) == Unavailable("NotCollected")
+    assert collect_process_names(lax) == frozenset({"init"})
