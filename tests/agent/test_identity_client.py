@@ -1,0 +1,125 @@
+"""Receipts, enrollment errors, backoff, metrics and log lines: the small pure parts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent.client import Backoff, enrollment_error
+from agent.identity import (
+    Identity,
+    check_receipt_answers,
+    load_identity,
+    make_csr,
+    save_enrollment,
+    verify_receipt,
+)
+from agent.logs import JournaldFormatter, JsonFormatter
+from agent.metrics import AgentMetrics
+from attest.envelope import RECEIPT_PAYLOAD_TYPE, sign
+from attest.errors import (
+    BadSignatureError,
+    EnrollmentError,
+    NotEnrolledError,
+    ReceiptMismatchError,
+    TokenExpiredError,
+    UnknownKeyError,
+)
+from attest.keys import SoftwareSigner
+from attest.model import Freshness, Receipt
+from attest.wire import encode_envelope, encode_receipt
+
+from .helpers import free_port
+
+HASH = b"h" * 32
+
+
+def _receipt(signer: SoftwareSigner, agent_id: str = "agt-1", digest: bytes = HASH) -> bytes:
+    body = Receipt(agent_id, 3, digest, 7, b"", datetime(2026, 6, 1, tzinfo=UTC), Freshness.NONCE)
+    return encode_envelope(sign(RECEIPT_PAYLOAD_TYPE, encode_receipt(body), [signer]))
+
+
+def test_receipts_are_checked_against_the_pinned_key_and_the_entry() -> None:
+    verifier = SoftwareSigner.generate()
+    receipt = verify_receipt(_receipt(verifier), verifier.public_key, "agt-1")
+    assert (receipt.seq, receipt.log_index) == (3, 7)
+    check_receipt_answers(receipt, HASH)
+    with pytest.raises(ReceiptMismatchError):
+        check_receipt_answers(receipt, b"x" * 32)
+    with pytest.raises(ReceiptMismatchError):
+        verify_receipt(_receipt(verifier), verifier.public_key, "agt-2")
+    with pytest.raises(UnknownKeyError):
+        verify_receipt(_receipt(SoftwareSigner.generate()), verifier.public_key, "agt-1")
+    raw = bytearray(_receipt(verifier))
+    raw[10] ^= 1
+    with pytest.raises((BadSignatureError, ReceiptMismatchError, UnknownKeyError)):
+        verify_receipt(bytes(raw), verifier.public_key, "agt-1")
+
+
+def test_identity_files(tmp_path: Path) -> None:
+    with pytest.raises(NotEnrolledError):
+        load_identity(tmp_path)
+    (tmp_path / "identity.toml").write_text('agent_id = "a"\n')
+    with pytest.raises(NotEnrolledError, match="exactly"):
+        load_identity(tmp_path)
+    signer = SoftwareSigner.generate("ecdsa-p256-sha256")
+    assert make_csr(signer, "gpu-node-017").startswith(b"0")  # DER SEQUENCE
+    assert make_csr(SoftwareSigner.generate(), "x")
+
+
+def test_save_enrollment_refuses_garbage(tmp_path: Path) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - cryptography's or ours
+        save_enrollment(tmp_path, Identity("a", "s", "v:1"), b"not pem", b"", b"junk")
+    assert not (tmp_path / "identity.toml").exists()  # written last: nothing half-enrolled
+
+
+def test_enrollment_errors_are_typed() -> None:
+    err = enrollment_error(grpc.StatusCode.PERMISSION_DENIED, "token-expired: too late")
+    assert isinstance(err, TokenExpiredError)
+    generic = enrollment_error(grpc.StatusCode.INVALID_ARGUMENT, "bad csr")
+    assert type(generic) is EnrollmentError
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    backoff = Backoff(initial_s=1.0, cap_s=30.0)
+    ceilings = [backoff.delay(n, lambda low, high: high) for n in range(8)]
+    assert ceilings == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert backoff.delay(100, lambda low, high: low) == 0.0
+    assert backoff.delay(10_000) <= 30.0
+
+
+def test_metrics_are_served_with_bounded_labels() -> None:
+    metrics = AgentMetrics()
+    metrics.count("accepted")
+    metrics.spool_depth.set(3)
+    with pytest.raises(ValueError, match="unbounded"):
+        metrics.count("seq-17")
+    port = free_port()
+    from agent.config import HostPort  # noqa: PLC0415
+
+    metrics.serve(HostPort("127.0.0.1", port))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'gpu_attest_agent_attestations_total{result="accepted"} 1.0' in text
+    assert "gpu_attest_agent_spool_depth 3.0" in text
+    assert "gpu_attest_agent_spool_full 0.0" in text
+    assert "gpu_attest_agent_stream_connected 0.0" in text
+    assert "gpu_attest_agent_last_receipt_timestamp_seconds" in text
+
+
+def test_log_formats() -> None:
+    record = logging.LogRecord(
+        "gpu_attest.agent", logging.WARNING, "f", 1, "spool %s", ("full",), None
+    )
+    record.code = "spool-full"
+    data = json.loads(JsonFormatter().format(record))
+    assert (
+        data["msg"] == "spool full" and data["level"] == "warning" and data["code"] == "spool-full"
+    )
+    assert JournaldFormatter("%(message)s").format(record) == "<4>spool full"
