@@ -136,7 +136,7 @@ def test_agent_exceptions_are_explained() -> None:
         assert assignment.value == value
         assert "Exception:" in assignment.comment, f"{key}= needs an 'Exception:' comment"
     adjtimex = unit.assignments("Service", "SystemCallFilter")[0]
-    assert adjtimex.value == "@system-service adjtimex"
+    assert adjtimex.value == "@system-service adjtimex clock_adjtime"
     assert "Exception:" in adjtimex.comment
 
 
