@@ -213,3 +213,24 @@ def test_sigkill_while_sending_loses_and_duplicates_nothing(
     assert agent.signal(signal.SIGTERM) == 0
     verifier.stop()
     assert _check_delivered_once_in_order(agent, verifier) >= spooled
+
+
+def test_enroll_retries_until_the_verifier_answers(tmp_path: Path, verifier: Verifier) -> None:
+    token = verifier.run("token", "create", "--site", "acme-fra1").strip()
+    ca = tmp_path / "ca.pem"
+    ca.write_text(verifier.run("ca", "export"))
+    verifier.stop()
+    enroll = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "enroll", "--verifier",
+         f"127.0.0.1:{verifier.enroll_port}", "--token", token, "--ca", str(ca),
+         "--state-dir", str(tmp_path / "agent")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert enroll.stdout is not None
+    out = LineReader(enroll.stdout)
+    out.wait_for("retrying in")  # the verifier is down: it waits
+    verifier.start()
+    out.wait_for("enrolled as agent agt-", timeout=60)
+    assert enroll.wait(timeout=30) == 0
+    enroll.stdout.close()
+    assert load_identity(tmp_path / "agent").site_id == "acme-fra1"
