@@ -1,17 +1,19 @@
 """The accept transaction body: chain compare-and-set, nonce consumption, blob, attestation,
 transparency log append and fleet state, for a batch of verified attestations.
 
-Every check of an item runs before its first write, so an item that fails leaves nothing behind
-and needs no savepoint; the batch as a whole is ordered against other replicas by locking the
-log head row first (which also keeps log indices gapless).
+Pre-checks, not savepoints: the batch reads the chain heads and nonces it needs once, checks
+every item against them in memory (updating them as items pass), and writes only the items
+that passed, one executemany per table, so a failing item leaves nothing behind. Batches are
+ordered against other replicas by locking the log head row first, which also keeps log
+indices gapless; the heads are then written by compare-and-set as a safety net.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from attest.errors import (
@@ -49,14 +51,43 @@ def leaf_hash(envelope: bytes) -> bytes:
 
 def inventory_fingerprint(gpus: Sequence[GpuClaim]) -> bytes:
     """A digest of the GPU list that fleet state keeps, independent of GPU order."""
-    digest = hashlib.sha256(b"gpu-attest inventory v1\n")
-    for gpu in sorted(gpus, key=lambda g: g.uuid):
-        for text in (gpu.uuid, gpu.name):
-            raw = text.encode("utf-8")
-            digest.update(struct.pack(">I", len(raw)) + raw)
-        pci = -1 if gpu.pci_device_id is None else gpu.pci_device_id
-        digest.update(struct.pack(">q", pci))
-    return digest.digest()
+    rows = sorted((g.uuid, g.name, g.pci_device_id) for g in gpus)
+    # repr of str/int/None tuples is unambiguous and C-fast; should it ever change between
+    # Python versions, the cost is one full fleet-state rewrite per agent, not a wrong answer.
+    return hashlib.sha256(repr(rows).encode("utf-8")).digest()
+
+
+@dataclass
+class _Head:
+    """An agent's row as the batch sees it: read once, updated in memory, written once."""
+
+    status: str
+    last_seq: int
+    last_hash: bytes
+    fingerprint: bytes
+    site_id: str
+    last_seen: int | None
+    last_fresh: int | None
+    next_due: int
+    last_index: int | None
+    stored_seq: int  # last_seq in the database: the compare-and-set condition
+    first_attested: int | None
+
+
+@dataclass
+class _Batch:
+    """What one accept transaction writes, gathered so each table gets one executemany."""
+
+    heads: dict[str, _Head]
+    nonces: dict[bytes, bool]  # issued nonce -> consumed already
+    accepted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # -> payload digest
+    nonce_rows: list[tuple[int, bytes]] = field(default_factory=list)
+    blob_rows: list[tuple[object, ...]] = field(default_factory=list)
+    attestation_rows: list[tuple[object, ...]] = field(default_factory=list)
+    log_rows: list[tuple[object, ...]] = field(default_factory=list)
+    inventory_changes: list[tuple[VerifiedAttestation, int, int, int | None, int | None]] = field(
+        default_factory=list
+    )
 
 
 def accept_batch(
@@ -67,147 +98,247 @@ def accept_batch(
     if row is None:
         raise StoreError("log head row is missing")
     size = int(row[0])
+    batch = _Batch(
+        heads=_read_heads(db, sorted({i.agent_id for i in items})),
+        nonces=_read_nonces(db, sorted({i.nonce for i in items if i.nonce})),
+    )
     outcomes: list[AcceptOutcome] = []
     for item in items:
         try:
-            outcomes.append(_accept_one(db, item, now_us, size, options))
+            outcomes.append(
+                _accept_one(db, batch, item=item, now_us=now_us, log_index=size, options=options)
+            )
         except VerificationError as exc:
             outcomes.append(exc)
         else:
             size += 1
-    db.run("UPDATE log_head SET size = ? WHERE id = 1", (size,))
-    return outcomes
-
-
-def _accept_one(
-    db: Db, item: VerifiedAttestation, now_us: int, log_index: int, options: StoreOptions
-) -> Accepted:
-    row = db.one(
-        "SELECT status, last_seq, last_hash, inventory_fp, site_id, last_seen_at, "
-        "last_fresh_at, next_due, last_log_index FROM agents WHERE agent_id = ?",
-        (item.agent_id,),
-    )
-    if row is None:
-        raise AgentUnknownError(f"no agent {item.agent_id!r}")
-    status, last_seq, last_hash, old_fp, site_id, last_seen, last_fresh, next_due, last_idx = row
-    if status != AgentStatus.ACTIVE.value:
-        raise AgentRevokedError(f"agent {item.agent_id!r} is revoked")
-    _check_chain(db, item, int(last_seq), bytes(last_hash))
-    _check_nonce(db, item.nonce)
-
-    seen_us = to_micros(item.created_at)
-    new_seen = seen_us if last_seen is None else max(int(last_seen), seen_us)
-    if item.freshness is Freshness.NONCE:
-        last_fresh = seen_us if last_fresh is None else max(int(last_fresh), seen_us)
-        next_due = last_fresh + options.attestation_deadline // _MICRO
-    fingerprint = inventory_fingerprint(item.gpus)
-    rows = db.run(
-        "UPDATE agents SET last_seq = ?, last_hash = ?, "
-        "first_attested_at = COALESCE(first_attested_at, ?), last_seen_at = ?, "
-        "last_fresh_at = ?, next_due = ?, inventory_fp = ?, last_log_index = ? "
-        "WHERE agent_id = ? AND last_seq = ? AND status = ?",
-        (
-            item.seq,
-            item.envelope_hash,
-            now_us,
-            new_seen,
-            last_fresh,
-            next_due,
-            fingerprint,
-            log_index,
-            item.agent_id,
-            last_seq,
-            AgentStatus.ACTIVE.value,
-        ),
-    )
-    if rows != 1:
-        # Accepts are serialized on the log head, so only a revocation can move the row.
-        raise AgentRevokedError(f"agent {item.agent_id!r} was revoked while accepting")
-    if item.nonce and (
-        db.run(
-            "UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND consumed_at IS NULL",
-            (now_us, item.nonce),
-        )
-        != 1
-    ):
-        raise StoreError("nonce was consumed outside the serialized accept path")
-    _write_evidence(db, item, log_index)
-    changed = not hmac.compare_digest(bytes(old_fp), fingerprint)
-    if changed:
+    _flush(db, batch, size)
+    for item, index, seen, prev_seen, prev_index in batch.inventory_changes:
+        site_id = batch.heads[item.agent_id].site_id
         _update_sightings(
             db,
             item=item,
             site_id=site_id,
-            log_index=log_index,
-            seen_us=new_seen,
-            previous=(last_seen, last_idx),
+            log_index=index,
+            seen_us=seen,
+            previous=(prev_seen, prev_index),
         )
         _raise_duplicates(
-            db,
-            item=item,
-            log_index=log_index,
-            seen_us=new_seen,
-            now_us=now_us,
-            options=options,
+            db, item=item, log_index=index, seen_us=seen, now_us=now_us, options=options
         )
-    return Accepted(
-        agent_id=item.agent_id,
-        seq=item.seq,
-        envelope_hash=item.envelope_hash,
-        log_index=log_index,
-        leaf_hash=leaf_hash(item.envelope),
-        accepted_at=from_micros(now_us),
-        freshness=item.freshness,
-    )
+    return outcomes
 
 
-def _check_chain(db: Db, item: VerifiedAttestation, last_seq: int, last_hash: bytes) -> None:
-    if item.seq <= last_seq:
-        prior = db.one(
-            "SELECT payload_digest FROM attestations WHERE agent_id = ? AND seq = ?",
-            (item.agent_id, item.seq),
-        )
-        if prior is None or hmac.compare_digest(bytes(prior[0]), item.payload_digest):
-            raise ReplayError(f"sequence {item.seq} was accepted already")
-        raise ForkError(f"a different envelope holds sequence {item.seq} already")
-    if item.seq != last_seq + 1:
-        raise GapError(f"sequence {item.seq} does not follow the accepted {last_seq}")
-    if not hmac.compare_digest(item.prev_hash, last_hash):
-        raise GapError(f"previous hash of sequence {item.seq} does not match the accepted chain")
+def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
+    heads: dict[str, _Head] = {}
+    for start in range(0, len(agent_ids), _IN_CHUNK):
+        chunk = agent_ids[start : start + _IN_CHUNK]
+        # FOR UPDATE (PostgreSQL) holds off a concurrent revocation until we commit.
+        for r in db.all(
+            "SELECT agent_id, status, last_seq, last_hash, inventory_fp, site_id, last_seen_at, "
+            "last_fresh_at, next_due, last_log_index, first_attested_at FROM agents "
+            f"WHERE agent_id IN {db.in_list(len(chunk))} ORDER BY agent_id"
+            f"{db.dialect.for_update}",
+            chunk,
+        ):
+            heads[r[0]] = _Head(
+                status=r[1],
+                last_seq=int(r[2]),
+                last_hash=bytes(r[3]),
+                fingerprint=bytes(r[4]),
+                site_id=r[5],
+                last_seen=r[6],
+                last_fresh=r[7],
+                next_due=int(r[8]),
+                last_index=r[9],
+                stored_seq=int(r[2]),
+                first_attested=r[10],
+            )
+    return heads
 
 
-def _check_nonce(db: Db, nonce: bytes) -> None:
-    if not nonce:
-        return
-    row = db.one("SELECT consumed_at FROM nonces WHERE nonce = ?", (nonce,))
-    if row is None:
-        raise NonceUnknownError("nonce was not issued by this verifier fleet")
-    if row[0] is not None:
-        raise NonceReplayedError("nonce was used already")
+def _read_nonces(db: Db, nonces: list[bytes]) -> dict[bytes, bool]:
+    """The issued nonces among these, each with whether it has been consumed."""
+    found: dict[bytes, bool] = {}
+    for start in range(0, len(nonces), _IN_CHUNK):
+        chunk = nonces[start : start + _IN_CHUNK]
+        for nonce, consumed_at in db.all(
+            f"SELECT nonce, consumed_at FROM nonces WHERE nonce IN {db.in_list(len(chunk))}",
+            chunk,
+        ):
+            found[bytes(nonce)] = consumed_at is not None
+    return found
 
 
-def _write_evidence(db: Db, item: VerifiedAttestation, log_index: int) -> None:
-    db.run(
-        "INSERT INTO blobs (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING",
-        (item.envelope_hash, item.envelope),
-    )
-    db.run(
-        "INSERT INTO attestations (agent_id, seq, envelope_hash, payload_digest, freshness, "
-        "created_at, received_at, log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+def _accept_one(
+    db: Db,
+    batch: _Batch,
+    *,
+    item: VerifiedAttestation,
+    now_us: int,
+    log_index: int,
+    options: StoreOptions,
+) -> Accepted:
+    head = batch.heads.get(item.agent_id)
+    if head is None:
+        raise AgentUnknownError(f"no agent {item.agent_id!r}")
+    if head.status != AgentStatus.ACTIVE.value:
+        raise AgentRevokedError(f"agent {item.agent_id!r} is revoked")
+    _check_chain(db, batch, item, head)
+    _check_nonce(batch, item.nonce)
+
+    seen_us = to_micros(item.created_at)
+    previous = (head.last_seen, head.last_index)
+    head.last_seen = seen_us if head.last_seen is None else max(head.last_seen, seen_us)
+    if item.freshness is Freshness.NONCE:
+        head.last_fresh = seen_us if head.last_fresh is None else max(head.last_fresh, seen_us)
+        head.next_due = head.last_fresh + options.attestation_deadline // _MICRO
+    head.last_seq, head.last_hash, head.last_index = item.seq, item.envelope_hash, log_index
+    if head.first_attested is None:
+        head.first_attested = now_us
+    fingerprint = inventory_fingerprint(item.gpus)
+    if not hmac.compare_digest(head.fingerprint, fingerprint):
+        head.fingerprint = fingerprint
+        batch.inventory_changes.append((item, log_index, head.last_seen, *previous))
+    if item.nonce:
+        batch.nonces[item.nonce] = True
+        batch.nonce_rows.append((now_us, item.nonce))
+    leaf = leaf_hash(item.envelope)
+    batch.accepted[item.agent_id, item.seq] = item.payload_digest
+    batch.blob_rows.append((item.envelope_hash, item.envelope))
+    batch.attestation_rows.append(
         (
             item.agent_id,
             item.seq,
             item.envelope_hash,
             item.payload_digest,
             item.freshness.value,
-            to_micros(item.created_at),
+            seen_us,
             to_micros(item.received_at),
             log_index,
-        ),
+        )
     )
-    db.run(
-        "INSERT INTO log_entries (log_index, leaf_hash, envelope_hash) VALUES (?, ?, ?)",
-        (log_index, leaf_hash(item.envelope), item.envelope_hash),
+    batch.log_rows.append((log_index, leaf, item.envelope_hash))
+    return Accepted(
+        agent_id=item.agent_id,
+        seq=item.seq,
+        envelope_hash=item.envelope_hash,
+        log_index=log_index,
+        leaf_hash=leaf,
+        accepted_at=from_micros(now_us),
+        freshness=item.freshness,
+    )
+
+
+def _check_chain(db: Db, batch: _Batch, item: VerifiedAttestation, head: _Head) -> None:
+    if item.seq <= head.last_seq:
+        prior = batch.accepted.get((item.agent_id, item.seq))
+        if prior is None:
+            row = db.one(
+                "SELECT payload_digest FROM attestations WHERE agent_id = ? AND seq = ?",
+                (item.agent_id, item.seq),
+            )
+            prior = None if row is None else bytes(row[0])
+        if prior is None or hmac.compare_digest(prior, item.payload_digest):
+            raise ReplayError(f"sequence {item.seq} was accepted already")
+        raise ForkError(f"a different envelope holds sequence {item.seq} already")
+    if item.seq != head.last_seq + 1:
+        raise GapError(f"sequence {item.seq} does not follow the accepted {head.last_seq}")
+    if not hmac.compare_digest(item.prev_hash, head.last_hash):
+        raise GapError(f"previous hash of sequence {item.seq} does not match the accepted chain")
+
+
+def _check_nonce(batch: _Batch, nonce: bytes) -> None:
+    if not nonce:
+        return
+    consumed = batch.nonces.get(nonce)
+    if consumed is None:
+        raise NonceUnknownError("nonce was not issued by this verifier fleet")
+    if consumed:
+        raise NonceReplayedError("nonce was used already")
+
+
+_ATTESTATION_COLUMNS = (
+    ("agent_id", "text"),
+    ("seq", "bigint"),
+    ("envelope_hash", "bytea"),
+    ("payload_digest", "bytea"),
+    ("freshness", "text"),
+    ("created_at", "bigint"),
+    ("received_at", "bigint"),
+    ("log_index", "bigint"),
+)
+
+
+def _flush(db: Db, batch: _Batch, size: int) -> None:
+    """Write the batch: one statement per table; heads and nonces by compare-and-set."""
+    dirty = [(a, h) for a, h in batch.heads.items() if h.last_seq != h.stored_seq]
+    if dirty:
+        _update_heads(db, dirty)
+        if db.rowcount != len(dirty):
+            raise StoreError("an agent's chain head moved during a serialized accept")
+    if batch.nonce_rows:
+        _consume_nonces(db, batch.nonce_rows)
+        if db.rowcount != len(batch.nonce_rows):
+            raise StoreError("a nonce was consumed outside the serialized accept path")
+    db.insert_rows(
+        "blobs",
+        (("hash", "bytea"), ("body", "bytea")),
+        batch.blob_rows,
+        " ON CONFLICT (hash) DO NOTHING",
+    )
+    db.insert_rows("attestations", _ATTESTATION_COLUMNS, batch.attestation_rows)
+    db.insert_rows(
+        "log_entries",
+        (("log_index", "bigint"), ("leaf_hash", "bytea"), ("envelope_hash", "bytea")),
+        batch.log_rows,
+    )
+    db.run("UPDATE log_head SET size = ? WHERE id = 1", (size,))
+
+
+def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
+    rows = [
+        (
+            agent_id, h.stored_seq, h.last_seq, h.last_hash, h.first_attested, h.last_seen,
+            h.last_fresh, h.next_due, h.fingerprint, h.last_index,
+        )
+        for agent_id, h in dirty
+    ]  # fmt: skip
+    active = AgentStatus.ACTIVE.value
+    if db.dialect.bulk_arrays:
+        db.run_arrays(
+            "UPDATE agents SET last_seq = v.last_seq, last_hash = v.last_hash, "
+            "first_attested_at = v.first_attested_at, last_seen_at = v.last_seen_at, "
+            "last_fresh_at = v.last_fresh_at, next_due = v.next_due, "
+            "inventory_fp = v.inventory_fp, last_log_index = v.last_log_index "
+            "FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[], "
+            "?::bigint[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[]) AS v(agent_id, "
+            "stored_seq, last_seq, last_hash, first_attested_at, last_seen_at, last_fresh_at, "
+            "next_due, inventory_fp, last_log_index) WHERE agents.agent_id = v.agent_id "
+            "AND agents.last_seq = v.stored_seq AND agents.status = ?",
+            [*([list(c) for c in zip(*rows, strict=True)]), active],
+        )
+        return
+    db.many(
+        "UPDATE agents SET last_seq = ?, last_hash = ?, first_attested_at = ?, "
+        "last_seen_at = ?, last_fresh_at = ?, next_due = ?, inventory_fp = ?, "
+        "last_log_index = ? WHERE agent_id = ? AND last_seq = ? AND status = ?",
+        [(*row[2:], row[0], row[1], active) for row in rows],
+    )
+
+
+def _consume_nonces(db: Db, rows: list[tuple[int, bytes]]) -> None:
+    if db.dialect.bulk_arrays:
+        db.run_arrays(
+            "UPDATE nonces SET consumed_at = v.consumed_at "
+            "FROM unnest(?::bigint[], ?::bytea[]) AS v(consumed_at, nonce) "
+            "WHERE nonces.nonce = v.nonce AND nonces.consumed_at IS NULL",
+            [list(c) for c in zip(*rows, strict=True)],
+        )
+        return
+    db.many(
+        "UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND consumed_at IS NULL",
+        rows,
     )
 
 

@@ -25,11 +25,19 @@ class Dialect:
     bytes_type: str
     auto_id: str
     for_update: str  # row-lock suffix for SELECT, "" where the engine locks the whole file
+    without_rowid: str  # table suffix: SQLite keeps small keyed rows in one B-tree this way
+    bulk_arrays: bool  # True: write many rows as one statement over unnest(array) parameters
 
 
-SQLITE = Dialect("sqlite", "?", "BLOB", "INTEGER PRIMARY KEY", "")
+SQLITE = Dialect("sqlite", "?", "BLOB", "INTEGER PRIMARY KEY", "", " WITHOUT ROWID", False)
 POSTGRES = Dialect(
-    "postgres", "%s", "BYTEA", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", " FOR UPDATE"
+    "postgres",
+    "%s",
+    "BYTEA",
+    "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    " FOR UPDATE",
+    "",
+    True,
 )
 
 
@@ -67,9 +75,15 @@ class Db:
         return self._cursor.rowcount
 
     def many(self, text: str, rows: Iterable[Sequence[object]]) -> None:
+        """Execute one statement per row; `rowcount` then holds the total rows changed."""
         batch = [tuple(r) for r in rows]
         if batch:
             self._cursor.executemany(self._sql(text), batch)
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last `run` or `many`."""
+        return self._cursor.rowcount
 
     def all(self, text: str, params: Sequence[object] = ()) -> list[Row]:
         self._cursor.execute(self._sql(text), tuple(params))
@@ -78,6 +92,35 @@ class Db:
     def one(self, text: str, params: Sequence[object] = ()) -> Row | None:
         rows = self.all(text, params)
         return rows[0] if rows else None
+
+    def insert_rows(
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        rows: Sequence[Sequence[object]],
+        suffix: str = "",
+    ) -> None:
+        """INSERT many rows. `columns` are (name, PostgreSQL type) pairs; `suffix` may carry an
+        ON CONFLICT clause. SQLite runs one prepared statement per row (cheap: in-process);
+        PostgreSQL gets one statement over unnest(arrays), one round trip for the lot."""
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        if not self.dialect.bulk_arrays:
+            marks = ", ".join("?" * len(columns))
+            self.many(f"INSERT INTO {table} ({names}) VALUES ({marks}){suffix}", rows)
+            return
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        casts = ", ".join(f"?::{kind}[]" for _, kind in columns)
+        self.run_arrays(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({casts}){suffix}", arrays
+        )
+
+    def run_arrays(self, text: str, params: Sequence[object]) -> int:
+        """Execute a PostgreSQL statement over array parameters, sent in binary: psycopg's
+        text form escapes every bytea element with a regex, ten times the CPU."""
+        self._cursor.execute(text.replace("?", "%b"), tuple(params))
+        return self._cursor.rowcount
 
     def in_list(self, count: int) -> str:
         """`(?, ?, ...)` for an IN clause of `count` values (count > 0)."""

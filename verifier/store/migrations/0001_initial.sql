@@ -1,5 +1,6 @@
 -- Initial schema. Written once for both dialects; the runner substitutes {bytes} (BLOB or
--- BYTEA) and {auto_id} (the dialect's auto-increment primary key). Times are integer
+-- BYTEA), {auto_id} (the dialect's auto-increment primary key) and {without_rowid} (SQLite's
+-- clustered-key table option for small keyed rows; nothing on PostgreSQL). Times are integer
 -- microseconds since the Unix epoch (UTC) so both dialects compare them the same way.
 
 CREATE TABLE agents (
@@ -30,7 +31,7 @@ CREATE TABLE agent_keys (
     added_at BIGINT NOT NULL,
     retired_at BIGINT,
     PRIMARY KEY (agent_id, keyid)
-);
+){without_rowid};
 
 CREATE TABLE enrollment_tokens (
     token_hash {bytes} PRIMARY KEY,
@@ -48,7 +49,7 @@ CREATE TABLE nonces (
     expires_at BIGINT NOT NULL,
     replica TEXT NOT NULL,
     consumed_at BIGINT
-);
+){without_rowid};
 CREATE INDEX nonces_expires ON nonces (expires_at);
 
 -- Envelope bytes verbatim, content-addressed, away from the hot tables.
@@ -67,7 +68,7 @@ CREATE TABLE attestations (
     received_at BIGINT NOT NULL,
     log_index BIGINT NOT NULL,
     PRIMARY KEY (agent_id, seq)
-);
+){without_rowid};
 
 -- One row: the size of the transparency log. Accept transactions lock it first, which orders
 -- them across replicas and keeps log indices gapless.
@@ -81,7 +82,7 @@ CREATE TABLE log_entries (
     log_index BIGINT PRIMARY KEY,
     leaf_hash {bytes} NOT NULL,
     envelope_hash {bytes} NOT NULL
-);
+){without_rowid};
 
 -- One row per (GPU, claiming agent); `present` rows take their last_seen from the agent row
 -- so an unchanged heartbeat rewrites no GPU row.
@@ -96,7 +97,7 @@ CREATE TABLE gpu_sightings (
     present INTEGER NOT NULL,
     last_log_index BIGINT NOT NULL,
     PRIMARY KEY (uuid, agent_id)
-);
+){without_rowid};
 CREATE INDEX gpu_sightings_agent ON gpu_sightings (agent_id);
 
 CREATE TABLE findings (
@@ -110,7 +111,7 @@ CREATE TABLE findings (
     updated_at BIGINT NOT NULL,
     resolved_at BIGINT,
     PRIMARY KEY (rule, subject)
-);
+){without_rowid};
 CREATE INDEX findings_status ON findings (status);
 
 CREATE TABLE audit (

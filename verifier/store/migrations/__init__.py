@@ -1,9 +1,9 @@
 """Versioned schema migrations, applied in order at open and recorded in `schema_version`.
 
 Each migration is a file `NNNN_name.sql` beside this module, written once for both dialects
-with `{bytes}` and `{auto_id}` placeholders that the runner fills per dialect. Applying is
-idempotent: versions already in `schema_version` are skipped, and the caller runs the whole
-check-and-apply inside one write transaction that other openers wait on.
+with `{bytes}`, `{auto_id}` and `{without_rowid}` placeholders that the runner fills per
+dialect. Applying is idempotent: versions already in `schema_version` are skipped, and the
+caller runs the whole check-and-apply inside one write transaction that other openers wait on.
 """
 
 from __future__ import annotations
@@ -56,7 +56,13 @@ def apply_migrations(db: Db, applied_at_micros: int) -> list[int]:
         if migration.version in done:
             continue
         for statement in statements(migration.sql):
-            db.run(statement.format(bytes=db.dialect.bytes_type, auto_id=db.dialect.auto_id))
+            db.run(
+                statement.format(
+                    bytes=db.dialect.bytes_type,
+                    auto_id=db.dialect.auto_id,
+                    without_rowid=db.dialect.without_rowid,
+                )
+            )
         db.run(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
             (migration.version, migration.name, applied_at_micros),
