@@ -103,7 +103,7 @@ class Daemon:
         self._reload_config = reload_config
         self._notifier = notifier
         self._clock = clock
-        self.metrics = AgentMetrics()
+        self.metrics = AgentMetrics(enabled=cfg.metrics_listen is not None)
         self._stop = asyncio.Event()
         self._spool_full = False
 

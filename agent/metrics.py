@@ -1,54 +1,90 @@
 """Prometheus metrics of the agent (`gpu_attest_agent_*`), served only on a loopback address.
 
 Labels are bounded: `result` takes one of a fixed set of values, never an id or a message.
+prometheus_client is imported only when metrics are enabled: it is 4 MB of resident memory
+that an agent without `metrics_listen` has no use for.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from typing import Any, Protocol
 
 from agent.config import HostPort
 
 RESULTS = ("produced", "accepted", "rejected", "spool_full", "error")
 
 
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+    def labels(self, **labels: str) -> Any: ...
+
+
+class _Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class _Null:
+    """Stands in for an instrument when metrics are off."""
+
+    def inc(self, amount: float = 1) -> None:
+        """Nothing to count."""
+
+    def set(self, value: float) -> None:
+        """Nothing to record."""
+
+    def labels(self, **labels: str) -> _Null:  # noqa: ARG002 - same shape as prometheus
+        return self
+
+
 class AgentMetrics:
     """The agent's metrics in a registry of its own (never the process-global one)."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, enabled: bool = True) -> None:
+        self.registry: Any = None
+        null = _Null()
+        self.attestations: _Counter = null
+        self.spool_depth: _Gauge = null
+        self.spool_full: _Gauge = null
+        self.last_receipt: _Gauge = null
+        self.stream_connected: _Gauge = null
+        self.reconnects: _Counter = null
+        if enabled:
+            self._create()
+
+    def _create(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge  # noqa: PLC0415
+
+        self.registry = registry = CollectorRegistry()
         self.attestations = Counter(
             "gpu_attest_agent_attestations",
             "Attestations by outcome (produced, accepted, rejected, spool_full, error).",
             ["result"],
-            registry=self.registry,
+            registry=registry,
         )
         for result in RESULTS:
             self.attestations.labels(result=result)
-        self.spool_depth = Gauge(
-            "gpu_attest_agent_spool_depth",
-            "Signed envelopes waiting for a receipt.",
-            registry=self.registry,
-        )
-        self.spool_full = Gauge(
-            "gpu_attest_agent_spool_full",
-            "1 while the spool cannot take new evidence (disk full or size cap reached).",
-            registry=self.registry,
-        )
-        self.last_receipt = Gauge(
-            "gpu_attest_agent_last_receipt_timestamp_seconds",
-            "Unix time of the last verified receipt.",
-            registry=self.registry,
-        )
-        self.stream_connected = Gauge(
-            "gpu_attest_agent_stream_connected",
-            "1 while the Attest stream is open and challenged.",
-            registry=self.registry,
-        )
+        gauges = {
+            "spool_depth": ("spool_depth", "Signed envelopes waiting for a receipt."),
+            "spool_full": (
+                "spool_full",
+                "1 while the spool cannot take new evidence (disk full or size cap reached).",
+            ),
+            "last_receipt": (
+                "last_receipt_timestamp_seconds",
+                "Unix time of the last verified receipt.",
+            ),
+            "stream_connected": (
+                "stream_connected",
+                "1 while the Attest stream is open and challenged.",
+            ),
+        }
+        for attr, (name, doc) in gauges.items():
+            setattr(self, attr, Gauge(f"gpu_attest_agent_{name}", doc, registry=registry))
         self.reconnects = Counter(
             "gpu_attest_agent_stream_reconnects",
             "Attempts to (re)open the Attest stream.",
-            registry=self.registry,
+            registry=registry,
         )
 
     def count(self, result: str) -> None:
@@ -58,4 +94,8 @@ class AgentMetrics:
 
     def serve(self, listen: HostPort) -> None:
         """Start the HTTP exporter in a daemon thread; config guarantees a loopback address."""
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        if self.registry is None:
+            self._create()
         start_http_server(listen.port, addr=listen.host, registry=self.registry)
