@@ -28,7 +28,6 @@ from attest.errors import (
     VerificationError,
 )
 from attest.model import Freshness
-from verifier import anomalies
 from verifier.store.api import (
     Accepted,
     AcceptOutcome,
@@ -37,8 +36,8 @@ from verifier.store.api import (
     StoreOptions,
     VerifiedAttestation,
 )
-from verifier.store.ops_fleet import upsert_findings
-from verifier.store.sqlbase import Db, from_micros, opt_from_micros, to_micros
+from verifier.store.ops_sightings import raise_duplicates, update_sightings
+from verifier.store.sqlbase import Db, from_micros, to_micros
 
 _MICRO = timedelta(microseconds=1)
 _IN_CHUNK = 500
@@ -115,7 +114,7 @@ def accept_batch(
     _flush(db, batch, size)
     for item, index, seen, prev_seen, prev_index in batch.inventory_changes:
         site_id = batch.heads[item.agent_id].site_id
-        _update_sightings(
+        update_sightings(
             db,
             item=item,
             site_id=site_id,
@@ -123,7 +122,7 @@ def accept_batch(
             seen_us=seen,
             previous=(prev_seen, prev_index),
         )
-        _raise_duplicates(
+        raise_duplicates(
             db, item=item, log_index=index, seen_us=seen, now_us=now_us, options=options
         )
     return outcomes
@@ -340,78 +339,3 @@ def _consume_nonces(db: Db, rows: list[tuple[int, bytes]]) -> None:
         "UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND consumed_at IS NULL",
         rows,
     )
-
-
-def _update_sightings(
-    db: Db,
-    *,
-    item: VerifiedAttestation,
-    site_id: str,
-    log_index: int,
-    seen_us: int,
-    previous: tuple[int | None, int | None],
-) -> None:
-    present = {
-        r[0]
-        for r in db.all(
-            "SELECT uuid FROM gpu_sightings WHERE agent_id = ? AND present = 1", (item.agent_id,)
-        )
-    }
-    db.many(
-        "INSERT INTO gpu_sightings (uuid, agent_id, site_id, name, pci_device_id, first_seen, "
-        "last_seen, present, last_log_index) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
-        "ON CONFLICT (uuid, agent_id) DO UPDATE SET site_id = excluded.site_id, "
-        "name = excluded.name, pci_device_id = excluded.pci_device_id, "
-        "last_seen = excluded.last_seen, present = 1, last_log_index = excluded.last_log_index",
-        [
-            (g.uuid, item.agent_id, site_id, g.name, g.pci_device_id, seen_us, seen_us, log_index)
-            for g in item.gpus
-        ],
-    )
-    reported = {g.uuid for g in item.gpus}
-    prev_seen, prev_index = previous
-    # A GPU that left the inventory was last seen by the previous attestation.
-    db.many(
-        "UPDATE gpu_sightings SET present = 0, last_seen = ?, last_log_index = ? "
-        "WHERE uuid = ? AND agent_id = ?",
-        [
-            (prev_seen if prev_seen is not None else seen_us, prev_index or 0, uuid, item.agent_id)
-            for uuid in sorted(present - reported)
-        ],
-    )
-
-
-def _raise_duplicates(
-    db: Db,
-    *,
-    item: VerifiedAttestation,
-    log_index: int,
-    seen_us: int,
-    now_us: int,
-    options: StoreOptions,
-) -> None:
-    uuids = sorted({g.uuid for g in item.gpus})
-    claims = [
-        anomalies.GpuClaimState(u, item.agent_id, True, from_micros(seen_us), log_index)
-        for u in uuids
-    ]
-    others = 0
-    for start in range(0, len(uuids), _IN_CHUNK):
-        chunk = uuids[start : start + _IN_CHUNK]
-        rows = db.all(
-            "SELECT s.uuid, s.agent_id, a.status, a.last_seen_at, a.last_log_index "
-            "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id "
-            f"WHERE s.present = 1 AND s.agent_id <> ? AND s.uuid IN {db.in_list(len(chunk))}",
-            (item.agent_id, *chunk),
-        )
-        others += len(rows)
-        claims.extend(
-            anomalies.GpuClaimState(
-                uuid, agent_id, status == AgentStatus.ACTIVE.value, opt_from_micros(seen), idx
-            )
-            for uuid, agent_id, status, seen, idx in rows
-        )
-    if others:
-        now = from_micros(now_us)
-        drafts = anomalies.duplicate_gpu(claims, now, options.attestation_deadline)
-        upsert_findings(db, drafts, now_us)

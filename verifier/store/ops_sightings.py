@@ -1,0 +1,89 @@
+"""Fleet-state writes of the accept transaction, taken only when an agent's inventory
+fingerprint changed: per-(GPU, agent) sightings, and `duplicate-gpu` findings for GPUs that
+another agent still freshly claims (raised here so they appear within one attestation)."""
+
+from __future__ import annotations
+
+from verifier import anomalies
+from verifier.store.api import AgentStatus, StoreOptions, VerifiedAttestation
+from verifier.store.ops_fleet import upsert_findings
+from verifier.store.sqlbase import Db, from_micros, opt_from_micros
+
+_IN_CHUNK = 500
+
+
+def update_sightings(
+    db: Db,
+    *,
+    item: VerifiedAttestation,
+    site_id: str,
+    log_index: int,
+    seen_us: int,
+    previous: tuple[int | None, int | None],
+) -> None:
+    """Upsert a present sighting for every reported GPU; mark the ones that left absent."""
+    present = {
+        r[0]
+        for r in db.all(
+            "SELECT uuid FROM gpu_sightings WHERE agent_id = ? AND present = 1", (item.agent_id,)
+        )
+    }
+    db.many(
+        "INSERT INTO gpu_sightings (uuid, agent_id, site_id, name, pci_device_id, first_seen, "
+        "last_seen, present, last_log_index) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
+        "ON CONFLICT (uuid, agent_id) DO UPDATE SET site_id = excluded.site_id, "
+        "name = excluded.name, pci_device_id = excluded.pci_device_id, "
+        "last_seen = excluded.last_seen, present = 1, last_log_index = excluded.last_log_index",
+        [
+            (g.uuid, item.agent_id, site_id, g.name, g.pci_device_id, seen_us, seen_us, log_index)
+            for g in item.gpus
+        ],
+    )
+    reported = {g.uuid for g in item.gpus}
+    prev_seen, prev_index = previous
+    # A GPU that left the inventory was last seen by the previous attestation.
+    db.many(
+        "UPDATE gpu_sightings SET present = 0, last_seen = ?, last_log_index = ? "
+        "WHERE uuid = ? AND agent_id = ?",
+        [
+            (prev_seen if prev_seen is not None else seen_us, prev_index or 0, uuid, item.agent_id)
+            for uuid in sorted(present - reported)
+        ],
+    )
+
+
+def raise_duplicates(
+    db: Db,
+    *,
+    item: VerifiedAttestation,
+    log_index: int,
+    seen_us: int,
+    now_us: int,
+    options: StoreOptions,
+) -> None:
+    """Raise `duplicate-gpu` for reported GPUs that another active agent claims freshly."""
+    uuids = sorted({g.uuid for g in item.gpus})
+    claims = [
+        anomalies.GpuClaimState(u, item.agent_id, True, from_micros(seen_us), log_index)
+        for u in uuids
+    ]
+    others = 0
+    for start in range(0, len(uuids), _IN_CHUNK):
+        chunk = uuids[start : start + _IN_CHUNK]
+        rows = db.all(
+            "SELECT s.uuid, s.agent_id, a.status, a.last_seen_at, a.last_log_index "
+            "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id "
+            f"WHERE s.present = 1 AND s.agent_id <> ? AND s.uuid IN {db.in_list(len(chunk))}",
+            (item.agent_id, *chunk),
+        )
+        others += len(rows)
+        claims.extend(
+            anomalies.GpuClaimState(
+                uuid, agent_id, status == AgentStatus.ACTIVE.value, opt_from_micros(seen), idx
+            )
+            for uuid, agent_id, status, seen, idx in rows
+        )
+    if others:
+        now = from_micros(now_us)
+        drafts = anomalies.duplicate_gpu(claims, now, options.attestation_deadline)
+        upsert_findings(db, drafts, now_us)
