@@ -201,21 +201,36 @@ async def enroll_all(verifier: Verifier, agents: list[Agent], tokens: list[str])
         await asyncio.gather(*(one(a, t) for a, t in zip(agents, tokens, strict=True)))
 
 
-async def drive(
-    agent: Agent, verifier: Verifier, window: tuple[float, float], interval: float
-) -> None:
+@dataclass
+class Phase:
+    """Coordination of the agents: connect a few at a time, then run in one window."""
+
+    connecting: asyncio.Semaphore
+    connected: int = 0
+    all_connected: asyncio.Event = field(default_factory=asyncio.Event)
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    window: tuple[float, float] = (0.0, 0.0)
+    total: int = 0
+
+
+async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float) -> None:
     """One agent's stream: send, wait for the receipt, repeat until the window closes."""
     creds = grpc.ssl_channel_credentials(
         root_certificates=verifier.ca_pem,
         private_key=agent.signer.private_pem(),
         certificate_chain=agent.cert_pem,
     )
-    start, end = window
     async with grpc.aio.secure_channel(f"127.0.0.1:{verifier.listen}", creds) as channel:
-        call = pb_grpc.AttestationStub(channel).Attest()  # type: ignore[call-arg]
-        await call.read()  # the opening challenge
-        while time.monotonic() < start:
-            await asyncio.sleep(min(0.05, start - time.monotonic()))
+        async with phase.connecting:
+            call = pb_grpc.AttestationStub(channel).Attest()  # type: ignore[call-arg]
+            await call.read()  # the opening challenge
+        phase.connected += 1
+        if phase.connected == phase.total:
+            phase.all_connected.set()
+        await phase.go.wait()
+        start, end = phase.window
+        if interval:  # spread the agents over the interval instead of a thundering herd
+            await asyncio.sleep(interval * agent.index / phase.total)
         for raw in agent.envelopes:
             sent = time.monotonic()
             if sent >= end:
@@ -257,10 +272,16 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         for agent in agents:
             presign(agent, per_agent, agent.index)
         process = psutil.Process(verifier.proc.pid)  # type: ignore[union-attr]
+        phase = Phase(asyncio.Semaphore(64), total=len(agents))
+        tasks = [asyncio.create_task(drive(a, verifier, phase, args.interval)) for a in agents]
+        waiter = asyncio.create_task(phase.all_connected.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            await asyncio.gather(*tasks)  # an agent failed before all connected: raise it
         start = time.monotonic() + args.warmup_s
-        window = (start, start + args.seconds)
-        tasks = [asyncio.create_task(drive(a, verifier, window, args.interval)) for a in agents]
-        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        phase.window = (time.monotonic(), start + args.seconds)
+        phase.go.set()
+        await asyncio.sleep(args.warmup_s)
         cpu0 = sum(process.cpu_times()[:2])
         accepted0 = sum(a.accepted for a in agents)
         await asyncio.sleep(args.seconds)
@@ -301,13 +322,15 @@ def main() -> None:
     parser.add_argument("--max-per-agent", type=int, default=0, help="pre-signed per agent")
     parser.add_argument("--batch-max", type=int, default=256)
     parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
+    parser.add_argument("--workdir", default="", help="keep state and verifier.log here")
     args = parser.parse_args()
     if not args.max_per_agent:
         # Enough for a closed loop at ~2000/s in total, or one per interval.
         per_s = 1.0 / args.interval if args.interval else 2000.0 / args.agents
         args.max_per_agent = max(3, int(per_s * (args.seconds + args.warmup_s + 2)) + 2)
     with tempfile.TemporaryDirectory(prefix="gpu-attest-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.workdir) if args.workdir else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         if args.store == "postgres":
             import psycopg  # noqa: PLC0415
 
