@@ -2,7 +2,7 @@
 
     gpu-attest-agent run [--config F] [--simulate M.toml] [--state-dir D] [--insecure-plaintext]
     gpu-attest-agent enroll --verifier HOST:PORT --token T [--ca CA.pem] [--state-dir D]
-                            [--simulate M.toml] [--insecure-plaintext]
+                            [--simulate M.toml] [--insecure-plaintext] [--force]
     gpu-attest-agent inventory [--json] [--simulate M.toml]
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
 
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--config", type=Path, default=None)
     enroll.add_argument("--simulate", type=Path, default=None, metavar="M.toml")
     enroll.add_argument("--insecure-plaintext", action="store_true", help="loopback tests only")
+    enroll.add_argument(
+        "--force", action="store_true", help="re-enroll: retire the current identity and spool"
+    )
     sub.add_parser("inventory", help="what NVML sees, unsigned", add_help=False)
     return parser
 
@@ -143,6 +146,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
             ca_pem = args.ca.read_bytes()
         except OSError as exc:
             raise errors.ConfigError(f"cannot read --ca {args.ca}: {exc.strerror}") from exc
+    _refuse_or_retire(cfg, force=args.force)
     facts = collect_host_facts(cfg.host_root)
     hostname = facts.hostname if isinstance(facts.hostname, str) else socket.gethostname()
     machine_id = facts.machine_id if isinstance(facts.machine_id, str) else ""
@@ -163,6 +167,23 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     identity = asyncio.run(enroll(request, Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s)))
     print(f"enrolled as agent {identity.agent_id} at site {identity.site_id}")
     return EXIT_OK
+
+
+def _refuse_or_retire(cfg: AgentConfig, force: bool) -> None:
+    from agent.client import utcnow  # noqa: PLC0415
+    from agent.identity import load_identity, retire_enrollment  # noqa: PLC0415
+
+    try:
+        current = load_identity(cfg.state_dir)
+    except errors.NotEnrolledError:
+        return
+    if not force:
+        raise errors.ConfigError(
+            f"already enrolled as {current.agent_id} in {cfg.state_dir}; --force re-enrolls "
+            "(the current identity and spool are kept in a retired-* directory)"
+        )
+    retired = retire_enrollment(cfg.state_dir, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+    log.warning("re-enrolling: %s retired to %s", current.agent_id, retired)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

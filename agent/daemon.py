@@ -236,6 +236,11 @@ class Daemon:
             self.metrics.count("error")
             log.error("attestation failed: %s (%s)", exc, exc.code)  # noqa: TRY400
             return
+        except Exception:
+            # One failed cycle (e.g. a reading the contract refuses) must not stop attesting.
+            self.metrics.count("error")
+            log.exception("attestation failed")
+            return
         if self._spool_full:
             log.info("spool has room again: producing evidence")
         self._spool_full = False

@@ -80,6 +80,22 @@ def save_enrollment(
     write_secret_file(state_dir / IDENTITY_FILE, text.encode("utf-8"))
 
 
+def retire_enrollment(state_dir: Path, stamp: str) -> Path:
+    """Move the current identity, key and spool into `state_dir/retired-<stamp>/`.
+
+    A new enrollment is a new agent whose chain starts at seq 1; the old spool belongs to the
+    old agent and is kept (not deleted) for `gpu-attest-verifier ingest`. Stop the daemon first.
+    """
+    target = state_dir / f"retired-{stamp}"
+    target.mkdir(mode=0o700)
+    names = (IDENTITY_FILE, KEY_FILE, CERT_FILE, CA_FILE, VERIFIER_KEY_FILE)
+    spool = ("spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm")
+    for name in (*names, *spool):
+        if (state_dir / name).exists():
+            (state_dir / name).rename(target / name)
+    return target
+
+
 def load_identity(state_dir: Path) -> Identity:
     """Raise NotEnrolledError when the state dir holds no (valid) identity.toml."""
     path = state_dir / IDENTITY_FILE

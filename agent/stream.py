@@ -87,7 +87,12 @@ class StreamClient:
         attempt = 0
         while not stop.is_set():
             self._metrics.reconnects.inc()
-            challenged = await self._connect_once(stop)
+            try:
+                challenged = await self._connect_once(stop)
+            except Exception:
+                # A bug or a spool failure must cost one session, never the daemon's stream.
+                log.exception("stream session failed")
+                challenged, self._penalty = False, True
             self._challenge = None
             self._metrics.stream_connected.set(0)
             if stop.is_set():

@@ -11,14 +11,17 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.cli import EXIT_CONFIG, EXIT_NOT_ENROLLED, main
+from agent.identity import retire_enrollment
 from agent.spool import Spool
 
 from .helpers import LineReader, enrolled_state_dir, free_port, machine_file
 
 ROOT = Path(__file__).parents[2]
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -104,3 +107,25 @@ def test_once_writes_an_envelope_and_advances_the_chain(tmp_path: Path) -> None:
     assert (tmp_path / "two.env").read_bytes() == second.envelope
     assert spool.head().seq == 2
     spool.close()
+
+
+def test_enroll_refuses_to_replace_an_identity_without_force(tmp_path: Path) -> None:
+    enrolled = enrolled_state_dir(tmp_path / "state")
+    Spool.open(enrolled.state_dir, 1 << 20).close()
+    argv = ["enroll", "--verifier", "127.0.0.1:1", "--token", "t", "--state-dir"]
+    assert main([*argv, str(enrolled.state_dir)]) == EXIT_CONFIG
+    assert (enrolled.state_dir / "identity.toml").exists()
+
+
+def test_retire_enrollment_keeps_the_old_chain(tmp_path: Path) -> None:
+    enrolled = enrolled_state_dir(tmp_path / "state")
+    spool = Spool.open(enrolled.state_dir, 1 << 20)
+    spool.append(lambda seq, prev: b"env", NOW)
+    spool.close()
+    retired = retire_enrollment(enrolled.state_dir, "20260601T000000Z")
+    assert not (enrolled.state_dir / "identity.toml").exists()
+    assert (retired / "identity.toml").exists() and (retired / "agent.key").exists()
+    old = Spool.open(retired, 1 << 20)
+    assert old.head().seq == 1
+    old.close()
+    assert Spool.open(enrolled.state_dir, 1 << 20).head().seq == 0  # a new agent starts at 1
