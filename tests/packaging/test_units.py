@@ -121,8 +121,9 @@ def test_agent_devices_are_the_nvidia_nodes_only() -> None:
     unit = load_unit(AGENT)
     assert unit.value("Service", "PrivateDevices") is None
     assert set(unit.values("Service", "DeviceAllow")) == {
-        "char-nvidia-frontend rw",
         "char-nvidia rw",
+        "char-nvidiactl rw",
+        "char-nvidia-frontend rw",
         "char-nvidia-uvm rw",
         "char-nvidia-caps r",
     }
