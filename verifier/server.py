@@ -135,6 +135,7 @@ class Running:
         await asyncio.to_thread(self.core.store.close)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+            self.metrics_server.server_close()
 
 
 def _add_ports(
