@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.cli import EXIT_CONFIG, EXIT_NOT_ENROLLED, main
 from agent.identity import retire_enrollment
 from agent.spool import Spool
+from attest.errors import SpoolFullError
 
 from .helpers import LineReader, enrolled_state_dir, free_port, machine_file
 
@@ -129,3 +131,39 @@ def test_retire_enrollment_keeps_the_old_chain(tmp_path: Path) -> None:
     assert old.head().seq == 1
     old.close()
     assert Spool.open(enrolled.state_dir, 1 << 20).head().seq == 0  # a new agent starts at 1
+
+
+def test_full_spool_stops_production_with_a_log_line_and_a_metric(tmp_path: Path) -> None:
+    enrolled = enrolled_state_dir(tmp_path / "state")
+    machine = machine_file(tmp_path)
+    metrics_port = free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'verifier = "127.0.0.1:{free_port()}"\nstate_dir = "{enrolled.state_dir}"\n'
+        f'simulate = "{machine}"\ninsecure_plaintext = true\ninterval_seconds = 1\n'
+        f'spool_max_bytes = 65536\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
+    )
+    spool = Spool.open(enrolled.state_dir, 65536)
+    with contextlib.suppress(SpoolFullError):
+        for _ in range(100):  # fill it now rather than one attestation per second
+            spool.append(lambda seq, prev: b"x" * 3000, NOW)
+    spool.close()
+    child = _start(config, {})
+    assert child.stderr is not None
+    out = LineReader(child.stderr)
+    try:
+        line = out.wait_for("is full")
+        assert "spool-full" in line and "no new evidence" in line
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            text = response.read().decode()
+        assert "gpu_attest_agent_spool_full 1.0" in text
+        assert 'gpu_attest_agent_attestations_total{result="spool_full"}' in text
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 0
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
+    spool = Spool.open(enrolled.state_dir, 1 << 20)
+    assert spool.integrity_ok() and spool.depth() == spool.head().seq > 0
+    spool.close()
