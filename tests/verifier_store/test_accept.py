@@ -17,7 +17,7 @@ from attest.errors import (
 from attest.model import Freshness
 from tests.verifier_store.conftest import Backend
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
-from verifier.store.api import Accepted, Store, StoreOptions
+from verifier.store.api import Accepted, NonceRecord, Store, StoreOptions
 
 
 def _accepted(outcome: object) -> Accepted:
@@ -180,3 +180,14 @@ def test_purge_nonces(store: Store) -> None:
 
 def test_empty_batch(store: Store) -> None:
     assert store.accept([], T0) == []
+
+
+def test_issue_nonces_in_one_call_and_idempotently(store: Store) -> None:
+    records = [
+        NonceRecord(bytes([i]) * 32, T0, T0 + timedelta(minutes=5), f"r{i}") for i in range(5)
+    ]
+    store.issue_nonces(records)
+    store.issue_nonces(records[:2])  # a retried call after a lost answer changes nothing
+    store.issue_nonces([])
+    for record in records:
+        assert store.get_nonce(record.nonce) == record

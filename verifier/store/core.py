@@ -101,14 +101,11 @@ class SqlStore(abc.ABC):
     # nonces
 
     def issue_nonce(self, nonce: NonceRecord) -> None:
-        self._transact(lambda db: ops_agents.issue_nonce(db, nonce), write=True)
+        self.issue_nonces([nonce])
 
     def issue_nonces(self, nonces: Sequence[NonceRecord]) -> None:
-        def body(db: Db) -> None:
-            for nonce in nonces:
-                ops_agents.issue_nonce(db, nonce)
-
-        self._transact(body, write=True)
+        if nonces:
+            self._transact(lambda db: ops_agents.issue_nonces(db, nonces), write=True)
 
     def get_nonce(self, nonce: bytes) -> NonceRecord | None:
         return self._transact(lambda db: ops_agents.get_nonce(db, nonce), write=False)

@@ -6,6 +6,7 @@ Each function runs inside a transaction the backend opened; none commits.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from datetime import timedelta
 
 from attest.errors import (
@@ -165,11 +166,26 @@ def rotate_key(
     return _must_get_agent(db, agent_id)
 
 
-def issue_nonce(db: Db, nonce: NonceRecord) -> None:
-    db.run(
-        "INSERT INTO nonces (nonce, issued_at, expires_at, replica, consumed_at) "
-        "VALUES (?, ?, ?, ?, NULL) ON CONFLICT (nonce) DO NOTHING",
-        (nonce.nonce, to_micros(nonce.issued_at), to_micros(nonce.expires_at), nonce.replica),
+_NONCE_COLUMNS = (
+    ("nonce", "bytea"),
+    ("issued_at", "bigint"),
+    ("expires_at", "bigint"),
+    ("replica", "text"),
+)
+
+
+def issue_nonces(db: Db, nonces: Sequence[NonceRecord]) -> None:
+    """Insert issued nonces; a retried insert of the same random nonce is a no-op."""
+    db.insert_rows(
+        "nonces",
+        (
+            ("nonce", "bytea"),
+            ("issued_at", "bigint"),
+            ("expires_at", "bigint"),
+            ("replica", "text"),
+        ),
+        [(n.nonce, to_micros(n.issued_at), to_micros(n.expires_at), n.replica) for n in nonces],
+        " ON CONFLICT (nonce) DO NOTHING",
     )
 
 
