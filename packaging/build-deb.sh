@@ -196,6 +196,21 @@ print(f"{floor[0]}.{floor[1]}")
 EOF
 }
 
+# The conffile must name the directory the unit makes writable (ReadWritePaths=, StateDirectory=):
+# the example configs are shared with development, where one state_dir serves both sides.
+pin_state_dir() {
+    local file="$1"
+    if grep -qE '^state_dir *=' "$file"; then
+        sed -i -E "s#^state_dir *=.*#state_dir = \"$STATEDIR\"#" "$file"
+    else
+        sed -i "1i state_dir = \"$STATEDIR\"  # set by packaging: the unit's writable directory" "$file"
+    fi
+    "$PY" - "$file" "$STATEDIR" <<'EOF' || die "$file: state_dir is not $STATEDIR"
+import sys, tomllib
+sys.exit(tomllib.load(open(sys.argv[1], "rb")).get("state_dir") != sys.argv[2])
+EOF
+}
+
 # --- the package tree: everything but the venv -----------------------------------------------
 stage_files() {
     local stage="$1" doc="$1/usr/share/doc/$PKG"
@@ -215,6 +230,7 @@ stage_files() {
         # 0640 root:root in the archive; postinst hands the group to the service account.
         conffile="$CONFFILE"
         install -m 0640 "$EXAMPLE" "$stage$conffile"
+        pin_state_dir "$stage$conffile"
         echo "$conffile" > "$stage/DEBIAN/conffiles"
         chmod 0644 "$stage/DEBIAN/conffiles"
     else

@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,10 @@ COMMANDS = {
 CONFFILES = {
     "gpu-attest-agent": ("etc/gpu-attest/agent.toml", REPO / "examples" / "agent.toml"),
     "gpu-attest-verifier": ("etc/gpu-attest/verifier.toml", REPO / "examples" / "verifier.toml"),
+}
+STATE_DIRS = {
+    "gpu-attest-agent": "/var/lib/gpu-attest",
+    "gpu-attest-verifier": "/var/lib/gpu-attest-verifier",
 }
 REQUIRED_CONTROL_FIELDS = (
     "Package",
@@ -120,7 +125,14 @@ def test_conffile_is_the_example_mode_0640_and_declared(staged: Path, package: s
         assert not declared.exists()
         pytest.skip(f"{example.relative_to(REPO)} is not written yet")
     shipped = staged / package / conffile
-    assert shipped.read_bytes() == example.read_bytes()
+    # The example verbatim, except that state_dir names the directory the unit makes writable.
+    state_dir = STATE_DIRS[package]
+    assert tomllib.loads(shipped.read_text())["state_dir"] == state_dir
+
+    def without_state_dir(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("state_dir")]
+
+    assert without_state_dir(shipped.read_text()) == without_state_dir(example.read_text())
     assert stat.S_IMODE(shipped.stat().st_mode) == 0o640
     assert declared.read_text() == f"/{conffile}\n"
 

@@ -162,6 +162,7 @@ def test_verifier_gets_the_tightest_box() -> None:
     for key, value in expected.items():
         assert unit.value("Service", key) == value, key
     assert unit.values("Service", "DeviceAllow") == []
+    assert (unit.value("Service", "RestartPreventExitStatus") or "").split() == ["2", "3"]
     assert unit.values("Service", "SystemCallFilter")[-1] == "~@privileged @resources"
     assert int(unit.value("Service", "LimitNOFILE") or 0) >= 20_000
     (proc_subset,) = unit.assignments("Service", "ProcSubset")
