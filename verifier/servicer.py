@@ -298,19 +298,25 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         except AttestError as exc:
             core.metrics.rejected.labels(code=exc.code).inc()
             await context.abort(status_for(exc), details_for(exc))
+        # One pending read at a time, waited on with a timeout (never cancelled mid-read), so
+        # an idle stream still gets a fresh challenge at ttl/2.
         read: asyncio.Task[object] | None = None
-        while True:
-            if read is None:
-                read = asyncio.create_task(_read(context))
-            timeout = max(0.0, session.refresh_at - time.monotonic())
-            done, _ = await asyncio.wait({read}, timeout=timeout)
-            if not done:
-                await context.write(await session.challenge())
-                continue
-            message, read = read.result(), None
-            if not isinstance(message, pb.AgentMessage):
-                return  # EOF: the agent closed its side
-            await self._one(session, context, message.evidence)
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.create_task(_read(context))
+                timeout = max(0.0, session.refresh_at - time.monotonic())
+                done, _ = await asyncio.wait({read}, timeout=timeout)
+                if not done:
+                    await context.write(await session.challenge())
+                    continue
+                message, read = read.result(), None
+                if not isinstance(message, pb.AgentMessage):
+                    return  # EOF: the agent closed its side
+                await self._one(session, context, message.evidence)
+        finally:
+            if read is not None and not read.done():
+                read.cancel()
 
     async def _one(
         self,
