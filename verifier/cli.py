@@ -4,7 +4,7 @@ Exit codes (stable):
     0  success
     1  a request was refused (e.g. an ingested envelope rejected, unknown agent)
     2  usage error (bad arguments)
-    3  configuration invalid (verifier.toml, or --insecure-plaintext on a non-loopback address)
+    3  configuration invalid (verifier.toml, a registry file, --insecure-plaintext off loopback)
     4  the store is unavailable or failed
 
 `--json` output is a stable contract: keys are only ever added, never renamed or removed.

@@ -117,3 +117,15 @@ def test_unknown_config_key_exits_3(capsys: pytest.CaptureFixture[str], tmp_path
     bad = tmp_path / "bad.toml"
     bad.write_text("lisen = 'x'\n")
     assert run(capsys, bad, "agents")[0] == EXIT_CONFIG
+
+
+def test_registry_import_and_show(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "registry.toml"
+    code, out = run(capsys, config_file, "registry", "import", str(example))
+    assert code == EXIT_OK and out.startswith("imported")
+    code, out = run(capsys, config_file, "registry", "show", "--json")
+    shown = json.loads(out)
+    assert code == EXIT_OK and shown["entities"] and shown["sites"]
+    bad = config_file.parent / "bad-registry.toml"
+    bad.write_text("[[site]]\nid = 'x'\nentity = 'nosuch'\n")
+    assert run(capsys, config_file, "registry", "import", str(bad))[0] == EXIT_CONFIG
