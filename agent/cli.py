@@ -2,7 +2,11 @@
 
     gpu-attest-agent run [--config F] [--simulate M.toml] [--state-dir D] [--insecure-plaintext]
     gpu-attest-agent enroll --verifier HOST:PORT --token T [--ca CA.pem] [--state-dir D]
-                            [--simulate M.toml] [--insecure-plaintext] [--force]
+                            [--attest HOST:PORT] [--simulate M.toml] [--insecure-plaintext]
+                            [--force]
+
+`enroll --verifier` names the verifier's enroll port (server-authenticated TLS, 7444 by default);
+`--attest` the Attest port (mTLS, 7443) that `run` uses when agent.toml names no `verifier`.
     gpu-attest-agent inventory [--json] [--simulate M.toml]
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
 
@@ -78,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--verifier", required=True, metavar="HOST:PORT")
     enroll.add_argument("--token", required=True)
     enroll.add_argument("--ca", type=Path, default=None, metavar="CA.pem")
+    enroll.add_argument(
+        "--attest",
+        default=None,
+        metavar="HOST:PORT",
+        help="the verifier's Attest (mTLS) address to record; default: --verifier",
+    )
     enroll.add_argument("--state-dir", type=Path, default=None)
     enroll.add_argument("--config", type=Path, default=None)
     enroll.add_argument("--simulate", type=Path, default=None, metavar="M.toml")
@@ -163,6 +173,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         hostname=hostname,
         machine_id=machine_id,
         insecure_plaintext=cfg.insecure_plaintext,
+        attest_target=None if args.attest is None else parse_host_port(args.attest, "--attest"),
     )
     identity = asyncio.run(enroll(request, Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s)))
     print(f"enrolled as agent {identity.agent_id} at site {identity.site_id}")

@@ -106,6 +106,8 @@ class EnrollRequest:
     hostname: str
     machine_id: str
     insecure_plaintext: bool = False
+    #: Where `run` attests (recorded in identity.toml); None: the enroll target itself.
+    attest_target: HostPort | None = None
 
 
 async def enroll(
@@ -146,7 +148,8 @@ async def enroll(
             await asyncio.sleep(wait)
         finally:
             await channel.close(None)
-    identity = Identity(response.agent_id, response.site_id, str(request.target))
+    attest_target = request.attest_target or request.target
+    identity = Identity(response.agent_id, response.site_id, str(attest_target))
     if not identity.agent_id:
         raise errors.EnrollmentError("the verifier returned no agent id")
     save_enrollment(

@@ -133,12 +133,13 @@ def agent(tmp_path: Path, verifier: Verifier) -> Iterator[Agent]:
     subprocess.run(
         [sys.executable, "-m", "agent.cli", "enroll", "--verifier",
          f"127.0.0.1:{verifier.enroll_port}", "--token", token, "--ca", str(ca),
-         "--state-dir", str(state_dir), "--simulate", str(machine)],
+         "--state-dir", str(state_dir), "--simulate", str(machine),
+         "--attest", f"127.0.0.1:{verifier.listen}"],
         cwd=ROOT, check=True, timeout=60, capture_output=True,
     )  # fmt: skip
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'verifier = "127.0.0.1:{verifier.listen}"\nstate_dir = "{state_dir}"\n'
+        f'state_dir = "{state_dir}"\n'  # the Attest address comes from enroll --attest
         f'simulate = "{machine}"\ninterval_seconds = 1\nbackoff_initial_seconds = 0.2\n'
         "backoff_cap_seconds = 1\n"
     )
