@@ -112,8 +112,8 @@ def verifier(tmp_path: Path) -> Iterator[Verifier]:
         f'state_dir = "{tmp_path / "verifier"}"\nmetrics_listen = ""\n'
     )
     v = Verifier(config, tmp_path / "verifier", listen, enroll_port)
-    v.start()
     try:
+        v.start()
         yield v
     finally:
         if v.process is not None:
@@ -228,10 +228,14 @@ def test_enroll_retries_until_the_verifier_answers(tmp_path: Path, verifier: Ver
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert enroll.stdout is not None
-    out = LineReader(enroll.stdout)
-    out.wait_for("retrying in")  # the verifier is down: it waits
-    verifier.start()
-    out.wait_for("enrolled as agent agt-", timeout=60)
-    assert enroll.wait(timeout=30) == 0
-    enroll.stdout.close()
+    try:
+        out = LineReader(enroll.stdout)
+        out.wait_for("retrying in")  # the verifier is down: it waits
+        verifier.start()
+        out.wait_for("enrolled as agent agt-", timeout=60)
+        assert enroll.wait(timeout=30) == 0
+    finally:
+        enroll.kill()
+        enroll.wait()
+        enroll.stdout.close()
     assert load_identity(tmp_path / "agent").site_id == "acme-fra1"
