@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ IDENTITY = {
         "Group": "gpu-attest-verifier",
         "StateDirectory": "gpu-attest-verifier",
         "ReadWritePaths": "/var/lib/gpu-attest-verifier",
-        "ExecStart": "/usr/bin/gpu-attest-verifier serve --config /etc/gpu-attest/verifier.toml",
+        "ExecStart": "/usr/bin/gpu-attest-verifier --config /etc/gpu-attest/verifier.toml serve",
     },
 }
 
@@ -167,6 +168,28 @@ def test_verifier_gets_the_tightest_box() -> None:
     assert int(unit.value("Service", "LimitNOFILE") or 0) >= 20_000
     (proc_subset,) = unit.assignments("Service", "ProcSubset")
     assert "Exception:" in proc_subset.comment
+
+
+@pytest.mark.parametrize("side", sorted(UNITS))
+def test_exec_start_is_accepted_by_the_real_cli(side: str, tmp_path: Path) -> None:
+    # The unit's exact argv through this checkout's console script, with the config path
+    # pointing at a file that is not TOML: the command must get as far as reading it (a
+    # configuration error, not argparse's usage error), and so stops before serving anything.
+    argv = (load_unit(UNITS[side]).value("Service", "ExecStart") or "").split()
+    script = Path(sys.executable).parent / Path(argv[0]).name
+    if not script.exists():
+        pytest.skip(f"{script.name} is not installed in this environment")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[[\n")
+    config = f"/etc/gpu-attest/{side}.toml"
+    args = [str(broken) if arg == config else arg for arg in argv[1:]]
+    assert str(broken) in args
+    done = subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "usage:" not in done.stderr, done.stderr
+    assert "not valid TOML" in done.stderr, done.stderr
+    assert done.returncode != 0
 
 
 def test_parser_keeps_resets_and_continuations() -> None:
