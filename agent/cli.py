@@ -68,7 +68,12 @@ def exit_code_for(exc: errors.AttestError) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpu-attest-agent", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="gpu-attest-agent",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__[__doc__.index("Exit codes") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="attest continuously to the verifier")
     once = sub.add_parser("once", help="write one signed envelope (offline sites)")
