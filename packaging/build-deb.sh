@@ -221,6 +221,10 @@ stage_files() {
     install -m 0644 "$ROOT/systemd/tmpfiles.d/$TMPFILES" "$stage/usr/lib/tmpfiles.d/$TMPFILES"
     install -m 0644 "$ROOT/packaging/README.md" "$doc/README.md"
     install -m 0644 "$ROOT/packaging/copyright" "$doc/copyright"
+    install -d "$stage/usr/share/lintian/overrides"
+    sed "s#@PACKAGE@#$PKG#g; s#@CONFFILE@#${CONFFILE#/}#g" "$ROOT/packaging/lintian-overrides.in" \
+        > "$stage/usr/share/lintian/overrides/$PKG"
+    chmod 0644 "$stage/usr/share/lintian/overrides/$PKG"
     printf '%s (%s) unstable; urgency=medium\n\n  * Package built from the gpu-attest tree.\n\n -- %s  %s\n' \
         "$PKG" "$DEB_VERSION" "$MAINTAINER" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")" \
         | gzip -9n > "$doc/changelog.gz"
@@ -257,10 +261,13 @@ finish_package() {
     local stage="$1" libc="$2"
     # Modes lintian expects: directories and programs 0755, data 0644, shared objects 0644;
     # the conffile keeps its 0640.
+    # Wheels ship stray exec bits (protobuf's modules); only the venv's commands keep one.
     find "$stage" -path "$stage/DEBIAN" -prune -o -type d -exec chmod 0755 {} +
-    find "$stage/opt" -type f \( -name '*.so' -o -name '*.so.*' \) -exec chmod 0644 {} + 2>/dev/null || true
-    find "$stage/opt" -type f ! -perm -u+x -exec chmod 0644 {} + 2>/dev/null || true
-    find "$stage/opt" -type f -perm -u+x ! -name '*.so' ! -name '*.so.*' -exec chmod 0755 {} + 2>/dev/null || true
+    if [ -d "$stage/opt" ]; then
+        find "$stage/opt" -type f -exec chmod 0644 {} +
+        find "$stage/opt" -path '*/bin/*' -type f ! -name 'activate*' ! -name '*.ps1' \
+            -exec chmod 0755 {} +
+    fi
     local size
     size="$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)"
     cat > "$stage/DEBIAN/control" <<EOF

@@ -30,6 +30,7 @@ EXPECTED_FILES = {
         "usr/share/doc/gpu-attest-agent/README.md",
         "usr/share/doc/gpu-attest-agent/copyright",
         "usr/share/doc/gpu-attest-agent/changelog.gz",
+        "usr/share/lintian/overrides/gpu-attest-agent",
     },
     "gpu-attest-verifier": {
         "usr/lib/systemd/system/gpu-attest-verifier.service",
@@ -38,6 +39,7 @@ EXPECTED_FILES = {
         "usr/share/doc/gpu-attest-verifier/README.md",
         "usr/share/doc/gpu-attest-verifier/copyright",
         "usr/share/doc/gpu-attest-verifier/changelog.gz",
+        "usr/share/lintian/overrides/gpu-attest-verifier",
     },
 }
 COMMANDS = {
