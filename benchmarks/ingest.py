@@ -169,9 +169,10 @@ class Verifier:
                         await health_pb2_grpc.HealthStub(ch).Check(
                             health_pb2.HealthCheckRequest(), timeout=1
                         )
-                        return
                     except grpc.aio.AioRpcError:
                         pass
+                    else:
+                        return
             await asyncio.sleep(0.1)
         raise TimeoutError("verifier did not start")
 
@@ -228,7 +229,7 @@ async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float)
         if phase.connected == phase.total:
             phase.all_connected.set()
         await phase.go.wait()
-        start, end = phase.window
+        end = phase.window[1]
         if interval:  # spread the agents over the interval instead of a thundering herd
             await asyncio.sleep(interval * agent.index / phase.total)
         for raw in agent.envelopes:
@@ -266,7 +267,9 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
     try:
         await verifier.wait_ready()
         tokens = _new_tokens(database, args.agents)
-        agents = [Agent(i, SoftwareSigner.generate("ecdsa-p256-sha256")) for i in range(args.agents)]
+        agents = [
+            Agent(i, SoftwareSigner.generate("ecdsa-p256-sha256")) for i in range(args.agents)
+        ]
         await enroll_all(verifier, agents, tokens)
         per_agent = args.max_per_agent
         for agent in agents:
