@@ -81,6 +81,8 @@ class VerifierConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     database: str = ""
     metrics_listen: str = "127.0.0.1:9464"
+    #: origin line of the log's signed checkpoints; "" derives one from the receipt key id
+    log_origin: str = ""
     tls: TlsConfig = field(default_factory=TlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)

@@ -51,6 +51,7 @@ from verifier.servicer import (
 )
 from verifier.store.api import Store, StoreOptions
 from verifier.store.batch import GroupCommitter
+from verifier.transparency import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,12 @@ async def start(
     nonces = NonceIssuer(store)
     await nonces.start()
     metrics = Metrics()
+    receipt_signer = load_or_create_receipt_signer(config.state_dir)
+    origin = config.log_origin or f"gpu-attest/verifier/{receipt_signer.public_key.keyid[:16]}"
     core = Core(
         config=config, store=store, committer=committer, nonces=nonces, ca=ca,
-        receipt_signer=load_or_create_receipt_signer(config.state_dir), metrics=metrics,
+        receipt_signer=receipt_signer, metrics=metrics,
+        checkpointer=Checkpointer(store, receipt_signer, origin),
         limiter=RateLimiter(config.stream.rate_per_s, config.stream.rate_burst),
         identify=identity_from_metadata if insecure_plaintext else identity_from_certificate,
         replica_id=replica_id, clock=clock,

@@ -44,6 +44,7 @@ from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
 from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
 from verifier.store.batch import GroupCommitter
+from verifier.transparency import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Core:
     store: Store
     committer: GroupCommitter
     nonces: NonceIssuer
+    checkpointer: Checkpointer
     ca: CertificateAuthority
     receipt_signer: SoftwareSigner
     metrics: Metrics
@@ -181,9 +183,10 @@ class AttestSession:
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
         self.nonces.pop(evidence.nonce, None)
         core.metrics.accepted.labels(freshness=accepted.freshness.value).inc()
+        checkpoint = await core.checkpointer.covering(accepted.log_index)
         receipt = Receipt(
             agent_id=accepted.agent_id, seq=accepted.seq, envelope_hash=accepted.envelope_hash,
-            log_index=accepted.log_index, checkpoint=b"", accepted_at=accepted.accepted_at,
+            log_index=accepted.log_index, checkpoint=checkpoint, accepted_at=accepted.accepted_at,
             freshness=accepted.freshness,
         )  # fmt: skip
         return pb.VerifierMessage(receipt=core.sign_receipt(receipt))

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
 from attest import model, wire
+from attest.checkpoint import NoteKey, parse_note, verify_checkpoint
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, envelope_hash, verify
 from attest.keys import PublicKey, SoftwareSigner
 from attest.v1 import attest_pb2 as pb
@@ -95,6 +96,11 @@ def check_receipt(agent: Enrolled, raw_receipt: bytes, raw_envelope: bytes) -> m
     receipt = wire.decode_receipt(payload.payload)
     assert receipt.envelope_hash == envelope_hash(raw_envelope)
     assert receipt.agent_id == agent.agent_id
+    if receipt.checkpoint:
+        note = parse_note(receipt.checkpoint)
+        origin = note.text.split("\n", 1)[0]
+        checkpoint = verify_checkpoint(receipt.checkpoint, NoteKey(origin, key), origin)
+        assert checkpoint.size > receipt.log_index
     return receipt
 
 

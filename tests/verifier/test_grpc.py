@@ -51,6 +51,7 @@ async def attest_n(running: Running, agent: Enrolled, chain: Chain, n: int) -> l
             assert message.WhichOneof("kind") == "receipt", message
             receipt = check_receipt(agent, message.receipt, raw)
             assert receipt.freshness is Freshness.NONCE and receipt.seq == chain.seq
+            assert receipt.checkpoint  # verified by check_receipt: its tree holds log_index
             receipts.append(message.receipt)
             challenge = await stream.challenge()
             assert challenge.last_seq == chain.seq

@@ -1,0 +1,71 @@
+"""Signed checkpoints for receipts: an in-memory Merkle frontier over the store's log.
+
+The store appends every accepted envelope to the transparency log (gapless log_index, leaf hash
+RFC 6962). This process keeps the log's compact frontier (O(log n) hashes), catches it up from
+the store after each commit it has to cover (other replicas' entries included), and signs one
+C2SP checkpoint per tree size, shared by every receipt that size covers. So a receipt carries a
+checkpoint whose tree contains its envelope, and a checkpoint costs one signature per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from attest import merkle
+from attest.checkpoint import Checkpoint, sign_checkpoint
+from attest.errors import StoreError
+from attest.keys import SoftwareSigner
+from verifier.store.api import Store
+
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    size: int
+    note: bytes
+
+
+class Checkpointer:
+    """Signs checkpoints of the store's log with the receipt key (Ed25519)."""
+
+    def __init__(self, store: Store, signer: SoftwareSigner, origin: str) -> None:
+        self._store = store
+        self._signer = signer
+        self.origin = origin
+        self._frontier = merkle.Frontier()
+        self._latest: SignedCheckpoint | None = None
+        self._lock = asyncio.Lock()
+
+    def _catch_up(self) -> None:
+        """Append every log entry the frontier has not seen yet (blocking: store reads)."""
+        size = self._store.log_size()
+        frontier = self._frontier
+        while frontier.size < size:
+            stop = min(size, frontier.size + _CHUNK)
+            for entry in self._store.log_entries(frontier.size, stop):
+                frontier = frontier.append(entry.leaf_hash)
+        self._frontier = frontier
+
+    def _sign(self) -> SignedCheckpoint:
+        frontier = self._frontier
+        checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
+        return SignedCheckpoint(
+            frontier.size, sign_checkpoint(checkpoint, self.origin, self._signer)
+        )
+
+    async def covering(self, log_index: int) -> bytes:
+        """A signed checkpoint whose tree includes `log_index`; raise StoreError if unreadable."""
+        latest = self._latest
+        if latest is not None and latest.size > log_index:
+            return latest.note
+        async with self._lock:
+            latest = self._latest
+            if latest is None or latest.size <= log_index:
+                if self._frontier.size <= log_index:
+                    await asyncio.to_thread(self._catch_up)
+                if self._frontier.size <= log_index:
+                    raise StoreError(f"the log does not yet hold entry {log_index}")
+                latest = self._latest = self._sign()
+        return latest.note
