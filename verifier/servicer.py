@@ -26,6 +26,7 @@ from attest.errors import (
     AgentRevokedError,
     AgentUnknownError,
     AttestError,
+    ChainError,
     RateLimitedError,
     StoreError,
     TransportIdentityError,
@@ -158,6 +159,20 @@ class AttestSession:
             return local
         return await asyncio.to_thread(self.core.store.get_nonce, nonce)
 
+    async def _check(
+        self, auth: pipeline.AuthenticatedEvidence, nonce: NonceRecord | None
+    ) -> pipeline.VerifiedEvidence:
+        evidence = auth.evidence
+        digest_at_seq = None
+        if evidence.seq <= self.head.last_seq:
+            prior = await asyncio.to_thread(
+                self.core.store.get_attestation, evidence.agent_id, evidence.seq
+            )
+            digest_at_seq = None if prior is None else prior.payload_digest
+        return pipeline.check_state(
+            auth, nonce, self.head, digest_at_seq, now=self.core.clock(), limits=self.core.limits
+        )
+
     async def accept(self, raw: bytes) -> pb.VerifierMessage:
         """Verify, make durable, and answer with the signed receipt; raise AttestError."""
         core = self.core
@@ -168,18 +183,18 @@ class AttestSession:
             await asyncio.sleep(wait)
         auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits)
         evidence = auth.evidence
-        digest_at_seq = None
-        if evidence.seq <= self.head.last_seq:
-            prior = await asyncio.to_thread(
-                core.store.get_attestation, evidence.agent_id, evidence.seq
-            )
-            digest_at_seq = None if prior is None else prior.payload_digest
         nonce = await self._nonce(evidence.nonce)
-        now = core.clock()
-        verified = pipeline.check_state(
-            auth, nonce, self.head, digest_at_seq, now=now, limits=core.limits
-        )
-        accepted = await core.committer.submit(pipeline.to_attestation(verified, now))
+        try:
+            verified = await self._check(auth, nonce)
+        except ChainError:
+            # Another stream or replica may have moved this agent's chain since this stream
+            # opened: judge again against the stored head before calling it a gap or replay.
+            record = await asyncio.to_thread(core.store.get_agent, evidence.agent_id)
+            if record is None or pipeline.head_of(record) == self.head:
+                raise
+            self.head = pipeline.head_of(record)
+            verified = await self._check(auth, nonce)
+        accepted = await core.committer.submit(pipeline.to_attestation(verified, core.clock()))
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
         self.nonces.pop(evidence.nonce, None)
         core.metrics.accepted.labels(freshness=accepted.freshness.value).inc()

@@ -249,3 +249,19 @@ async def test_challenge_is_reissued_before_expiry(tmp_path: Path) -> None:
             assert wire.decode_envelope(message.receipt).payload
     finally:
         await running.stop(0)
+
+
+async def test_a_stream_with_a_stale_head_rechecks_against_the_store(running: Running) -> None:
+    store = running.core.store
+    agent = await enroll_agent(running, new_token(store))
+    chain = Chain(agent.agent_id, agent.signer)
+    async with mtls_channel(running, agent) as first:
+        old = Stream(first)
+        old_challenge = await old.challenge()  # this stream saw head 0
+        await attest_n(running, agent, chain, 1)  # another stream moves the head to 1
+        raw = chain.next(old_challenge.nonce, now())
+        await old.send(raw)
+        message = await old.recv()
+        assert message.WhichOneof("kind") == "receipt", message
+        check_receipt(agent, message.receipt, raw)
+    assert not [f for f in store.list_findings() if f.rule == "evidence-gap"]
