@@ -108,6 +108,12 @@ def _grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.so_reuseport", 0),
+        # Per-connection memory: 10,000 agent streams must fit in about 1 GiB.
+        ("grpc.enable_channelz", 0),
+        ("grpc.max_channel_trace_event_memory_per_node", 0),
+        ("grpc.http2.hpack_table_size.decoder", 1024),
+        ("grpc.http2.hpack_table_size.encoder", 1024),
+        ("grpc.tsi.max_frame_size", 8192),
     ]
 
 
