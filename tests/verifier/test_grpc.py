@@ -265,3 +265,18 @@ async def test_a_stream_with_a_stale_head_rechecks_against_the_store(running: Ru
         assert message.WhichOneof("kind") == "receipt", message
         check_receipt(agent, message.receipt, raw)
     assert not [f for f in store.list_findings() if f.rule == "evidence-gap"]
+
+
+async def test_oversized_envelope_gets_a_size_error_and_nothing_is_stored(tmp_path: Path) -> None:
+    running = await start(make_config(tmp_path, max_message_bytes=4096))
+    try:
+        agent = await enroll_agent(running, new_token(running.core.store))
+        many = tuple(f"GPU-{i:08d}-0000-0000-0000-000000000000" for i in range(8))
+        chain = Chain(agent.agent_id, agent.signer, uuids=many)
+        await _rejected(
+            running, agent, lambda n: chain.next(n, now()), "size-limit",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )  # fmt: skip
+        assert running.core.store.log_size() == 0
+    finally:
+        await running.stop(0)
