@@ -326,7 +326,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                 timeout = max(0.0, session.refresh_at - time.monotonic())
                 done, _ = await asyncio.wait({read}, timeout=timeout)
                 if not done:
-                    await context.write(await session.challenge())
+                    await self._send_challenge(session, context)
                     continue
                 message, read = read.result(), None
                 if not isinstance(message, pb.AgentMessage):
@@ -346,12 +346,25 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         started = time.perf_counter()
         try:
             receipt = await session.accept(raw)
-            await context.write(receipt)
-            core.metrics.latency.observe(time.perf_counter() - started)
-            await context.write(await session.challenge())
         except AttestError as exc:
             seq, digest = _seq_hint(raw)
             await core.audit_rejection(session.agent.agent_id, exc, seq, digest)
             rejection = wire.rejection_to_pb(rejection_for(exc, seq, digest))
             await context.write(pb.VerifierMessage(rejection=rejection))
             await context.abort(status_for(exc), details_for(exc))
+        await context.write(receipt)
+        core.metrics.latency.observe(time.perf_counter() - started)
+        await self._send_challenge(session, context)
+
+    async def _send_challenge(
+        self,
+        session: AttestSession,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
+        try:
+            challenge = await session.challenge()
+        except AttestError as exc:
+            # Only the challenge failed (store unreachable): end the stream with the mapped
+            # status and no Rejection, which would name an envelope that was not refused.
+            await context.abort(status_for(exc), details_for(exc))
+        await context.write(challenge)
