@@ -67,7 +67,6 @@ async def test_dropped_database_connections_under_load(
                 await asyncio.sleep(0.01)  # poll: the agents' progress is the load
             assert await asyncio.to_thread(_terminate, application) >= 1
         await asyncio.gather(*runs)
-        assert "PostgreSQL call failed" in server.log_text()  # the drop was seen, and survived
         assert server.terminate() == 0
     finally:
         if server.proc is not None and server.proc.poll() is None:
