@@ -259,7 +259,12 @@ def cmd_ca_export(_args: argparse.Namespace, config: VerifierConfig) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpu-attest-verifier", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="gpu-attest-verifier",
+        description="Verify, store and reconcile GPU attestation evidence.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="verifier.toml (default /etc/gpu-attest/)")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     create = token.add_parser("create", help="make a one-time enrollment token")
-    create.add_argument("--site", required=True)
-    create.add_argument("--ttl", type=parse_duration, default=timedelta(hours=24))
+    create.add_argument("--site", required=True, help="site the enrolled agent will belong to")
+    create.add_argument(
+        "--ttl", type=parse_duration, default=timedelta(hours=24),
+        help="lifetime such as 30m, 24h, 7d (default 24h; at most 30d)",
+    )  # fmt: skip
     create.add_argument("--json", action="store_true")
     sub.add_parser("agents", help="list enrolled agents").add_argument(
         "--json", action="store_true"
