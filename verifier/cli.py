@@ -267,47 +267,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="verifier.toml (default /etc/gpu-attest/)")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines")
+    # The same options are accepted after the subcommand too (`serve --config F`, DESIGN §8);
+    # SUPPRESS keeps a value given before the subcommand when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="verifier.toml")
+    common.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the verifier service")
+    serve = sub.add_parser("serve", parents=[common], help="run the verifier service")
     serve.add_argument("--insecure-plaintext", action="store_true",
                        help="no TLS; loopback addresses only; warns at every start")  # fmt: skip
     token = sub.add_parser("token", help="enrollment tokens").add_subparsers(
         dest="action", required=True
     )
-    create = token.add_parser("create", help="make a one-time enrollment token")
+    create = token.add_parser("create", parents=[common], help="make a one-time enrollment token")
     create.add_argument("--site", required=True, help="site the enrolled agent will belong to")
     create.add_argument(
         "--ttl", type=parse_duration, default=timedelta(hours=24),
         help="lifetime such as 30m, 24h, 7d (default 24h; at most 30d)",
     )  # fmt: skip
     create.add_argument("--json", action="store_true")
-    sub.add_parser("agents", help="list enrolled agents").add_argument(
+    sub.add_parser("agents", parents=[common], help="list enrolled agents").add_argument(
         "--json", action="store_true"
     )
     agent = sub.add_parser("agent", help="act on one agent").add_subparsers(
         dest="action", required=True
     )
-    revoke = agent.add_parser("revoke", help="revoke an agent (audited)")
+    revoke = agent.add_parser("revoke", parents=[common], help="revoke an agent (audited)")
     revoke.add_argument("agent")
     revoke.add_argument("--reason", default="revoked by operator")
-    fleet = sub.add_parser("fleet", help="GPUs grouped by host")
+    fleet = sub.add_parser("fleet", parents=[common], help="GPUs grouped by host")
     fleet.add_argument("--json", action="store_true")
     fleet.add_argument("--site")
-    findings = sub.add_parser("findings", help="open findings (--all: resolved too)")
+    findings = sub.add_parser(
+        "findings", parents=[common], help="open findings (--all: resolved too)"
+    )
     findings.add_argument("--json", action="store_true")
     findings.add_argument("--all", action="store_true")
-    ingest = sub.add_parser("ingest", help="verify and store offline envelope files")
+    ingest = sub.add_parser(
+        "ingest", parents=[common], help="verify and store offline envelope files"
+    )
     ingest.add_argument("envelopes", nargs="+", type=Path)
     ingest.add_argument("--json", action="store_true")
     registry = sub.add_parser("registry", help="compliance registry").add_subparsers(
         dest="action", required=True
     )
-    registry.add_parser("import", help="replace the registry from TOML").add_argument("file")
-    registry.add_parser("show", help="print the registry").add_argument(
+    registry.add_parser(
+        "import", parents=[common], help="replace the registry from TOML"
+    ).add_argument("file")
+    registry.add_parser("show", parents=[common], help="print the registry").add_argument(
         "--json", action="store_true"
     )
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
-    ca.add_parser("export", help="print the CA certificate PEM (agents' --ca)")
+    ca.add_parser("export", parents=[common], help="print the CA certificate PEM (agents' --ca)")
     return parser
 
 

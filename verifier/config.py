@@ -18,7 +18,7 @@ from typing import Any
 from attest.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpu-attest/verifier.toml")
-DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest")
+DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest-verifier")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ IDENTITY = {
         "Group": "gpu-attest-verifier",
         "StateDirectory": "gpu-attest-verifier",
         "ReadWritePaths": "/var/lib/gpu-attest-verifier",
-        "ExecStart": "/usr/bin/gpu-attest-verifier --config /etc/gpu-attest/verifier.toml serve",
+        "ExecStart": "/usr/bin/gpu-attest-verifier serve --config /etc/gpu-attest/verifier.toml",
     },
 }
 

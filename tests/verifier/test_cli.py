@@ -113,6 +113,22 @@ def test_serve_insecure_plaintext_refused_off_loopback(
     assert "loopback" in capsys.readouterr().err
 
 
+def test_config_accepted_after_the_subcommand(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    """DESIGN §8 writes `serve [--config F]`; the option works on either side of the subcommand."""
+    before = main(["--config", str(config_file), "ca", "export"])
+    first = capsys.readouterr().out
+    after = main(["ca", "export", "--config", str(config_file)])
+    assert (before, after) == (EXIT_OK, EXIT_OK) and capsys.readouterr().out == first
+    code = main(["serve", "--insecure-plaintext", "--config", str(config_file)])
+    assert code == EXIT_CONFIG and "loopback" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lisen = 'x'\n")
+    # A value after the subcommand wins over one before it.
+    assert main(["--config", str(config_file), "agents", "--config", str(bad)]) == EXIT_CONFIG
+
+
 def test_unknown_config_key_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("lisen = 'x'\n")
