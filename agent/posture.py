@@ -232,6 +232,8 @@ def sshd_setting(lines: tuple[str, ...], keyword: str) -> str | None:
         if not line:
             continue
         parts = line.replace("=", " ", 1).split(None, 1)
+        if not parts:  # a line of only "=": sshd refuses it; it sets nothing
+            continue
         key = parts[0].lower()
         if key == "match":
             return None

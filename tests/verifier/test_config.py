@@ -18,7 +18,7 @@ def test_example_file_parses() -> None:
     config = parse_config(EXAMPLE.read_text())
     assert config.listen == "0.0.0.0:7443"
     assert config.stream.challenge_ttl_s == 300
-    assert config.database_url == "/var/lib/gpu-attest/verifier.db"
+    assert config.database_url == "/var/lib/gpu-attest-verifier/verifier.db"
 
 
 def test_defaults_and_postgres_dsn() -> None:
