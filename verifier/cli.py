@@ -1,4 +1,4 @@
-"""`gpu-attest-verifier`: serve, tokens, agents, fleet, findings, ingest, registry, CA export.
+"""`gpu-attest-verifier`: serve, tokens, agents, fleet, findings, ingest, registry, log, CA export.
 
 Exit codes (stable):
     0  success
@@ -29,6 +29,7 @@ from typing import Any
 from attest.errors import AttestError, ConfigError, StoreError
 from verifier import enroll, pipeline
 from verifier.config import VerifierConfig, load_config
+from verifier.log_cli import add_log_parser, run_log_command
 from verifier.store.api import AgentRecord, Finding, HostFleet, Store
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONFIG, EXIT_STORE = 0, 1, 2, 3, 4
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_parser("show", parents=[common], help="print the registry").add_argument(
         "--json", action="store_true"
     )
+    add_log_parser(sub, common)
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
     ca.add_parser("export", parents=[common], help="print the CA certificate PEM (agents' --ca)")
     return parser
@@ -343,6 +345,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "ingest":
             return cmd_ingest(args, store, config)
+        if args.command == "log":
+            return run_log_command(args, store, config)
         return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)
     finally:
         store.close()

@@ -39,6 +39,7 @@ from verifier.ca import (
     load_or_create_server_identity,
 )
 from verifier.config import VerifierConfig, is_loopback, parse_listen
+from verifier.log_cli import checkpoint_origin
 from verifier.metrics import Metrics
 from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
@@ -183,7 +184,7 @@ async def start(
     await nonces.start()
     metrics = Metrics()
     receipt_signer = load_or_create_receipt_signer(config.state_dir)
-    origin = config.log_origin or f"gpu-attest/verifier/{receipt_signer.public_key.keyid[:16]}"
+    origin = checkpoint_origin(config, receipt_signer)
     core = Core(
         config=config, store=store, committer=committer, nonces=nonces, ca=ca,
         receipt_signer=receipt_signer, metrics=metrics,

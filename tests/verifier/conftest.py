@@ -28,6 +28,18 @@ def config(tmp_path: Path) -> VerifierConfig:
 
 
 @pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A verifier.toml for the CLI tests (state and SQLite database in tmp_path)."""
+    path = tmp_path / "verifier.toml"
+    path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'database = "{tmp_path / "v.db"}"\n'
+        'listen = "0.0.0.0:0"\nmetrics_listen = ""\n'
+    )
+    return path
+
+
+@pytest.fixture
 async def running(config: VerifierConfig) -> AsyncIterator[Running]:
     server = await start(config)
     try:

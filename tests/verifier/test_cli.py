@@ -18,17 +18,6 @@ from verifier.config import load_config
 from verifier.server import open_configured_store
 
 
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "verifier.toml"
-    path.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n'
-        f'database = "{tmp_path / "v.db"}"\n'
-        'listen = "0.0.0.0:0"\nmetrics_listen = ""\n'
-    )
-    return path
-
-
 def run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str]:
     code = main(["--config", str(config), *args])
     return code, capsys.readouterr().out

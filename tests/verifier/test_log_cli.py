@@ -1,0 +1,51 @@
+"""`gpu-attest-verifier log key|checkpoint|proof` against a real store, checked by the regulator's
+`gpu-attest-report` exactly as a regulator would run it: files and a public key, nothing else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from attest.report_cli import main as report_main
+from tests.verifier.helpers import Chain
+from verifier.cli import EXIT_OK, EXIT_REFUSED, main
+
+from .test_cli import _enroll_direct
+
+
+def _log_some(config_file: Path, tmp_path: Path, count: int) -> None:
+    agent_id, signer = _enroll_direct(config_file)
+    chain = Chain(agent_id, signer)
+    now = datetime.now(UTC)
+    files = []
+    for index in range(count):
+        path = tmp_path / f"e{index}.dsse"
+        path.write_bytes(chain.next(b"", now - timedelta(minutes=count - index)))
+        files.append(str(path))
+    assert main(["--config", str(config_file), "ingest", *files]) == EXIT_OK
+
+
+def test_log_proofs_verify_offline(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    assert main(["log", "proof", "--index", "0", "--config", str(config_file)]) == EXIT_REFUSED
+    assert "empty" in capsys.readouterr().err
+    _log_some(config_file, tmp_path, 5)
+    key, checkpoint = tmp_path / "log.pub", tmp_path / "log.checkpoint"
+    assert main(["--config", str(config_file), "log", "key", "--out", str(key)]) == EXIT_OK
+    assert main(["--config", str(config_file), "log", "checkpoint", "--out", str(checkpoint)]) == 0
+    assert report_main(["checkpoint", "verify", str(checkpoint), "--key", str(key)]) == 0
+    for index in range(5):
+        proof = tmp_path / f"{index}.tlog-proof"
+        args = ["--config", str(config_file), "log", "proof", "--index", str(index)]
+        assert main([*args, "--out", str(proof)]) == EXIT_OK
+        assert report_main(["proof", "verify", str(proof), "--key", str(key)]) == 0
+        # The proof pins the entry's position: claim another index and it no longer verifies.
+        tampered = proof.read_bytes().replace(b"\nindex ", b"\nindex 1", 1)
+        proof.write_bytes(tampered)
+        assert report_main(["proof", "verify", str(proof), "--key", str(key)]) != 0
+    capsys.readouterr()
+    assert main(["--config", str(config_file), "log", "proof", "--index", "5"]) == EXIT_REFUSED
+    assert "outside the log" in capsys.readouterr().err
