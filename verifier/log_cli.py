@@ -6,6 +6,11 @@
                                  a .tlog-proof for entry N: the logged envelope bytes, the
                                  inclusion path and the signed checkpoint it verifies against
 
+    log consistency --from OLD_SIZE --checkpoint NEW.checkpoint [--out F]
+                                 proof that the log of OLD_SIZE entries (a checkpoint the
+                                 regulator already holds) is a prefix of the log now, plus the
+                                 signed checkpoint of now that the proof leads to
+
 A regulator checks the output offline with `gpu-attest-report checkpoint verify` and
 `gpu-attest-report proof verify`, holding only the key from `log key`.
 """
@@ -17,7 +22,7 @@ import sys
 from pathlib import Path
 
 from attest import merkle
-from attest.checkpoint import Checkpoint, TlogProof, sign_checkpoint
+from attest.checkpoint import Checkpoint, ConsistencyProof, TlogProof, sign_checkpoint
 from attest.errors import ProofError, StoreError
 from attest.keys import SoftwareSigner
 from verifier.ca import load_or_create_receipt_signer
@@ -46,6 +51,10 @@ def add_log_parser(
     proof = log.add_parser("proof", parents=[common], help="inclusion proof of one entry")
     proof.add_argument("--index", type=int, required=True, help="log index (from 0)")
     proof.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    grown = log.add_parser("consistency", parents=[common], help="prove the log only grew")
+    grown.add_argument("--from", dest="old_size", type=int, required=True, help="older size")
+    grown.add_argument("--checkpoint", type=Path, required=True, help="write the new checkpoint")
+    grown.add_argument("--out", type=Path, help="write the proof here instead of stdout")
 
 
 def _leaf_hashes(store: Store, size: int) -> list[bytes]:
@@ -65,10 +74,10 @@ def _emit(data: bytes, out: Path | None) -> None:
 
 
 def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConfig) -> int:
-    """Run `log key|checkpoint|proof`.
+    """Run `log key|checkpoint|proof|consistency`.
 
-    Raises ProofError for an empty log or an index outside it, StoreError when the store fails
-    or an entry's envelope is missing or does not hash to its leaf.
+    Raises ProofError for an empty log or an index or size outside it, StoreError when the
+    store fails or an entry's envelope is missing or does not hash to its leaf.
     """
     signer = load_or_create_receipt_signer(config.state_dir)
     if args.action == "key":
@@ -84,6 +93,13 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     note = sign_checkpoint(Checkpoint(origin, size, merkle.root(leaves)), origin, signer)
     if args.action == "checkpoint":
         _emit(note, args.out)
+        return 0
+    if args.action == "consistency":
+        if not 0 < args.old_size <= size:
+            raise ProofError(f"older size {args.old_size} is not within the log (size {size})")
+        hashes = merkle.consistency_proof(args.old_size, size, leaves)
+        args.checkpoint.write_bytes(note)
+        _emit(ConsistencyProof(args.old_size, size, hashes).to_bytes(), args.out)
         return 0
     index = args.index
     if not 0 <= index < size:

@@ -49,3 +49,36 @@ def test_log_proofs_verify_offline(
     capsys.readouterr()
     assert main(["--config", str(config_file), "log", "proof", "--index", "5"]) == EXIT_REFUSED
     assert "outside the log" in capsys.readouterr().err
+
+
+def test_log_consistency_verifies_offline(config_file: Path, tmp_path: Path) -> None:
+    """The regulator keeps an old checkpoint; a later one plus a proof shows the log only grew."""
+    agent_id, signer = _enroll_direct(config_file)
+    chain = Chain(agent_id, signer)
+    now = datetime.now(UTC)
+    key, old, new = tmp_path / "log.pub", tmp_path / "old.cp", tmp_path / "new.cp"
+    proof = tmp_path / "grew.proof"
+    base = ["--config", str(config_file)]
+
+    def ingest(count: int) -> None:
+        files = []
+        for _ in range(count):
+            path = tmp_path / f"e{chain.seq}.dsse"
+            path.write_bytes(chain.next(b"", now - timedelta(minutes=30 - chain.seq)))
+            files.append(str(path))
+        assert main([*base, "ingest", *files]) == EXIT_OK
+
+    ingest(3)
+    assert main([*base, "log", "key", "--out", str(key)]) == EXIT_OK
+    assert main([*base, "log", "checkpoint", "--out", str(old)]) == EXIT_OK
+    ingest(4)
+    args = [*base, "log", "consistency", "--from", "3", "--checkpoint", str(new)]
+    assert main([*args, "--out", str(proof)]) == EXIT_OK
+    verify = ["consistency", str(old), str(new), "--proof", str(proof), "--key", str(key)]
+    assert report_main(verify) == 0
+    # Checkpoints in the wrong order (a log that "shrank") are refused.
+    assert (
+        report_main(["consistency", str(new), str(old), "--proof", str(proof), "--key", str(key)])
+        != 0
+    )
+    assert main([*base, "log", "consistency", "--from", "8", "--checkpoint", str(new)]) == 1
