@@ -1,9 +1,11 @@
-"""`make demo`: a verifier and four simulated GPU hosts over loopback mTLS, end to end.
+"""`make demo`: a verifier, four simulated GPU hosts and a regulator, over loopback, end to end.
 
 Starts `gpu-attest-verifier serve` (embedded SQLite, TLS, its own CA), imports the example
 registry, enrolls four simulated hosts with one-time tokens (8x H100 SXM, 8x H200, 4x GB200, and
 a host that reports a cloned GPU UUID), runs their agents, waits until the verifier has stored
-every GPU, prints the fleet and findings as the verifier stored them, and shuts everything down.
+every GPU, prints the fleet and findings as the verifier stored them, verifies the log's signed
+checkpoint and one envelope's inclusion proof as a regulator would (offline, key only), and shuts
+everything down.
 Exits 0 when all of that happened, 1 otherwise. Everything stays on 127.0.0.1.
 """
 
@@ -149,6 +151,24 @@ def wait_for_duplicate(demo: Demo) -> list[dict[str, Any]]:
     raise SystemExit("no duplicate-gpu finding for the cloned UUID within 30 s")
 
 
+def check_log_offline(demo: Demo) -> bool:
+    """What a regulator does with files it was handed: verify them with the log's public key."""
+    key, checkpoint = STATE / "verifier.pub", STATE / "log.checkpoint"
+    proof = STATE / "0.tlog-proof"
+    demo.verifier("log", "key", "--out", str(key))
+    demo.verifier("log", "checkpoint", "--out", str(checkpoint))
+    demo.verifier("log", "proof", "--index", "0", "--out", str(proof))
+    report = str(BIN / "gpu-attest-report")
+    results = []
+    for args in (["checkpoint", "verify", str(checkpoint)], ["proof", "verify", str(proof)]):
+        cmd = [report, *args, "--key", str(key)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        print(f"$ gpu-attest-report {' '.join(args[:2])} {Path(args[2]).name} --key verifier.pub")
+        print(done.stdout.rstrip() or done.stderr.rstrip())
+        results.append(done.returncode == 0)
+    return all(results)
+
+
 def main() -> int:
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(mode=0o700)
@@ -177,10 +197,12 @@ def main() -> int:
         print(demo.verifier("agents"))
         say("findings")
         print(demo.verifier("findings"))
+        say("regulator: the log's signed checkpoint and one envelope's inclusion proof, offline")
+        regulator_ok = check_log_offline(demo)
         gpus = sum(len(h["gpus"]) for h in hosts)
         dup = [f for f in findings if f["rule"] == "duplicate-gpu"]
         print(f"{len(hosts)} hosts, {gpus} GPU records; duplicate-gpu: {dup[0]['subject']}")
-        ok = any(CLONED_UUID in f["subject"] for f in dup)
+        ok = regulator_ok and any(CLONED_UUID in f["subject"] for f in dup)
     finally:
         say("shutting down (SIGTERM)")
         for what, proc in reversed(procs):
