@@ -36,6 +36,7 @@ from attest.errors import (
     NonceReplayedError,
     NonceUnknownError,
     ReplayError,
+    SiteMismatchError,
     SizeLimitError,
 )
 from attest.keys import PublicKey
@@ -120,7 +121,7 @@ def authenticate(
 
     `transport_agent_id` is the identity the transport authenticated (mTLS certificate SAN).
     Raises SizeLimitError, DecodeError, AgentUnknownError, AgentRevokedError, the SignatureError
-    family, InvariantError, IdentityMismatchError.
+    family, InvariantError, IdentityMismatchError, SiteMismatchError.
     """
     if len(raw) > limits.max_envelope_bytes:
         raise SizeLimitError(
@@ -137,6 +138,12 @@ def authenticate(
         raise IdentityMismatchError(
             f"evidence names agent {evidence.agent_id[:64]!r}, the connection is "
             f"{transport_agent_id!r}"
+        )
+    if evidence.site_id != agent.site_id:
+        # The key is pinned to the site it was enrolled for; a host that moved re-enrolls.
+        raise SiteMismatchError(
+            f"evidence claims site {evidence.site_id[:64]!r}, the agent is enrolled at "
+            f"{agent.site_id!r}"
         )
     check_invariants(evidence)
     return AuthenticatedEvidence(

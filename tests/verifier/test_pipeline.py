@@ -141,6 +141,12 @@ def test_evidence_naming_another_agent(signer: SoftwareSigner) -> None:
         authenticate(raw, "agt-1", pinned(signer), LIMITS)
 
 
+def test_evidence_claiming_another_site_than_enrolled(signer: SoftwareSigner) -> None:
+    raw = Chain("agt-1", signer).next(NONCE, T0, site_id="site-b")
+    with pytest.raises(errors.SiteMismatchError):
+        authenticate(raw, "agt-1", pinned(signer), LIMITS)
+
+
 def test_transport_identity_other_than_the_pinned_agent(signer: SoftwareSigner) -> None:
     raw = Chain("agt-1", signer).next(NONCE, T0)
     with pytest.raises(errors.AgentUnknownError):
