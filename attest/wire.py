@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, MutableMapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.protobuf.unknown_fields import UnknownFieldSet
 
 from attest import model
 from attest.envelope import Envelope, EnvelopeSignature
@@ -34,6 +35,8 @@ MAX_LANDMARKS = 64
 MAX_STRING = 4096
 HASH_LEN = 32
 NONCE_LEN = 32
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -48,15 +51,16 @@ def _parse(message: M, raw: bytes, what: str, *, reject_unknown: bool = True) ->
 
 
 def _has_unknown_fields(message: Message) -> bool:
-    if len(UnknownFieldSet(message)):
-        return True
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
-            continue
-        children = value if descriptor.is_repeated else [value]
-        if any(_has_unknown_fields(child) for child in children):
-            return True
-    return False
+    """Whether `message`, or any message inside it, carries fields this version does not know.
+
+    Drops them while looking (the caller refuses such a message): DiscardUnknownFields removes
+    unknown fields and nothing else, at every depth, and each one takes at least a byte, so the
+    serialized size changes exactly when there were some. Two C-level passes instead of a
+    Python walk over every sub-message.
+    """
+    size = message.ByteSize()
+    message.DiscardUnknownFields()
+    return message.ByteSize() != size
 
 
 # --- timestamps --------------------------------------------------------------------------------
@@ -65,9 +69,10 @@ def _has_unknown_fields(message: Message) -> bool:
 def _ts(when: datetime) -> Timestamp:
     if when.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    stamp = Timestamp()
-    stamp.FromDatetime(when.astimezone(UTC))
-    return stamp
+    # What Timestamp.FromDatetime computes, without its Python-level calendar round trip
+    # (receipts and challenges are encoded per envelope). Every datetime is in range.
+    seconds, micros = divmod((when - _EPOCH) // _MICROSECOND, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def _from_ts(stamp: Timestamp, what: str) -> datetime:
@@ -125,55 +130,74 @@ class _ReadingWriter:
             getattr(msg, name).CopyFrom(build(reading))
 
 
-class _ReadingReader:
-    """Reads readings back, enforcing that a field is either set or named unavailable."""
+#: One shared Unavailable per reason already seen (frozen, so sharing is safe); a reason found
+#: here has passed _REASON. Bounded: reasons come from the sender.
+_UNAVAILABLE: dict[str, model.Unavailable] = {}
+_UNAVAILABLE_CACHED = 256
+_NOTHING_ABSENT: Mapping[str, model.Unavailable] = MappingProxyType({})
 
-    def __init__(self, msg: Any, what: str, fields: frozenset[str]) -> None:
-        self.msg = msg
-        self.what = what
-        self.unavailable: Mapping[str, str] = msg.unavailable
-        unknown = set(self.unavailable) - fields
-        if unknown:
-            raise InvariantError(f"{what}: unavailable names unknown fields {sorted(unknown)}")
-        for reason in self.unavailable.values():
+
+def _absent(msg: Any, what: str, readings: frozenset[str]) -> Mapping[str, model.Unavailable]:
+    """The readings `msg.unavailable` names: each must be a reading field with a sane reason."""
+    unavailable = msg.unavailable
+    if not unavailable:
+        return _NOTHING_ABSENT
+    out: dict[str, model.Unavailable] = {}
+    for name in unavailable:  # keys, then [name]: the map's items() is a Python-level view
+        reason = unavailable[name]
+        if name not in readings:
+            unknown = sorted(set(unavailable) - readings)
+            raise InvariantError(f"{what}: unavailable names unknown fields {unknown}")
+        reading = _UNAVAILABLE.get(reason)
+        if reading is None:
             if not _REASON.match(reason):
                 raise InvariantError(f"{what}: unavailable reason {reason[:40]!r} is malformed")
+            reading = model.Unavailable(reason)
+            if len(_UNAVAILABLE) < _UNAVAILABLE_CACHED:
+                _UNAVAILABLE[reason] = reading
+        out[name] = reading
+    return out
 
-    def _absent(self, name: str) -> model.Unavailable | None:
-        reason = self.unavailable.get(name)
-        return None if reason is None else model.Unavailable(reason)
 
-    def optional(self, name: str) -> Any:
-        """A proto3 `optional` field or a sub-message: presence is explicit."""
-        absent = self._absent(name)
-        present = self.msg.HasField(name)
-        if absent is not None:
-            if present:
-                raise InvariantError(f"{self.what}: {name} is both set and unavailable")
-            return absent
-        if not present:
-            raise InvariantError(f"{self.what}: {name} is neither set nor named unavailable")
-        value = getattr(self.msg, name)
-        if isinstance(value, str):
-            _check_str(value, f"{self.what}.{name}")
-        return value
+def _optional_readings(
+    msg: Any, what: str, absent: Mapping[str, model.Unavailable], names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Fields with explicit presence (proto3 `optional`, sub-messages): each is exactly one of
+    set and named unavailable. Returns name -> value or Unavailable."""
+    has = msg.HasField
+    out: dict[str, Any] = {}
+    for name in names:
+        reading = absent.get(name)
+        if reading is not None:
+            if has(name):
+                raise InvariantError(f"{what}: {name} is both set and unavailable")
+            out[name] = reading
+        elif has(name):
+            value = out[name] = getattr(msg, name)
+            if isinstance(value, str) and len(value) > MAX_STRING:
+                raise InvariantError(f"{what}.{name} is longer than {MAX_STRING} characters")
+        else:
+            raise InvariantError(f"{what}: {name} is neither set nor named unavailable")
+    return out
 
-    def plain(self, name: str) -> Any:
-        """A plain proto3 scalar: unavailable only when named, and then it must be default."""
-        absent = self._absent(name)
-        value = getattr(self.msg, name)
-        if absent is not None:
+
+def _plain_readings(
+    msg: Any, what: str, absent: Mapping[str, model.Unavailable], names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Plain proto3 scalars: unavailable only when named, and then they must hold the default."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(msg, name)
+        reading = absent.get(name)
+        if reading is not None:
             if value:
-                raise InvariantError(f"{self.what}: {name} is both set and unavailable")
-            return absent
-        if isinstance(value, str):
-            _check_str(value, f"{self.what}.{name}")
-        return value
-
-
-def _check_str(value: str, what: str) -> None:
-    if len(value) > MAX_STRING:
-        raise InvariantError(f"{what} is longer than {MAX_STRING} characters")
+                raise InvariantError(f"{what}: {name} is both set and unavailable")
+            out[name] = reading
+        else:
+            if isinstance(value, str) and len(value) > MAX_STRING:
+                raise InvariantError(f"{what}.{name} is longer than {MAX_STRING} characters")
+            out[name] = value
+    return out
 
 
 def _fields(cls: type) -> frozenset[str]:
@@ -241,105 +265,124 @@ def _gpu_pb(gpu: model.Gpu) -> pb.Gpu:
     return out
 
 
-def _gpu_from_pb(msg: pb.Gpu, where: str) -> model.Gpu:
-    if msg.state not in _GPU_STATE_BACK:
-        raise InvariantError(f"{where}: unknown state {msg.state}")
-    if not msg.uuid or len(msg.uuid) > 128:
-        raise InvariantError(f"{where}: uuid is missing or too long")
-    r = _ReadingReader(msg, where, _fields(model.Gpu))
-    has_capability = msg.HasField("compute_capability_major") or msg.HasField(
-        "compute_capability_minor"
-    )
-    if "compute_capability" in r.unavailable:
-        if has_capability:
-            raise InvariantError(f"{where}: compute_capability is both set and unavailable")
-        capability: model.Reading[tuple[int, int]] = model.Unavailable(
-            r.unavailable["compute_capability"]
-        )
-    else:
-        if not (
-            msg.HasField("compute_capability_major") and msg.HasField("compute_capability_minor")
-        ):
-            raise InvariantError(f"{where}: compute capability is neither set nor unavailable")
-        capability = (msg.compute_capability_major, msg.compute_capability_minor)
-    return model.Gpu(
-        index=msg.index,
-        state=_GPU_STATE_BACK[msg.state],
-        uuid=msg.uuid,
-        serial=r.optional("serial"),
-        name=r.optional("name"),
-        board_part_number=r.optional("board_part_number"),
-        board_id=r.optional("board_id"),
-        module_id=r.optional("module_id"),
-        pci=_sub(r, "pci", lambda p: model.PciInfo(p.bus_id, p.device_id, p.subsystem_id)),
-        vbios_version=r.optional("vbios_version"),
-        inforom_image_version=r.optional("inforom_image_version"),
-        memory_total_bytes=r.optional("memory_total_bytes"),
-        architecture=r.optional("architecture"),
-        compute_capability=capability,
-        power_limit_mw=r.optional("power_limit_mw"),
-        power_default_limit_mw=r.optional("power_default_limit_mw"),
-        power_max_limit_mw=r.optional("power_max_limit_mw"),
-        mig=_sub(r, "mig", lambda m: _mig_from_pb(m, where)),
-        fabric=_sub(
-            r, "fabric", lambda f: model.FabricInfo(f.cluster_uuid, f.clique_id, f.state, f.status)
-        ),
-        ecc=_sub(
-            r,
-            "ecc",
-            lambda e: model.EccInfo(
-                e.mode_current, e.mode_pending, e.volatile_uncorrected, e.aggregate_uncorrected
-            ),
-        ),
-        remapped_rows=_sub(
-            r,
-            "remapped_rows",
-            lambda x: model.RemappedRows(x.corrected, x.uncorrected, x.pending, x.failure),
-        ),
-        persistence_mode=r.optional("persistence_mode"),
-        cc=_sub(r, "cc", lambda c: _cc_from_pb(c, where)),
-    )
-
-
-def _sub(r: _ReadingReader, name: str, convert: Callable[[Any], T]) -> model.Reading[T]:
-    value = r.optional(name)
-    return value if isinstance(value, model.Unavailable) else convert(value)
-
-
 def _mig_from_pb(msg: pb.MigInfo, where: str) -> model.MigInfo:
     if len(msg.devices) > MAX_MIG_DEVICES:
         raise InvariantError(f"{where}: more than {MAX_MIG_DEVICES} MIG devices")
-    devices = []
-    for dev in msg.devices:
-        r = _ReadingReader(dev, f"{where}.mig", _fields(model.MigDevice))
-        devices.append(
-            model.MigDevice(
-                uuid=dev.uuid,
-                gpu_instance_id=r.plain("gpu_instance_id"),
-                compute_instance_id=r.plain("compute_instance_id"),
-                memory_total_bytes=r.plain("memory_total_bytes"),
-            )
+    what = f"{where}.mig"
+    devices = tuple(
+        model.MigDevice(
+            uuid=dev.uuid,
+            **_plain_readings(dev, what, _absent(dev, what, _MIG_READINGS), _MIG_PLAIN),
         )
-    return model.MigInfo(msg.current_mode, msg.pending_mode, tuple(devices))
+        for dev in msg.devices
+    )
+    return model.MigInfo(msg.current_mode, msg.pending_mode, devices)
 
 
 def _cc_from_pb(msg: pb.ConfidentialComputing, where: str) -> model.ConfidentialComputing:
-    r = _ReadingReader(msg, f"{where}.cc", _fields(model.ConfidentialComputing))
+    what = f"{where}.cc"
+    absent = _absent(msg, what, _CC_READINGS)
     if msg.report_nonce and len(msg.report_nonce) != NONCE_LEN:
         raise InvariantError(f"{where}.cc: report nonce must be {NONCE_LEN} bytes")
     return model.ConfidentialComputing(
         enabled=msg.enabled,
-        attestation_report=r.plain("attestation_report"),
-        certificate_chain=r.plain("certificate_chain"),
-        cec_attestation_report=r.plain("cec_attestation_report"),
         report_nonce=msg.report_nonce,
+        **_plain_readings(msg, what, absent, _CC_PLAIN),
     )
+
+
+# Per-class field tables, built once: the decoder runs per GPU of every envelope received.
+_MIG_READINGS = _fields(model.MigDevice)
+_MIG_PLAIN = ("gpu_instance_id", "compute_instance_id", "memory_total_bytes")
+_CC_READINGS = _fields(model.ConfidentialComputing)
+_CC_PLAIN = ("attestation_report", "certificate_chain", "cec_attestation_report")
+_GPU_READINGS = _fields(model.Gpu)
+_GPU_CHECKED_SUBS: dict[str, Callable[[Any, str], object]] = {
+    "mig": _mig_from_pb,
+    "cc": _cc_from_pb,
+}
+_GPU_PLAIN_SUBS: dict[str, Callable[[Any], object]] = {
+    "pci": lambda p: model.PciInfo(p.bus_id, p.device_id, p.subsystem_id),
+    "fabric": lambda f: model.FabricInfo(f.cluster_uuid, f.clique_id, f.state, f.status),
+    "ecc": lambda e: model.EccInfo(
+        e.mode_current, e.mode_pending, e.volatile_uncorrected, e.aggregate_uncorrected
+    ),
+    "remapped_rows": lambda x: model.RemappedRows(x.corrected, x.uncorrected, x.pending, x.failure),
+}
+#: Every reading of Gpu with explicit presence; compute_capability (two fields) is apart.
+_GPU_OPTIONAL = (
+    "serial", "name", "board_part_number", "board_id", "module_id", "vbios_version",
+    "inforom_image_version", "memory_total_bytes", "architecture", "power_limit_mw",
+    "power_default_limit_mw", "power_max_limit_mw", "persistence_mode", *_GPU_CHECKED_SUBS,
+    *_GPU_PLAIN_SUBS,
+)  # fmt: skip
+if {*_GPU_OPTIONAL, "compute_capability"} != _GPU_READINGS:  # model and tables must agree
+    raise RuntimeError("attest.wire: GPU reading tables do not match model.Gpu")
+
+
+def _checked_gpu(msg: pb.Gpu, where: str) -> dict[str, Any]:
+    """Every rule of one GPU entry. Returns its fields by name: readings as values or
+    Unavailable, the sub-messages with rules of their own (mig, cc) converted, the other
+    sub-messages still protobuf (converting those checks nothing)."""
+    state = _GPU_STATE_BACK.get(msg.state)
+    if state is None:
+        raise InvariantError(f"{where}: unknown state {msg.state}")
+    uuid = msg.uuid
+    if not uuid or len(uuid) > 128:
+        raise InvariantError(f"{where}: uuid is missing or too long")
+    absent = _absent(msg, where, _GPU_READINGS)
+    capability = _capability(msg, where, absent.get("compute_capability"))
+    values = _optional_readings(msg, where, absent, _GPU_OPTIONAL)
+    for name, convert in _GPU_CHECKED_SUBS.items():
+        value = values[name]
+        if not isinstance(value, model.Unavailable):
+            values[name] = convert(value, where)
+    values["index"], values["state"], values["uuid"] = msg.index, state, uuid
+    values["compute_capability"] = capability
+    return values
+
+
+def _gpu_from_pb(msg: pb.Gpu, where: str) -> model.Gpu:
+    values = _checked_gpu(msg, where)
+    for name, convert in _GPU_PLAIN_SUBS.items():
+        value = values[name]
+        if not isinstance(value, model.Unavailable):
+            values[name] = convert(value)
+    return model.Gpu(**values)
+
+
+def _gpu_claim(msg: pb.Gpu, where: str) -> CheckedGpu:
+    values = _checked_gpu(msg, where)
+    pci = values["pci"]
+    return CheckedGpu(
+        index=values["index"],
+        uuid=values["uuid"],
+        name=values["name"],
+        pci_device_id=None if isinstance(pci, model.Unavailable) else pci.device_id,
+        mig=values["mig"],
+    )
+
+
+def _capability(
+    msg: pb.Gpu, where: str, absent: model.Unavailable | None
+) -> model.Reading[tuple[int, int]]:
+    has_major = msg.HasField("compute_capability_major")
+    has_minor = msg.HasField("compute_capability_minor")
+    if absent is not None:
+        if has_major or has_minor:
+            raise InvariantError(f"{where}: compute_capability is both set and unavailable")
+        return absent
+    if not (has_major and has_minor):
+        raise InvariantError(f"{where}: compute capability is neither set nor unavailable")
+    return (msg.compute_capability_major, msg.compute_capability_minor)
 
 
 # --- host and driver ---------------------------------------------------------------------------
 
 _HOST_FIELDS = tuple(sorted(_fields(model.HostFacts)))
 _DRIVER_FIELDS = ("driver_version", "nvml_version", "cuda_driver_version")
+_HOST_READINGS = frozenset(_HOST_FIELDS)
+_DRIVER_READINGS = frozenset(_DRIVER_FIELDS)
 
 
 def _host_pb(host: model.HostFacts) -> pb.HostFacts:
@@ -359,13 +402,13 @@ def _driver_pb(driver: model.DriverInfo) -> pb.DriverInfo:
 
 
 def _host_from_pb(msg: pb.HostFacts) -> model.HostFacts:
-    r = _ReadingReader(msg, "host", frozenset(_HOST_FIELDS))
-    return model.HostFacts(**{name: r.plain(name) for name in _HOST_FIELDS})
+    absent = _absent(msg, "host", _HOST_READINGS)
+    return model.HostFacts(**_plain_readings(msg, "host", absent, _HOST_FIELDS))
 
 
 def _driver_from_pb(msg: pb.DriverInfo) -> model.DriverInfo:
-    r = _ReadingReader(msg, "driver", frozenset(_DRIVER_FIELDS))
-    return model.DriverInfo(**{name: r.plain(name) for name in _DRIVER_FIELDS})
+    absent = _absent(msg, "driver", _DRIVER_READINGS)
+    return model.DriverInfo(**_plain_readings(msg, "driver", absent, _DRIVER_FIELDS))
 
 
 # --- evidence ----------------------------------------------------------------------------------
@@ -417,12 +460,58 @@ def encode_evidence(evidence: model.Evidence) -> bytes:
     return msg.SerializeToString(deterministic=True)
 
 
+@dataclass(frozen=True)
+class CheckedGpu:
+    """One GPU entry of checked evidence, as far as the verifier's fleet state reads it."""
+
+    index: int
+    uuid: str
+    name: model.Reading[str]
+    pci_device_id: int | None
+    mig: model.Reading[model.MigInfo]
+
+
+@dataclass(frozen=True)
+class CheckedEvidence:
+    """Evidence that passed every rule `decode_evidence` applies; only the GPU entries are
+    left unconverted beyond what `CheckedGpu` holds (they are the bulk of a payload)."""
+
+    agent_id: str
+    seq: int
+    prev_hash: bytes
+    nonce: bytes
+    created_at: datetime
+    agent_version: str
+    host: model.HostFacts
+    driver: model.DriverInfo
+    inventory: model.InventoryStatus
+    gpus: tuple[CheckedGpu, ...]
+    site_id: str
+    posture: tuple[model.PostureCheck, ...]
+    landmarks: tuple[model.LandmarkMeasurement, ...]
+
+
 def decode_evidence(payload: bytes) -> model.Evidence:
     """Parse and validate an evidence payload whose signature has already been verified.
 
     Raises DecodeError when the bytes are not an Evidence message, InvariantError when the
     message breaks a rule of the contract (duplicate GPU UUID, malformed hash, sizes).
     """
+    return model.Evidence(**_checked_evidence(payload, _gpu_from_pb))
+
+
+def check_evidence(payload: bytes) -> CheckedEvidence:
+    """Apply every rule of `decode_evidence` to `payload` (the same code runs), converting the
+    GPU entries only as far as `CheckedGpu`: the verifier's per-envelope path.
+
+    Accepts exactly the payloads `decode_evidence` accepts; raises what it raises.
+    """
+    return CheckedEvidence(**_checked_evidence(payload, _gpu_claim))
+
+
+def _checked_evidence(payload: bytes, gpu: Callable[[pb.Gpu, str], object]) -> dict[str, Any]:
+    """The fields of the evidence in `payload`, every rule applied; `gpu` converts (and
+    checks, through _checked_gpu) each GPU entry."""
     msg = _parse(pb.Evidence(), payload, "evidence")
     if not msg.agent_id or len(msg.agent_id) > 128:
         raise InvariantError("evidence agent_id is missing or too long")
@@ -445,39 +534,41 @@ def decode_evidence(payload: bytes) -> model.Evidence:
         raise InvariantError("evidence lists too many posture checks or landmarks")
     if msg.inventory.state not in _INVENTORY_STATE_BACK:
         raise InvariantError(f"unknown inventory state {msg.inventory.state}")
-    gpus = tuple(_gpu_from_pb(g, f"gpu[{i}]") for i, g in enumerate(msg.gpus))
-    seen: set[str] = set()
-    for gpu in gpus:
-        if gpu.uuid in seen:
-            raise InvariantError(f"GPU {gpu.uuid} appears twice in one evidence")
-        seen.add(gpu.uuid)
+    gpus = tuple(gpu(g, f"gpu[{i}]") for i, g in enumerate(msg.gpus))
+    uuids = [g.uuid for g in msg.gpus]
+    if len(set(uuids)) != len(uuids):
+        seen: set[str] = set()
+        for uuid in uuids:
+            if uuid in seen:
+                raise InvariantError(f"GPU {uuid} appears twice in one evidence")
+            seen.add(uuid)
     posture = []
     for check in msg.posture:
         if check.result not in _POSTURE_BACK or not check.name:
             raise InvariantError("posture check without a name or with an unknown result")
         posture.append(model.PostureCheck(check.name, _POSTURE_BACK[check.result], check.detail))
-    return model.Evidence(
-        agent_id=msg.agent_id,
-        seq=msg.seq,
-        prev_hash=msg.prev_hash,
-        nonce=msg.nonce,
-        created_at=_from_ts(msg.created_at, "evidence created_at"),
-        agent_version=msg.agent_version,
-        host=_host_from_pb(msg.host),
-        driver=_driver_from_pb(msg.driver),
-        inventory=model.InventoryStatus(
+    return {
+        "agent_id": msg.agent_id,
+        "seq": msg.seq,
+        "prev_hash": msg.prev_hash,
+        "nonce": msg.nonce,
+        "created_at": _from_ts(msg.created_at, "evidence created_at"),
+        "agent_version": msg.agent_version,
+        "host": _host_from_pb(msg.host),
+        "driver": _driver_from_pb(msg.driver),
+        "inventory": model.InventoryStatus(
             _INVENTORY_STATE_BACK[msg.inventory.state],
             msg.inventory.detail,
             msg.inventory.device_count,
         ),
-        gpus=gpus,
-        site_id=msg.site.site_id,
-        posture=tuple(posture),
-        landmarks=tuple(
+        "gpus": gpus,
+        "site_id": msg.site.site_id,
+        "posture": tuple(posture),
+        "landmarks": tuple(
             model.LandmarkMeasurement(m.landmark_id, m.statement, tuple(m.rtt_us))
             for m in msg.landmarks
         ),
-    )
+    }
 
 
 # --- receipts, challenges, rejections ----------------------------------------------------------

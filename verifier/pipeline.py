@@ -40,7 +40,8 @@ from attest.errors import (
     SizeLimitError,
 )
 from attest.keys import PublicKey
-from attest.model import Evidence, Freshness, InventoryState, PciInfo
+from attest.model import Freshness, InventoryState
+from attest.wire import CheckedEvidence
 from verifier.store.api import (
     AgentRecord,
     AgentStatus,
@@ -84,13 +85,17 @@ class ChainHead:
 
 @dataclass(frozen=True)
 class AuthenticatedEvidence:
-    """Evidence whose signature verified against the agent's pinned key, parsed and checked."""
+    """Evidence whose signature verified against the agent's pinned key, parsed and checked.
+
+    `evidence` went through every rule of wire.decode_evidence (wire.check_evidence runs the
+    same code) but its GPU entries are converted only as far as fleet state reads them.
+    """
 
     raw: bytes
     envelope_hash: bytes
     payload_digest: bytes
     keyid: str
-    evidence: Evidence
+    evidence: CheckedEvidence
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class VerifiedEvidence:
     envelope_hash: bytes
     payload_digest: bytes
     keyid: str
-    evidence: Evidence
+    evidence: CheckedEvidence
     freshness: Freshness
     expected_head: ChainHead
 
@@ -133,7 +138,7 @@ def authenticate(
     if agent.revoked:
         raise AgentRevokedError(f"agent {agent.agent_id} was revoked")
     verified = verify(envelope, EVIDENCE_PAYLOAD_TYPE, agent.keys)
-    evidence = wire.decode_evidence(verified.payload)
+    evidence = wire.check_evidence(verified.payload)
     if evidence.agent_id != transport_agent_id:
         raise IdentityMismatchError(
             f"evidence names agent {evidence.agent_id[:64]!r}, the connection is "
@@ -155,7 +160,7 @@ def authenticate(
     )
 
 
-def check_invariants(evidence: Evidence) -> None:
+def check_invariants(evidence: CheckedEvidence) -> None:
     """Counts and sizes the wire decoder does not already bound; raise InvariantError.
 
     (The decoder already refuses a UUID twice, over-long strings and oversized lists.)
@@ -218,7 +223,7 @@ def check_state(
     )
 
 
-def check_nonce(evidence: Evidence, nonce: NonceRecord | None, now: datetime) -> Freshness:
+def check_nonce(evidence: CheckedEvidence, nonce: NonceRecord | None, now: datetime) -> Freshness:
     """NONCE when bound to a live challenge of ours; OFFLINE when empty or issued-but-expired."""
     if not evidence.nonce:
         return Freshness.OFFLINE
@@ -249,7 +254,7 @@ def check_chain(auth: AuthenticatedEvidence, head: ChainHead, digest_at_seq: byt
 
 
 def check_time(
-    evidence: Evidence,
+    evidence: CheckedEvidence,
     freshness: Freshness,
     nonce: NonceRecord | None,
     *,
@@ -285,12 +290,14 @@ def head_of(record: AgentRecord) -> ChainHead:
 def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> VerifiedAttestation:
     """What the store's accept transaction makes durable."""
     evidence = verified.evidence
-    claims = []
-    for gpu in evidence.gpus:
-        name = gpu.name if isinstance(gpu.name, str) else ""
-        pci = gpu.pci
-        device_id = pci.device_id if isinstance(pci, PciInfo) else None
-        claims.append(GpuClaim(uuid=gpu.uuid, name=name, pci_device_id=device_id))
+    claims = [
+        GpuClaim(
+            uuid=gpu.uuid,
+            name=gpu.name if isinstance(gpu.name, str) else "",
+            pci_device_id=gpu.pci_device_id,
+        )
+        for gpu in evidence.gpus
+    ]
     return VerifiedAttestation(
         agent_id=evidence.agent_id,
         seq=evidence.seq,

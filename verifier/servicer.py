@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
+from prometheus_client import Counter
 
 from attest import wire
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, EnvelopeSignature, envelope_hash, sign
@@ -32,7 +33,7 @@ from attest.errors import (
     TransportIdentityError,
 )
 from attest.keys import SoftwareSigner
-from attest.model import Challenge, Receipt
+from attest.model import Challenge, Freshness, Receipt
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from verifier import enroll as enroll_core
@@ -95,10 +96,16 @@ class Core:
     replica_id: str
     clock: Callable[[], datetime] = _utcnow
 
-    @property
+    @functools.cached_property
     def limits(self) -> pipeline.Limits:
         s = self.config.stream
         return pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+
+    @functools.cached_property
+    def accepted_counters(self) -> dict[Freshness, Counter]:
+        """The accepted counter's child per freshness, bound once (labels() per call is not
+        free on a path taken for every envelope)."""
+        return {f: self.metrics.accepted.labels(freshness=f.value) for f in Freshness}
 
     async def new_challenge(self, head: pipeline.ChainHead) -> tuple[Challenge, NonceRecord]:
         now = self.clock()
@@ -142,6 +149,8 @@ class AttestSession:
         self.head = head
         self.nonces: dict[bytes, NonceRecord] = {}
         self.refresh_at = 0.0
+        #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
+        self.writing = asyncio.Lock()
 
     async def challenge(self) -> pb.VerifierMessage:
         challenge, record = await self.core.new_challenge(self.head)
@@ -183,7 +192,7 @@ class AttestSession:
             await asyncio.sleep(wait)
         auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits)
         evidence = auth.evidence
-        nonce = await self._nonce(evidence.nonce)
+        nonce = await self._nonce(evidence.nonce) if evidence.nonce else None
         try:
             verified = await self._check(auth, nonce)
         except ChainError:
@@ -197,7 +206,7 @@ class AttestSession:
         accepted = await core.committer.submit(pipeline.to_attestation(verified, core.clock()))
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
         self.nonces.pop(evidence.nonce, None)
-        core.metrics.accepted.labels(freshness=accepted.freshness.value).inc()
+        core.accepted_counters[accepted.freshness].inc()
         checkpoint = await core.checkpointer.covering(accepted.log_index)
         receipt = Receipt(
             agent_id=accepted.agent_id, seq=accepted.seq, envelope_hash=accepted.envelope_hash,
@@ -215,12 +224,6 @@ def _seq_hint(raw: bytes) -> tuple[int, bytes]:
     except Exception:  # noqa: BLE001 - only a hint for the agent's log; any garbage gives 0
         seq = 0
     return seq, envelope_hash(raw)
-
-
-async def _read(
-    context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
-) -> object:
-    return await context.read()
 
 
 class AttestationServicer(pb_grpc.AttestationServicer):
@@ -316,25 +319,39 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         except AttestError as exc:
             core.metrics.rejected.labels(code=exc.code).inc()
             await context.abort(status_for(exc), details_for(exc))
-        # One pending read at a time, waited on with a timeout (never cancelled mid-read), so
-        # an idle stream still gets a fresh challenge at ttl/2.
-        read: asyncio.Task[object] | None = None
+        # Each message is awaited directly (no task per message: this loop runs per envelope);
+        # an idle stream's fresh challenge at ttl/2 comes from a side task that sleeps until
+        # then, and `session.writing` keeps its write apart from a receipt and its challenge.
+        refresher = asyncio.create_task(self._refresh(session, context))
         try:
             while True:
-                if read is None:
-                    read = asyncio.create_task(_read(context))
-                timeout = max(0.0, session.refresh_at - time.monotonic())
-                done, _ = await asyncio.wait({read}, timeout=timeout)
-                if not done:
-                    await self._send_challenge(session, context)
-                    continue
-                message, read = read.result(), None
+                message: object = await context.read()  # EOF is a sentinel, not a message
                 if not isinstance(message, pb.AgentMessage):
                     return  # EOF: the agent closed its side
-                await self._one(session, context, message.evidence)
+                async with session.writing:
+                    await self._one(session, context, message.evidence)
         finally:
-            if read is not None and not read.done():
-                read.cancel()
+            refresher.cancel()
+
+    async def _refresh(
+        self,
+        session: AttestSession,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
+        """Send a fresh challenge whenever the stream has been idle until its refresh time."""
+        try:
+            while True:
+                delay = session.refresh_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                async with session.writing:
+                    if session.refresh_at <= time.monotonic():
+                        await self._send_challenge(session, context)
+        except grpc.aio.AbortError:
+            return  # _send_challenge ended the stream with its status; the read loop ends too
+        except grpc.aio.UsageError:
+            return  # the call finished under us (agent gone); the read loop sees it as well
 
     async def _one(
         self,
