@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -159,28 +160,6 @@ def _absent(msg: Any, what: str, readings: frozenset[str]) -> Mapping[str, model
     return out
 
 
-def _optional_readings(
-    msg: Any, what: str, absent: Mapping[str, model.Unavailable], names: tuple[str, ...]
-) -> dict[str, Any]:
-    """Fields with explicit presence (proto3 `optional`, sub-messages): each is exactly one of
-    set and named unavailable. Returns name -> value or Unavailable."""
-    has = msg.HasField
-    out: dict[str, Any] = {}
-    for name in names:
-        reading = absent.get(name)
-        if reading is not None:
-            if has(name):
-                raise InvariantError(f"{what}: {name} is both set and unavailable")
-            out[name] = reading
-        elif has(name):
-            value = out[name] = getattr(msg, name)
-            if isinstance(value, str) and len(value) > MAX_STRING:
-                raise InvariantError(f"{what}.{name} is longer than {MAX_STRING} characters")
-        else:
-            raise InvariantError(f"{what}: {name} is neither set nor named unavailable")
-    return out
-
-
 def _plain_readings(
     msg: Any, what: str, absent: Mapping[str, model.Unavailable], names: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -316,14 +295,27 @@ _GPU_OPTIONAL = (
     "power_default_limit_mw", "power_max_limit_mw", "persistence_mode", *_GPU_CHECKED_SUBS,
     *_GPU_PLAIN_SUBS,
 )  # fmt: skip
+_GPU_STRINGS = tuple(
+    name
+    for name in _GPU_OPTIONAL
+    if pb.Gpu.DESCRIPTOR.fields_by_name[name].type == FieldDescriptor.TYPE_STRING
+)
 if {*_GPU_OPTIONAL, "compute_capability"} != _GPU_READINGS:  # model and tables must agree
     raise RuntimeError("attest.wire: GPU reading tables do not match model.Gpu")
 
 
-def _checked_gpu(msg: pb.Gpu, where: str) -> dict[str, Any]:
-    """Every rule of one GPU entry. Returns its fields by name: readings as values or
-    Unavailable, the sub-messages with rules of their own (mig, cc) converted, the other
-    sub-messages still protobuf (converting those checks nothing)."""
+@dataclass(frozen=True)
+class _GpuRules:
+    """What checking one GPU entry established, for the converters that follow."""
+
+    state: model.GpuState
+    absent: Mapping[str, model.Unavailable]
+    capability: model.Reading[tuple[int, int]]
+    checked_subs: dict[str, object]  # mig, cc when present: converted while checked
+
+
+def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
+    """Every rule of one GPU entry (both decoders call this, then only read fields)."""
     state = _GPU_STATE_BACK.get(msg.state)
     if state is None:
         raise InvariantError(f"{where}: unknown state {msg.state}")
@@ -332,34 +324,52 @@ def _checked_gpu(msg: pb.Gpu, where: str) -> dict[str, Any]:
         raise InvariantError(f"{where}: uuid is missing or too long")
     absent = _absent(msg, where, _GPU_READINGS)
     capability = _capability(msg, where, absent.get("compute_capability"))
-    values = _optional_readings(msg, where, absent, _GPU_OPTIONAL)
-    for name, convert in _GPU_CHECKED_SUBS.items():
-        value = values[name]
-        if not isinstance(value, model.Unavailable):
-            values[name] = convert(value, where)
-    values["index"], values["state"], values["uuid"] = msg.index, state, uuid
-    values["compute_capability"] = capability
-    return values
+    has = cast("Callable[[str], bool]", msg.HasField)
+    for name in _GPU_OPTIONAL:  # explicit presence: exactly one of set and unavailable
+        if has(name) == (name in absent):
+            how = "both set and" if name in absent else "neither set nor named"
+            raise InvariantError(f"{where}: {name} is {how} unavailable")
+    # A string of more than MAX_STRING characters takes more than MAX_STRING bytes.
+    if msg.ByteSize() > MAX_STRING:
+        for name in _GPU_STRINGS:
+            if name not in absent and len(getattr(msg, name)) > MAX_STRING:
+                raise InvariantError(f"{where}.{name} is longer than {MAX_STRING} characters")
+    subs = {
+        name: convert(getattr(msg, name), where)
+        for name, convert in _GPU_CHECKED_SUBS.items()
+        if name not in absent
+    }
+    return _GpuRules(state, absent, capability, subs)
 
 
 def _gpu_from_pb(msg: pb.Gpu, where: str) -> model.Gpu:
-    values = _checked_gpu(msg, where)
+    rules = _checked_gpu(msg, where)
+    absent = rules.absent
+    values: dict[str, Any] = {
+        name: absent[name] if name in absent else getattr(msg, name) for name in _GPU_OPTIONAL
+    }
+    values.update(rules.checked_subs)
     for name, convert in _GPU_PLAIN_SUBS.items():
-        value = values[name]
-        if not isinstance(value, model.Unavailable):
-            values[name] = convert(value)
-    return model.Gpu(**values)
+        if name not in absent:
+            values[name] = convert(values[name])
+    return model.Gpu(
+        index=msg.index,
+        state=rules.state,
+        uuid=msg.uuid,
+        compute_capability=rules.capability,
+        **values,
+    )
 
 
 def _gpu_claim(msg: pb.Gpu, where: str) -> CheckedGpu:
-    values = _checked_gpu(msg, where)
-    pci = values["pci"]
+    rules = _checked_gpu(msg, where)
+    absent = rules.absent
     return CheckedGpu(
-        index=values["index"],
-        uuid=values["uuid"],
-        name=values["name"],
-        pci_device_id=None if isinstance(pci, model.Unavailable) else pci.device_id,
-        mig=values["mig"],
+        index=msg.index,
+        uuid=msg.uuid,
+        name=absent.get("name", msg.name),
+        pci_device_id=None if "pci" in absent else msg.pci.device_id,
+        mig=absent.get("mig") or cast("model.MigInfo", rules.checked_subs["mig"]),
     )
 
 
