@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -276,10 +276,8 @@ _MIG_PLAIN = ("gpu_instance_id", "compute_instance_id", "memory_total_bytes")
 _CC_READINGS = _fields(model.ConfidentialComputing)
 _CC_PLAIN = ("attestation_report", "certificate_chain", "cec_attestation_report")
 _GPU_READINGS = _fields(model.Gpu)
-_GPU_CHECKED_SUBS: dict[str, Callable[[Any, str], object]] = {
-    "mig": _mig_from_pb,
-    "cc": _cc_from_pb,
-}
+#: The sub-messages with rules of their own, checked (and converted) in _checked_gpu.
+_GPU_CHECKED_SUBS = ("mig", "cc")
 _GPU_PLAIN_SUBS: dict[str, Callable[[Any], object]] = {
     "pci": lambda p: model.PciInfo(p.bus_id, p.device_id, p.subsystem_id),
     "fabric": lambda f: model.FabricInfo(f.cluster_uuid, f.clique_id, f.state, f.status),
@@ -304,8 +302,7 @@ if {*_GPU_OPTIONAL, "compute_capability"} != _GPU_READINGS:  # model and tables 
     raise RuntimeError("attest.wire: GPU reading tables do not match model.Gpu")
 
 
-@dataclass(frozen=True)
-class _GpuRules:
+class _GpuRules(NamedTuple):
     """What checking one GPU entry established, for the converters that follow."""
 
     state: model.GpuState
@@ -315,7 +312,9 @@ class _GpuRules:
 
 
 def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
-    """Every rule of one GPU entry (both decoders call this, then only read fields)."""
+    """Every rule of one GPU entry (both decoders call this, then only read fields).
+
+    (A NamedTuple, not a dataclass: this runs per GPU of every envelope received.)"""
     state = _GPU_STATE_BACK.get(msg.state)
     if state is None:
         raise InvariantError(f"{where}: unknown state {msg.state}")
@@ -324,7 +323,7 @@ def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
         raise InvariantError(f"{where}: uuid is missing or too long")
     absent = _absent(msg, where, _GPU_READINGS)
     capability = _capability(msg, where, absent.get("compute_capability"))
-    has = cast("Callable[[str], bool]", msg.HasField)
+    has: Callable[[str], bool] = msg.HasField  # type: ignore[assignment]
     for name in _GPU_OPTIONAL:  # explicit presence: exactly one of set and unavailable
         if has(name) == (name in absent):
             how = "both set and" if name in absent else "neither set nor named"
@@ -334,11 +333,11 @@ def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
         for name in _GPU_STRINGS:
             if name not in absent and len(getattr(msg, name)) > MAX_STRING:
                 raise InvariantError(f"{where}.{name} is longer than {MAX_STRING} characters")
-    subs = {
-        name: convert(getattr(msg, name), where)
-        for name, convert in _GPU_CHECKED_SUBS.items()
-        if name not in absent
-    }
+    subs: dict[str, object] = {}
+    if "mig" not in absent:
+        subs["mig"] = _mig_from_pb(msg.mig, where)
+    if "cc" not in absent:
+        subs["cc"] = _cc_from_pb(msg.cc, where)
     return _GpuRules(state, absent, capability, subs)
 
 

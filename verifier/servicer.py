@@ -107,18 +107,25 @@ class Core:
         free on a path taken for every envelope)."""
         return {f: self.metrics.accepted.labels(freshness=f.value) for f in Freshness}
 
-    async def new_challenge(self, head: pipeline.ChainHead) -> tuple[Challenge, NonceRecord]:
+    def nonce_record(self) -> NonceRecord:
+        """A fresh challenge nonce; it may only be sent once the store has it."""
         now = self.clock()
-        record = NonceRecord(
+        return NonceRecord(
             nonce=os.urandom(wire.NONCE_LEN),
             issued_at=now,
             expires_at=now + self.config.stream.challenge_ttl,
             replica=self.replica_id,
         )
+
+    async def new_challenge(self, head: pipeline.ChainHead) -> tuple[Challenge, NonceRecord]:
+        record = self.nonce_record()
         await self.nonces.issue(record)
+        return self.challenge_for(record, head), record
+
+    def challenge_for(self, record: NonceRecord, head: pipeline.ChainHead) -> Challenge:
+        """The challenge of an issued (durable) nonce."""
         self.metrics.challenges.inc()
-        challenge = Challenge(record.nonce, record.expires_at, head.last_seq, head.last_hash)
-        return challenge, record
+        return Challenge(record.nonce, record.expires_at, head.last_seq, head.last_hash)
 
     def sign_receipt(self, receipt: Receipt) -> bytes:
         body = wire.encode_receipt(receipt)
@@ -154,6 +161,9 @@ class AttestSession:
 
     async def challenge(self) -> pb.VerifierMessage:
         challenge, record = await self.core.new_challenge(self.head)
+        return self._sent(challenge, record)
+
+    def _sent(self, challenge: Challenge, record: NonceRecord) -> pb.VerifierMessage:
         self.nonces[record.nonce] = record
         while len(self.nonces) > _STREAM_NONCES:
             del self.nonces[next(iter(self.nonces))]
@@ -182,8 +192,9 @@ class AttestSession:
             auth, nonce, self.head, digest_at_seq, now=self.core.clock(), limits=self.core.limits
         )
 
-    async def accept(self, raw: bytes) -> pb.VerifierMessage:
-        """Verify, make durable, and answer with the signed receipt; raise AttestError."""
+    async def accept(self, raw: bytes) -> tuple[pb.VerifierMessage, pb.VerifierMessage]:
+        """Verify, make durable, and answer with the signed receipt and the next challenge,
+        whose nonce became durable in the same transaction; raise AttestError."""
         core = self.core
         wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
         if wait is None:
@@ -203,7 +214,9 @@ class AttestSession:
                 raise
             self.head = pipeline.head_of(record)
             verified = await self._check(auth, nonce)
-        accepted = await core.committer.submit(pipeline.to_attestation(verified, core.clock()))
+        next_nonce = core.nonce_record()
+        attestation = pipeline.to_attestation(verified, core.clock())
+        accepted = await core.committer.submit(attestation, next_nonce)
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
@@ -213,7 +226,8 @@ class AttestSession:
             log_index=accepted.log_index, checkpoint=checkpoint, accepted_at=accepted.accepted_at,
             freshness=accepted.freshness,
         )  # fmt: skip
-        return pb.VerifierMessage(receipt=core.sign_receipt(receipt))
+        challenge = self._sent(core.challenge_for(next_nonce, self.head), next_nonce)
+        return pb.VerifierMessage(receipt=core.sign_receipt(receipt)), challenge
 
 
 def _seq_hint(raw: bytes) -> tuple[int, bytes]:
@@ -362,7 +376,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         core = self.core
         started = time.perf_counter()
         try:
-            receipt = await session.accept(raw)
+            receipt, challenge = await session.accept(raw)
         except AttestError as exc:
             seq, digest = _seq_hint(raw)
             await core.audit_rejection(session.agent.agent_id, exc, seq, digest)
@@ -371,7 +385,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
             await context.abort(status_for(exc), details_for(exc))
         await context.write(receipt)
         core.metrics.latency.observe(time.perf_counter() - started)
-        await self._send_challenge(session, context)
+        await context.write(challenge)
 
     async def _send_challenge(
         self,

@@ -349,8 +349,17 @@ class Store(Protocol):
 
     # evidence
 
-    def accept(self, items: Sequence[VerifiedAttestation], now: datetime) -> list[AcceptOutcome]:
+    def accept(
+        self,
+        items: Sequence[VerifiedAttestation],
+        now: datetime,
+        nonces: Sequence[NonceRecord] = (),
+    ) -> list[AcceptOutcome]:
         """Make a batch of verified attestations durable in ONE transaction (group commit).
+
+        `nonces` are issued in that same transaction, whatever the items' outcomes (as
+        `issue_nonces` would): the challenges sent after the receipts then cost no commit of
+        their own.
 
         Returns one outcome per item, in order, only after COMMIT. Items are applied in order,
         so one batch may carry consecutive seqs of one agent. Per item, atomically: chain-head

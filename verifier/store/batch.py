@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from attest.errors import AttestError, StoreError
-from verifier.store.api import Accepted, AcceptOutcome, Store, VerifiedAttestation
+from verifier.store.api import Accepted, AcceptOutcome, NonceRecord, Store, VerifiedAttestation
 
 log = logging.getLogger(__name__)
 
-_Pending = tuple[VerifiedAttestation, "asyncio.Future[Accepted]"]
+_Pending = tuple[VerifiedAttestation, NonceRecord | None, "asyncio.Future[Accepted]"]
 
 
 def _utcnow() -> datetime:
@@ -53,8 +53,11 @@ class GroupCommitter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def submit(self, item: VerifiedAttestation) -> Accepted:
+    async def submit(self, item: VerifiedAttestation, nonce: NonceRecord | None = None) -> Accepted:
         """Queue one attestation and wait until it is durable.
+
+        `nonce`, when given, is issued in the same transaction (see `Store.accept`): it is
+        durable once this returns or raises an item's own error.
 
         Returns its Accepted outcome. Raises the item's typed error (ReplayError, ForkError,
         GapError, Nonce*Error, Agent*Error) or, when the batch could not commit,
@@ -63,7 +66,7 @@ class GroupCommitter:
         if self._task is None:
             raise StoreError("group committer is not started")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        await self._queue.put((item, nonce, future))
         return await future
 
     async def close(self) -> None:
@@ -89,10 +92,11 @@ class GroupCommitter:
                     self._queue.task_done()
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        items = [item for item, _ in batch]
+        items = [item for item, _, _ in batch]
+        nonces = [nonce for _, nonce, _ in batch if nonce is not None]
         try:
             outcomes: list[AcceptOutcome] = await loop.run_in_executor(
-                self._executor, self._store.accept, items, self._clock()
+                self._executor, self._store.accept, items, self._clock(), nonces
             )
         except AttestError as exc:
             _fail_all(batch, exc)
@@ -103,7 +107,7 @@ class GroupCommitter:
             return
         self.batches += 1
         self.items += len(items)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # the caller went away (stream cancelled)
                 continue
             if isinstance(outcome, Accepted):
@@ -113,6 +117,6 @@ class GroupCommitter:
 
 
 def _fail_all(batch: list[_Pending], exc: AttestError) -> None:
-    for _, future in batch:
+    for _, _, future in batch:
         if not future.done():
             future.set_exception(exc)

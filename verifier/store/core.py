@@ -116,8 +116,14 @@ class SqlStore(abc.ABC):
 
     # evidence
 
-    def accept(self, items: Sequence[VerifiedAttestation], now: datetime) -> list[AcceptOutcome]:
+    def accept(
+        self,
+        items: Sequence[VerifiedAttestation],
+        now: datetime,
+        nonces: Sequence[NonceRecord] = (),
+    ) -> list[AcceptOutcome]:
         if not items:
+            self.issue_nonces(nonces)
             return []
         now_us = to_micros(now)
         attempts = 0
@@ -126,6 +132,8 @@ class SqlStore(abc.ABC):
             nonlocal attempts
             attempts += 1
             outcomes = ops_accept.accept_batch(db, items, now_us, self.options)
+            if nonces:  # after the log head lock, like every accept; a retry inserts nothing new
+                ops_agents.issue_nonces(db, nonces)
             if attempts > 1:
                 # The previous attempt may have committed before its connection broke: an item
                 # now "replayed" with its own bytes is that commit, not an agent's replay.
