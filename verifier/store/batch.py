@@ -78,6 +78,11 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._executor.shutdown(wait=True)
+        if self.batches:
+            log.info(
+                "group commit: %d envelopes in %d transactions (%.1f per commit)",
+                self.items, self.batches, self.items / self.batches,
+            )  # fmt: skip
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

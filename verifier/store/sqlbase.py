@@ -14,6 +14,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 Row = tuple[Any, ...]
+#: Bound parameters per SQLite statement: 999 is the limit of SQLite builds before 3.32.
+_SQLITE_MAX_PARAMS = 999
 
 
 @dataclass(frozen=True)
@@ -101,14 +103,22 @@ class Db:
         suffix: str = "",
     ) -> None:
         """INSERT many rows. `columns` are (name, PostgreSQL type) pairs; `suffix` may carry an
-        ON CONFLICT clause. SQLite runs one prepared statement per row (cheap: in-process);
-        PostgreSQL gets one statement over unnest(arrays), one round trip for the lot."""
+        ON CONFLICT clause. SQLite gets multi-row VALUES statements (executemany would step,
+        and hand the GIL back and forth with the event loop, once per row); PostgreSQL gets
+        one statement over unnest(arrays), one round trip for the lot."""
         if not rows:
             return
         names = ", ".join(name for name, _ in columns)
         if not self.dialect.bulk_arrays:
-            marks = ", ".join("?" * len(columns))
-            self.many(f"INSERT INTO {table} ({names}) VALUES ({marks}){suffix}", rows)
+            marks = "(" + ", ".join("?" * len(columns)) + ")"
+            per = max(1, _SQLITE_MAX_PARAMS // len(columns))
+            for start in range(0, len(rows), per):
+                chunk = rows[start : start + per]
+                values = ", ".join([marks] * len(chunk))
+                self._cursor.execute(
+                    f"INSERT INTO {table} ({names}) VALUES {values}{suffix}",
+                    [value for row in chunk for value in row],
+                )
             return
         arrays = [list(column) for column in zip(*rows, strict=True)]
         casts = ", ".join(f"?::{kind}[]" for _, kind in columns)
