@@ -19,12 +19,12 @@ from agent.config import AgentConfig, HostPort, load_config, parse_host_port
 from agent.identity import KEY_FILE, Identity, load_identity, load_tls, load_verifier_key
 from agent.logs import get_logger, setup_logging
 from agent.metrics import AgentMetrics
-from agent.notify import Notifier
 from agent.ports import InventorySource
 from agent.spool import Spool
 from agent.stream import StreamClient, StreamSettings
 from attest import errors
 from attest.keys import SoftwareSigner, load_private_key
+from attest.sdnotify import Notifier
 
 log = get_logger("daemon")
 

@@ -31,6 +31,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from attest.errors import AttestError, ConfigError
+from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from verifier.ca import (
@@ -43,7 +44,6 @@ from verifier.log_cli import checkpoint_origin
 from verifier.metrics import Metrics
 from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
-from verifier.sdnotify import Notifier, watchdog_interval_s
 from verifier.servicer import (
     AttestationServicer,
     Core,
@@ -259,7 +259,7 @@ async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: boo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    interval = watchdog_interval_s()
+    interval = notifier.watchdog_interval_s
     if interval is not None:
         running.tasks.append(asyncio.create_task(_watchdog(notifier, interval)))
     notifier.ready(f"serving on {config.listen}")

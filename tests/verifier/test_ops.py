@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from attest.keys import SoftwareSigner
+from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from tests.verifier.conftest import make_config
@@ -19,7 +20,6 @@ from tests.verifier.helpers import Chain
 from tests.verifier.rpc import Enrolled, Stream, check_receipt, csr_for, enroll_agent, new_token
 from tests.verifier.sim import free_port
 from verifier.config import FleetConfig
-from verifier.sdnotify import Notifier
 from verifier.server import start
 from verifier.servicer import PLAINTEXT_AGENT_HEADER
 
@@ -82,13 +82,13 @@ def test_sd_notify_datagrams(tmp_path: Path) -> None:
     path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(path))
-        notifier = Notifier(str(path))
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
         notifier.ready("serving")
         notifier.watchdog()
         notifier.stopping()
         got = [sock.recv(256) for _ in range(3)]
     assert got == [b"READY=1\nSTATUS=serving", b"WATCHDOG=1", b"STOPPING=1"]
-    Notifier("").ready()  # not under systemd: nothing happens
+    assert not Notifier({}).ready()  # not under systemd: nothing happens
 
 
 async def test_sweep_runs_periodically(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """The systemd notify protocol (sd_notify(3)), written by hand: one datagram per state change.
 
+Shared by both daemons (agent and verifier); standard library only.
+
 `$NOTIFY_SOCKET` is a path or, with a leading '@', a name in the abstract namespace. Without it
 (not started by systemd with Type=notify) every call is a no-op.
 """

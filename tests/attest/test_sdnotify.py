@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from agent.notify import Notifier, socket_address
+from attest.sdnotify import Notifier, socket_address
 
 
 def _receiver(address: str | bytes) -> socket.socket:
