@@ -8,72 +8,31 @@ group-committed accepts allow, so nonces queue here and commit together.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
+from collections.abc import Sequence
 
-from attest.errors import AttestError, StoreError
+from attest.errors import AttestError
 from verifier.store.api import NonceRecord, Store
-
-log = logging.getLogger(__name__)
-
-_Pending = tuple[NonceRecord, "asyncio.Future[None]"]
+from verifier.store.batch import Batcher
 
 
 class NonceIssuer:
     """Queues `Store.issue_nonces` calls from the event loop into batches."""
 
     def __init__(self, store: Store, *, max_batch: int = 1024) -> None:
-        self._store = store
-        self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        def issue(records: list[NonceRecord]) -> Sequence[AttestError | None]:
+            store.issue_nonces(records)
+            return [None] * len(records)
+
+        self._batcher: Batcher[NonceRecord, None] = Batcher(
+            issue, name="nonce-issuer", max_batch=max_batch
+        )
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="nonce-issuer")
+        await self._batcher.start()
 
     async def issue(self, record: NonceRecord) -> None:
         """Return once `record` is committed; raise StoreUnavailableError / StoreError."""
-        if self._task is None:
-            raise StoreError("nonce issuer is not started")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((record, future))
-        await future
+        await self._batcher.submit(record)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await self._queue.join()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            await asyncio.to_thread(self._store.issue_nonces, [record for record, _ in batch])
-        except AttestError as exc:
-            error: AttestError | None = exc
-        except Exception as exc:  # a driver bug must not kill the loop; callers see StoreError
-            log.exception("issuing nonces failed")
-            error = StoreError(f"issuing nonces failed: {type(exc).__name__}")
-        else:
-            error = None
-        for _, future in batch:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+        await self._batcher.close()

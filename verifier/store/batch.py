@@ -11,66 +11,66 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from attest.errors import AttestError, StoreError
-from verifier.store.api import Accepted, AcceptOutcome, NonceRecord, Store, VerifiedAttestation
+from verifier.store.api import Accepted, NonceRecord, Store, VerifiedAttestation
 
 log = logging.getLogger(__name__)
 
-_Pending = tuple[VerifiedAttestation, NonceRecord | None, "asyncio.Future[Accepted]"]
+I = TypeVar("I")  # noqa: E741 - the item type
+R = TypeVar("R")
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class GroupCommitter:
-    """Batches `Store.accept` calls from the event loop into one writer thread."""
+class Batcher(Generic[I, R]):
+    """Runs `run_batch` on one worker thread over everything queued from the event loop.
+
+    `run_batch(items)` returns one result per item: a value, or the item's own AttestError.
+    When it raises instead, every item of the batch fails with that error (a non-AttestError
+    becomes StoreError, logged, so a driver bug never kills the loop). A submitter's future is
+    resolved only after `run_batch` returned, i.e. after its transaction committed.
+    """
 
     def __init__(
         self,
-        store: Store,
+        run_batch: Callable[[list[I]], Sequence[R | AttestError]],
         *,
-        max_batch: int = 512,
-        clock: Callable[[], datetime] = _utcnow,
+        name: str,
+        max_batch: int,
     ) -> None:
-        self._store = store
+        self._run_batch = run_batch
+        self._name = name
         self._max_batch = max_batch
-        self._clock = clock
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[I, asyncio.Future[R]]] = asyncio.Queue()
         # One thread: SQLite has one writer connection, and PostgreSQL batches serialize on
         # the log head anyway, so a second committer would only wait.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-commit")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
 
     async def start(self) -> None:
-        """Start the commit loop on the running event loop."""
+        """Start the batching loop on the running event loop."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="group-commit")
+            self._task = asyncio.create_task(self._run(), name=self._name)
 
-    async def submit(self, item: VerifiedAttestation, nonce: NonceRecord | None = None) -> Accepted:
-        """Queue one attestation and wait until it is durable.
-
-        `nonce`, when given, is issued in the same transaction (see `Store.accept`): it is
-        durable once this returns or raises an item's own error.
-
-        Returns its Accepted outcome. Raises the item's typed error (ReplayError, ForkError,
-        GapError, Nonce*Error, Agent*Error) or, when the batch could not commit,
-        StoreUnavailableError / StoreError.
-        """
+    async def submit(self, item: I) -> R:
+        """Queue one item and wait for its result; raise its error or the batch's."""
         if self._task is None:
-            raise StoreError("group committer is not started")
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, nonce, future))
+            raise StoreError(f"{self._name} is not started")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
         return await future
 
     async def close(self) -> None:
-        """Commit what is queued, then stop; later submits raise StoreError."""
+        """Run what is queued, then stop; later submits raise StoreError."""
         task, self._task = self._task, None
         if task is not None:
             await self._queue.join()
@@ -80,8 +80,8 @@ class GroupCommitter:
         self._executor.shutdown(wait=True)
         if self.batches:
             log.info(
-                "group commit: %d envelopes in %d transactions (%.1f per commit)",
-                self.items, self.batches, self.items / self.batches,
+                "%s: %d items in %d transactions (%.1f per commit)",
+                self._name, self.items, self.batches, self.items / self.batches,
             )  # fmt: skip
 
     async def _run(self) -> None:
@@ -96,32 +96,81 @@ class GroupCommitter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        items = [item for item, _, _ in batch]
-        nonces = [nonce for _, nonce, _ in batch if nonce is not None]
+    async def _commit(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[I, asyncio.Future[R]]]
+    ) -> None:
+        items = [item for item, _ in batch]
         try:
-            outcomes: list[AcceptOutcome] = await loop.run_in_executor(
-                self._executor, self._store.accept, items, self._clock(), nonces
-            )
+            results = await loop.run_in_executor(self._executor, self._run_batch, items)
         except AttestError as exc:
             _fail_all(batch, exc)
             return
-        except Exception as exc:  # a bug or driver error must not kill the commit loop
-            log.exception("group commit failed")
-            _fail_all(batch, StoreError(f"commit failed: {type(exc).__name__}"))
+        except Exception as exc:  # a bug or driver error must not kill the loop
+            log.exception("%s failed", self._name)
+            _fail_all(batch, StoreError(f"{self._name} failed: {type(exc).__name__}"))
             return
         self.batches += 1
         self.items += len(items)
-        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away (stream cancelled)
                 continue
-            if isinstance(outcome, Accepted):
-                future.set_result(outcome)
+            if isinstance(result, AttestError):
+                future.set_exception(result)
             else:
-                future.set_exception(outcome)
+                future.set_result(result)
 
 
-def _fail_all(batch: list[_Pending], exc: AttestError) -> None:
-    for _, _, future in batch:
+def _fail_all(batch: Sequence[tuple[object, asyncio.Future[R]]], exc: AttestError) -> None:
+    for _, future in batch:
         if not future.done():
             future.set_exception(exc)
+
+
+class GroupCommitter:
+    """Batches `Store.accept` calls from the event loop into one writer thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 512,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        def accept(
+            batch: list[tuple[VerifiedAttestation, NonceRecord | None]],
+        ) -> Sequence[Accepted | AttestError]:
+            nonces = [nonce for _, nonce in batch if nonce is not None]
+            return store.accept([item for item, _ in batch], clock(), nonces)
+
+        self._batcher: Batcher[tuple[VerifiedAttestation, NonceRecord | None], Accepted]
+        self._batcher = Batcher(accept, name="group-commit", max_batch=max_batch)
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed so far."""
+        return self._batcher.batches
+
+    @property
+    def items(self) -> int:
+        """Attestations those transactions carried."""
+        return self._batcher.items
+
+    async def start(self) -> None:
+        """Start the commit loop on the running event loop."""
+        await self._batcher.start()
+
+    async def submit(self, item: VerifiedAttestation, nonce: NonceRecord | None = None) -> Accepted:
+        """Queue one attestation and wait until it is durable.
+
+        `nonce`, when given, is issued in the same transaction (see `Store.accept`): it is
+        durable once this returns or raises an item's own error.
+
+        Returns its Accepted outcome. Raises the item's typed error (ReplayError, ForkError,
+        GapError, Nonce*Error, Agent*Error) or, when the batch could not commit,
+        StoreUnavailableError / StoreError.
+        """
+        return await self._batcher.submit((item, nonce))
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop; later submits raise StoreError."""
+        await self._batcher.close()
