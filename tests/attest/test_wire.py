@@ -2,7 +2,7 @@
 
 The invariant cases craft malformed messages with the generated protobuf classes, because the
 domain model cannot express them (that is its point); product code still only touches `*_pb2`
-through attest/wire.py.
+through the attest.wire package.
 """
 
 from __future__ import annotations

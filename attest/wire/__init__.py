@@ -1,0 +1,65 @@
+"""Wire <-> domain conversion. The only package besides the gRPC shells that touches `*_pb2`.
+
+Decoders take untrusted bytes and either return validated frozen values or raise `DecodeError`
+(or a subclass). They never return partially parsed data.
+
+The code lives in private modules by concern (`_common`: limits, strict parsing, timestamps,
+readings; `_gpu`: GPU entries; `_evidence`: host, driver, evidence; `_messages`: envelope,
+receipt, challenge, rejection). Callers import from `attest.wire` only; the names below are the
+same objects, so `wire.check_evidence(...)` costs one attribute lookup, as before the split.
+"""
+
+from __future__ import annotations
+
+from attest.wire._common import (
+    HASH_LEN,
+    MAX_ENVELOPE_BYTES,
+    MAX_GPUS,
+    MAX_LANDMARKS,
+    MAX_MIG_DEVICES,
+    MAX_POSTURE_CHECKS,
+    MAX_STRING,
+    NONCE_LEN,
+)
+from attest.wire._common import _fields as _fields  # tests check the reading tables
+from attest.wire._evidence import (
+    CheckedEvidence,
+    check_evidence,
+    decode_evidence,
+    encode_evidence,
+)
+from attest.wire._gpu import CheckedGpu
+from attest.wire._messages import (
+    challenge_from_pb,
+    challenge_to_pb,
+    decode_envelope,
+    decode_receipt,
+    encode_envelope,
+    encode_receipt,
+    rejection_from_pb,
+    rejection_to_pb,
+)
+
+__all__ = [
+    "HASH_LEN",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_GPUS",
+    "MAX_LANDMARKS",
+    "MAX_MIG_DEVICES",
+    "MAX_POSTURE_CHECKS",
+    "MAX_STRING",
+    "NONCE_LEN",
+    "CheckedEvidence",
+    "CheckedGpu",
+    "challenge_from_pb",
+    "challenge_to_pb",
+    "check_evidence",
+    "decode_envelope",
+    "decode_evidence",
+    "decode_receipt",
+    "encode_envelope",
+    "encode_evidence",
+    "encode_receipt",
+    "rejection_from_pb",
+    "rejection_to_pb",
+]

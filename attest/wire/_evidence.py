@@ -1,0 +1,209 @@
+"""Evidence: host, driver and the whole Evidence message; decode_evidence and check_evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from attest import model
+from attest.errors import InvariantError
+from attest.v1 import attest_pb2 as pb
+from attest.wire._common import (
+    HASH_LEN,
+    MAX_GPUS,
+    MAX_LANDMARKS,
+    MAX_POSTURE_CHECKS,
+    NONCE_LEN,
+    _absent,
+    _fields,
+    _from_ts,
+    _parse,
+    _plain_readings,
+    _ReadingWriter,
+    _ts,
+)
+from attest.wire._gpu import CheckedGpu, _gpu_claim, _gpu_from_pb, _gpu_pb
+
+# --- host and driver ---------------------------------------------------------------------------
+
+_HOST_FIELDS = tuple(sorted(_fields(model.HostFacts)))
+_DRIVER_FIELDS = ("driver_version", "nvml_version", "cuda_driver_version")
+_HOST_READINGS = frozenset(_HOST_FIELDS)
+_DRIVER_READINGS = frozenset(_DRIVER_FIELDS)
+
+
+def _host_pb(host: model.HostFacts) -> pb.HostFacts:
+    out = pb.HostFacts()
+    w = _ReadingWriter(out.unavailable)
+    for name in sorted(_HOST_FIELDS):
+        w.scalar(out, name, getattr(host, name))
+    return out
+
+
+def _driver_pb(driver: model.DriverInfo) -> pb.DriverInfo:
+    out = pb.DriverInfo()
+    w = _ReadingWriter(out.unavailable)
+    for name in _DRIVER_FIELDS:
+        w.scalar(out, name, getattr(driver, name))
+    return out
+
+
+def _host_from_pb(msg: pb.HostFacts) -> model.HostFacts:
+    absent = _absent(msg, "host", _HOST_READINGS)
+    return model.HostFacts(**_plain_readings(msg, "host", absent, _HOST_FIELDS))
+
+
+def _driver_from_pb(msg: pb.DriverInfo) -> model.DriverInfo:
+    absent = _absent(msg, "driver", _DRIVER_READINGS)
+    return model.DriverInfo(**_plain_readings(msg, "driver", absent, _DRIVER_FIELDS))
+
+
+# --- evidence ----------------------------------------------------------------------------------
+
+_INVENTORY_STATE = {
+    model.InventoryState.OK: pb.InventoryStatus.STATE_OK,
+    model.InventoryState.LIBRARY_NOT_FOUND: pb.InventoryStatus.STATE_LIBRARY_NOT_FOUND,
+    model.InventoryState.DRIVER_NOT_LOADED: pb.InventoryStatus.STATE_DRIVER_NOT_LOADED,
+    model.InventoryState.ERROR: pb.InventoryStatus.STATE_ERROR,
+}
+_INVENTORY_STATE_BACK = {v: k for k, v in _INVENTORY_STATE.items()}
+_POSTURE = {
+    model.PostureResult.PASS: pb.PostureCheck.RESULT_PASS,
+    model.PostureResult.FAIL: pb.PostureCheck.RESULT_FAIL,
+    model.PostureResult.UNKNOWN: pb.PostureCheck.RESULT_UNKNOWN,
+}
+_POSTURE_BACK = {v: k for k, v in _POSTURE.items()}
+
+
+def encode_evidence(evidence: model.Evidence) -> bytes:
+    """Serialize evidence once; these bytes are what the agent signs and the verifier stores."""
+    msg = pb.Evidence(
+        agent_id=evidence.agent_id,
+        seq=evidence.seq,
+        prev_hash=evidence.prev_hash,
+        nonce=evidence.nonce,
+        created_at=_ts(evidence.created_at),
+        agent_version=evidence.agent_version,
+        host=_host_pb(evidence.host),
+        driver=_driver_pb(evidence.driver),
+        inventory=pb.InventoryStatus(
+            state=_INVENTORY_STATE[evidence.inventory.state],
+            detail=evidence.inventory.detail,
+            device_count=evidence.inventory.device_count,
+        ),
+        gpus=[_gpu_pb(g) for g in evidence.gpus],
+        site=pb.SiteClaim(site_id=evidence.site_id),
+        posture=[
+            pb.PostureCheck(name=p.name, result=_POSTURE[p.result], detail=p.detail)
+            for p in evidence.posture
+        ],
+        landmarks=[
+            pb.LandmarkMeasurement(
+                landmark_id=m.landmark_id, statement=m.statement, rtt_us=list(m.rtt_us)
+            )
+            for m in evidence.landmarks
+        ],
+    )
+    return msg.SerializeToString(deterministic=True)
+
+
+@dataclass(frozen=True)
+class CheckedEvidence:
+    """Evidence that passed every rule `decode_evidence` applies; only the GPU entries are
+    left unconverted beyond what `CheckedGpu` holds (they are the bulk of a payload)."""
+
+    agent_id: str
+    seq: int
+    prev_hash: bytes
+    nonce: bytes
+    created_at: datetime
+    agent_version: str
+    host: model.HostFacts
+    driver: model.DriverInfo
+    inventory: model.InventoryStatus
+    gpus: tuple[CheckedGpu, ...]
+    site_id: str
+    posture: tuple[model.PostureCheck, ...]
+    landmarks: tuple[model.LandmarkMeasurement, ...]
+
+
+def decode_evidence(payload: bytes) -> model.Evidence:
+    """Parse and validate an evidence payload whose signature has already been verified.
+
+    Raises DecodeError when the bytes are not an Evidence message, InvariantError when the
+    message breaks a rule of the contract (duplicate GPU UUID, malformed hash, sizes).
+    """
+    return model.Evidence(**_checked_evidence(payload, _gpu_from_pb))
+
+
+def check_evidence(payload: bytes) -> CheckedEvidence:
+    """Apply every rule of `decode_evidence` to `payload` (the same code runs), converting the
+    GPU entries only as far as `CheckedGpu`: the verifier's per-envelope path.
+
+    Accepts exactly the payloads `decode_evidence` accepts; raises what it raises.
+    """
+    return CheckedEvidence(**_checked_evidence(payload, _gpu_claim))
+
+
+def _checked_evidence(payload: bytes, gpu: Callable[[pb.Gpu, str], object]) -> dict[str, Any]:
+    """The fields of the evidence in `payload`, every rule applied; `gpu` converts (and
+    checks, through _checked_gpu) each GPU entry."""
+    msg = _parse(pb.Evidence(), payload, "evidence")
+    if not msg.agent_id or len(msg.agent_id) > 128:
+        raise InvariantError("evidence agent_id is missing or too long")
+    if msg.seq < 1:
+        raise InvariantError("evidence seq must start at 1")
+    if msg.seq == 1 and msg.prev_hash:
+        raise InvariantError("the first evidence of a chain has no previous hash")
+    if msg.seq > 1 and len(msg.prev_hash) != HASH_LEN:
+        raise InvariantError(f"evidence prev_hash must be {HASH_LEN} bytes")
+    if msg.nonce and len(msg.nonce) != NONCE_LEN:
+        raise InvariantError(f"evidence nonce must be empty or {NONCE_LEN} bytes")
+    if not msg.HasField("created_at"):
+        raise InvariantError("evidence has no creation time")
+    for name in ("host", "driver", "inventory", "site"):
+        if not msg.HasField(name):
+            raise InvariantError(f"evidence has no {name} section")
+    if len(msg.gpus) > MAX_GPUS:
+        raise InvariantError(f"evidence lists more than {MAX_GPUS} GPUs")
+    if len(msg.posture) > MAX_POSTURE_CHECKS or len(msg.landmarks) > MAX_LANDMARKS:
+        raise InvariantError("evidence lists too many posture checks or landmarks")
+    if msg.inventory.state not in _INVENTORY_STATE_BACK:
+        raise InvariantError(f"unknown inventory state {msg.inventory.state}")
+    gpus = tuple(gpu(g, f"gpu[{i}]") for i, g in enumerate(msg.gpus))
+    uuids = [g.uuid for g in msg.gpus]
+    if len(set(uuids)) != len(uuids):
+        seen: set[str] = set()
+        for uuid in uuids:
+            if uuid in seen:
+                raise InvariantError(f"GPU {uuid} appears twice in one evidence")
+            seen.add(uuid)
+    posture = []
+    for check in msg.posture:
+        if check.result not in _POSTURE_BACK or not check.name:
+            raise InvariantError("posture check without a name or with an unknown result")
+        posture.append(model.PostureCheck(check.name, _POSTURE_BACK[check.result], check.detail))
+    return {
+        "agent_id": msg.agent_id,
+        "seq": msg.seq,
+        "prev_hash": msg.prev_hash,
+        "nonce": msg.nonce,
+        "created_at": _from_ts(msg.created_at, "evidence created_at"),
+        "agent_version": msg.agent_version,
+        "host": _host_from_pb(msg.host),
+        "driver": _driver_from_pb(msg.driver),
+        "inventory": model.InventoryStatus(
+            _INVENTORY_STATE_BACK[msg.inventory.state],
+            msg.inventory.detail,
+            msg.inventory.device_count,
+        ),
+        "gpus": gpus,
+        "site_id": msg.site.site_id,
+        "posture": tuple(posture),
+        "landmarks": tuple(
+            model.LandmarkMeasurement(m.landmark_id, m.statement, tuple(m.rtt_us))
+            for m in msg.landmarks
+        ),
+    }
