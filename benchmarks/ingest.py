@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +41,34 @@ from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+#: `--tracemalloc FILE` runs the verifier under this launcher (benchmark only, never the unit):
+#: on SIGUSR1 it writes its top Python allocations and glibc's heap figures (mallinfo2) to FILE,
+#: so the share of the RSS held by Python objects, by native code and by free heap can be told.
+_TRACED_VERIFIER = r"""
+import ctypes, signal, sys, tracemalloc
+OUT = sys.argv.pop(1)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+def dump(*_):
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    current, peak = tracemalloc.get_traced_memory()
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    with open(OUT + ".tmp", "w") as f:
+        f.write(f"python_traced_mb {current / 2**20:.1f} peak {peak / 2**20:.1f}\n")
+        for name, _ in MallInfo2._fields_:
+            f.write(f"malloc {name} {getattr(info, name) / 2**20:.1f} MiB\n")
+        for stat in stats[:40]:
+            f.write(f"{stat}\n")
+    import os; os.replace(OUT + ".tmp", OUT)
+signal.signal(signal.SIGUSR1, dump)
+from verifier.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 NA = model.Unavailable("NotSupported")
 
 
@@ -139,7 +168,7 @@ class Verifier:
     enroll: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, batch_max: int, profile: str = "") -> None:
+    def start(self, batch_max: int, profile: str = "", traced: str = "") -> None:
         config = self.workdir / "verifier.toml"
         config.write_text(
             f'listen = "127.0.0.1:{self.listen}"\nenroll_listen = "127.0.0.1:{self.enroll}"\n'
@@ -149,11 +178,26 @@ class Verifier:
             f"[store]\nbatch_max = {batch_max}\n"
         )
         log = (self.workdir / "verifier.log").open("wb")
+        if traced:
+            launcher = ["-X", "tracemalloc=1", "-c", _TRACED_VERIFIER, traced]
+        elif profile:
+            launcher = ["-m", "cProfile", "-o", profile, "-m", "verifier.cli"]
+        else:
+            launcher = ["-m", "verifier.cli"]
         self.proc = subprocess.Popen(
-            [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
-             "-m", "verifier.cli", "--config", str(config), "serve"],
+            [sys.executable, *launcher, "--config", str(config), "serve"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+    async def dump_allocations(self, path: str) -> None:
+        """Ask a `--tracemalloc` verifier for its allocation report and wait until written."""
+        assert self.proc is not None
+        await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        for _ in range(1200):
+            if await asyncio.to_thread(Path(path).exists):
+                return
+            await asyncio.sleep(0.1)
 
     @property
     def ca_pem(self) -> bytes:
@@ -214,6 +258,10 @@ class Phase:
     total: int = 0
 
 
+def _left(end: float) -> float:
+    return max(0.0, end - time.monotonic())
+
+
 async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float) -> None:
     """One agent's stream: send, wait for the receipt, repeat until the window closes."""
     creds = grpc.ssl_channel_credentials(
@@ -231,7 +279,8 @@ async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float)
         await phase.go.wait()
         end = phase.window[1]
         if interval:  # spread the agents over the interval instead of a thundering herd
-            await asyncio.sleep(interval * agent.index / phase.total)
+            # (never past the window's end: the run would only wait for agents that stop then)
+            await asyncio.sleep(min(interval * agent.index / phase.total, _left(end)))
         for raw in agent.envelopes:
             sent = time.monotonic()
             if sent >= end:
@@ -244,7 +293,7 @@ async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float)
             agent.latencies.append(done - sent)
             await call.read()  # the next challenge
             if interval:
-                await asyncio.sleep(max(0.0, interval - (time.monotonic() - sent)))
+                await asyncio.sleep(min(interval - (time.monotonic() - sent), _left(end)))
         await call.done_writing()
 
 
@@ -263,7 +312,7 @@ def _new_tokens(database: str, count: int) -> list[str]:
 
 async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[str, object]:
     verifier = Verifier(workdir, database)
-    verifier.start(args.batch_max, args.profile)
+    verifier.start(args.batch_max, args.profile, args.tracemalloc)
     try:
         await verifier.wait_ready()
         tokens = _new_tokens(database, args.agents)
@@ -291,6 +340,8 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         cpu1 = sum(process.cpu_times()[:2])
         accepted = sum(a.accepted for a in agents) - accepted0
         rss_mb = process.memory_info().rss / 2**20
+        if args.tracemalloc:
+            await verifier.dump_allocations(args.tracemalloc)
         await asyncio.gather(*tasks)
     finally:
         verifier.stop()
@@ -325,6 +376,7 @@ def main() -> None:
     parser.add_argument("--max-per-agent", type=int, default=0, help="pre-signed per agent")
     parser.add_argument("--batch-max", type=int, default=256)
     parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
+    parser.add_argument("--tracemalloc", default="", help="write the verifier's allocations here")
     parser.add_argument("--workdir", default="", help="keep state and verifier.log here")
     args = parser.parse_args()
     if not args.max_per_agent:
