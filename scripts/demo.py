@@ -11,6 +11,7 @@ Exits 0 when all of that happened, 1 otherwise. Everything stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-STATE = ROOT / "demo-state"
+DEFAULT_STATE = ROOT / "demo-state"
 MACHINES = ROOT / "examples" / "machines"
 HOSTS = {  # machine file -> GPUs it reports
     "h100-node.toml": 8,
@@ -62,6 +63,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 @dataclass
 class Demo:
+    state: Path
     verifier_toml: Path
     attest_port: int
     enroll_port: int
@@ -77,29 +79,29 @@ class Demo:
         return json.loads(self.verifier(*args, "--json"))
 
 
-def write_verifier_config() -> Demo:
+def write_verifier_config(state: Path) -> Demo:
     attest_port, enroll_port = free_port(), free_port()
-    path = STATE / "verifier.toml"
+    path = state / "verifier.toml"
     path.write_text(
         f'listen = "127.0.0.1:{attest_port}"\n'
         f'enroll_listen = "127.0.0.1:{enroll_port}"\n'
-        f'state_dir = "{STATE / "verifier"}"\n'
+        f'state_dir = "{state / "verifier"}"\n'
         'metrics_listen = ""\n'
         "[tls]\n"
         'names = ["localhost", "127.0.0.1"]\n'
         "[fleet]\n"
         "sweep_interval_s = 2\n"
     )
-    return Demo(path, attest_port, enroll_port)
+    return Demo(state, path, attest_port, enroll_port)
 
 
 def start_agent(demo: Demo, machine: str, log: Any) -> subprocess.Popen[bytes]:
     name = machine.removesuffix(".toml")
-    state_dir = STATE / name
+    state_dir = demo.state / name
     site = "acme-iad1" if name == "clone-node" else "acme-fra1"
     token = demo.verifier("token", "create", "--site", site, "--ttl", "1h").strip()
     agent = str(BIN / "gpu-attest-agent")
-    ca = str(STATE / "ca.pem")
+    ca = str(demo.state / "ca.pem")
     machine_path = str(MACHINES / machine)
     config = state_dir / "agent.toml"
     state_dir.mkdir(mode=0o700)
@@ -153,8 +155,8 @@ def wait_for_duplicate(demo: Demo) -> list[dict[str, Any]]:
 
 def check_log_offline(demo: Demo) -> bool:
     """What a regulator does with files it was handed: verify them with the log's public key."""
-    key, checkpoint = STATE / "verifier.pub", STATE / "log.checkpoint"
-    proof = STATE / "0.tlog-proof"
+    key, checkpoint = demo.state / "verifier.pub", demo.state / "log.checkpoint"
+    proof = demo.state / "0.tlog-proof"
     demo.verifier("log", "key", "--out", str(key))
     demo.verifier("log", "checkpoint", "--out", str(checkpoint))
     demo.verifier("log", "proof", "--index", "0", "--out", str(proof))
@@ -169,12 +171,15 @@ def check_log_offline(demo: Demo) -> bool:
     return all(results)
 
 
-def main() -> int:
-    shutil.rmtree(STATE, ignore_errors=True)
-    STATE.mkdir(mode=0o700)
-    os.chdir(STATE)
-    demo = write_verifier_config()
-    log = (STATE / "processes.log").open("ab")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="emptied, then used")
+    state = parser.parse_args(argv).state.resolve()
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(mode=0o700, parents=True)
+    os.chdir(state)
+    demo = write_verifier_config(state)
+    log = (state / "processes.log").open("ab")
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     ok = False
     try:
@@ -186,7 +191,7 @@ def main() -> int:
         procs.append(("verifier", verifier))
         wait_port(demo.enroll_port, verifier)
         wait_port(demo.attest_port, verifier)
-        (STATE / "ca.pem").write_text(demo.verifier("ca", "export"))
+        (state / "ca.pem").write_text(demo.verifier("ca", "export"))
         say("agents: one-time tokens, enrollment, signed evidence streams")
         procs.extend((m.removesuffix(".toml"), start_agent(demo, m, log)) for m in HOSTS)
         hosts = wait_for_fleet(demo)
@@ -208,7 +213,7 @@ def main() -> int:
         for what, proc in reversed(procs):
             ok = stop(proc, what) and ok
         log.close()
-    print(f"\ndemo {'succeeded' if ok else 'FAILED'}; state and logs in {STATE}")
+    print(f"\ndemo {'succeeded' if ok else 'FAILED'}; state and logs in {state}")
     return 0 if ok else 1
 
 
