@@ -121,14 +121,19 @@ def load_verifier_key(state_dir: Path) -> PublicKey:
 
 
 def load_tls(state_dir: Path, signer: SoftwareSigner) -> TlsMaterial:
+    """The enrolled mTLS material; raise NotEnrolledError, or KeyMaterialError when the client
+    certificate is not for agent.key (a half-finished rotation or a copied state dir), which
+    would otherwise surface only as an opaque handshake failure on every reconnect."""
     try:
-        return TlsMaterial(
+        material = TlsMaterial(
             ca_pem=(state_dir / CA_FILE).read_bytes(),
             cert_pem=(state_dir / CERT_FILE).read_bytes(),
             key_pem=signer.private_pem(),
         )
     except OSError as exc:
         raise NotEnrolledError(f"TLS material missing in {state_dir}: {exc.strerror}") from exc
+    check_key_matches_cert(signer, material.cert_pem)
+    return material
 
 
 def verify_receipt(raw: bytes, verifier_key: PublicKey, agent_id: str) -> Receipt:
@@ -153,7 +158,10 @@ def check_receipt_answers(receipt: Receipt, entry_hash: bytes) -> None:
 
 def check_key_matches_cert(signer: SoftwareSigner, cert_pem: bytes) -> None:
     """Raise KeyMaterialError when the client certificate is not for the agent key."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise KeyMaterialError(f"the enrolled client certificate is not valid PEM: {exc}") from exc
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

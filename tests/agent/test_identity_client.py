@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from agent.client import Backoff, enrollment_error
 from agent.identity import (
+    CA_FILE,
+    CERT_FILE,
     Identity,
     check_receipt_answers,
     load_identity,
+    load_tls,
     make_csr,
     save_enrollment,
     verify_receipt,
@@ -26,6 +32,7 @@ from attest.envelope import RECEIPT_PAYLOAD_TYPE, sign
 from attest.errors import (
     BadSignatureError,
     EnrollmentError,
+    KeyMaterialError,
     NotEnrolledError,
     ReceiptMismatchError,
     TokenExpiredError,
@@ -77,6 +84,35 @@ def test_save_enrollment_refuses_garbage(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017 - cryptography's or ours
         save_enrollment(tmp_path, Identity("a", "s", "v:1"), b"not pem", b"", b"junk")
     assert not (tmp_path / "identity.toml").exists()  # written last: nothing half-enrolled
+
+
+def _self_signed(signer: SoftwareSigner) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agt-1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(signer.private_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        .sign(signer.private_key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_tls_material_must_be_for_the_agent_key(tmp_path: Path) -> None:
+    signer = SoftwareSigner.generate("ecdsa-p256-sha256")
+    with pytest.raises(NotEnrolledError):
+        load_tls(tmp_path, signer)
+    (tmp_path / CA_FILE).write_bytes(_self_signed(signer))
+    (tmp_path / CERT_FILE).write_bytes(_self_signed(signer))
+    assert load_tls(tmp_path, signer).cert_pem == (tmp_path / CERT_FILE).read_bytes()
+    # A certificate for another key (a copied state dir, a half-done rotation) is refused here,
+    # not left to fail as an opaque TLS handshake on every reconnect.
+    with pytest.raises(KeyMaterialError, match=r"not for agent\.key"):
+        load_tls(tmp_path, SoftwareSigner.generate("ecdsa-p256-sha256"))
+    (tmp_path / CERT_FILE).write_bytes(b"garbage")
+    with pytest.raises(KeyMaterialError, match="not valid PEM"):
+        load_tls(tmp_path, signer)
 
 
 def test_enrollment_errors_are_typed() -> None:
