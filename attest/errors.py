@@ -198,14 +198,6 @@ class InventoryError(AttestError):
     code = "inventory-error"
 
 
-class NvmlLibraryNotFoundError(InventoryError):
-    code = "nvml-library-not-found"
-
-
-class NvmlDriverNotLoadedError(InventoryError):
-    code = "nvml-driver-not-loaded"
-
-
 class RateLimitedError(AttestError):
     code = "rate-limited"
 

@@ -24,14 +24,6 @@ class Unavailable:
 
 Reading: TypeAlias = T | Unavailable
 
-UNAVAILABLE_NOT_SUPPORTED = Unavailable("NotSupported")
-
-
-def value_or_none(reading: Reading[T]) -> T | None:
-    """The value of a reading, or None when it is unavailable."""
-    return None if isinstance(reading, Unavailable) else reading
-
-
 # --- GPU ---------------------------------------------------------------------------------------
 
 

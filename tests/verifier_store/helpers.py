@@ -87,5 +87,5 @@ class Chain:
 
 def nonce(store: Store, at: datetime = T0, ttl: timedelta = timedelta(minutes=5)) -> bytes:
     value = secrets.token_bytes(32)
-    store.issue_nonce(NonceRecord(value, at, at + ttl, "replica-test"))
+    store.issue_nonces([NonceRecord(value, at, at + ttl, "replica-test")])
     return value

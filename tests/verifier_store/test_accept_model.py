@@ -103,8 +103,9 @@ def test_accept_matches_the_model(ops: list[tuple[str, str, int, bytes]], cuts: 
         try:
             for agent in AGENTS:
                 enroll(store, agent)
-            for nonce in NONCES:
-                store.issue_nonce(NonceRecord(nonce, T0, T0 + timedelta(minutes=5), "r"))
+            store.issue_nonces(
+                [NonceRecord(nonce, T0, T0 + timedelta(minutes=5), "r") for nonce in NONCES]
+            )
             model = Model()
             built = [model.build(op) for op in ops]
             outcomes = []

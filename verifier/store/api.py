@@ -335,11 +335,9 @@ class Store(Protocol):
 
     # nonces
 
-    def issue_nonce(self, nonce: NonceRecord) -> None:
-        """Record a challenge nonce so that every replica sharing the database accepts it."""
-
     def issue_nonces(self, nonces: Sequence[NonceRecord]) -> None:
-        """Record several nonces in ONE transaction: one commit for many streams' challenges."""
+        """Record challenge nonces in ONE transaction, so that every replica sharing the
+        database accepts them; one commit serves many streams' challenges."""
 
     def get_nonce(self, nonce: bytes) -> NonceRecord | None:
         """The nonce as issued (with consumed_at), or None if this fleet never issued it."""

@@ -100,9 +100,6 @@ class SqlStore(abc.ABC):
 
     # nonces
 
-    def issue_nonce(self, nonce: NonceRecord) -> None:
-        self.issue_nonces([nonce])
-
     def issue_nonces(self, nonces: Sequence[NonceRecord]) -> None:
         if nonces:
             self._transact(lambda db: ops_agents.issue_nonces(db, nonces), write=True)
