@@ -28,9 +28,7 @@ from attest.keys import SoftwareSigner
 from verifier.ca import load_or_create_receipt_signer
 from verifier.config import VerifierConfig
 from verifier.store.api import Store
-
-#: Log entries read per query while hashing the tree.
-_CHUNK = 4096
+from verifier.transparency import leaf_hashes
 
 
 def checkpoint_origin(config: VerifierConfig, signer: SoftwareSigner) -> str:
@@ -57,14 +55,6 @@ def add_log_parser(
     grown.add_argument("--out", type=Path, help="write the proof here instead of stdout")
 
 
-def _leaf_hashes(store: Store, size: int) -> list[bytes]:
-    leaves: list[bytes] = []
-    while len(leaves) < size:
-        stop = min(size, len(leaves) + _CHUNK)
-        leaves.extend(entry.leaf_hash for entry in store.log_entries(len(leaves), stop))
-    return leaves
-
-
 def _emit(data: bytes, out: Path | None) -> None:
     if out is None:
         sys.stdout.buffer.write(data)
@@ -88,7 +78,7 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     size = store.log_size()
     if size == 0:
         raise ProofError("the transparency log is empty: nothing to sign or prove")
-    leaves = _leaf_hashes(store, size)
+    leaves = list(leaf_hashes(store, 0, size))
     origin = checkpoint_origin(config, signer)
     note = sign_checkpoint(Checkpoint(origin, size, merkle.root(leaves)), origin, signer)
     if args.action == "checkpoint":

@@ -10,6 +10,7 @@ checkpoint whose tree contains its envelope, and a checkpoint costs one signatur
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from attest import merkle
@@ -18,7 +19,17 @@ from attest.errors import StoreError
 from attest.keys import SoftwareSigner
 from verifier.store.api import Store
 
+#: Log entries read per query.
 _CHUNK = 4096
+
+
+def leaf_hashes(store: Store, start: int, stop: int) -> Iterator[bytes]:
+    """The log's leaf hashes for start <= index < stop, read in bounded chunks (blocking)."""
+    while start < stop:
+        chunk = min(stop, start + _CHUNK)
+        for entry in store.log_entries(start, chunk):
+            yield entry.leaf_hash
+        start = chunk
 
 
 @dataclass(frozen=True)
@@ -40,12 +51,9 @@ class Checkpointer:
 
     def _catch_up(self) -> None:
         """Append every log entry the frontier has not seen yet (blocking: store reads)."""
-        size = self._store.log_size()
         frontier = self._frontier
-        while frontier.size < size:
-            stop = min(size, frontier.size + _CHUNK)
-            for entry in self._store.log_entries(frontier.size, stop):
-                frontier = frontier.append(entry.leaf_hash)
+        for leaf in leaf_hashes(self._store, frontier.size, self._store.log_size()):
+            frontier = frontier.append(leaf)
         self._frontier = frontier
 
     def _sign(self) -> SignedCheckpoint:
