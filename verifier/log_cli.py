@@ -24,16 +24,10 @@ from pathlib import Path
 from attest import merkle
 from attest.checkpoint import Checkpoint, ConsistencyProof, TlogProof, sign_checkpoint
 from attest.errors import ProofError, StoreError
-from attest.keys import SoftwareSigner
 from verifier.ca import load_or_create_receipt_signer
 from verifier.config import VerifierConfig
 from verifier.store.api import Store
-from verifier.transparency import leaf_hashes
-
-
-def checkpoint_origin(config: VerifierConfig, signer: SoftwareSigner) -> str:
-    """The origin line (and note key name) of this verifier's checkpoints."""
-    return config.log_origin or f"gpu-attest/verifier/{signer.public_key.keyid[:16]}"
+from verifier.transparency import checkpoint_origin, leaf_hashes
 
 
 def add_log_parser(

@@ -40,7 +40,6 @@ from verifier.ca import (
     load_or_create_server_identity,
 )
 from verifier.config import VerifierConfig, is_loopback, parse_listen
-from verifier.log_cli import checkpoint_origin
 from verifier.metrics import Metrics
 from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
@@ -52,7 +51,7 @@ from verifier.servicer import (
 )
 from verifier.store.api import Store, StoreOptions
 from verifier.store.batch import GroupCommitter
-from verifier.transparency import Checkpointer
+from verifier.transparency import Checkpointer, checkpoint_origin
 
 log = logging.getLogger(__name__)
 

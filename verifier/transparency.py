@@ -17,6 +17,7 @@ from attest import merkle
 from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.errors import StoreError
 from attest.keys import SoftwareSigner
+from verifier.config import VerifierConfig
 from verifier.store.api import Store
 
 #: Log entries read per query.
@@ -30,6 +31,11 @@ def leaf_hashes(store: Store, start: int, stop: int) -> Iterator[bytes]:
         for entry in store.log_entries(start, chunk):
             yield entry.leaf_hash
         start = chunk
+
+
+def checkpoint_origin(config: VerifierConfig, signer: SoftwareSigner) -> str:
+    """The origin line (and note key name) of this verifier's checkpoints."""
+    return config.log_origin or f"gpu-attest/verifier/{signer.public_key.keyid[:16]}"
 
 
 @dataclass(frozen=True)
