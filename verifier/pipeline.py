@@ -108,7 +108,6 @@ class VerifiedEvidence:
     keyid: str
     evidence: CheckedEvidence
     freshness: Freshness
-    expected_head: ChainHead
 
     @property
     def agent_id(self) -> str:
@@ -219,7 +218,6 @@ def check_state(
         keyid=auth.keyid,
         evidence=evidence,
         freshness=freshness,
-        expected_head=head,
     )
 
 

@@ -230,7 +230,7 @@ def test_successor_is_accepted(signer: SoftwareSigner) -> None:
     second = _auth(signer, chain.next(NONCE, T0))
     head = ChainHead(1, envelope_hash(first))
     verified = check_state(second, issued(), head, None, now=T0, limits=LIMITS)
-    assert verified.seq == 2 and verified.expected_head == head
+    assert verified.seq == 2 and verified.evidence.prev_hash == head.last_hash
 
 
 def test_created_in_the_future(signer: SoftwareSigner) -> None:
