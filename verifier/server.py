@@ -177,17 +177,19 @@ async def start(
     replica_id = f"{socket.gethostname()}-{os.getpid()}"
     if store is None:
         store = await asyncio.to_thread(open_configured_store, config, replica_id)
-    committer = GroupCommitter(store, max_batch=config.store.batch_max, clock=clock)
+    receipt_signer = load_or_create_receipt_signer(config.state_dir)
+    checkpointer = Checkpointer(store, receipt_signer, checkpoint_origin(config, receipt_signer))
+    committer = GroupCommitter(
+        store, max_batch=config.store.batch_max, clock=clock, on_commit=checkpointer.observe
+    )
     await committer.start()
     nonces = NonceIssuer(store)
     await nonces.start()
     metrics = Metrics()
-    receipt_signer = load_or_create_receipt_signer(config.state_dir)
-    origin = checkpoint_origin(config, receipt_signer)
     core = Core(
         config=config, store=store, committer=committer, nonces=nonces, ca=ca,
         receipt_signer=receipt_signer, metrics=metrics,
-        checkpointer=Checkpointer(store, receipt_signer, origin),
+        checkpointer=checkpointer,
         limiter=RateLimiter(config.stream.rate_per_s, config.stream.rate_burst),
         identify=identity_from_metadata if insecure_plaintext else identity_from_certificate,
         replica_id=replica_id, clock=clock,

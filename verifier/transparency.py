@@ -1,16 +1,17 @@
 """Signed checkpoints for receipts: an in-memory Merkle frontier over the store's log.
 
 The store appends every accepted envelope to the transparency log (gapless log_index, leaf hash
-RFC 6962). This process keeps the log's compact frontier (O(log n) hashes), catches it up from
-the store after each commit it has to cover (other replicas' entries included), and signs one
-C2SP checkpoint per tree size, shared by every receipt that size covers. So a receipt carries a
-checkpoint whose tree contains its envelope, and a checkpoint costs one signature per batch.
+RFC 6962). This process keeps the log's compact frontier (O(log n) hashes). The group committer
+hands it the entries each of its own transactions appended (`observe`), so a lone replica never
+reads the log back; only when another replica's entries sit in between does it catch up from
+the store. It signs one C2SP checkpoint per tree size, shared by every receipt that size covers:
+a receipt carries a checkpoint whose tree contains its envelope, at one signature per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from attest import merkle
@@ -18,7 +19,7 @@ from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.errors import StoreError
 from attest.keys import SoftwareSigner
 from verifier.config import VerifierConfig
-from verifier.store.api import Store
+from verifier.store.api import Accepted, Store
 
 #: Log entries read per query.
 _CHUNK = 4096
@@ -55,12 +56,22 @@ class Checkpointer:
         self._latest: SignedCheckpoint | None = None
         self._lock = asyncio.Lock()
 
-    def _catch_up(self) -> None:
-        """Append every log entry the frontier has not seen yet (blocking: store reads)."""
+    def observe(self, committed: Sequence[Accepted]) -> None:
+        """Extend the frontier by entries just committed (in log order), as far as they follow
+        it without a gap; the rest is left to the catch-up from the store."""
         frontier = self._frontier
+        for accepted in committed:
+            if accepted.log_index == frontier.size:
+                frontier = frontier.append(accepted.leaf_hash)
+            elif accepted.log_index > frontier.size:
+                break  # entries of another replica come first
+        self._frontier = frontier
+
+    def _caught_up(self, frontier: merkle.Frontier) -> merkle.Frontier:
+        """`frontier` extended by every log entry it has not seen yet (blocking: store reads)."""
         for leaf in leaf_hashes(self._store, frontier.size, self._store.log_size()):
             frontier = frontier.append(leaf)
-        self._frontier = frontier
+        return frontier
 
     def _sign(self) -> SignedCheckpoint:
         frontier = self._frontier
@@ -78,7 +89,9 @@ class Checkpointer:
             latest = self._latest
             if latest is None or latest.size <= log_index:
                 if self._frontier.size <= log_index:
-                    await asyncio.to_thread(self._catch_up)
+                    frontier = await asyncio.to_thread(self._caught_up, self._frontier)
+                    if frontier.size > self._frontier.size:  # `observe` may have run meanwhile
+                        self._frontier = frontier
                 if self._frontier.size <= log_index:
                     raise StoreError(f"the log does not yet hold entry {log_index}")
                 latest = self._latest = self._sign()

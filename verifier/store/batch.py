@@ -33,6 +33,8 @@ class Batcher(Generic[I, R]):
     """Runs `run_batch` on one worker thread over everything queued from the event loop.
 
     `run_batch(items)` returns one result per item: a value, or the item's own AttestError.
+    `on_results`, if given, sees a committed batch's values (in order, errors left out) on the
+    event loop before any submitter resumes.
     When it raises instead, every item of the batch fails with that error (a non-AttestError
     becomes StoreError, logged, so a driver bug never kills the loop). A submitter's future is
     resolved only after `run_batch` returned, i.e. after its transaction committed.
@@ -44,8 +46,10 @@ class Batcher(Generic[I, R]):
         *,
         name: str,
         max_batch: int,
+        on_results: Callable[[Sequence[R]], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._on_results = on_results
         self._name = name
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[I, asyncio.Future[R]]] = asyncio.Queue()
@@ -111,6 +115,11 @@ class Batcher(Generic[I, R]):
             return
         self.batches += 1
         self.items += len(items)
+        if self._on_results is not None:
+            try:
+                self._on_results([r for r in results if not isinstance(r, AttestError)])
+            except Exception:  # an observer's bug must not withhold committed results
+                log.exception("%s: result observer failed", self._name)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away (stream cancelled)
                 continue
@@ -135,6 +144,7 @@ class GroupCommitter:
         *,
         max_batch: int = 512,
         clock: Callable[[], datetime] = _utcnow,
+        on_commit: Callable[[Sequence[Accepted]], None] | None = None,
     ) -> None:
         def accept(
             batch: list[tuple[VerifiedAttestation, NonceRecord | None]],
@@ -143,7 +153,9 @@ class GroupCommitter:
             return store.accept([item for item, _ in batch], clock(), nonces)
 
         self._batcher: Batcher[tuple[VerifiedAttestation, NonceRecord | None], Accepted]
-        self._batcher = Batcher(accept, name="group-commit", max_batch=max_batch)
+        self._batcher = Batcher(
+            accept, name="group-commit", max_batch=max_batch, on_results=on_commit
+        )
 
     @property
     def batches(self) -> int:
