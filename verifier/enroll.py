@@ -145,26 +145,46 @@ def rotate_key(
 ) -> bytes:
     """Replace the agent's key after checking the old key's signature; return the new cert PEM.
 
+    Idempotent for a repeated request: when the new key is already the agent's current key and
+    the signature is by the key that this very rotation retired, the signature is checked again
+    and a fresh certificate for the new key is issued, with no store change. An agent whose
+    answer was lost (crash, timeout) retries with the same pending key and so never loses its
+    identity; a replay gains nothing, since the certificate is for a key only the agent holds.
+
     Raises IdentityMismatchError, AgentUnknownError, AgentRevokedError, UnknownKeyError,
     BadSignatureError, EnrollmentError, KeyMaterialError.
     """
     if request.agent_id != transport_agent_id:
         raise IdentityMismatchError("a key can only be rotated by the agent that holds it")
     agent = _active_agent(store, request.agent_id)
-    old = {k.keyid: k for k in agent.current_keys}.get(request.old_key_signature.keyid)
+    new_key = PublicKey.from_spki_der(request.new_public_key)
+    signed_by = request.old_key_signature.keyid
+    old = {k.keyid: k for k in agent.current_keys}.get(signed_by)
+    repeated = old is None and _rotated_to(agent, signed_by, new_key.keyid)
+    if repeated:
+        old = {k.keyid: k for k in agent.keys}[signed_by]
     if old is None:
         raise UnknownKeyError("the rotation is not signed by the agent's current key")
     PublicKey.from_spki_der(old.spki_der).verify(
         request.old_key_signature.sig, rotation_message(request.agent_id, request.new_public_key)
     )
-    new_key = PublicKey.from_spki_der(request.new_public_key)
     if new_key.keyid == old.keyid:
         raise EnrollmentError("the new key is the current key")
     cert = issue_client_certificate(
         ca, request.csr, expected_key=new_key, agent_id=agent.agent_id, now=now, days=cert_days
     )
-    store.rotate_key(agent.agent_id, new_key.spki_der, new_key.keyid, now, "rotated by agent")
+    if not repeated:
+        store.rotate_key(agent.agent_id, new_key.spki_der, new_key.keyid, now, "rotated by agent")
     return cert
+
+
+def _rotated_to(agent: AgentRecord, old_keyid: str, new_keyid: str) -> bool:
+    """True when `new_keyid` is the agent's only current key and the rotation that bound it
+    retired `old_keyid` (the store retires the old key at the instant it adds the new one)."""
+    current = agent.current_keys
+    if len(current) != 1 or current[0].keyid != new_keyid:
+        return False
+    return any(k.keyid == old_keyid and k.retired_at == current[0].added_at for k in agent.keys)
 
 
 def _active_agent(store: Store, agent_id: str) -> AgentRecord:
