@@ -119,11 +119,17 @@ class VerifiedEvidence:
 
 
 def authenticate(
-    raw: bytes, transport_agent_id: str, agent: PinnedAgent | None, limits: Limits
+    raw: bytes,
+    transport_agent_id: str,
+    agent: PinnedAgent | None,
+    limits: Limits,
+    known_gpus: wire.GpuSection | None = None,
 ) -> AuthenticatedEvidence:
     """Verify the envelope's signature by `agent`'s pinned key, then parse and check it.
 
     `transport_agent_id` is the identity the transport authenticated (mTLS certificate SAN).
+    `known_gpus`, the GPU section of this agent's previous evidence, spares re-checking GPU
+    entries that are byte for byte the same (wire.GpuSection); it never changes the outcome.
     Raises SizeLimitError, DecodeError, AgentUnknownError, AgentRevokedError, the SignatureError
     family, InvariantError, IdentityMismatchError, SiteMismatchError.
     """
@@ -137,7 +143,7 @@ def authenticate(
     if agent.revoked:
         raise AgentRevokedError(f"agent {agent.agent_id} was revoked")
     verified = verify(envelope, EVIDENCE_PAYLOAD_TYPE, agent.keys)
-    evidence = wire.check_evidence(verified.payload)
+    evidence = wire.check_evidence(verified.payload, known_gpus)
     if evidence.agent_id != transport_agent_id:
         raise IdentityMismatchError(
             f"evidence names agent {evidence.agent_id[:64]!r}, the connection is "

@@ -155,6 +155,8 @@ class AttestSession:
         self.agent = agent
         self.head = head
         self.nonces: dict[bytes, NonceRecord] = {}
+        #: The GPU entries of the last accepted evidence, checked: most evidence repeats them.
+        self.gpus: wire.GpuSection | None = None
         self.refresh_at = 0.0
         #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
         self.writing = asyncio.Lock()
@@ -201,7 +203,7 @@ class AttestSession:
             raise RateLimitedError("too many envelopes from this agent; slow down")
         if wait > 0:
             await asyncio.sleep(wait)
-        auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits)
+        auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits, self.gpus)
         evidence = auth.evidence
         nonce = await self._nonce(evidence.nonce) if evidence.nonce else None
         try:
@@ -218,6 +220,7 @@ class AttestSession:
         attestation = pipeline.to_attestation(verified, core.clock())
         accepted = await core.committer.submit(attestation, next_nonce)
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
+        self.gpus = evidence.gpu_section
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
         checkpoint = await core.checkpointer.covering(accepted.log_index)

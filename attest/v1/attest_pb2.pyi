@@ -155,6 +155,31 @@ class Evidence(_message.Message):
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
 
 @_typing.final
+class EvidenceGpuEntries(_message.Message):
+    """Never sent: an Evidence payload read with each GPU entry left as its serialized bytes (the
+    same field number and wire type as Evidence.gpus). A verifier uses it to recognise GPU
+    entries it has already checked, byte for byte, in an agent's earlier evidence.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GPUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def gpus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        gpus: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus", b"gpus"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceGpuEntries: _TypeAlias = EvidenceGpuEntries  # noqa: Y015
+
+@_typing.final
 class HostFacts(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

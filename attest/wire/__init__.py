@@ -24,6 +24,7 @@ from attest.wire._common import (
 from attest.wire._common import _fields as _fields  # tests check the reading tables
 from attest.wire._evidence import (
     CheckedEvidence,
+    GpuSection,
     check_evidence,
     decode_evidence,
     encode_evidence,
@@ -51,6 +52,7 @@ __all__ = [
     "NONCE_LEN",
     "CheckedEvidence",
     "CheckedGpu",
+    "GpuSection",
     "challenge_from_pb",
     "challenge_to_pb",
     "check_evidence",

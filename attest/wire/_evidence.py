@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,6 +128,25 @@ class CheckedEvidence:
     site_id: str
     posture: tuple[model.PostureCheck, ...]
     landmarks: tuple[model.LandmarkMeasurement, ...]
+    gpu_digest: bytes  # of the GPU entries' exact bytes: see GpuSection
+
+    @property
+    def gpu_section(self) -> GpuSection:
+        return GpuSection(self.gpu_digest, self.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSection:
+    """Checked GPU entries and the SHA-256 of their exact bytes (each length-prefixed).
+
+    Checking is a pure function of those bytes, so a later payload whose GPU entries have the
+    same digest has the same checked entries: `check_evidence(payload, known=section)` reuses
+    them instead of checking every entry again (a host's GPUs rarely change between
+    attestations, and they are most of a payload). It never changes what is accepted.
+    """
+
+    digest: bytes
+    gpus: tuple[CheckedGpu, ...]
 
 
 def decode_evidence(payload: bytes) -> model.Evidence:
@@ -138,19 +158,42 @@ def decode_evidence(payload: bytes) -> model.Evidence:
     return model.Evidence(**_checked_evidence(payload, _gpu_from_pb))
 
 
-def check_evidence(payload: bytes) -> CheckedEvidence:
+def check_evidence(payload: bytes, known: GpuSection | None = None) -> CheckedEvidence:
     """Apply every rule of `decode_evidence` to `payload` (the same code runs), converting the
     GPU entries only as far as `CheckedGpu`: the verifier's per-envelope path.
 
-    Accepts exactly the payloads `decode_evidence` accepts; raises what it raises.
+    `known`, the GPU section of an earlier payload, is reused when the GPU entries are the same
+    bytes (see GpuSection). Accepts exactly the payloads `decode_evidence` accepts; raises what
+    it raises.
     """
-    return CheckedEvidence(**_checked_evidence(payload, _gpu_claim))
+    msg = _parse(pb.Evidence(), payload, "evidence")
+    digest = _gpu_digest(payload)
+    reuse = known.gpus if known is not None and known.digest == digest else None
+    return CheckedEvidence(**_checked_fields(msg, _gpu_claim, reuse), gpu_digest=digest)
+
+
+def _gpu_digest(payload: bytes) -> bytes:
+    """SHA-256 over the GPU entries of a payload that parsed as Evidence, each length-prefixed
+    (so that entries cannot be re-split without changing it). Every other field of Evidence
+    is unknown to the view, hence not refused."""
+    digest = hashlib.sha256()
+    view = _parse(pb.EvidenceGpuEntries(), payload, "evidence", reject_unknown=False)
+    for entry in view.gpus:
+        digest.update(len(entry).to_bytes(4, "big"))
+        digest.update(entry)
+    return digest.digest()
 
 
 def _checked_evidence(payload: bytes, gpu: Callable[[pb.Gpu, str], object]) -> dict[str, Any]:
     """The fields of the evidence in `payload`, every rule applied; `gpu` converts (and
     checks, through _checked_gpu) each GPU entry."""
-    msg = _parse(pb.Evidence(), payload, "evidence")
+    return _checked_fields(_parse(pb.Evidence(), payload, "evidence"), gpu, None)
+
+
+def _checked_fields(
+    msg: pb.Evidence, gpu: Callable[[pb.Gpu, str], object], reuse: tuple[object, ...] | None
+) -> dict[str, Any]:
+    """`_checked_evidence` of a parsed message; `reuse`: the GPU entries, already checked."""
     if not msg.agent_id or len(msg.agent_id) > 128:
         raise InvariantError("evidence agent_id is missing or too long")
     if msg.seq < 1:
@@ -172,14 +215,17 @@ def _checked_evidence(payload: bytes, gpu: Callable[[pb.Gpu, str], object]) -> d
         raise InvariantError("evidence lists too many posture checks or landmarks")
     if msg.inventory.state not in _INVENTORY_STATE_BACK:
         raise InvariantError(f"unknown inventory state {msg.inventory.state}")
-    gpus = tuple(gpu(g, f"gpu[{i}]") for i, g in enumerate(msg.gpus))
-    uuids = [g.uuid for g in msg.gpus]
-    if len(set(uuids)) != len(uuids):
-        seen: set[str] = set()
-        for uuid in uuids:
-            if uuid in seen:
-                raise InvariantError(f"GPU {uuid} appears twice in one evidence")
-            seen.add(uuid)
+    if reuse is not None:
+        gpus = reuse
+    else:
+        gpus = tuple(gpu(g, f"gpu[{i}]") for i, g in enumerate(msg.gpus))
+        uuids = [g.uuid for g in msg.gpus]
+        if len(set(uuids)) != len(uuids):
+            seen: set[str] = set()
+            for uuid in uuids:
+                if uuid in seen:
+                    raise InvariantError(f"GPU {uuid} appears twice in one evidence")
+                seen.add(uuid)
     posture = []
     for check in msg.posture:
         if check.result not in _POSTURE_BACK or not check.name:

@@ -217,7 +217,7 @@ def _capability(
     return (msg.compute_capability_major, msg.compute_capability_minor)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckedGpu:
     """One GPU entry of checked evidence, as far as the verifier's fleet state reads it."""
 
