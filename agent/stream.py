@@ -194,6 +194,8 @@ class StreamClient:
                     challenged.set()
                 elif kind == "receipt":
                     self._on_receipt(message.receipt)
+                    if message.HasField("next_challenge"):
+                        self._on_challenge(message.next_challenge, first=False)
                 elif kind == "rejection":
                     self._on_rejection(message.rejection)
                 self._wake.set()

@@ -288,10 +288,9 @@ async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float)
             await call.write(pb.AgentMessage(evidence=raw))
             reply = await call.read()
             assert isinstance(reply, pb.VerifierMessage) and reply.WhichOneof("kind") == "receipt"
-            done = time.monotonic()
+            done = time.monotonic()  # the reply carries the next challenge as well
             agent.accepted += 1
             agent.latencies.append(done - sent)
-            await call.read()  # the next challenge
             if interval:
                 await asyncio.sleep(min(interval - (time.monotonic() - sent), _left(end)))
         await call.done_writing()

@@ -1,10 +1,11 @@
 """grpc.aio servicer of attest.v1.Attestation: decode, call the core, encode, map errors.
 
-The Attest stream follows /work protocol: the verifier speaks first with a Challenge (its nonce
-recorded in the store so every replica accepts it), re-issues one at ttl/2 while idle and after
-every receipt; each envelope runs through the pure pipeline, then the group-committed store
-transaction, and only after COMMIT is the signed receipt written. A rejection is audited, sent
-as a Rejection message, and ends that stream alone with the status errors_map assigns.
+The Attest stream: the verifier speaks first with a Challenge (its nonce recorded in the store,
+so every replica accepts it) and re-issues one at ttl/2 while the stream is idle. Each envelope
+runs through the pure pipeline, then the group-committed store transaction; only after COMMIT is
+it answered, with one message holding the signed receipt and the next challenge (whose nonce
+became durable in that same transaction). A rejection is audited, sent as a Rejection message,
+and ends that stream alone with the status errors_map assigns.
 """
 
 from __future__ import annotations
@@ -163,14 +164,14 @@ class AttestSession:
 
     async def challenge(self) -> pb.VerifierMessage:
         challenge, record = await self.core.new_challenge(self.head)
-        return self._sent(challenge, record)
+        return pb.VerifierMessage(challenge=self._sent(challenge, record))
 
-    def _sent(self, challenge: Challenge, record: NonceRecord) -> pb.VerifierMessage:
+    def _sent(self, challenge: Challenge, record: NonceRecord) -> pb.Challenge:
         self.nonces[record.nonce] = record
         while len(self.nonces) > _STREAM_NONCES:
             del self.nonces[next(iter(self.nonces))]
         self.refresh_at = time.monotonic() + self.core.config.stream.challenge_ttl_s / 2
-        return pb.VerifierMessage(challenge=wire.challenge_to_pb(challenge))
+        return wire.challenge_to_pb(challenge)
 
     async def _nonce(self, nonce: bytes) -> NonceRecord | None:
         if not nonce:
@@ -194,9 +195,9 @@ class AttestSession:
             auth, nonce, self.head, digest_at_seq, now=self.core.clock(), limits=self.core.limits
         )
 
-    async def accept(self, raw: bytes) -> tuple[pb.VerifierMessage, pb.VerifierMessage]:
+    async def accept(self, raw: bytes) -> pb.VerifierMessage:
         """Verify, make durable, and answer with the signed receipt and the next challenge,
-        whose nonce became durable in the same transaction; raise AttestError."""
+        whose nonce became durable in the same transaction (one message); raise AttestError."""
         core = self.core
         wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
         if wait is None:
@@ -230,7 +231,7 @@ class AttestSession:
             freshness=accepted.freshness,
         )  # fmt: skip
         challenge = self._sent(core.challenge_for(next_nonce, self.head), next_nonce)
-        return pb.VerifierMessage(receipt=core.sign_receipt(receipt)), challenge
+        return pb.VerifierMessage(receipt=core.sign_receipt(receipt), next_challenge=challenge)
 
 
 def _seq_hint(raw: bytes) -> tuple[int, bytes]:
@@ -379,16 +380,15 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         core = self.core
         started = time.perf_counter()
         try:
-            receipt, challenge = await session.accept(raw)
+            answer = await session.accept(raw)
         except AttestError as exc:
             seq, digest = _seq_hint(raw)
             await core.audit_rejection(session.agent.agent_id, exc, seq, digest)
             rejection = wire.rejection_to_pb(rejection_for(exc, seq, digest))
             await context.write(pb.VerifierMessage(rejection=rejection))
             await context.abort(status_for(exc), details_for(exc))
-        await context.write(receipt)
+        await context.write(answer)
         core.metrics.latency.observe(time.perf_counter() - started)
-        await context.write(challenge)
 
     async def _send_challenge(
         self,

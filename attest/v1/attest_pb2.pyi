@@ -1172,22 +1172,30 @@ class VerifierMessage(_message.Message):
     CHALLENGE_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     REJECTION_FIELD_NUMBER: _builtins.int
+    NEXT_CHALLENGE_FIELD_NUMBER: _builtins.int
     receipt: _builtins.bytes
     """serialized Envelope, payload: ReceiptBody"""
     @_builtins.property
     def challenge(self) -> Global___Challenge: ...
     @_builtins.property
     def rejection(self) -> Global___Rejection: ...
+    @_builtins.property
+    def next_challenge(self) -> Global___Challenge:
+        """Set with a receipt: the challenge for the agent's next envelope, whose nonce became
+        durable in the transaction that accepted this one. One message answers each envelope.
+        """
+
     def __init__(
         self,
         *,
         challenge: Global___Challenge | None = ...,
         receipt: _builtins.bytes = ...,
         rejection: Global___Rejection | None = ...,
+        next_challenge: Global___Challenge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "receipt", b"receipt", "rejection", b"rejection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "next_challenge", b"next_challenge", "receipt", b"receipt", "rejection", b"rejection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "receipt", b"receipt", "rejection", b"rejection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "next_challenge", b"next_challenge", "receipt", b"receipt", "rejection", b"rejection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["challenge", "receipt", "rejection"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from attest import wire
 from attest.envelope import envelope_hash
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import Enrolled, Stream, check_receipt
@@ -126,7 +127,8 @@ class SimAgent:
                 receipt = check_receipt(self.enrolled, message.receipt, raw)
                 self.receipted[receipt.seq] = receipt.envelope_hash
                 self.spool.pop(receipt.seq, None)
-                return (await stream.challenge()).nonce
+                assert message.HasField("next_challenge")
+                return wire.challenge_from_pb(message.next_challenge).nonce
             if kind == "rejection":
                 self.rejections.append(message.rejection.code)
                 raise ConnectionError(message.rejection.code)

@@ -53,7 +53,8 @@ async def attest_n(running: Running, agent: Enrolled, chain: Chain, n: int) -> l
             assert receipt.freshness is Freshness.NONCE and receipt.seq == chain.seq
             assert receipt.checkpoint  # verified by check_receipt: its tree holds log_index
             receipts.append(message.receipt)
-            challenge = await stream.challenge()
+            assert message.HasField("next_challenge")  # one message answers each envelope
+            challenge = wire.challenge_from_pb(message.next_challenge)
             assert challenge.last_seq == chain.seq
             assert challenge.last_hash == envelope_hash(raw)
         await stream.call.done_writing()
@@ -264,7 +265,7 @@ async def test_a_stream_with_a_stale_head_rechecks_against_the_store(running: Ru
         message = await old.recv()
         assert message.WhichOneof("kind") == "receipt", message
         check_receipt(agent, message.receipt, raw)
-    assert not [f for f in store.list_findings() if f.rule == "evidence-gap"]
+    assert not [f for f in store.iter_findings() if f.rule == "evidence-gap"]
 
 
 async def test_oversized_envelope_gets_a_size_error_and_nothing_is_stored(tmp_path: Path) -> None:
