@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,18 @@ def _jsonable(value: Any) -> Any:
 
 def _print_json(value: Any) -> None:
     print(json.dumps(_jsonable(value), indent=2, sort_keys=True))
+
+
+def _stream_json_array(items: Iterable[Any]) -> None:
+    """Write what `_print_json(list(items))` writes, byte for byte, one item at a time, so a
+    listing of any length is printed holding one item (JSON strings carry no raw newline)."""
+    out = sys.stdout
+    opened = False
+    for item in items:
+        out.write(",\n  " if opened else "[\n  ")
+        out.write(json.dumps(_jsonable(item), indent=2, sort_keys=True).replace("\n", "\n  "))
+        opened = True
+    out.write("\n]\n" if opened else "[]\n")
 
 
 # --- views (the --json contract) ----------------------------------------------------------------
@@ -150,9 +162,9 @@ def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_agents(args: argparse.Namespace, store: Store) -> int:
-    agents = store.list_agents()
+    agents = store.iter_agents()
     if args.json:
-        _print_json([agent_view(a) for a in agents])
+        _stream_json_array(agent_view(a) for a in agents)
         return EXIT_OK
     for a in agents:
         seen = a.last_seen_at.isoformat(timespec="seconds") if a.last_seen_at else "never"
@@ -168,9 +180,9 @@ def cmd_agent_revoke(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
-    hosts = store.list_fleet(args.site)
+    hosts = store.iter_fleet(args.site)
     if args.json:
-        _print_json([host_view(h) for h in hosts])
+        _stream_json_array(host_view(h) for h in hosts)
         return EXIT_OK
     for host in hosts:
         a = host.agent
@@ -183,9 +195,9 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_findings(args: argparse.Namespace, store: Store) -> int:
-    findings = store.list_findings(include_resolved=args.all)
+    findings = store.iter_findings(include_resolved=args.all)
     if args.json:
-        _print_json([finding_view(f) for f in findings])
+        _stream_json_array(finding_view(f) for f in findings)
         return EXIT_OK
     for f in findings:
         print(f"[{f.severity.value}] {f.rule}  {f.subject}  {f.status.value}: {f.message}")

@@ -30,7 +30,7 @@ class IngestOutcome:
 
 
 def _agents_by_keyid(store: Store) -> dict[str, str]:
-    return {k.keyid: a.agent_id for a in store.list_agents() for k in a.current_keys}
+    return {k.keyid: a.agent_id for a in store.iter_agents() for k in a.current_keys}
 
 
 def _authenticate(

@@ -233,14 +233,11 @@ async def _sweep_loop(core: Core) -> None:
         await asyncio.sleep(fleet.sweep_interval_s)
         now = core.clock()
         try:
-            findings = await asyncio.to_thread(core.store.sweep, now, grace)
+            counts = await asyncio.to_thread(core.store.sweep, now, grace)
             await asyncio.to_thread(core.store.purge_nonces, now - core.config.stream.challenge_ttl)
         except AttestError as exc:
             log.warning("findings sweep failed: %s", exc)
             continue
-        counts: dict[str, int] = {}
-        for finding in findings:
-            counts[finding.rule] = counts.get(finding.rule, 0) + 1
         core.metrics.findings_open.clear()
         for rule, count in counts.items():
             core.metrics.findings_open.labels(rule=rule).set(count)

@@ -100,9 +100,9 @@ async def test_sweep_runs_periodically(tmp_path: Path) -> None:
         store = running.core.store
         await enroll_agent(running, new_token(store))
         for _ in range(100):
-            if any(f.rule == "agent-stale" for f in store.list_findings()):
+            if any(f.rule == "agent-stale" for f in store.iter_findings()):
                 break
             await asyncio.sleep(0.1)
-        assert any(f.rule == "agent-stale" for f in store.list_findings())
+        assert any(f.rule == "agent-stale" for f in store.iter_findings())
     finally:
         await running.stop(0)

@@ -144,7 +144,7 @@ def test_unchanged_heartbeat_rewrites_no_gpu_row(backend: Backend, store: Store)
     store.accept([chain.next(later, nonce=nonce(store))], later)
     after = backend.query(rows)
     assert before == after  # O(1): only the agent row moved
-    [host] = store.list_fleet()
+    [host] = store.iter_fleet()
     assert {g.last_seen for g in host.gpus} == {later}
     assert {g.first_seen for g in host.gpus} == {T0}
 
@@ -155,7 +155,7 @@ def test_changed_inventory_updates_sightings(store: Store) -> None:
     store.accept([chain.next(T0)], T0)
     t1 = T0 + timedelta(minutes=1)
     store.accept([chain.next(t1, inventory=gpus("GPU-2", "GPU-3"))], t1)
-    [host] = store.list_fleet("fra1")
+    [host] = store.iter_fleet("fra1")
     by_uuid = {g.uuid: g for g in host.gpus}
     assert {u: g.present for u, g in by_uuid.items()} == {
         "GPU-1": False,
@@ -167,7 +167,7 @@ def test_changed_inventory_updates_sightings(store: Store) -> None:
     assert by_uuid["GPU-3"].first_seen == t1
     assert by_uuid["GPU-2"].site_id == "fra1"
     assert by_uuid["GPU-2"].pci_device_id == 0x233010DE
-    assert store.list_fleet("elsewhere") == []
+    assert list(store.iter_fleet("elsewhere")) == []
     assert [s.agent_id for s in store.gpu_sightings("GPU-2")] == ["a1"]
 
 

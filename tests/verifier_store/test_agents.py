@@ -120,4 +120,4 @@ def test_rotate_key_retires_the_old_key_and_is_audited(store: Store) -> None:
 def test_list_agents_is_ordered(store: Store) -> None:
     for agent_id in ("b", "a", "c"):
         enroll(store, agent_id)
-    assert [a.agent_id for a in store.list_agents()] == ["a", "b", "c"]
+    assert [a.agent_id for a in store.iter_agents()] == ["a", "b", "c"]

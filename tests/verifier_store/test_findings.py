@@ -3,7 +3,8 @@ chain findings raised by recorded rejections; both backends."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections import Counter
+from datetime import datetime, timedelta
 
 from attest.errors import ForkError, GapError
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
@@ -11,6 +12,7 @@ from verifier.store.api import (
     Accepted,
     AuditKind,
     AuditRecord,
+    Finding,
     FindingDraft,
     FindingStatus,
     Severity,
@@ -22,8 +24,16 @@ GRACE = timedelta(minutes=30)
 DEADLINE = StoreOptions().attestation_deadline
 
 
+def _sweep(store: Store, now: datetime) -> list[Finding]:
+    """Sweep, then the open findings; the sweep's counts must agree with them."""
+    counts = store.sweep(now, GRACE)
+    found = list(store.iter_findings())
+    assert counts == Counter(f.rule for f in found)
+    return found
+
+
 def _open(store: Store) -> dict[tuple[str, str], tuple[int, ...]]:
-    return {(f.rule, f.subject): f.evidence for f in store.list_findings()}
+    return {(f.rule, f.subject): f.evidence for f in store.iter_findings()}
 
 
 def test_duplicate_gpu_is_raised_by_the_accept_that_causes_it(store: Store) -> None:
@@ -37,7 +47,7 @@ def test_duplicate_gpu_is_raised_by_the_accept_that_causes_it(store: Store) -> N
     [done] = store.accept([second.next(later, inventory=gpus("GPU-3", "GPU-2"))], later)
     assert isinstance(done, Accepted)
     assert _open(store) == {("duplicate-gpu", "gpu:GPU-2"): (0, 2)}
-    [finding] = store.list_findings()
+    [finding] = list(store.iter_findings())
     assert finding.severity is Severity.CRITICAL
     assert "a1" in finding.message
     assert "a2" in finding.message
@@ -56,30 +66,30 @@ def test_sweep_raises_and_resolves_agent_stale(store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1", inventory=gpus("GPU-1"))
     store.accept([chain.next(T0, nonce=nonce(store))], T0)
-    assert store.sweep(T0 + timedelta(minutes=1), GRACE) == []
+    assert _sweep(store, T0 + timedelta(minutes=1)) == []
     overdue = T0 + DEADLINE + timedelta(seconds=1)
-    [stale] = store.sweep(overdue, GRACE)
+    [stale] = _sweep(store, overdue)
     assert (stale.rule, stale.subject, stale.evidence) == ("agent-stale", "agent:a1", (0,))
     # Sweeping again changes nothing and keeps the original opening time.
-    [again] = store.sweep(overdue + timedelta(seconds=10), GRACE)
+    [again] = _sweep(store, overdue + timedelta(seconds=10))
     assert again.opened_at == stale.opened_at == overdue
     store.accept([chain.next(overdue, nonce=nonce(store, overdue))], overdue)
-    assert store.sweep(overdue + timedelta(seconds=20), GRACE) == []
-    [resolved] = store.list_findings(include_resolved=True)
+    assert _sweep(store, overdue + timedelta(seconds=20)) == []
+    [resolved] = list(store.iter_findings(include_resolved=True))
     assert resolved.status is FindingStatus.RESOLVED
     assert resolved.resolved_at == overdue + timedelta(seconds=20)
 
 
 def test_an_enrolled_agent_that_never_attests_goes_stale(store: Store) -> None:
     enroll(store, "a1")
-    [stale] = store.sweep(T0 + DEADLINE + timedelta(seconds=1), GRACE)
+    [stale] = _sweep(store, T0 + DEADLINE + timedelta(seconds=1))
     assert (stale.rule, stale.evidence) == ("agent-stale", ())
 
 
 def test_revoked_agents_are_not_stale(store: Store) -> None:
     enroll(store, "a1")
     store.revoke_agent("a1", T0, "gone")
-    assert store.sweep(T0 + DEADLINE * 2, GRACE) == []
+    assert _sweep(store, T0 + DEADLINE * 2) == []
 
 
 def test_sweep_raises_gpu_missing_after_the_grace_period(store: Store) -> None:
@@ -91,13 +101,13 @@ def test_sweep_raises_gpu_missing_after_the_grace_period(store: Store) -> None:
     # Keep the agent fresh with unchanged heartbeats so only GPU-2 goes missing.
     t2 = T0 + GRACE + timedelta(minutes=1)
     store.accept([chain.next(t2, nonce=nonce(store, t2))], t2)
-    found = {(f.rule, f.subject): f for f in store.sweep(t2, GRACE)}
+    found = {(f.rule, f.subject): f for f in _sweep(store, t2)}
     assert set(found) == {("gpu-missing", "gpu:GPU-2")}
     assert found["gpu-missing", "gpu:GPU-2"].evidence == (0,)
     # It comes back: resolved.
     t3 = t2 + timedelta(minutes=1)
     store.accept([chain.next(t3, nonce=nonce(store, t3), inventory=gpus("GPU-1", "GPU-2"))], t3)
-    assert store.sweep(t3, GRACE) == []
+    assert _sweep(store, t3) == []
 
 
 def test_a_gpu_that_moved_to_another_agent_is_not_missing(store: Store) -> None:
@@ -109,7 +119,7 @@ def test_a_gpu_that_moved_to_another_agent_is_not_missing(store: Store) -> None:
     store.accept([old.next(t1, inventory=gpus())], t1)
     t2 = T0 + DEADLINE * 2
     store.accept([new.next(t2, inventory=gpus("GPU-1"))], t2)
-    found = store.sweep(t2 + GRACE, GRACE)
+    found = _sweep(store, t2 + GRACE)
     assert ("gpu-missing", "gpu:GPU-1") not in {(f.rule, f.subject) for f in found}
 
 
@@ -124,10 +134,10 @@ def test_sweep_resolves_a_duplicate_once_one_claim_goes_stale(store: Store) -> N
         T0,
     )
     assert ("duplicate-gpu", "gpu:GPU-1") in _open(store)
-    swept = store.sweep(T0 + timedelta(seconds=10), GRACE)
+    swept = _sweep(store, T0 + timedelta(seconds=10))
     assert [f.rule for f in swept] == ["duplicate-gpu"]
     later = T0 + DEADLINE + timedelta(seconds=1)
-    assert "duplicate-gpu" not in {f.rule for f in store.sweep(later, GRACE)}
+    assert "duplicate-gpu" not in {f.rule for f in _sweep(store, later)}
 
 
 def test_recorded_fork_and_gap_raise_findings_with_evidence(store: Store) -> None:
@@ -139,7 +149,7 @@ def test_recorded_fork_and_gap_raise_findings_with_evidence(store: Store) -> Non
     store.record_rejection(fork)
     store.record_rejection(gap)
     assert _open(store) == {("evidence-fork", "agent:a1"): (0,), ("evidence-gap", "agent:a1"): (1,)}
-    gap_finding = next(f for f in store.list_findings() if f.rule == "evidence-gap")
+    gap_finding = next(f for f in store.iter_findings() if f.rule == "evidence-gap")
     assert "2 to 7" in gap_finding.message
     audit = store.list_audit(limit=2)
     assert [(r.kind, r.code, r.seq) for r in audit] == [
@@ -148,19 +158,19 @@ def test_recorded_fork_and_gap_raise_findings_with_evidence(store: Store) -> Non
     ]
     # A rejection naming no known agent is audited only.
     store.record_rejection(AuditRecord(AuditKind.REJECTION, T0, "ghost", GapError.code, "x"))
-    assert len(store.list_findings()) == 2
+    assert len(list(store.iter_findings())) == 2
 
 
 def test_upsert_is_idempotent_and_reopens_resolved(store: Store) -> None:
     draft = FindingDraft("evidence-gap", Severity.HIGH, "agent:x", "m", (3,))
     store.upsert_findings([draft], T0)
     store.upsert_findings([draft], T0 + timedelta(1))
-    [one] = store.list_findings()
+    [one] = list(store.iter_findings())
     assert (one.opened_at, one.updated_at) == (T0, T0)
     store.resolve_findings([("evidence-gap", "agent:x")], T0 + timedelta(2))
-    assert store.list_findings() == []
+    assert list(store.iter_findings()) == []
     store.upsert_findings([draft], T0 + timedelta(3))
-    [reopened] = store.list_findings()
+    [reopened] = list(store.iter_findings())
     assert reopened.opened_at == T0 + timedelta(3)
     assert reopened.resolved_at is None
-    assert len(store.list_findings(include_resolved=True)) == 1
+    assert len(list(store.iter_findings(include_resolved=True))) == 1

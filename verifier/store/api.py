@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -275,6 +275,12 @@ class AuditRecord:
 
 # --- options and the port ----------------------------------------------------------------------
 
+#: Rows per page of the `iter_*` listings: each page is one short read transaction, so a
+#: listing holds O(chunk) rows whatever the size of the fleet (DESIGN §10).
+LIST_CHUNK = 1000
+#: Subjects per page of the sweep, each page one short write transaction.
+SWEEP_CHUNK = 500
+
 
 @dataclass(frozen=True)
 class StoreOptions:
@@ -315,8 +321,10 @@ class Store(Protocol):
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         """The agent, with keys and chain head, or None."""
 
-    def list_agents(self) -> list[AgentRecord]:
-        """Every agent, ordered by agent_id."""
+    def iter_agents(self, *, chunk: int = LIST_CHUNK) -> Iterator[AgentRecord]:
+        """Every agent, ordered by agent_id, read `chunk` agents per short transaction (the
+        listing is no single snapshot: an agent changed meanwhile shows its newer state).
+        Raises ValueError when chunk < 1."""
 
     def revoke_agent(self, agent_id: str, now: datetime, reason: str) -> AgentRecord:
         """Mark the agent revoked (accept refuses it from then on) and audit it.
@@ -390,8 +398,12 @@ class Store(Protocol):
 
     # fleet state
 
-    def list_fleet(self, site_id: str | None = None) -> list[HostFleet]:
-        """Every agent (optionally of one site) with the GPUs it claims, grouped by host."""
+    def iter_fleet(
+        self, site_id: str | None = None, *, chunk: int = LIST_CHUNK
+    ) -> Iterator[HostFleet]:
+        """Every agent (optionally of one site) with the GPUs it claims, grouped by host:
+        hosts by agent_id, GPUs by uuid; `chunk` hosts per short read transaction, as for
+        `iter_agents`. Raises ValueError when chunk < 1."""
 
     def gpu_sightings(self, uuid: str) -> list[GpuSighting]:
         """Every agent's claim on this GPU UUID."""
@@ -404,12 +416,23 @@ class Store(Protocol):
     def resolve_findings(self, keys: Sequence[tuple[str, str]], now: datetime) -> None:
         """Mark the open findings with these (rule, subject) keys resolved."""
 
-    def list_findings(self, include_resolved: bool = False) -> list[Finding]:
-        """Open findings (or all), ordered by opened_at."""
+    def iter_findings(
+        self, include_resolved: bool = False, *, chunk: int = LIST_CHUNK
+    ) -> Iterator[Finding]:
+        """Open findings (or all), ordered by opened_at, then rule and subject; `chunk`
+        findings per short read transaction, as for `iter_agents`. Raises ValueError when
+        chunk < 1."""
 
-    def sweep(self, now: datetime, gpu_missing_grace: timedelta) -> list[Finding]:
+    def sweep(
+        self, now: datetime, gpu_missing_grace: timedelta, *, chunk: int = SWEEP_CHUNK
+    ) -> dict[str, int]:
         """Run the periodic rules (agent-stale, gpu-missing, duplicate-gpu) over the stored
-        state, upsert what they raise, resolve what no longer holds; returns open findings."""
+        state, upsert what they raise, resolve what no longer holds; returns the number of
+        open findings per rule id afterwards.
+
+        Works in pages of `chunk` subjects, each its own short write transaction, so memory
+        is O(chunk) and accepts interleave with a long sweep. Raises ValueError when
+        chunk < 1."""
 
     # audit
 

@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from attest.errors import ReplayError
+from verifier import anomalies
 from verifier.registry_model import Registry
-from verifier.store import ops_accept, ops_agents, ops_fleet, ops_registry
+from verifier.store import ops_accept, ops_agents, ops_fleet, ops_registry, ops_sweep
 from verifier.store.api import (
+    LIST_CHUNK,
+    SWEEP_CHUNK,
     Accepted,
     AcceptOutcome,
     AgentRecord,
@@ -34,6 +38,7 @@ from verifier.store.migrations import apply_migrations
 from verifier.store.sqlbase import Db, from_micros, read_agents, to_micros
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class SqlStore(abc.ABC):
@@ -73,8 +78,8 @@ class SqlStore(abc.ABC):
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         return self._transact(lambda db: ops_agents.get_agent(db, agent_id), write=False)
 
-    def list_agents(self) -> list[AgentRecord]:
-        return self._transact(read_agents, write=False)
+    def iter_agents(self, *, chunk: int = LIST_CHUNK) -> Iterator[AgentRecord]:
+        return self._pages(read_agents, _agent_id, chunk)
 
     def revoke_agent(self, agent_id: str, now: datetime, reason: str) -> AgentRecord:
         now_us = to_micros(now)
@@ -155,8 +160,11 @@ class SqlStore(abc.ABC):
 
     # fleet state and findings
 
-    def list_fleet(self, site_id: str | None = None) -> list[HostFleet]:
-        return self._transact(lambda db: ops_fleet.list_fleet(db, site_id), write=False)
+    def iter_fleet(
+        self, site_id: str | None = None, *, chunk: int = LIST_CHUNK
+    ) -> Iterator[HostFleet]:
+        page = partial(ops_fleet.fleet_page, site_id=site_id)
+        return self._pages(page, lambda host: host.agent.agent_id, chunk)
 
     def gpu_sightings(self, uuid: str) -> list[GpuSighting]:
         return self._transact(lambda db: ops_fleet.gpu_sightings(db, uuid), write=False)
@@ -169,17 +177,54 @@ class SqlStore(abc.ABC):
         now_us = to_micros(now)
         self._transact(lambda db: ops_fleet.resolve_findings(db, keys, now_us), write=True)
 
-    def list_findings(self, include_resolved: bool = False) -> list[Finding]:
-        return self._transact(lambda db: ops_fleet.list_findings(db, include_resolved), write=False)
+    def iter_findings(
+        self, include_resolved: bool = False, *, chunk: int = LIST_CHUNK
+    ) -> Iterator[Finding]:
+        page = partial(ops_fleet.findings_page, include_resolved=include_resolved)
+        return self._pages(page, ops_fleet.finding_key, chunk)
 
-    def sweep(self, now: datetime, gpu_missing_grace: timedelta) -> list[Finding]:
-        now_us = to_micros(now)
+    def sweep(
+        self, now: datetime, gpu_missing_grace: timedelta, *, chunk: int = SWEEP_CHUNK
+    ) -> dict[str, int]:
+        _check_chunk(chunk)
+        rules = ops_sweep.SweepRules(
+            to_micros(now), gpu_missing_grace, self.options.attestation_deadline
+        )
+        for rule in anomalies.SWEPT_RULES:
+            self._write_pages(partial(ops_sweep.resolve_page, rules=rules, rule=rule), chunk)
+        self._write_pages(partial(ops_sweep.raise_stale_agents, rules=rules), chunk)
+        self._write_pages(partial(ops_sweep.raise_gpu_rules, rules=rules), chunk)
+        return self._transact(ops_sweep.open_counts, write=False)
 
-        def body(db: Db) -> list[Finding]:
-            ops_fleet.sweep(db, now_us, gpu_missing_grace, self.options)
-            return ops_fleet.list_findings(db, include_resolved=False)
+    # paging
 
-        return self._transact(body, write=True)
+    def _pages(
+        self, page: Callable[..., list[T]], key: Callable[[T], K], chunk: int
+    ) -> Iterator[T]:
+        """Yield what `page(db, after=..., limit=chunk)` returns, page after page, each read in
+        its own short transaction: no transaction stays open while the caller consumes."""
+        _check_chunk(chunk)
+        return self._page_iterator(page, key, chunk)
+
+    def _page_iterator(
+        self, page: Callable[..., list[T]], key: Callable[[T], K], chunk: int
+    ) -> Iterator[T]:
+        after: K | None = None
+        while True:
+            items = self._transact(partial(page, after=after, limit=chunk), write=False)
+            yield from items
+            if len(items) < chunk:
+                return
+            after = key(items[-1])
+
+    def _write_pages(self, page: Callable[..., str | None], chunk: int) -> None:
+        """Run `page(db, after=..., limit=chunk)` in one write transaction after another, each
+        continuing from the position the previous one returned, until one returns None."""
+        after: str | None = None
+        while True:
+            after = self._transact(partial(page, after=after, limit=chunk), write=True)
+            if after is None:
+                return
 
     # audit and registry
 
@@ -194,6 +239,15 @@ class SqlStore(abc.ABC):
 
     def load_registry(self) -> Registry:
         return self._transact(ops_registry.load_registry, write=False)
+
+
+def _check_chunk(chunk: int) -> None:
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, not {chunk}")
+
+
+def _agent_id(agent: AgentRecord) -> str:
+    return agent.agent_id
 
 
 def _recovered(

@@ -1,15 +1,14 @@
-"""Transaction bodies for fleet state, findings, the periodic sweep and evidence reads."""
+"""Transaction bodies for fleet state, findings and evidence reads. Listings are keyset pages
+(ORDER BY a unique key, WHERE key > last, LIMIT n) so a caller holds one page at a time."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 
 from attest.errors import ForkError, GapError
 from attest.model import Freshness
 from verifier import anomalies
 from verifier.store.api import (
-    AgentStatus,
     AttestationRecord,
     AuditKind,
     AuditRecord,
@@ -20,18 +19,23 @@ from verifier.store.api import (
     HostFleet,
     LogEntry,
     Severity,
-    StoreOptions,
 )
-from verifier.store.sqlbase import Db, Row, from_micros, opt_from_micros, read_agents, to_micros
-
-_MICRO = timedelta(microseconds=1)
+from verifier.store.sqlbase import (
+    Db,
+    Row,
+    from_micros,
+    opt_from_micros,
+    read_agents,
+    to_micros,
+    where_all,
+)
 
 # A present claim is as fresh as its agent's last attestation (heartbeat compaction).
-_SEEN = "CASE WHEN {s}.present = 1 AND {a}.last_seen_at IS NOT NULL THEN {a}.last_seen_at ELSE {s}.last_seen END"  # noqa: E501
-_INDEX = "CASE WHEN {s}.present = 1 THEN {a}.last_log_index ELSE {s}.last_log_index END"
+SEEN_SQL = "CASE WHEN {s}.present = 1 AND {a}.last_seen_at IS NOT NULL THEN {a}.last_seen_at ELSE {s}.last_seen END"  # noqa: E501
+INDEX_SQL = "CASE WHEN {s}.present = 1 THEN {a}.last_log_index ELSE {s}.last_log_index END"
 _SIGHTING_SELECT = (
     "SELECT s.uuid, s.agent_id, s.site_id, s.name, s.pci_device_id, s.first_seen, "
-    f"{_SEEN.format(s='s', a='a')}, s.present FROM gpu_sightings s "
+    f"{SEEN_SQL.format(s='s', a='a')}, s.present FROM gpu_sightings s "
     "JOIN agents a ON a.agent_id = s.agent_id"
 )
 
@@ -75,11 +79,26 @@ def resolve_findings(db: Db, keys: Sequence[tuple[str, str]], now_us: int) -> No
     )
 
 
-def list_findings(db: Db, include_resolved: bool) -> list[Finding]:
-    where = "" if include_resolved else " WHERE status = 'open'"
+#: A findings page's position: (opened_at, rule, subject) of its last row, the listing's order.
+FindingKey = tuple[int, str, str]
+
+
+def finding_key(finding: Finding) -> FindingKey:
+    return (to_micros(finding.opened_at), finding.rule, finding.subject)
+
+
+def findings_page(
+    db: Db, include_resolved: bool, *, after: FindingKey | None, limit: int
+) -> list[Finding]:
+    """The first `limit` findings after `after` in (opened_at, rule, subject) order, a unique
+    order (rule, subject is the key) that the findings_listing index serves."""
+    status = "" if include_resolved else "status = 'open'"
+    page = "" if after is None else "(opened_at, rule, subject) > (?, ?, ?)"
     rows = db.all(
         "SELECT rule, subject, severity, message, evidence, status, opened_at, updated_at, "
-        f"resolved_at FROM findings{where} ORDER BY opened_at, rule, subject"
+        f"resolved_at FROM findings{where_all(status, page)} "
+        "ORDER BY opened_at, rule, subject LIMIT ?",
+        [*(after or ()), limit],
     )
     return [
         Finding(
@@ -110,15 +129,21 @@ def _sighting(row: Row) -> GpuSighting:
     )
 
 
-def list_fleet(db: Db, site_id: str | None) -> list[HostFleet]:
-    if site_id is None:
-        agents = read_agents(db)
-        rows = db.all(f"{_SIGHTING_SELECT} ORDER BY s.agent_id, s.uuid")
-    else:
-        agents = read_agents(db, "agents.site_id = ?", (site_id,))
-        rows = db.all(
-            f"{_SIGHTING_SELECT} WHERE a.site_id = ? ORDER BY s.agent_id, s.uuid", (site_id,)
-        )
+def fleet_page(db: Db, site_id: str | None, *, after: str | None, limit: int) -> list[HostFleet]:
+    """The first `limit` hosts (agents, optionally of one site) whose id sorts after `after`,
+    each with the GPUs it claims ordered by uuid."""
+    site, site_params = ("", []) if site_id is None else ("site_id = ?", [site_id])
+    agents = read_agents(db, site and f"agents.{site}", site_params, after=after, limit=limit)
+    if not agents:
+        return []
+    # The sightings of exactly this page: same filter, bounded by its first and last agent.
+    page = "" if after is None else "a.agent_id > ?"
+    rows = db.all(
+        f"{_SIGHTING_SELECT}"
+        f"{where_all(site and f'a.{site}', page, 'a.agent_id <= ?')} "
+        "ORDER BY s.agent_id, s.uuid",
+        [*site_params, *([] if after is None else [after]), agents[-1].agent_id],
+    )
     by_agent: dict[str, list[GpuSighting]] = {}
     for row in rows:
         by_agent.setdefault(row[1], []).append(_sighting(row))
@@ -127,56 +152,6 @@ def list_fleet(db: Db, site_id: str | None) -> list[HostFleet]:
 
 def gpu_sightings(db: Db, uuid: str) -> list[GpuSighting]:
     return [_sighting(r) for r in db.all(f"{_SIGHTING_SELECT} WHERE s.uuid = ?", (uuid,))]
-
-
-def sweep(db: Db, now_us: int, grace: timedelta, options: StoreOptions) -> None:
-    """Raise the swept rules from stored state and resolve the ones that no longer hold."""
-    now = from_micros(now_us)
-    deadlines = [
-        anomalies.AgentDeadline(r[0], r[1], True, from_micros(r[2]), opt_from_micros(r[3]), r[4])
-        for r in db.all(
-            "SELECT agent_id, hostname, next_due, last_fresh_at, last_log_index FROM agents "
-            "WHERE status = ? AND next_due <= ?",
-            (AgentStatus.ACTIVE.value, now_us),
-        )
-    ]
-    drafts = anomalies.stale_agents(deadlines, now)
-    drafts += anomalies.missing_gpus(_last_seen_before(db, now_us - grace // _MICRO), now, grace)
-    claims = [
-        anomalies.GpuClaimState(
-            r[0], r[1], r[2] == AgentStatus.ACTIVE.value, opt_from_micros(r[3]), r[4]
-        )
-        for r in db.all(
-            "SELECT s.uuid, s.agent_id, a.status, a.last_seen_at, a.last_log_index "
-            "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id "
-            "WHERE s.present = 1 AND s.uuid IN (SELECT uuid FROM gpu_sightings "
-            "WHERE present = 1 GROUP BY uuid HAVING COUNT(*) > 1)"
-        )
-    ]
-    drafts += anomalies.duplicate_gpu(claims, now, options.attestation_deadline)
-    upsert_findings(db, drafts, now_us)
-    open_keys = [
-        (r[0], r[1]) for r in db.all("SELECT rule, subject FROM findings WHERE status = 'open'")
-    ]
-    resolve_findings(db, anomalies.no_longer_raised(open_keys, drafts), now_us)
-
-
-def _last_seen_before(db: Db, cutoff_us: int) -> list[anomalies.GpuLastSeen]:
-    """For each GPU no agent reported at or after the cutoff: its latest report."""
-    seen, seen2 = _SEEN.format(s="s", a="a"), _SEEN.format(s="s2", a="a2")
-    rows = db.all(
-        f"SELECT s.uuid, s.agent_id, {seen}, {_INDEX.format(s='s', a='a')} "
-        "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id "
-        f"WHERE {seen} < ? AND NOT EXISTS (SELECT 1 FROM gpu_sightings s2 "
-        f"JOIN agents a2 ON a2.agent_id = s2.agent_id WHERE s2.uuid = s.uuid AND {seen2} >= ?)",
-        (cutoff_us, cutoff_us),
-    )
-    latest: dict[str, anomalies.GpuLastSeen] = {}
-    for uuid, agent_id, when, index in rows:
-        candidate = anomalies.GpuLastSeen(uuid, agent_id, from_micros(when), index)
-        if uuid not in latest or candidate.last_seen > latest[uuid].last_seen:
-            latest[uuid] = candidate
-    return list(latest.values())
 
 
 def record_rejection(db: Db, record: AuditRecord) -> None:

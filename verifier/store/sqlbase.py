@@ -162,17 +162,42 @@ AGENT_COLUMNS = (
 )
 
 
-def read_agents(db: Db, where: str = "", params: Sequence[object] = ()) -> list[AgentRecord]:
-    """Agents matching `where` (SQL after WHERE, may be empty), with their keys."""
-    clause = f" WHERE {where}" if where else ""
-    rows = db.all(f"SELECT {AGENT_COLUMNS} FROM agents{clause} ORDER BY agent_id", params)
+def where_all(*conditions: str) -> str:
+    """` WHERE c1 AND c2 ...` over the non-empty conditions, or "" when there are none."""
+    present = [f"({c})" for c in conditions if c]
+    return " WHERE " + " AND ".join(present) if present else ""
+
+
+def read_agents(
+    db: Db,
+    where: str = "",
+    params: Sequence[object] = (),
+    *,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[AgentRecord]:
+    """Agents matching `where` (SQL after WHERE, may be empty), with their keys, by agent_id.
+
+    With `after` and `limit`: one keyset page, the first `limit` agents whose id sorts after
+    `after`; memory is then O(limit) whatever the number of agents.
+    """
+    page = "" if after is None else "agents.agent_id > ?"
+    page_params = [*params] if after is None else [*params, after]
+    tail, tail_params = ("", []) if limit is None else (" LIMIT ?", [limit])
+    rows = db.all(
+        f"SELECT {AGENT_COLUMNS} FROM agents{where_all(where, page)} ORDER BY agent_id{tail}",
+        [*page_params, *tail_params],
+    )
     if not rows:
         return []
     keys: dict[str, list[AgentKey]] = {}
+    # The page's keys: same filter, bounded by the page's last id (never the whole table).
     key_rows = db.all(
         "SELECT k.agent_id, k.keyid, k.spki_der, k.added_at, k.retired_at FROM agent_keys k "
-        f"JOIN agents ON agents.agent_id = k.agent_id{clause} ORDER BY k.added_at, k.keyid",
-        params,
+        f"JOIN agents ON agents.agent_id = k.agent_id"
+        f"{where_all(where, page, 'agents.agent_id <= ?')} "
+        "ORDER BY k.agent_id, k.added_at, k.keyid",
+        [*page_params, rows[-1][0]],
     )
     for agent_id, keyid, spki, added, retired in key_rows:
         keys.setdefault(agent_id, []).append(

@@ -1,0 +1,161 @@
+"""The periodic sweep's transaction bodies, each over one bounded page of state.
+
+A sweep is two walks, each a run of short write transactions (`SqlStore.sweep` drives them):
+- resolve: the open findings of each swept rule, a page of subjects at a time by key; the rule
+  is evaluated again over the stored state of just those subjects, and the ones it no longer
+  raises are resolved;
+- raise: the agents past their deadline, and the GPUs a page of UUIDs at a time (every claim
+  on a UUID lies in one page), through the same pure rules; what they raise is upserted.
+Memory is O(page) whatever the fleet size; no walk holds the database for the whole sweep.
+Each page decides from the state it reads in its own transaction, so a finding is never
+resolved or raised against state older than its page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from verifier import anomalies
+from verifier.store.api import AgentStatus, FindingDraft
+from verifier.store.ops_fleet import INDEX_SQL, SEEN_SQL, resolve_findings, upsert_findings
+from verifier.store.sqlbase import Db, Row, from_micros, opt_from_micros, where_all
+
+#: Pages that become an IN list stay under SQLite's oldest bound-parameter limit (999).
+MAX_IN_PAGE = 900
+
+
+@dataclass(frozen=True)
+class SweepRules:
+    """When the sweep runs and the rules' windows."""
+
+    now_us: int
+    gpu_missing_grace: timedelta
+    claim_freshness: timedelta  # a claim older than this counts for no duplicate
+
+
+_GPU_ROWS = (
+    f"SELECT s.uuid, s.agent_id, {SEEN_SQL.format(s='s', a='a')}, "
+    f"{INDEX_SQL.format(s='s', a='a')}, s.present, a.status, a.last_seen_at, a.last_log_index "
+    "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id"
+)
+_AGENT_PREFIX = anomalies.agent_subject("")
+_GPU_PREFIX = anomalies.gpu_subject("")
+
+
+def _overdue(
+    db: Db, now_us: int, condition: str, params: Sequence[object], limit: int
+) -> list[Row]:
+    """Active agents past their deadline that meet `condition`, by agent_id, at most `limit`."""
+    return db.all(
+        "SELECT agent_id, hostname, next_due, last_fresh_at, last_log_index FROM agents"
+        f"{where_all('status = ?', 'next_due <= ?', condition)} ORDER BY agent_id LIMIT ?",
+        [AgentStatus.ACTIVE.value, now_us, *params, limit],
+    )
+
+
+def _stale_drafts(rows: Sequence[Row], now_us: int) -> list[FindingDraft]:
+    deadlines = [
+        anomalies.AgentDeadline(r[0], r[1], True, from_micros(r[2]), opt_from_micros(r[3]), r[4])
+        for r in rows
+    ]
+    return anomalies.stale_agents(deadlines, from_micros(now_us))
+
+
+def _gpu_drafts(rows: Sequence[Row], rules: SweepRules) -> list[FindingDraft]:
+    """gpu-missing and duplicate-gpu over every sighting of some UUIDs (rows by uuid)."""
+    latest: dict[str, anomalies.GpuLastSeen] = {}
+    claims = []
+    for uuid, agent_id, seen, index, present, status, agent_seen, agent_index in rows:
+        candidate = anomalies.GpuLastSeen(uuid, agent_id, from_micros(seen), index)
+        if uuid not in latest or candidate.last_seen > latest[uuid].last_seen:
+            latest[uuid] = candidate
+        if present:
+            active = status == AgentStatus.ACTIVE.value
+            claims.append(
+                anomalies.GpuClaimState(
+                    uuid, agent_id, active, opt_from_micros(agent_seen), agent_index
+                )
+            )
+    now = from_micros(rules.now_us)
+    missing = anomalies.missing_gpus(latest.values(), now, rules.gpu_missing_grace)
+    return missing + anomalies.duplicate_gpu(claims, now, rules.claim_freshness)
+
+
+def raise_stale_agents(db: Db, rules: SweepRules, *, after: str | None, limit: int) -> str | None:
+    """Upsert agent-stale for one page of overdue active agents (by agent_id); returns the
+    position to continue from, or None when this was the last page."""
+    if after is None:
+        rows = _overdue(db, rules.now_us, "", (), limit)
+    else:
+        rows = _overdue(db, rules.now_us, "agent_id > ?", (after,), limit)
+    upsert_findings(db, _stale_drafts(rows, rules.now_us), rules.now_us)
+    return str(rows[-1][0]) if len(rows) == limit else None
+
+
+def raise_gpu_rules(db: Db, rules: SweepRules, *, after: str | None, limit: int) -> str | None:
+    """Upsert gpu-missing and duplicate-gpu for one page of GPU UUIDs; returns the position to
+    continue from, or None when this was the last page."""
+    lower = [] if after is None else [after]
+    uuids = db.all(
+        "SELECT DISTINCT uuid FROM gpu_sightings"
+        f"{where_all('' if after is None else 'uuid > ?')} ORDER BY uuid LIMIT ?",
+        [*lower, limit],
+    )
+    if not uuids:
+        return None
+    # Every sighting of the page's UUIDs: a UUID's claims are never split across pages.
+    last = str(uuids[-1][0])
+    rows = db.all(
+        f"{_GPU_ROWS}{where_all('' if after is None else 's.uuid > ?', 's.uuid <= ?')} "
+        "ORDER BY s.uuid, s.agent_id",
+        [*lower, last],
+    )
+    upsert_findings(db, _gpu_drafts(rows, rules), rules.now_us)
+    return last if len(uuids) == limit else None
+
+
+def resolve_page(
+    db: Db, rules: SweepRules, rule: str, *, after: str | None, limit: int
+) -> str | None:
+    """Resolve the open findings of `rule` in one page of subjects that the rule, evaluated
+    again over their current state, no longer raises; returns the position to continue from,
+    or None when this was the last page."""
+    limit = min(limit, MAX_IN_PAGE)
+    page = "" if after is None else "subject > ?"
+    rows = db.all(
+        f"SELECT subject FROM findings{where_all('rule = ?', 'status = ?', page)} "
+        "ORDER BY subject LIMIT ?",
+        [rule, "open", *([] if after is None else [after]), limit],
+    )
+    if not rows:
+        return None
+    subjects = [str(r[0]) for r in rows]
+    raised = {d.subject for d in _raised(db, rules, rule, subjects)}
+    resolve_findings(db, [(rule, s) for s in subjects if s not in raised], rules.now_us)
+    return subjects[-1] if len(subjects) == limit else None
+
+
+def _raised(db: Db, rules: SweepRules, rule: str, subjects: Sequence[str]) -> list[FindingDraft]:
+    """What `rule` raises now for these subjects (a subject of a foreign form raises nothing)."""
+    if rule == anomalies.AGENT_STALE:
+        ids = [s.removeprefix(_AGENT_PREFIX) for s in subjects if s.startswith(_AGENT_PREFIX)]
+        if not ids:
+            return []
+        rows = _overdue(db, rules.now_us, f"agent_id IN {db.in_list(len(ids))}", ids, len(ids))
+        return _stale_drafts(rows, rules.now_us)
+    uuids = [s.removeprefix(_GPU_PREFIX) for s in subjects if s.startswith(_GPU_PREFIX)]
+    if not uuids:
+        return []
+    rows = db.all(
+        f"{_GPU_ROWS} WHERE s.uuid IN {db.in_list(len(uuids))} ORDER BY s.uuid, s.agent_id",
+        uuids,
+    )
+    return [d for d in _gpu_drafts(rows, rules) if d.rule == rule]
+
+
+def open_counts(db: Db) -> dict[str, int]:
+    """Open findings per rule id."""
+    rows = db.all("SELECT rule, COUNT(*) FROM findings WHERE status = 'open' GROUP BY rule")
+    return {str(rule): int(count) for rule, count in rows}
