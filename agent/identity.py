@@ -29,6 +29,9 @@ CERT_FILE = "agent.crt"
 CA_FILE = "ca.pem"
 VERIFIER_KEY_FILE = "verifier.pub"
 IDENTITY_FILE = "identity.toml"
+#: A key rotation's next key and its certificate, until installed (agent.rotation).
+PENDING_KEY_FILE = "agent.key.pending"
+PENDING_CERT_FILE = "agent.crt.pending"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,10 @@ def retire_enrollment(state_dir: Path, stamp: str) -> Path:
     """
     target = state_dir / f"retired-{stamp}"
     target.mkdir(mode=0o700)
-    names = (IDENTITY_FILE, KEY_FILE, CERT_FILE, CA_FILE, VERIFIER_KEY_FILE)
+    names = (
+        IDENTITY_FILE, KEY_FILE, CERT_FILE, CA_FILE, VERIFIER_KEY_FILE, PENDING_KEY_FILE,
+        PENDING_CERT_FILE,
+    )  # fmt: skip
     spool = ("spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm")
     for name in (*names, *spool):
         if (state_dir / name).exists():

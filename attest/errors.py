@@ -167,6 +167,19 @@ class TokenUsedError(EnrollmentError):
     code = "token-used"
 
 
+class KeyRotationError(AttestError):
+    """An agent key rotation did not complete (verifier unreachable, answer unusable, or the
+    agent not in a state to rotate); the agent keeps whatever pending key it persisted."""
+
+    code = "key-rotation-failed"
+
+
+class KeyRotationRefusedError(KeyRotationError):
+    """The verifier answered RotateKey with a refusal (e.g. the agent was revoked)."""
+
+    code = "key-rotation-refused"
+
+
 # --- configuration, storage, inventory -------------------------------------------------------
 
 
