@@ -62,6 +62,10 @@ class Attestor:
         self._slow: tuple[Reading[str], Reading[str], Reading[frozenset[str]]] | None = None
         self._slow_at: datetime | None = None
 
+    def use_signer(self, signer: Signer) -> None:
+        """Sign from the next envelope on with `signer` (a key rotation's new key)."""
+        self._signer = signer
+
     def spool_depth(self) -> int:
         return self._spool.depth()
 

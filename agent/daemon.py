@@ -1,6 +1,7 @@
 """The long-running agent: attest every interval, on inventory change and when a stream opens;
-keep the stream to the verifier open; speak the systemd notify protocol; drain on SIGTERM;
-reload the configuration on SIGHUP.
+keep the stream to the verifier open; renew the key and client certificate before they expire
+(agent.renewal); speak the systemd notify protocol; drain on SIGTERM; reload the configuration
+on SIGHUP.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from agent.attestor import Attestor, AttestorSettings, HostOverride
-from agent.client import Backoff, utcnow
+from agent.client import Backoff, RotateRequest, utcnow
 from agent.config import AgentConfig, HostPort, load_config, parse_host_port
 from agent.identity import KEY_FILE, Identity, load_identity, load_tls, load_verifier_key
 from agent.logs import get_logger, setup_logging
 from agent.metrics import AgentMetrics
 from agent.ports import InventorySource
+from agent.renewal import NotifyingSpool, Renewal, StreamControl
+from agent.rotation import finish_install, load_pending_key, state_lock
 from agent.spool import Spool
 from agent.stream import StreamClient, StreamSettings
 from attest import errors
@@ -59,15 +63,16 @@ class Runtime:
         self.spool.close()
 
 
-def open_runtime(cfg: AgentConfig) -> Runtime:
-    """Open identity, key, spool and inventory. Raises NotEnrolledError, KeyMaterialError,
+def open_runtime(cfg: AgentConfig, spool_type: type[Spool] = Spool) -> Runtime:
+    """Open identity, key, spool and inventory. Evidence is signed by the pending key while a
+    rotation is unfinished (agent.rotation, step 1). Raises NotEnrolledError, KeyMaterialError,
     StoreError, InventoryError (machine file)."""
     identity = load_identity(cfg.state_dir)
     key_file = cfg.state_dir / KEY_FILE
-    signer = load_private_key(key_file)
+    signer = load_pending_key(cfg.state_dir) or load_private_key(key_file)
     inventory, override = open_inventory(cfg.simulate)
     try:
-        spool = Spool.open(cfg.state_dir, cfg.spool_max_bytes)
+        spool = spool_type.open(cfg.state_dir, cfg.spool_max_bytes)
     except BaseException:
         inventory.close()
         raise
@@ -106,17 +111,34 @@ class Daemon:
         self.metrics = AgentMetrics(enabled=cfg.metrics_listen is not None)
         self._stop = asyncio.Event()
         self._spool_full = False
+        #: Held while evidence is produced, and while a rotation begins.
+        self._produce_lock = asyncio.Lock()
+        #: The stream may run (set unless a rotation is under way) / stop it / it has stopped.
+        self._stream_go = asyncio.Event()
+        self._stream_stop = asyncio.Event()
+        self._stream_idle = asyncio.Event()
+        self._stream_idle.set()
+        self._renewal: Renewal | None = None
+        #: The Attest stream client, once `run` has opened the runtime.
+        self.stream: StreamClient | None = None
 
     async def run(self) -> int:
+        with state_lock(self.cfg.state_dir):
+            if finish_install(self.cfg.state_dir):
+                log.warning("finished installing a rotated key that a crash had interrupted")
+            return await self._run()
+
+    async def _run(self) -> int:
         cfg = self.cfg
-        runtime = open_runtime(cfg)
+        runtime = open_runtime(cfg, NotifyingSpool)
         try:
             target = verifier_target(cfg, runtime.identity)
             if cfg.insecure_plaintext:
                 log.warning(
                     "INSECURE: plaintext gRPC to %s (insecure_plaintext): tests only", target
                 )
-            tls = None if cfg.insecure_plaintext else load_tls(cfg.state_dir, runtime.signer)
+            current = load_private_key(cfg.state_dir / KEY_FILE)
+            tls = None if cfg.insecure_plaintext else load_tls(cfg.state_dir, current)
             stream = StreamClient(
                 StreamSettings(
                     target=target,
@@ -130,6 +152,26 @@ class Daemon:
                 self.metrics,
                 self._clock,
             )
+            self.stream = stream
+            rotating = runtime.signer.public_key.keyid != current.public_key.keyid
+            pending = runtime.signer if rotating else None
+            if tls is not None:
+                self._renewal = Renewal(
+                    RotateRequest(target, cfg.state_dir, runtime.identity, current, tls),
+                    pending, attestor=runtime.attestor,
+                    spool=cast(NotifyingSpool, runtime.spool), stream=stream,
+                    control=StreamControl(self._pause_stream, self._stream_go.set),
+                    metrics=self.metrics, backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s),
+                    clock=self._clock,
+                )  # fmt: skip
+            if pending is None:
+                self._stream_go.set()
+            elif tls is None:
+                raise errors.ConfigError(
+                    "a key rotation is unfinished and needs mTLS; insecure_plaintext is set"
+                )
+            else:
+                log.warning("a key rotation is unfinished: completing it before the stream opens")
             if cfg.metrics_listen is not None:
                 self.metrics.serve(cfg.metrics_listen)
             self.metrics.spool_depth.set(runtime.spool.depth())
@@ -139,14 +181,17 @@ class Daemon:
 
     async def _serve(self, runtime: Runtime, stream: StreamClient) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         tasks = [
-            asyncio.create_task(stream.run(self._stop), name="stream"),
+            asyncio.create_task(self._stream_loop(stream), name="stream"),
             asyncio.create_task(self._produce_loop(runtime.attestor, stream), name="producer"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
         ]
+        if self._renewal is not None:
+            renewal = self._renewal.run(self._stop, self._produce_lock)
+            tasks.append(asyncio.create_task(renewal, name="renewal"))
         log.info(
             "agent %s started: verifier %s, interval %gs, spool depth %d",
             runtime.identity.agent_id,
@@ -174,6 +219,33 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self._stream_stop.set()
+
+    async def _stream_loop(self, stream: StreamClient) -> None:
+        """Run the stream while it may run; a rotation closes it and reopens it afterwards,
+        so that the next connection presents the new client certificate."""
+        while not self._stop.is_set():
+            go = asyncio.create_task(self._stream_go.wait())
+            stop = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({go, stop}, return_when=asyncio.FIRST_COMPLETED)
+            go.cancel()
+            stop.cancel()
+            if self._stop.is_set():
+                return
+            if not self._stream_go.is_set():
+                continue  # paused again before this task ran
+            self._stream_stop = asyncio.Event()
+            self._stream_idle.clear()
+            try:
+                await stream.run(self._stream_stop)
+            finally:
+                self._stream_idle.set()
+
+    async def _pause_stream(self) -> None:
+        """Close the stream (draining what was sent) and keep it closed until resumed."""
+        self._stream_go.clear()
+        self._stream_stop.set()
+        await self._stream_idle.wait()
 
     def _reload(self) -> None:
         self._notifier.reloading()
@@ -216,7 +288,8 @@ class Daemon:
                 if due:
                     log.info("inventory changed: attesting now")
             if due:
-                await self._produce(attestor, stream)
+                async with self._produce_lock:
+                    await self._produce(attestor, stream)
                 next_due = loop.time() + self.cfg.interval_s
 
     async def _produce(self, attestor: Attestor, stream: StreamClient) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from agent.config import HostPort
 
 RESULTS = ("produced", "accepted", "rejected", "spool_full", "error")
+ROTATION_RESULTS = ("ok", "refused", "failed", "error")
 
 
 class _Counter(Protocol):
@@ -49,6 +50,8 @@ class AgentMetrics:
         self.last_receipt: _Gauge = null
         self.stream_connected: _Gauge = null
         self.reconnects: _Counter = null
+        self.cert_expiry: _Gauge = null
+        self.rotations: _Counter = null
         if enabled:
             self._create()
 
@@ -78,6 +81,10 @@ class AgentMetrics:
                 "stream_connected",
                 "1 while the Attest stream is open and challenged.",
             ),
+            "cert_expiry": (
+                "cert_expiry_timestamp_seconds",
+                "Unix time at which the agent's mTLS client certificate expires.",
+            ),
         }
         for attr, (name, doc) in gauges.items():
             setattr(self, attr, Gauge(f"gpu_attest_agent_{name}", doc, registry=registry))
@@ -86,11 +93,24 @@ class AgentMetrics:
             "Attempts to (re)open the Attest stream.",
             registry=registry,
         )
+        self.rotations = Counter(
+            "gpu_attest_agent_key_rotations",
+            "Key and client-certificate rotations by outcome (ok, refused, failed, error).",
+            ["result"],
+            registry=registry,
+        )
+        for result in ROTATION_RESULTS:
+            self.rotations.labels(result=result)
 
     def count(self, result: str) -> None:
         if result not in RESULTS:
             raise ValueError(f"unbounded metric label {result!r}")
         self.attestations.labels(result=result).inc()
+
+    def count_rotation(self, result: str) -> None:
+        if result not in ROTATION_RESULTS:
+            raise ValueError(f"unbounded metric label {result!r}")
+        self.rotations.labels(result=result).inc()
 
     def serve(self, listen: HostPort) -> None:
         """Start the HTTP exporter in a daemon thread; config guarantees a loopback address."""
