@@ -9,6 +9,11 @@
 `--attest` the Attest port (mTLS, 7443) that `run` uses when agent.toml names no `verifier`.
     gpu-attest-agent inventory [--json] [--simulate M.toml]
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
+    gpu-attest-agent rotate-key [--config F] [--state-dir D]
+
+`rotate-key` replaces agent.key and the client certificate now, as `run` does by itself once
+less than a third of the certificate's lifetime is left (stop `run` first; the spool must be
+empty, or a rotation left unfinished by a crash is completed).
 
 Exit codes (stable; `inventory` keeps those of agent.inventory_cli):
     0   success; `run` also exits 0 after SIGTERM/SIGINT once the stream is drained
@@ -22,6 +27,8 @@ Exit codes (stable; `inventory` keeps those of agent.inventory_cli):
     12  key or certificate material invalid (e.g. agent.key readable by others)
     13  spool full: no new evidence until the verifier acknowledges or space is freed
     14  spool or storage error
+    15  key rotation refused by the verifier (e.g. agent revoked) or not completed (verifier
+        unreachable, spool not empty); a pending key is kept and the next try completes it
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ EXIT_ENROLL = 11
 EXIT_KEY = 12
 EXIT_SPOOL_FULL = 13
 EXIT_STORE = 14
+EXIT_ROTATE = 15
+
+#: RotateKey attempts of `rotate-key` (retryable failures, with the configured backoff).
+_ROTATE_ATTEMPTS = 5
 
 log = get_logger("cli")
 
@@ -57,6 +68,7 @@ def exit_code_for(exc: errors.AttestError) -> int:
         (errors.ConfigError, EXIT_CONFIG),
         (errors.MachineFileError, EXIT_CONFIG),
         (errors.EnrollmentError, EXIT_ENROLL),
+        (errors.KeyRotationError, EXIT_ROTATE),
         (errors.KeyMaterialError, EXIT_KEY),
         (errors.SpoolFullError, EXIT_SPOOL_FULL),
         (errors.StoreError, EXIT_STORE),
@@ -100,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument(
         "--force", action="store_true", help="re-enroll: retire the current identity and spool"
     )
+    rotate = sub.add_parser("rotate-key", help="replace the agent key and client certificate")
+    rotate.add_argument("--config", type=Path, default=None)
+    rotate.add_argument("--state-dir", type=Path, default=None)
     sub.add_parser("inventory", help="what NVML sees, unsigned", add_help=False)
     return parser
 
@@ -185,6 +200,24 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_rotate_key(args: argparse.Namespace) -> int:
+    from agent.daemon import verifier_target  # noqa: PLC0415
+    from agent.identity import load_identity  # noqa: PLC0415
+    from agent.renewal import rotate_by_hand  # noqa: PLC0415
+    from agent.rotation import certificate_window  # noqa: PLC0415
+
+    cfg, _ = _config(args)
+    setup_logging(cfg.log_format)
+    if cfg.insecure_plaintext:
+        raise errors.ConfigError("rotate-key needs the mTLS identity; insecure_plaintext is set")
+    identity = load_identity(cfg.state_dir)
+    target = verifier_target(cfg, identity)
+    tls = asyncio.run(rotate_by_hand(cfg, identity, target, _ROTATE_ATTEMPTS))
+    not_after = certificate_window(tls.cert_pem)[1]
+    print(f"rotated the key of agent {identity.agent_id}: certificate valid until {not_after}")
+    return EXIT_OK
+
+
 def _refuse_or_retire(cfg: AgentConfig, force: bool) -> None:
     from agent.client import utcnow  # noqa: PLC0415
     from agent.identity import load_identity, retire_enrollment  # noqa: PLC0415
@@ -214,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return EXIT_CONFIG if exc.code else EXIT_OK
-    commands = {"run": _cmd_run, "once": _cmd_once, "enroll": _cmd_enroll}
+    commands = {
+        "run": _cmd_run,
+        "once": _cmd_once,
+        "enroll": _cmd_enroll,
+        "rotate-key": _cmd_rotate_key,
+    }
     try:
         return commands[args.command](args)
     except errors.AttestError as exc:

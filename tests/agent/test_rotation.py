@@ -1,0 +1,359 @@
+"""Key rotation end to end: the real agent (daemon in-process, CLI in a thread) against a real
+verifier on loopback with mTLS and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from agent.cli import EXIT_CONFIG, EXIT_OK, EXIT_ROTATE, main
+from agent.client import (
+    AGENT_KEY_ALGORITHM,
+    Backoff,
+    EnrollRequest,
+    enroll,
+    open_channel,
+    rotation_statement,
+)
+from agent.config import AgentConfig, HostPort, load_config
+from agent.daemon import Daemon
+from agent.identity import (
+    CERT_FILE,
+    KEY_FILE,
+    PENDING_CERT_FILE,
+    PENDING_KEY_FILE,
+    Identity,
+    check_key_matches_cert,
+    load_tls,
+    make_csr,
+    retire_enrollment,
+)
+from agent.rotation import (
+    begin_rotation,
+    finish_install,
+    install_rotation,
+    state_lock,
+)
+from agent.spool import Spool
+from attest.errors import KeyRotationError
+from attest.keys import SoftwareSigner, load_private_key, write_private_key, write_secret_file
+from attest.sdnotify import Notifier
+from attest.v1 import attest_pb2 as pb
+from attest.v1 import attest_pb2_grpc as pb_grpc
+from attest.wire import decode_envelope
+from tests.verifier.conftest import make_config
+from tests.verifier.helpers import Chain
+from tests.verifier.rpc import Enrolled, Stream, mtls_channel
+from verifier.ca import issue_client_certificate
+from verifier.enroll import create_token, revoke
+from verifier.server import Running, start
+from verifier.store.api import AgentRecord, AuditKind
+
+from .helpers import free_port, machine_file
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    server = await start(make_config(tmp_path / "verifier"))
+    try:
+        yield server
+    finally:
+        await server.stop(0)
+
+
+@dataclass
+class Agent:
+    running: Running
+    config: Path
+    cfg: AgentConfig
+    identity: Identity
+
+    @property
+    def state_dir(self) -> Path:
+        return self.cfg.state_dir
+
+    def record(self) -> AgentRecord:
+        record = self.running.core.store.get_agent(self.identity.agent_id)
+        assert record is not None
+        return record
+
+    def current_keyid(self) -> str:
+        [key] = self.record().current_keys
+        return key.keyid
+
+    def signed_by(self, seq: int) -> str:
+        """The key id on the envelope the verifier accepted at `seq`."""
+        store = self.running.core.store
+        accepted = store.get_attestation(self.identity.agent_id, seq)
+        assert accepted is not None
+        raw = store.get_blob(accepted.envelope_hash)
+        assert raw is not None
+        return decode_envelope(raw).signatures[0].keyid
+
+    def cli(self, command: str, *args: str) -> int:
+        return main([command, "--config", str(self.config), *args])
+
+
+async def _enrolled(tmp_path: Path, running: Running, metrics: bool = False) -> Agent:
+    token = create_token(running.core.store, "acme-fra1", timedelta(hours=1), datetime.now(UTC))
+    state = tmp_path / "agent"
+    identity = await enroll(
+        EnrollRequest(
+            target=HostPort("127.0.0.1", running.ports["enroll"]), token=token,
+            ca_pem=running.core.ca.pem, state_dir=state, hostname="gpu-node-017",
+            machine_id="m-1", attest_target=HostPort("127.0.0.1", running.ports["listen"]),
+        ),
+        Backoff(0.05, 0.5),
+    )  # fmt: skip
+    config = tmp_path / "agent.toml"
+    # A long interval: the agent attests when the stream opens, so each (re)connect is one seq.
+    config.write_text(
+        f'state_dir = "{state}"\nsimulate = "{machine_file(tmp_path)}"\n'
+        "interval_seconds = 3600\nbackoff_initial_seconds = 0.05\nbackoff_cap_seconds = 0.5\n"
+        + (f'metrics_listen = "127.0.0.1:{free_port()}"\n' if metrics else "")
+    )
+    return Agent(running, config, load_config(config), identity)
+
+
+async def _run_until(agent: Agent, done: Callable[[], bool], limit_s: float = 30.0) -> Daemon:
+    """Run the daemon in-process until `done()` holds, then stop it (SIGTERM's path)."""
+    daemon = Daemon(agent.cfg, lambda: agent.cfg, Notifier({}))
+    task = asyncio.create_task(daemon.run())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    try:
+        while not done():
+            if task.done():
+                task.result()
+                raise AssertionError("the daemon stopped by itself")
+            if loop.time() > deadline:
+                raise AssertionError("the daemon did not get there in time")
+            await asyncio.sleep(0.05)
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+    return daemon
+
+
+def _no_pending(state_dir: Path) -> bool:
+    return (
+        not (state_dir / PENDING_KEY_FILE).exists() and not (state_dir / PENDING_CERT_FILE).exists()
+    )
+
+
+async def test_rotate_key_moves_the_identity_and_the_old_pair_is_refused(
+    tmp_path: Path, running: Running
+) -> None:
+    agent = await _enrolled(tmp_path, running)
+    old = load_private_key(agent.state_dir / KEY_FILE)
+    old_cert = (agent.state_dir / CERT_FILE).read_bytes()
+    await _run_until(agent, lambda: agent.record().last_seq >= 1)
+
+    assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_OK
+    new = load_private_key(agent.state_dir / KEY_FILE)
+    assert new.public_key.keyid != old.public_key.keyid
+    assert stat.S_IMODE((agent.state_dir / KEY_FILE).stat().st_mode) == 0o600
+    load_tls(agent.state_dir, new)  # agent.crt is for the new key
+    assert _no_pending(agent.state_dir)
+    assert agent.current_keyid() == new.public_key.keyid
+
+    # The stream works with the new pair: the next envelope is the new key's.
+    seq = agent.record().last_seq
+    await _run_until(agent, lambda: agent.record().last_seq > seq)
+    assert agent.signed_by(seq + 1) == new.public_key.keyid
+
+    # The old pair still completes a TLS handshake (its certificate has not expired), but gets
+    # nothing through: its evidence is refused, and it cannot rotate to a key of its own.
+    record = agent.record()
+    verifier_key = running.core.receipt_signer.public_key
+    stale = Enrolled(record.agent_id, old, old_cert, running.core.ca.pem, verifier_key)
+    chain = Chain(record.agent_id, old, seq=record.last_seq, prev=record.last_hash)
+    async with mtls_channel(running, stale) as channel:
+        stream = Stream(channel)
+        challenge = await stream.challenge()
+        await stream.send(chain.next(challenge.nonce, datetime.now(UTC)))
+        message = await stream.recv()
+        assert message.WhichOneof("kind") == "rejection"
+        assert message.rejection.code == "signature-unknown-key"
+        assert await stream.status() == grpc.StatusCode.PERMISSION_DENIED
+        mine = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.AttestationStub(channel).RotateKey(
+                _rotate_request(record.agent_id, old, mine), timeout=10
+            )
+        assert "signature-unknown-key" in (info.value.details() or "")
+    assert agent.record().last_seq == seq + 1
+
+
+def _rotate_request(agent_id: str, old: SoftwareSigner, new: SoftwareSigner) -> pb.RotateKeyRequest:
+    statement = rotation_statement(agent_id, new.public_key.spki_der)
+    return pb.RotateKeyRequest(
+        agent_id=agent_id, new_public_key=new.public_key.spki_der, csr=make_csr(new, agent_id),
+        old_key_signature=pb.Signature(keyid=old.public_key.keyid, sig=old.sign(statement)),
+    )  # fmt: skip
+
+
+async def test_a_crash_after_the_verifier_answered_is_recovered_at_start(
+    tmp_path: Path, running: Running
+) -> None:
+    """Pending key persisted, RotateKey answered (the verifier pinned the new key), then the
+    agent died before installing anything: the old pair alone is no longer accepted."""
+    agent = await _enrolled(tmp_path, running)
+    old = load_private_key(agent.state_dir / KEY_FILE)
+    pending = begin_rotation(agent.state_dir, AGENT_KEY_ALGORITHM)
+    channel = open_channel(
+        HostPort("127.0.0.1", running.ports["listen"]), load_tls(agent.state_dir, old), None,
+        insecure_plaintext=False,
+    )  # fmt: skip
+    async with channel:
+        request = _rotate_request(agent.identity.agent_id, old, pending.signer)
+        await pb_grpc.AttestationStub(channel).RotateKey(request, timeout=10)
+    assert agent.current_keyid() == pending.signer.public_key.keyid
+    assert (agent.state_dir / PENDING_KEY_FILE).exists()  # ... and nothing installed
+
+    # While the rotation is unfinished, evidence is signed by the key it is committed to.
+    assert (
+        await asyncio.to_thread(agent.cli, "once", "--out", str(tmp_path / "offline.dsse"))
+        == EXIT_OK
+    )
+    await _run_until(agent, lambda: agent.record().last_seq >= 2)
+    assert load_private_key(agent.state_dir / KEY_FILE).public_key == pending.signer.public_key
+    load_tls(agent.state_dir, pending.signer)
+    assert _no_pending(agent.state_dir)
+    assert agent.signed_by(1) == agent.signed_by(2) == pending.signer.public_key.keyid
+    kinds = [a.kind for a in running.core.store.list_audit()]
+    assert kinds.count(AuditKind.ROTATION) == 1  # the retry was answered idempotently
+    assert AuditKind.REJECTION not in kinds
+
+
+async def test_renewal_runs_by_itself_when_the_certificate_nears_expiry(
+    tmp_path: Path, running: Running
+) -> None:
+    agent = await _enrolled(tmp_path, running, metrics=True)
+    old = load_private_key(agent.state_dir / KEY_FILE)
+    # A one-day certificate issued 20 hours ago: under a third of its lifetime is left.
+    short = issue_client_certificate(
+        running.core.ca, make_csr(old, "x"), expected_key=old.public_key,
+        agent_id=agent.identity.agent_id, now=datetime.now(UTC) - timedelta(hours=20), days=1,
+    )  # fmt: skip
+    write_secret_file(agent.state_dir / CERT_FILE, short)
+
+    daemon = await _run_until(
+        agent,
+        lambda: agent.current_keyid() != old.public_key.keyid and agent.record().last_seq >= 2,
+    )
+    new = load_private_key(agent.state_dir / KEY_FILE)
+    assert agent.signed_by(1) == old.public_key.keyid
+    assert agent.signed_by(2) == new.public_key.keyid == agent.current_keyid()
+    cert_pem = (agent.state_dir / CERT_FILE).read_bytes()
+    check_key_matches_cert(new, cert_pem)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    # seq 2 came over a new stream (the verifier refuses the new key's evidence on a stream
+    # opened before it pinned that key), which presented the new certificate.
+    assert daemon.stream is not None and daemon.stream.settings.tls is not None
+    assert daemon.stream.settings.tls.cert_pem == cert_pem
+    registry = daemon.metrics.registry
+    sample = registry.get_sample_value
+    assert sample("gpu_attest_agent_key_rotations_total", {"result": "ok"}) == 1.0
+    assert sample("gpu_attest_agent_key_rotations_total", {"result": "refused"}) == 0.0
+    expiry = sample("gpu_attest_agent_cert_expiry_timestamp_seconds")
+    assert expiry == cert.not_valid_after_utc.timestamp()
+    assert cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=30)
+
+
+async def test_refused_rotation_is_typed_and_keeps_the_current_pair(
+    tmp_path: Path, running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = await _enrolled(tmp_path, running)
+    key_before = (agent.state_dir / KEY_FILE).read_bytes()
+    cert_before = (agent.state_dir / CERT_FILE).read_bytes()
+
+    # Not while the daemon (or another rotate-key) holds the state dir.
+    with state_lock(agent.state_dir):
+        assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_CONFIG
+    # Not while envelopes signed by the current key await receipts.
+    assert (
+        await asyncio.to_thread(agent.cli, "once", "--out", str(tmp_path / "offline.dsse"))
+        == EXIT_OK
+    )
+    assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_ROTATE
+    assert "await receipts" in capsys.readouterr().err
+    spool = Spool.open(agent.state_dir, 1 << 20)
+    spool.drop_through(spool.head().seq)
+    spool.close()
+
+    revoke(running.core.store, agent.identity.agent_id, datetime.now(UTC), "test")
+    assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_ROTATE
+    err = capsys.readouterr().err
+    assert "key-rotation-refused" in err and "agent-revoked" in err
+    # The verifier refused the only request for the fresh key: it is abandoned.
+    assert _no_pending(agent.state_dir)
+    assert (agent.state_dir / KEY_FILE).read_bytes() == key_before
+    assert (agent.state_dir / CERT_FILE).read_bytes() == cert_before
+
+
+def _self_signed(signer: SoftwareSigner) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agt-1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(signer.private_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        .sign(signer.private_key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("crashed_after", ["certificate written", "key renamed"])
+def test_an_install_cut_short_is_finished_at_the_next_start(
+    tmp_path: Path, crashed_after: str
+) -> None:
+    old = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
+    write_private_key(tmp_path / KEY_FILE, old)
+    write_secret_file(tmp_path / CERT_FILE, _self_signed(old))
+    pending = begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
+    assert pending.fresh and not begin_rotation(tmp_path, AGENT_KEY_ALGORITHM).fresh
+    new_cert = _self_signed(pending.signer)
+    write_secret_file(tmp_path / PENDING_CERT_FILE, new_cert)
+    if crashed_after == "key renamed":
+        (tmp_path / PENDING_KEY_FILE).replace(tmp_path / KEY_FILE)
+    assert finish_install(tmp_path)
+    key = load_private_key(tmp_path / KEY_FILE)
+    assert key.public_key == pending.signer.public_key
+    assert (tmp_path / CERT_FILE).read_bytes() == new_cert
+    assert _no_pending(tmp_path)
+    assert not finish_install(tmp_path)  # nothing left to do
+
+
+def test_a_pending_certificate_for_neither_key_is_dropped(tmp_path: Path) -> None:
+    old = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
+    write_private_key(tmp_path / KEY_FILE, old)
+    write_secret_file(tmp_path / CERT_FILE, _self_signed(old))
+    stranger = _self_signed(SoftwareSigner.generate(AGENT_KEY_ALGORITHM))
+    write_secret_file(tmp_path / PENDING_CERT_FILE, stranger)
+    assert not finish_install(tmp_path)
+    assert _no_pending(tmp_path)
+    assert load_private_key(tmp_path / KEY_FILE).public_key == old.public_key
+    begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
+    with pytest.raises(KeyRotationError, match="not for the pending key"):
+        install_rotation(tmp_path, stranger)
+    assert (tmp_path / PENDING_KEY_FILE).exists()  # kept: the verifier may hold it already
+
+
+def test_re_enrolling_retires_a_pending_rotation_with_the_old_identity(tmp_path: Path) -> None:
+    write_private_key(tmp_path / KEY_FILE, SoftwareSigner.generate(AGENT_KEY_ALGORITHM))
+    begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
+    retired = retire_enrollment(tmp_path, "20260601T000000Z")
+    assert (retired / PENDING_KEY_FILE).exists()
+    assert _no_pending(tmp_path)  # the new agent must not take it for a rotation of its own
