@@ -144,16 +144,25 @@ class Renewal:
                 async with produce_lock:
                     if self._spool.depth():
                         continue  # spooled since the receipt: wait for the next one
-                    self._spool.acknowledged.clear()
-                    await self._control.pause()
-                    pending = begin_rotation(self._request.state_dir, AGENT_KEY_ALGORITHM)
-                    self._attestor.use_signer(pending.signer)
-                    # The first request runs with production held off, so that a refusal can
-                    # abandon the fresh key before anything was signed with it.
-                    ok = await self._attempt(pending)
+                    ok = await self._begin_and_attempt()
             attempt = 0 if ok else attempt + 1
             if not ok:
                 await _sleep(stop, self._backoff.delay(attempt))
+
+    async def _begin_and_attempt(self) -> bool:
+        """Step 1 and the first request, with production held off by the caller, so that a
+        refusal can abandon the fresh key before anything was signed with it."""
+        self._spool.acknowledged.clear()
+        await self._control.pause()
+        try:
+            pending = begin_rotation(self._request.state_dir, AGENT_KEY_ALGORITHM)
+        except (errors.AttestError, OSError) as exc:
+            self._metrics.count_rotation("error")
+            log.error("key rotation could not begin: %s", exc)  # noqa: TRY400 - no traceback
+            self._control.resume()
+            return False
+        self._attestor.use_signer(pending.signer)
+        return await self._attempt(pending)
 
     async def _wait_due_and_drained(self, stop: asyncio.Event) -> bool:
         """Wait until renewal is due and a receipt left the spool empty; False on stop."""

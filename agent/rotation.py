@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -162,7 +163,7 @@ def check_issued_certificate(
     if not cert.not_valid_before_utc - _CLOCK_SKEW <= now < cert.not_valid_after_utc:
         raise KeyRotationError("the returned certificate is not valid now")
     for ca in cas:
-        with contextlib.suppress(ValueError, TypeError):
+        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
             cert.verify_directly_issued_by(ca)
             return cert
     raise KeyRotationError("the returned certificate is not issued by the pinned CA")

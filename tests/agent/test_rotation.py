@@ -40,6 +40,7 @@ from agent.identity import (
 )
 from agent.rotation import (
     begin_rotation,
+    check_issued_certificate,
     finish_install,
     install_rotation,
     state_lock,
@@ -54,7 +55,7 @@ from attest.wire import decode_envelope
 from tests.verifier.conftest import make_config
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import Enrolled, Stream, mtls_channel
-from verifier.ca import issue_client_certificate
+from verifier.ca import CertificateAuthority, issue_client_certificate, load_or_create_ca
 from verifier.enroll import create_token, revoke
 from verifier.server import Running, start
 from verifier.store.api import AgentRecord, AuditKind
@@ -357,3 +358,39 @@ def test_re_enrolling_retires_a_pending_rotation_with_the_old_identity(tmp_path:
     retired = retire_enrollment(tmp_path, "20260601T000000Z")
     assert (retired / PENDING_KEY_FILE).exists()
     assert _no_pending(tmp_path)  # the new agent must not take it for a rotation of its own
+
+
+def test_the_returned_certificate_must_be_for_the_key_the_agent_and_the_pinned_ca(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    pinned, other = load_or_create_ca(tmp_path / "a", now), load_or_create_ca(tmp_path / "b", now)
+    key = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
+
+    def issued(
+        ca: CertificateAuthority, agent_id: str = "agt-1", signer: SoftwareSigner = key
+    ) -> bytes:
+        return issue_client_certificate(
+            ca, make_csr(signer, "x"), expected_key=signer.public_key, agent_id=agent_id,
+            now=now, days=90,
+        )  # fmt: skip
+
+    def check(cert_pem: bytes) -> None:
+        check_issued_certificate(
+            cert_pem, ca_pem=pinned.pem, key=key.public_key, agent_id="agt-1", now=now
+        )
+
+    check(issued(pinned))
+    with pytest.raises(KeyRotationError, match="pinned CA"):
+        check(issued(other))
+    with pytest.raises(KeyRotationError, match="does not name agent"):
+        check(issued(pinned, agent_id="agt-2"))
+    with pytest.raises(KeyRotationError, match="another key"):
+        check(issued(pinned, signer=SoftwareSigner.generate(AGENT_KEY_ALGORITHM)))
+    with pytest.raises(KeyRotationError, match="unusable"):
+        check(b"garbage")
+    with pytest.raises(KeyRotationError, match="not valid now"):
+        check_issued_certificate(
+            issued(pinned), ca_pem=pinned.pem, key=key.public_key, agent_id="agt-1",
+            now=now + timedelta(days=91),
+        )  # fmt: skip
