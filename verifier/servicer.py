@@ -45,6 +45,7 @@ from verifier.errors_map import details_for, rejection_for, status_for
 from verifier.metrics import Metrics
 from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
+from verifier.refresh import IdleRefresher
 from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
 from verifier.store.batch import GroupCommitter
 from verifier.transparency import Checkpointer
@@ -151,14 +152,22 @@ class Core:
 class AttestSession:
     """One Attest stream's state: the agent, its chain head, the nonces issued on it."""
 
-    def __init__(self, core: Core, agent: pipeline.PinnedAgent, head: pipeline.ChainHead) -> None:
+    def __init__(
+        self,
+        core: Core,
+        agent: pipeline.PinnedAgent,
+        head: pipeline.ChainHead,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
         self.core = core
+        self.context = context
         self.agent = agent
         self.head = head
         self.nonces: dict[bytes, NonceRecord] = {}
         #: The GPU entries of the last accepted evidence, checked: most evidence repeats them.
         self.gpus: wire.GpuSection | None = None
         self.refresh_at = 0.0
+        self.closed = False
         #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
         self.writing = asyncio.Lock()
 
@@ -249,6 +258,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
 
     def __init__(self, core: Core) -> None:
         self.core = core
+        self._refresher: IdleRefresher[AttestSession] = IdleRefresher(self._refresh)
 
     async def Enroll(  # noqa: N802 - gRPC method name
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext[object, object]
@@ -325,7 +335,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         pinned = pipeline.pinned_from_record(record)
         if pinned.revoked:
             raise AgentRevokedError(f"agent {agent_id} was revoked")
-        return AttestSession(core, pinned, pipeline.head_of(record))
+        return AttestSession(core, pinned, pipeline.head_of(record), context)
 
     async def _attest(
         self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage]
@@ -338,9 +348,9 @@ class AttestationServicer(pb_grpc.AttestationServicer):
             core.metrics.rejected.labels(code=exc.code).inc()
             await context.abort(status_for(exc), details_for(exc))
         # Each message is awaited directly (no task per message: this loop runs per envelope);
-        # an idle stream's fresh challenge at ttl/2 comes from a side task that sleeps until
-        # then, and `session.writing` keeps its write apart from a receipt and its challenge.
-        refresher = asyncio.create_task(self._refresh(session, context))
+        # an idle stream's fresh challenge at ttl/2 comes from the servicer's one refresher,
+        # and `session.writing` keeps its write apart from an answer to an envelope.
+        self._refresher.add(session)
         try:
             while True:
                 message: object = await context.read()  # EOF is a sentinel, not a message
@@ -349,23 +359,14 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                 async with session.writing:
                     await self._one(session, context, message.evidence)
         finally:
-            refresher.cancel()
+            session.closed = True
 
-    async def _refresh(
-        self,
-        session: AttestSession,
-        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
-    ) -> None:
-        """Send a fresh challenge whenever the stream has been idle until its refresh time."""
+    async def _refresh(self, session: AttestSession) -> None:
+        """Send a fresh challenge if the stream is still idle at its refresh time."""
         try:
-            while True:
-                delay = session.refresh_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    continue
-                async with session.writing:
-                    if session.refresh_at <= time.monotonic():
-                        await self._send_challenge(session, context)
+            async with session.writing:
+                if not session.closed and session.refresh_at <= time.monotonic():
+                    await self._send_challenge(session, session.context)
         except grpc.aio.AbortError:
             return  # _send_challenge ended the stream with its status; the read loop ends too
         except grpc.aio.UsageError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -197,7 +198,9 @@ def _gpu_claim(msg: pb.Gpu, where: str) -> CheckedGpu:
     return CheckedGpu(
         index=msg.index,
         uuid=msg.uuid,
-        name=absent.get("name", msg.name),
+        # Interned: a verifier holds the checked entries of every open stream, and a fleet has
+        # few distinct model names.
+        name=absent.get("name") or sys.intern(msg.name),
         pci_device_id=None if "pci" in absent else msg.pci.device_id,
         mig=absent.get("mig") or cast("model.MigInfo", rules.checked_subs["mig"]),
     )
