@@ -7,6 +7,10 @@ The load generator is one process holding one mTLS channel and one Attest stream
 and stored like any other), so the generator spends no CPU on signatures during the run.
 Each agent sends its next envelope when the previous receipt arrives (`--interval 0`) or every
 `--interval` seconds. Prints one JSON line; figures are of this machine and this run.
+
+After the run it measures the bare transport (benchmarks.transport_floor) with as many streams
+and reports `efficiency_ceiling`: the efficiency of a verifier whose only costs were that
+transport, one P-256 verification and one Ed25519 receipt signature.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from attest.envelope import EVIDENCE_PAYLOAD_TYPE, envelope_hash, sign
 from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
+from benchmarks import transport_floor
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -156,6 +161,19 @@ def verify_us(algorithm: str) -> float:
         start = time.process_time()
         for _ in range(300):
             key.verify(sig, message)
+        samples.append((time.process_time() - start) / 300 * 1e6)
+    return statistics.median(samples)
+
+
+def sign_us(algorithm: str) -> float:
+    """Median CPU time of one signature over a receipt-sized message, in µs."""
+    signer = SoftwareSigner.generate(algorithm)  # type: ignore[arg-type]
+    message = os.urandom(400)
+    samples = []
+    for _ in range(7):
+        start = time.process_time()
+        for _ in range(300):
+            signer.sign(message)
         samples.append((time.process_time() - start) / 300 * 1e6)
     return statistics.median(samples)
 
@@ -347,6 +365,18 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
     latencies = sorted(x for a in agents for x in a.latencies)
     cpu_us = (cpu1 - cpu0) * 1e6 / max(accepted, 1)
     ed25519_us = verify_us("ed25519")
+    p256_us = verify_us("ecdsa-p256-sha256")
+    floor: dict[str, object] = {}
+    if args.floor_seconds:
+        # What no verifier on grpc.aio can go below on this machine: the bare transport (one
+        # message in, one out, over TLS) plus the envelope's verification and the receipt's
+        # signature, each measured in this run.
+        transport = transport_floor.measure(args.agents, args.floor_seconds)
+        least = transport + p256_us + sign_us("ed25519")
+        floor = {
+            "transport_floor_us": round(transport, 1),
+            "efficiency_ceiling": round(ed25519_us / least, 3),
+        }
     return {
         "agents": args.agents,
         "store": args.store,
@@ -360,7 +390,8 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         "efficiency": round(ed25519_us / cpu_us, 3) if accepted else None,
         "verifier_rss_mb": round(rss_mb, 1),
         "agent_key": "ecdsa-p256",
-        "verify_us_p256": round(verify_us("ecdsa-p256-sha256"), 1),
+        "verify_us_p256": round(p256_us, 1),
+        **floor,
         "cpu_count": os.cpu_count(),
     }
 
@@ -377,6 +408,10 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
     parser.add_argument("--tracemalloc", default="", help="write the verifier's allocations here")
     parser.add_argument("--workdir", default="", help="keep state and verifier.log here")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=8.0,
+        help="measure the bare grpc.aio TLS transport this long after the run (0: skip)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.max_per_agent:
         # Enough for a closed loop at ~2000/s in total, or one per interval.

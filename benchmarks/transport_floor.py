@@ -1,0 +1,165 @@
+"""The transport's own cost: a grpc.aio server that does nothing but answer, over loopback TLS.
+
+    python -m benchmarks.transport_floor --agents 200 --seconds 10
+
+Its server process reads each ~3.4 KB message of a bidirectional stream and writes one ~0.6 KB
+reply: the message pattern of one attestation (envelope in; receipt with the next challenge
+out), with no verification, storage or signing. Its CPU time per round is the floor under
+`verifier_cpu_us_per_attestation` for any verifier built on grpcio's asyncio server on this
+machine; `benchmarks.ingest` measures it in the same run and reports the ceiling it puts on
+`efficiency`. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REQUEST_BYTES = 3400
+REPLY_BYTES = 600
+_METHOD = "/floor.Floor/Echo"
+
+_SERVER = r"""
+import asyncio, sys, grpc
+port, key, cert, reply_bytes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+reply = b"r" * reply_bytes
+async def echo(request_iterator, context):
+    while True:
+        message = await context.read()
+        if message is grpc.aio.EOF:
+            return
+        await context.write(reply)
+async def main():
+    server = grpc.aio.server()
+    methods = {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", methods),))
+    creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
+    server.add_secure_port(f"127.0.0.1:{port}", creds)
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+def _self_signed(workdir: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = workdir / "key.pem", workdir / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _drive(
+    port: int, cert: bytes, agents: int, seconds: float, server: psutil.Process
+) -> float:
+    rounds = 0
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        nonlocal rounds
+        creds = grpc.ssl_channel_credentials(cert)
+        options = (("grpc.ssl_target_name_override", "localhost"),)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options) as channel:
+            call = channel.stream_stream(_METHOD)()  # type: ignore[call-arg]  # raw bytes
+            request = os.urandom(REQUEST_BYTES)
+            while not stop.is_set():
+                await call.write(request)
+                await call.read()
+                rounds += 1
+            await call.done_writing()
+
+    tasks = [asyncio.create_task(stream()) for _ in range(agents)]
+    await asyncio.sleep(2.0)  # connect and warm up
+    cpu0, rounds0 = sum(server.cpu_times()[:2]), rounds
+    await asyncio.sleep(seconds)
+    cpu1, rounds1 = sum(server.cpu_times()[:2]), rounds
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return (cpu1 - cpu0) * 1e6 / max(rounds1 - rounds0, 1)
+
+
+def measure(agents: int, seconds: float) -> float:
+    """Server CPU µs per round (one request in, one reply out) with `agents` TLS streams."""
+    with tempfile.TemporaryDirectory(prefix="gpu-attest-floor-") as tmp:
+        key, cert = _self_signed(Path(tmp))
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(port), str(key), str(cert), str(REPLY_BYTES)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("the floor server did not start")
+            return asyncio.run(
+                _drive(port, cert.read_bytes(), agents, seconds, psutil.Process(proc.pid))
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    started = time.monotonic()
+    floor = measure(args.agents, args.seconds)
+    print(
+        json.dumps(
+            {
+                "agents": args.agents,
+                "transport_floor_us_per_round": round(floor, 1),
+                "cpu_count": os.cpu_count(),
+                "wall_s": round(time.monotonic() - started, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
