@@ -165,7 +165,9 @@ class AttestSession:
         self.head = head
         self.nonces: dict[bytes, NonceRecord] = {}
         #: The GPU entries of the last accepted evidence, checked: most evidence repeats them.
+        #: Kept only while `keeps_gpus` (the servicer bounds how many streams keep them).
         self.gpus: wire.GpuSection | None = None
+        self.keeps_gpus = False
         self.refresh_at = 0.0
         self.closed = False
         #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
@@ -230,7 +232,8 @@ class AttestSession:
         attestation = pipeline.to_attestation(verified, core.clock())
         accepted = await core.committer.submit(attestation, next_nonce)
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
-        self.gpus = evidence.gpu_section
+        if self.keeps_gpus:
+            self.gpus = evidence.gpu_section
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
         checkpoint = await core.checkpointer.covering(accepted.log_index)
@@ -259,6 +262,8 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
         self._refresher: IdleRefresher[AttestSession] = IdleRefresher(self._refresh)
+        #: Streams that may still keep their checked GPU entries (memory bound; see config).
+        self._gpu_cache_slots = core.config.stream.gpu_check_cache_streams
 
     async def Enroll(  # noqa: N802 - gRPC method name
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext[object, object]
@@ -351,6 +356,9 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         # an idle stream's fresh challenge at ttl/2 comes from the servicer's one refresher,
         # and `session.writing` keeps its write apart from an answer to an envelope.
         self._refresher.add(session)
+        if self._gpu_cache_slots > 0:
+            self._gpu_cache_slots -= 1
+            session.keeps_gpus = True
         try:
             while True:
                 message: object = await context.read()  # EOF is a sentinel, not a message
@@ -360,6 +368,9 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                     await self._one(session, context, message.evidence)
         finally:
             session.closed = True
+            if session.keeps_gpus:
+                session.keeps_gpus, session.gpus = False, None
+                self._gpu_cache_slots += 1
 
     async def _refresh(self, session: AttestSession) -> None:
         """Send a fresh challenge if the stream is still idle at its refresh time."""
