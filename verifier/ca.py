@@ -28,6 +28,7 @@ from attest.errors import EnrollmentError, KeyMaterialError, TransportIdentityEr
 from attest.keys import (
     PublicKey,
     SoftwareSigner,
+    key_id,
     load_or_create_private_key,
     write_secret_file,
 )
@@ -242,8 +243,17 @@ def agent_id_from_certificate(pem: bytes) -> str:
 
     Raises TransportIdentityError.
     """
+    return peer_from_certificate(pem)[0]
+
+
+def peer_from_certificate(pem: bytes) -> tuple[str, str]:
+    """The agent id and the key id (SHA-256 of the SPKI DER) of a (TLS-verified) client
+    certificate. Raises TransportIdentityError."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound) as exc:
         raise TransportIdentityError("the client certificate carries no agent name") from exc
@@ -251,4 +261,4 @@ def agent_id_from_certificate(pem: bytes) -> str:
     ids = [u.removeprefix(AGENT_URI_PREFIX) for u in uris if u.startswith(AGENT_URI_PREFIX)]
     if len(ids) != 1 or not ids[0]:
         raise TransportIdentityError("the client certificate must name exactly one agent")
-    return ids[0]
+    return ids[0], key_id(spki)

@@ -39,7 +39,7 @@ from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from verifier import enroll as enroll_core
 from verifier import pipeline
-from verifier.ca import CertificateAuthority, agent_id_from_certificate
+from verifier.ca import CertificateAuthority, peer_from_certificate
 from verifier.config import VerifierConfig
 from verifier.errors_map import details_for, rejection_for, status_for
 from verifier.metrics import Metrics
@@ -62,22 +62,31 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-Identify = Callable[[grpc.aio.ServicerContext[object, object]], str]
+@dataclass(frozen=True)
+class Peer:
+    """Who the transport says is on the stream: the agent id, and the key id of its client
+    certificate (None with --insecure-plaintext, where only the signature binds the agent)."""
+
+    agent_id: str
+    cert_keyid: str | None
 
 
-def identity_from_certificate(context: grpc.aio.ServicerContext[object, object]) -> str:
-    """The agent id of the TLS-verified client certificate; raise TransportIdentityError."""
+Identify = Callable[[grpc.aio.ServicerContext[object, object]], Peer]
+
+
+def identity_from_certificate(context: grpc.aio.ServicerContext[object, object]) -> Peer:
+    """The agent of the TLS-verified client certificate; raise TransportIdentityError."""
     pems = list(context.auth_context().get("x509_pem_cert", ()))
     if not pems:
         raise TransportIdentityError("Attest needs the agent's client certificate (mTLS)")
-    return agent_id_from_certificate(pems[0])
+    return Peer(*peer_from_certificate(pems[0]))
 
 
-def identity_from_metadata(context: grpc.aio.ServicerContext[object, object]) -> str:
+def identity_from_metadata(context: grpc.aio.ServicerContext[object, object]) -> Peer:
     """--insecure-plaintext only: the claimed agent id header (the signature still binds it)."""
     for key, value in context.invocation_metadata() or ():
         if key == PLAINTEXT_AGENT_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+            return Peer(value, None)
     raise TransportIdentityError(f"plaintext Attest needs the {PLAINTEXT_AGENT_HEADER} header")
 
 
@@ -295,7 +304,9 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     ) -> pb.RotateKeyResponse:
         core = self.core
         try:
-            transport_id = core.identify(context)
+            # By name only: a rotation interrupted after the verifier answered is finished with
+            # the old certificate (and a signature by the key that rotation retired).
+            transport_id = core.identify(context).agent_id
             payload = enroll_core.RotateInput(
                 agent_id=request.agent_id,
                 new_public_key=request.new_public_key,
@@ -333,13 +344,20 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage]
     ) -> AttestSession:
         core = self.core
-        agent_id = core.identify(context)  # type: ignore[arg-type]
+        peer = core.identify(context)  # type: ignore[arg-type]
+        agent_id = peer.agent_id
         record = await asyncio.to_thread(core.store.get_agent, agent_id)
         if record is None:
             raise AgentUnknownError(f"agent {agent_id[:64]!r} is not enrolled here")
         pinned = pipeline.pinned_from_record(record)
         if pinned.revoked:
             raise AgentRevokedError(f"agent {agent_id} was revoked")
+        if peer.cert_keyid is not None and peer.cert_keyid not in pinned.keys:
+            # A certificate of a key rotated away stays valid until it expires; its stream
+            # could only be refused envelope by envelope, so it is refused at the door.
+            raise TransportIdentityError(
+                f"the client certificate's key is not a current key of agent {agent_id}"
+            )
         return AttestSession(core, pinned, pipeline.head_of(record), context)
 
     async def _attest(

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
-from tests.verifier.rpc import Enrolled, csr_for, enroll_agent, mtls_channel, new_token
+from tests.verifier.rpc import Enrolled, Stream, csr_for, enroll_agent, mtls_channel, new_token
 from verifier.enroll import rotation_message
 from verifier.server import Running
 from verifier.store.api import AuditKind
@@ -82,3 +82,20 @@ async def test_the_retired_key_cannot_rotate_to_any_other_key(running: Running) 
     await _rotate(running, agent, _request(agent.agent_id, new, third))
     details = await _refused(running, agent, _request(agent.agent_id, agent.signer, new))
     assert "signature-unknown-key" in details
+
+
+async def test_a_certificate_of_a_rotated_away_key_cannot_open_a_stream(running: Running) -> None:
+    store = running.core.store
+    agent = await enroll_agent(running, new_token(store))
+    new = SoftwareSigner.generate("ecdsa-p256-sha256")
+    cert = await _rotate(running, agent, _request(agent.agent_id, agent.signer, new))
+    # The old certificate is still within its validity and chains to the CA: TLS lets it in,
+    # the stream does not.
+    async with mtls_channel(running, agent) as channel:
+        old = Stream(channel)
+        assert await old.status() == grpc.StatusCode.UNAUTHENTICATED
+        assert "not a current key" in (await old.call.details() or "")
+    rotated = Enrolled(agent.agent_id, new, cert, agent.ca_pem, agent.verifier_key)
+    async with mtls_channel(running, rotated) as channel:
+        challenge = await Stream(channel).challenge()
+        assert challenge.last_seq == 0
