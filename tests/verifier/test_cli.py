@@ -11,11 +11,21 @@ import pytest
 from attest.keys import SoftwareSigner
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import csr_for
+from tests.verifier_store import helpers as store_helpers
 from verifier import enroll
 from verifier.ca import load_or_create_ca
-from verifier.cli import EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, main, parse_duration
+from verifier.cli import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_REFUSED,
+    finding_view,
+    host_view,
+    main,
+    parse_duration,
+)
 from verifier.config import load_config
 from verifier.server import open_configured_store
+from verifier.store.api import FindingDraft, Severity
 
 
 def run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str]:
@@ -134,3 +144,34 @@ def test_registry_import_and_show(capsys: pytest.CaptureFixture[str], config_fil
     bad = config_file.parent / "bad-registry.toml"
     bad.write_text("[[site]]\nid = 'x'\nentity = 'nosuch'\n")
     assert run(capsys, config_file, "registry", "import", str(bad))[0] == EXIT_CONFIG
+
+
+def test_fleet_and_findings_are_streamed_as_the_documented_documents(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
+    store = open_configured_store(load_config(config_file))
+    try:
+        for i in range(4):
+            store_helpers.enroll(store, f"a{i}", site="fra1" if i % 2 else "ams1")
+            inventory = store_helpers.gpus(*(f"GPU-{i}-{j}" for j in range(i)))
+            at = store_helpers.T0
+            store.accept([store_helpers.Chain(f"a{i}", inventory=inventory).next(at)], at)
+        draft = FindingDraft("evidence-gap", Severity.HIGH, "agent:a1", 'a "quoted"\nmessage')
+        store.upsert_findings([draft], store_helpers.T0)
+        hosts = [host_view(h) for h in store.iter_fleet()]
+        findings = [finding_view(f) for f in store.iter_findings()]
+    finally:
+        store.close()
+    # --json is still one JSON array, byte for byte what printing the whole list wrote.
+    code, out = run(capsys, config_file, "fleet", "--json")
+    assert code == EXIT_OK and out == json.dumps(hosts, indent=2, sort_keys=True) + "\n"
+    assert run(capsys, config_file, "fleet", "--json", "--site", "nowhere")[1] == "[]\n"
+    code, out = run(capsys, config_file, "findings", "--json")
+    assert code == EXIT_OK and out == json.dumps(findings, indent=2, sort_keys=True) + "\n"
+    # Text: each host's line, then its GPUs.
+    code, out = run(capsys, config_file, "fleet", "--site", "fra1")
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["host-a1", "GPU-1-0", "host-a3"] + [
+        f"GPU-3-{j}" for j in range(3)
+    ]
+    assert lines[0].endswith("gpus=1") and lines[2].endswith("gpus=3")
