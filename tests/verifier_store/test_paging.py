@@ -88,8 +88,8 @@ def test_fleet_pages_follow_the_database_order(
         enroll(store, agent_id, site=site)
         inventory = gpus(*(f"{name}-GPU-{example}-{j}" for j in range(count)))
         store.accept([Chain(agent_id, inventory=inventory).next(T0)], T0)
-    for site in (None, "s1"):
-        assert _fleet(store, site, chunk) == _fleet_reference(backend, site), (site, chunk)
+    for listed in (None, "s1"):
+        assert _fleet(store, listed, chunk) == _fleet_reference(backend, listed), (listed, chunk)
 
 
 def _findings_reference(backend: Backend, include_resolved: bool) -> list[tuple[str, str]]:
