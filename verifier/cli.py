@@ -69,7 +69,7 @@ def _print_json(value: Any) -> None:
     print(json.dumps(_jsonable(value), indent=2, sort_keys=True))
 
 
-def _stream_json_array(items: Iterable[Any]) -> None:
+def write_json_array(items: Iterable[Any]) -> None:
     """Write what `_print_json(list(items))` writes, byte for byte, one item at a time, so a
     listing of any length is printed holding one item (JSON strings carry no raw newline)."""
     out = sys.stdout
@@ -164,7 +164,7 @@ def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
 def cmd_agents(args: argparse.Namespace, store: Store) -> int:
     agents = store.iter_agents()
     if args.json:
-        _stream_json_array(agent_view(a) for a in agents)
+        write_json_array(agent_view(a) for a in agents)
         return EXIT_OK
     for a in agents:
         seen = a.last_seen_at.isoformat(timespec="seconds") if a.last_seen_at else "never"
@@ -182,7 +182,7 @@ def cmd_agent_revoke(args: argparse.Namespace, store: Store) -> int:
 def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     hosts = store.iter_fleet(args.site)
     if args.json:
-        _stream_json_array(host_view(h) for h in hosts)
+        write_json_array(host_view(h) for h in hosts)
         return EXIT_OK
     for host in hosts:
         a = host.agent
@@ -197,7 +197,7 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
 def cmd_findings(args: argparse.Namespace, store: Store) -> int:
     findings = store.iter_findings(include_resolved=args.all)
     if args.json:
-        _stream_json_array(finding_view(f) for f in findings)
+        write_json_array(finding_view(f) for f in findings)
         return EXIT_OK
     for f in findings:
         print(f"[{f.severity.value}] {f.rule}  {f.subject}  {f.status.value}: {f.message}")
