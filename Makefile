@@ -33,6 +33,7 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.agent_footprint
 	$(BIN)/python -m benchmarks.ingest --agents 200 --seconds 10
+	$(BIN)/python -m benchmarks.fleet_memory --gpus 50000 --sweep
 
 # Debian packages into dist/ (packaging/README.md). Offline: `make wheelhouse` once, then
 # `make deb WHEELHOUSE=build/wheelhouse`.

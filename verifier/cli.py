@@ -8,6 +8,8 @@ Exit codes (stable):
     4  the store is unavailable or failed
 
 `--json` output is a stable contract: keys are only ever added, never renamed or removed.
+Listings (agents, fleet, findings) are streamed page by page: after exit code 4 the output
+is incomplete.
 """
 
 from __future__ import annotations
