@@ -64,7 +64,7 @@ def key_id(spki_der: bytes) -> str:
     return hashlib.sha256(spki_der).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublicKey:
     """A parsed, supported public key with its SPKI DER and key id."""
 

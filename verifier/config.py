@@ -44,7 +44,7 @@ class StreamConfig:
     max_streams: int = 20000
     #: Streams that keep their agent's checked GPU entries (~1.7 KB each for 8 GPUs) to skip
     #: re-checking identical ones; streams beyond this are checked in full every time.
-    gpu_check_cache_streams: int = 4096
+    gpu_check_cache_streams: int = 2048
 
     @property
     def challenge_ttl(self) -> timedelta:

@@ -65,7 +65,7 @@ class Limits:
     offline_max_age: timedelta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PinnedAgent:
     """An enrolled agent as the store knows it: its pinned keys (keyid -> key)."""
 
@@ -75,7 +75,7 @@ class PinnedAgent:
     revoked: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChainHead:
     """The agent's last accepted envelope: its sequence number and envelope hash (0/b"": none)."""
 

@@ -53,8 +53,9 @@ from verifier.transparency import Checkpointer
 log = logging.getLogger(__name__)
 
 PLAINTEXT_AGENT_HEADER = "x-gpu-attest-agent-id"
-#: Nonces of one stream that stay acceptable from memory (older ones go through the store).
-_STREAM_NONCES = 4
+#: Nonces of one stream that stay acceptable from memory: the current one and the one before
+#: (an envelope crossing an idle refresh); older ones go through the store.
+_STREAM_NONCES = 2
 _MAX_RATE_WAIT_S = 2.0
 
 
@@ -160,6 +161,11 @@ class Core:
 
 class AttestSession:
     """One Attest stream's state: the agent, its chain head, the nonces issued on it."""
+
+    __slots__ = (
+        "agent", "closed", "context", "core", "gpus", "head", "keeps_gpus", "nonces",
+        "refresh_at", "writing",
+    )  # fmt: skip
 
     def __init__(
         self,

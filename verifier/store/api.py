@@ -113,7 +113,7 @@ def token_hash(token: str) -> bytes:
 # --- nonces -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NonceRecord:
     nonce: bytes  # 32 random bytes
     issued_at: datetime
