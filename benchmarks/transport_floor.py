@@ -7,7 +7,8 @@ reply: the message pattern of one attestation (envelope in; receipt with the nex
 out), with no verification, storage or signing. Its CPU time per round is the floor under
 `verifier_cpu_us_per_attestation` for any verifier built on grpcio's asyncio server on this
 machine; `benchmarks.ingest` measures it in the same run and reports the ceiling it puts on
-`efficiency`. Prints one JSON line.
+`efficiency`; its resident memory with every stream open is the floor under `verifier_rss_mb`.
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,11 +94,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Floor:
+    cpu_us_per_round: float  # server CPU per round (one request in, one reply out)
+    rss_mb: float  # server resident memory with every stream open and past its first round
+
+
 async def _drive(
     port: int, cert: bytes, agents: int, seconds: float, server: psutil.Process
-) -> float:
+) -> Floor:
     rounds = 0
     stop = asyncio.Event()
+    connecting = asyncio.Semaphore(64)
 
     async def stream() -> None:
         nonlocal rounds
@@ -105,24 +114,34 @@ async def _drive(
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options) as channel:
             call = channel.stream_stream(_METHOD)()  # type: ignore[call-arg]  # raw bytes
             request = os.urandom(REQUEST_BYTES)
+            async with connecting:
+                await call.write(request)
+                await call.read()
+            opened.append(True)
             while not stop.is_set():
                 await call.write(request)
                 await call.read()
                 rounds += 1
             await call.done_writing()
 
+    opened: list[bool] = []
     tasks = [asyncio.create_task(stream()) for _ in range(agents)]
-    await asyncio.sleep(2.0)  # connect and warm up
+    while len(opened) < agents:
+        if any(t.done() for t in tasks):
+            await asyncio.gather(*tasks)  # a stream failed: raise its error
+        await asyncio.sleep(0.2)
+    rss_mb = server.memory_info().rss / 2**20
+    await asyncio.sleep(1.0)  # warm up
     cpu0, rounds0 = sum(server.cpu_times()[:2]), rounds
     await asyncio.sleep(seconds)
     cpu1, rounds1 = sum(server.cpu_times()[:2]), rounds
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return (cpu1 - cpu0) * 1e6 / max(rounds1 - rounds0, 1)
+    return Floor((cpu1 - cpu0) * 1e6 / max(rounds1 - rounds0, 1), rss_mb)
 
 
-def measure(agents: int, seconds: float) -> float:
-    """Server CPU µs per round (one request in, one reply out) with `agents` TLS streams."""
+def measure(agents: int, seconds: float) -> Floor:
+    """The bare transport's server CPU per round and resident memory with `agents` streams."""
     with tempfile.TemporaryDirectory(prefix="gpu-attest-floor-") as tmp:
         key, cert = _self_signed(Path(tmp))
         port = _free_port()
@@ -153,7 +172,8 @@ def main() -> None:
         json.dumps(
             {
                 "agents": args.agents,
-                "transport_floor_us_per_round": round(floor, 1),
+                "transport_floor_us_per_round": round(floor.cpu_us_per_round, 1),
+                "transport_floor_rss_mb": round(floor.rss_mb, 1),
                 "cpu_count": os.cpu_count(),
                 "wall_s": round(time.monotonic() - started, 1),
             }
