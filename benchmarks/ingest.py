@@ -372,7 +372,7 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         # What no verifier on grpc.aio can go below on this machine: the bare transport (one
         # message in, one out, over TLS) plus the envelope's verification and the receipt's
         # signature, each measured in this run.
-        transport = transport_floor.measure(args.agents, args.floor_seconds)
+        transport = await transport_floor.measure(args.agents, args.floor_seconds)
         least = transport.cpu_us_per_round + p256_us + sign_us("ed25519")
         floor = {
             "transport_floor_us": round(transport.cpu_us_per_round, 1),

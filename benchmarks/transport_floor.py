@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -140,25 +139,23 @@ async def _drive(
     return Floor((cpu1 - cpu0) * 1e6 / max(rounds1 - rounds0, 1), rss_mb)
 
 
-def measure(agents: int, seconds: float) -> Floor:
+async def measure(agents: int, seconds: float) -> Floor:
     """The bare transport's server CPU per round and resident memory with `agents` streams."""
     with tempfile.TemporaryDirectory(prefix="gpu-attest-floor-") as tmp:
         key, cert = _self_signed(Path(tmp))
         port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, str(port), str(key), str(cert), str(REPLY_BYTES)],
-            stdout=subprocess.PIPE, text=True,
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SERVER, str(port), str(key), str(cert), str(REPLY_BYTES),
+            stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
             assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
+            if (await proc.stdout.readline()).strip() != b"ready":
                 raise RuntimeError("the floor server did not start")
-            return asyncio.run(
-                _drive(port, cert.read_bytes(), agents, seconds, psutil.Process(proc.pid))
-            )
+            return await _drive(port, cert.read_bytes(), agents, seconds, psutil.Process(proc.pid))
         finally:
             proc.terminate()
-            proc.wait(30)
+            await proc.wait()
 
 
 def main() -> None:
@@ -167,7 +164,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     started = time.monotonic()
-    floor = measure(args.agents, args.seconds)
+    floor = asyncio.run(measure(args.agents, args.seconds))
     print(
         json.dumps(
             {
