@@ -8,11 +8,32 @@ group-committed accepts allow, so nonces queue here and commit together.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
+from attest import wire
 from attest.errors import AttestError
 from verifier.store.api import NonceRecord, Store
 from verifier.store.batch import Batcher
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: Leading bytes of a nonce that carry its issue time; the rest are random.
+NONCE_TIME_BYTES = 8
+
+
+def new_nonce(issued_at: datetime) -> bytes:
+    """A challenge nonce: its issue time in µs since the epoch (8 bytes, big-endian), then
+    24 random bytes.
+
+    The 192 random bits make it unguessable and unique; the time prefix (no secret: a challenge
+    states its own expiry) makes nonces nearly ordered, so the store appends each new nonce at
+    the end of its primary key and consumes it on a page written moments before, instead of
+    dirtying a random page twice per attestation (measured: ~40% of the SQLite WAL volume).
+    """
+    micros = (issued_at - _EPOCH) // _MICROSECOND
+    return micros.to_bytes(NONCE_TIME_BYTES, "big") + os.urandom(wire.NONCE_LEN - NONCE_TIME_BYTES)
 
 
 class NonceIssuer:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from verifier.ca import CertificateAuthority, peer_from_certificate
 from verifier.config import VerifierConfig
 from verifier.errors_map import details_for, rejection_for, status_for
 from verifier.metrics import Metrics
-from verifier.nonces import NonceIssuer
+from verifier.nonces import NonceIssuer, new_nonce
 from verifier.ratelimit import RateLimiter
 from verifier.refresh import IdleRefresher
 from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
@@ -123,7 +122,7 @@ class Core:
         """A fresh challenge nonce; it may only be sent once the store has it."""
         now = self.clock()
         return NonceRecord(
-            nonce=os.urandom(wire.NONCE_LEN),
+            nonce=new_nonce(now),
             issued_at=now,
             expires_at=now + self.config.stream.challenge_ttl,
             replica=self.replica_id,
