@@ -31,13 +31,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from verifier.config import VerifierConfig
+from verifier.server import _grpc_options
+
 REQUEST_BYTES = 3400
 REPLY_BYTES = 600
 _METHOD = "/floor.Floor/Echo"
 
 _SERVER = r"""
 import asyncio, sys, grpc
+import json
 port, key, cert, reply_bytes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+options = [tuple(option) for option in json.loads(sys.argv[5])]
 reply = b"r" * reply_bytes
 async def echo(request_iterator, context):
     while True:
@@ -46,7 +51,7 @@ async def echo(request_iterator, context):
             return
         await context.write(reply)
 async def main():
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=60000)
     methods = {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", methods),))
     creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
@@ -97,13 +102,14 @@ def _free_port() -> int:
 class Floor:
     cpu_us_per_round: float  # server CPU per round (one request in, one reply out)
     rss_mb: float  # server resident memory with every stream open and past its first round
+    kb_per_stream: float  # what each stream added to it
 
 
 async def _drive(
     port: int, cert: bytes, agents: int, seconds: float, server: psutil.Process
 ) -> Floor:
     rounds = 0
-    stop = asyncio.Event()
+    stop, go = asyncio.Event(), asyncio.Event()
     connecting = asyncio.Semaphore(64)
 
     async def stream() -> None:
@@ -117,6 +123,7 @@ async def _drive(
                 await call.write(request)
                 await call.read()
             opened.append(True)
+            await go.wait()  # no load while others still handshake (they would time out)
             while not stop.is_set():
                 await call.write(request)
                 await call.read()
@@ -124,19 +131,22 @@ async def _drive(
             await call.done_writing()
 
     opened: list[bool] = []
+    idle_rss = server.memory_info().rss
     tasks = [asyncio.create_task(stream()) for _ in range(agents)]
     while len(opened) < agents:
         if any(t.done() for t in tasks):
             await asyncio.gather(*tasks)  # a stream failed: raise its error
         await asyncio.sleep(0.2)
-    rss_mb = server.memory_info().rss / 2**20
+    rss = server.memory_info().rss
+    go.set()
     await asyncio.sleep(1.0)  # warm up
     cpu0, rounds0 = sum(server.cpu_times()[:2]), rounds
     await asyncio.sleep(seconds)
     cpu1, rounds1 = sum(server.cpu_times()[:2]), rounds
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return Floor((cpu1 - cpu0) * 1e6 / max(rounds1 - rounds0, 1), rss_mb)
+    cpu_us = (cpu1 - cpu0) * 1e6 / max(rounds1 - rounds0, 1)
+    return Floor(cpu_us, rss / 2**20, (rss - idle_rss) / 1024 / agents)
 
 
 async def measure(agents: int, seconds: float) -> Floor:
@@ -146,6 +156,7 @@ async def measure(agents: int, seconds: float) -> Floor:
         port = _free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _SERVER, str(port), str(key), str(cert), str(REPLY_BYTES),
+            json.dumps(_grpc_options(VerifierConfig())),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -171,6 +182,7 @@ def main() -> None:
                 "agents": args.agents,
                 "transport_floor_us_per_round": round(floor.cpu_us_per_round, 1),
                 "transport_floor_rss_mb": round(floor.rss_mb, 1),
+                "transport_floor_kb_per_stream": round(floor.kb_per_stream, 1),
                 "cpu_count": os.cpu_count(),
                 "wall_s": round(time.monotonic() - started, 1),
             }

@@ -33,6 +33,8 @@ def test_ingest_prints_its_figures() -> None:
     ):  # fmt: skip
         value = result[key]
         assert isinstance(value, float) and value > 0, key
+    # Four streams may fit in pages already resident: only its presence is certain.
+    assert isinstance(result["transport_floor_kb_per_stream"], (int, float))
 
 
 def test_fleet_memory_prints_its_figures() -> None:
