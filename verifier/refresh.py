@@ -45,19 +45,30 @@ class IdleRefresher(Generic[S]):
         self._order = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._sending: dict[S, asyncio.Task[None]] = {}  # one refresh in flight per session
+        self._live = 0  # sessions added and not yet discarded
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def add(self, session: S) -> None:
-        """Watch `session` until it is closed."""
+        """Watch `session` until it is closed (then call `discard`)."""
         heapq.heappush(self._heap, (session.refresh_at, next(self._order), session))
+        self._live += 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="idle-refresh")
+
+    def discard(self, session: S) -> None:
+        """`session` closed: it leaves the heap when next due; with none left open, the timer
+        stops at its next tick (so a stopped server leaves no task behind)."""
+        if session.closed:
+            self._live -= 1
 
     async def _run(self) -> None:
         heap = self._heap
         while heap:
+            if self._live <= 0:
+                heap.clear()
+                return
             now = time.monotonic()
             while heap and heap[0][0] <= now:
                 _, _, session = heapq.heappop(heap)

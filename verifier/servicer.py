@@ -391,6 +391,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                     await self._one(session, context, message.evidence)
         finally:
             session.closed = True
+            self._refresher.discard(session)
             if session.keeps_gpus:
                 session.keeps_gpus, session.gpus = False, None
                 self._gpu_cache_slots += 1

@@ -63,6 +63,20 @@ async def test_a_blocked_refresh_is_not_stacked_and_closed_sessions_are_dropped(
     await _until(lambda: len(refresher) == 0)  # the closed session left; the timer stops
 
 
+async def test_the_timer_stops_once_every_session_is_discarded() -> None:
+    async def due(session: Session) -> None:
+        session.calls += 1
+
+    refresher: IdleRefresher[Session] = IdleRefresher(due)
+    sessions = [Session(time.monotonic() + 3600) for _ in range(3)]
+    for session in sessions:
+        refresher.add(session)
+    for session in sessions:
+        session.closed = True
+        refresher.discard(session)
+    await _until(lambda: len(refresher) == 0)  # within a tick, not at the hour
+
+
 async def test_a_failing_refresh_does_not_stop_the_others() -> None:
     async def due(session: Session) -> None:
         session.calls += 1
