@@ -39,7 +39,7 @@ from attest.errors import (
     SiteMismatchError,
     SizeLimitError,
 )
-from attest.keys import PublicKey
+from attest.keys import CachedKeys, KeyCache, PublicKey
 from attest.model import Freshness, InventoryState
 from attest.wire import CheckedEvidence
 from verifier.store.api import (
@@ -276,9 +276,21 @@ def check_time(
         raise ClockSkewError("evidence claims to predate the challenge it answers")
 
 
-def pinned_from_record(record: AgentRecord) -> PinnedAgent:
-    """The agent's current (not retired) keys, parsed; raise KeyMaterialError if one is bad."""
-    keys = {k.keyid: PublicKey.from_spki_der(k.spki_der) for k in record.current_keys}
+def pinned_from_record(record: AgentRecord, cache: KeyCache | None = None) -> PinnedAgent:
+    """The agent's current (not retired) keys; raise KeyMaterialError if one is bad.
+
+    With `cache`, the PinnedAgent holds the keys' DER and parses them through it when they are
+    used (a long-lived stream then keeps bytes, not OpenSSL key objects); each is parsed once
+    here so a bad stored key is still refused at once.
+    """
+    if cache is None:
+        keys: Mapping[str, PublicKey] = {
+            k.keyid: PublicKey.from_spki_der(k.spki_der) for k in record.current_keys
+        }
+    else:
+        for k in record.current_keys:
+            cache.get(k.spki_der)
+        keys = CachedKeys({k.keyid: k.spki_der for k in record.current_keys}, cache)
     return PinnedAgent(
         agent_id=record.agent_id,
         site_id=record.site_id,

@@ -32,7 +32,7 @@ from attest.errors import (
     StoreError,
     TransportIdentityError,
 )
-from attest.keys import SoftwareSigner
+from attest.keys import KeyCache, SoftwareSigner
 from attest.model import Challenge, Freshness, Receipt
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
@@ -111,6 +111,11 @@ class Core:
     def limits(self) -> pipeline.Limits:
         s = self.config.stream
         return pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+
+    @functools.cached_property
+    def key_cache(self) -> KeyCache:
+        """Parsed agent keys shared by every stream (bounded: see stream.key_cache_size)."""
+        return KeyCache(self.config.stream.key_cache_size)
 
     @functools.cached_property
     def accepted_counters(self) -> dict[Freshness, Counter]:
@@ -354,7 +359,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         record = await asyncio.to_thread(core.store.get_agent, agent_id)
         if record is None:
             raise AgentUnknownError(f"agent {agent_id[:64]!r} is not enrolled here")
-        pinned = pipeline.pinned_from_record(record)
+        pinned = pipeline.pinned_from_record(record, core.key_cache)
         if pinned.revoked:
             raise AgentRevokedError(f"agent {agent_id} was revoked")
         if peer.cert_keyid is not None and peer.cert_keyid not in pinned.keys:

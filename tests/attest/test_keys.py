@@ -241,3 +241,33 @@ def test_raw_high_s_signature_from_a_foreign_signer_is_refused_until_normalized(
 def test_low_s_of_garbage() -> None:
     with pytest.raises(BadSignatureError):
         keys.ecdsa_low_s(b"\x30\x01")
+
+
+def test_key_cache_keeps_the_most_recently_used_keys() -> None:
+    ders = [keys.SoftwareSigner.generate("ecdsa-p256-sha256").public_key.spki_der for _ in range(4)]
+    cache = keys.KeyCache(2)
+    first = cache.get(ders[0])
+    assert cache.get(ders[0]) is first  # a hit is the same parsed key
+    cache.get(ders[1])
+    cache.get(ders[0])  # ders[0] is now the most recent: ders[1] goes first
+    cache.get(ders[2])
+    assert len(cache) == 2
+    assert cache.get(ders[0]) is first
+    assert cache.get(ders[1]).spki_der == ders[1]  # evicted, parsed again
+    assert keys.KeyCache(0).get(ders[3]).keyid == keys.key_id(ders[3])
+
+
+def test_key_cache_refuses_bad_keys_and_caches_nothing_for_them() -> None:
+    cache = keys.KeyCache(4)
+    with pytest.raises(KeyMaterialError):
+        cache.get(b"\x30\x03not a key")
+    assert len(cache) == 0
+
+
+def test_cached_keys_map_key_ids_to_parsed_keys() -> None:
+    signer = keys.SoftwareSigner.generate("ecdsa-p256-sha256")
+    der = signer.public_key.spki_der
+    mapping = keys.CachedKeys({signer.public_key.keyid: der}, keys.KeyCache(1))
+    assert list(mapping) == [signer.public_key.keyid] and len(mapping) == 1
+    mapping[signer.public_key.keyid].verify(signer.sign(b"m"), b"m")
+    assert mapping.get("unknown") is None
