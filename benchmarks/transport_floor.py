@@ -2,9 +2,10 @@
 
     python -m benchmarks.transport_floor --agents 200 --seconds 10
 
-Its server process reads each ~3.4 KB message of a bidirectional stream and writes one ~0.6 KB
-reply: the message pattern of one attestation (envelope in; receipt with the next challenge
-out), with no verification, storage or signing. Its CPU time per round is the floor under
+Its server process, with the verifier's gRPC options and mTLS credentials made by verifier.ca
+(the Attest port's transport), reads each ~3.4 KB message of a bidirectional stream and writes
+one ~0.6 KB reply: the message pattern of one attestation (envelope in; receipt with the next
+challenge out), with no verification, storage or signing. Its CPU time per round is the floor under
 `verifier_cpu_us_per_attestation` for any verifier built on grpcio's asyncio server on this
 machine; `benchmarks.ingest` measures it in the same run and reports the ceiling it puts on
 `efficiency`; its resident memory with every stream open is the floor under `verifier_rss_mb`.
@@ -21,16 +22,18 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.client import AGENT_KEY_ALGORITHM
+from attest.keys import SoftwareSigner
+from verifier.ca import issue_client_certificate, load_or_create_ca, load_or_create_server_identity
 from verifier.config import VerifierConfig
 from verifier.server import _grpc_options
 
@@ -41,10 +44,11 @@ _METHOD = "/floor.Floor/Echo"
 _SERVER = r"""
 import asyncio, sys, grpc
 import json
-port, key, cert, reply_bytes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-options = [tuple(option) for option in json.loads(sys.argv[5])]
+port, workdir, reply_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+options = [tuple(option) for option in json.loads(sys.argv[4])]
 reply = b"r" * reply_bytes
 async def echo(request_iterator, context):
+    context.auth_context()  # the verifier reads the client certificate of every stream
     while True:
         message = await context.read()
         if message is grpc.aio.EOF:
@@ -54,7 +58,11 @@ async def main():
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=60000)
     methods = {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", methods),))
-    creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
+    read = lambda name: open(f"{workdir}/{name}", "rb").read()
+    creds = grpc.ssl_server_credentials(
+        [(read("floor-server.key"), read("floor-server.pem"))],
+        root_certificates=read("floor-ca.pem"), require_client_auth=True,
+    )
     server.add_secure_port(f"127.0.0.1:{port}", creds)
     await server.start()
     print("ready", flush=True)
@@ -63,31 +71,32 @@ asyncio.run(main())
 """
 
 
-def _self_signed(workdir: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+@dataclass(frozen=True)
+class _Credentials:
+    """The verifier's own CA and server identity, and one agent's client certificate."""
+
+    workdir: Path
+    ca_pem: bytes
+    client_key_pem: bytes
+    client_cert_pem: bytes
+
+
+def _credentials(workdir: Path) -> _Credentials:
+    """Made by verifier.ca exactly as `serve` and `Enroll` make them (mTLS, as on Attest)."""
     now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
+    ca = load_or_create_ca(workdir, now)
+    server = load_or_create_server_identity(ca, workdir, ("localhost", "127.0.0.1"), now)
+    (workdir / "floor-server.key").write_bytes(server.key_pem)
+    (workdir / "floor-server.pem").write_bytes(server.cert_pem)
+    (workdir / "floor-ca.pem").write_bytes(ca.pem)
+    agent = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floor")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
+    csr_der = csr.sign(agent.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    cert = issue_client_certificate(
+        ca, csr_der, expected_key=agent.public_key, agent_id="agt-floor", now=now, days=1
     )
-    key_path, cert_path = workdir / "key.pem", workdir / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
+    return _Credentials(workdir, ca.pem, agent.private_pem(), cert)
 
 
 def _free_port() -> int:
@@ -106,7 +115,7 @@ class Floor:
 
 
 async def _drive(
-    port: int, cert: bytes, agents: int, seconds: float, server: psutil.Process
+    port: int, creds: _Credentials, agents: int, seconds: float, server: psutil.Process
 ) -> Floor:
     rounds = 0
     stop, go = asyncio.Event(), asyncio.Event()
@@ -114,9 +123,12 @@ async def _drive(
 
     async def stream() -> None:
         nonlocal rounds
-        creds = grpc.ssl_channel_credentials(cert)
-        options = (("grpc.ssl_target_name_override", "localhost"),)
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options) as channel:
+        channel_creds = grpc.ssl_channel_credentials(
+            root_certificates=creds.ca_pem,
+            private_key=creds.client_key_pem,
+            certificate_chain=creds.client_cert_pem,
+        )
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_creds) as channel:
             call = channel.stream_stream(_METHOD)()  # type: ignore[call-arg]  # raw bytes
             request = os.urandom(REQUEST_BYTES)
             async with connecting:
@@ -152,10 +164,10 @@ async def _drive(
 async def measure(agents: int, seconds: float) -> Floor:
     """The bare transport's server CPU per round and resident memory with `agents` streams."""
     with tempfile.TemporaryDirectory(prefix="gpu-attest-floor-") as tmp:
-        key, cert = _self_signed(Path(tmp))
+        creds = _credentials(Path(tmp))
         port = _free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _SERVER, str(port), str(key), str(cert), str(REPLY_BYTES),
+            sys.executable, "-c", _SERVER, str(port), tmp, str(REPLY_BYTES),
             json.dumps(_grpc_options(VerifierConfig())),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -163,7 +175,7 @@ async def measure(agents: int, seconds: float) -> Floor:
             assert proc.stdout is not None
             if (await proc.stdout.readline()).strip() != b"ready":
                 raise RuntimeError("the floor server did not start")
-            return await _drive(port, cert.read_bytes(), agents, seconds, psutil.Process(proc.pid))
+            return await _drive(port, creds, agents, seconds, psutil.Process(proc.pid))
         finally:
             proc.terminate()
             await proc.wait()
