@@ -1,0 +1,254 @@
+"""One Attest stream's logic, apart from gRPC message plumbing: who is on it (the transport's
+identity), what every stream shares (`Core`), and the stream's own state (`AttestSession`):
+verify an envelope, make it durable, answer with the receipt and the next challenge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from prometheus_client import Counter
+
+from attest import wire
+from attest.envelope import RECEIPT_PAYLOAD_TYPE, sign
+from attest.errors import (
+    AttestError,
+    ChainError,
+    RateLimitedError,
+    StoreError,
+    TransportIdentityError,
+)
+from attest.keys import KeyCache, SoftwareSigner
+from attest.model import Challenge, Freshness, Receipt
+from attest.v1 import attest_pb2 as pb
+from verifier import pipeline
+from verifier.ca import CertificateAuthority, peer_from_certificate
+from verifier.config import VerifierConfig
+from verifier.metrics import Metrics
+from verifier.nonces import NonceIssuer, new_nonce
+from verifier.ratelimit import RateLimiter
+from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
+from verifier.store.batch import GroupCommitter
+from verifier.transparency import Checkpointer
+
+log = logging.getLogger(__name__)
+
+PLAINTEXT_AGENT_HEADER = "x-gpu-attest-agent-id"
+#: Nonces of one stream that stay acceptable from memory: the current one and the one before
+#: (an envelope crossing an idle refresh); older ones go through the store.
+_STREAM_NONCES = 2
+_MAX_RATE_WAIT_S = 2.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who the transport says is on the stream: the agent id, and the key id of its client
+    certificate (None with --insecure-plaintext, where only the signature binds the agent)."""
+
+    agent_id: str
+    cert_keyid: str | None
+
+
+Identify = Callable[[grpc.aio.ServicerContext[object, object]], Peer]
+
+
+def identity_from_certificate(context: grpc.aio.ServicerContext[object, object]) -> Peer:
+    """The agent of the TLS-verified client certificate; raise TransportIdentityError."""
+    pems = list(context.auth_context().get("x509_pem_cert", ()))
+    if not pems:
+        raise TransportIdentityError("Attest needs the agent's client certificate (mTLS)")
+    return Peer(*peer_from_certificate(pems[0]))
+
+
+def identity_from_metadata(context: grpc.aio.ServicerContext[object, object]) -> Peer:
+    """--insecure-plaintext only: the claimed agent id header (the signature still binds it)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == PLAINTEXT_AGENT_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return Peer(value, None)
+    raise TransportIdentityError(f"plaintext Attest needs the {PLAINTEXT_AGENT_HEADER} header")
+
+
+@dataclass(frozen=True)
+class Core:
+    """Everything the servicer calls into; built once by `serve`."""
+
+    config: VerifierConfig
+    store: Store
+    committer: GroupCommitter
+    nonces: NonceIssuer
+    checkpointer: Checkpointer
+    ca: CertificateAuthority
+    receipt_signer: SoftwareSigner
+    metrics: Metrics
+    limiter: RateLimiter
+    identify: Identify
+    replica_id: str
+    clock: Callable[[], datetime] = _utcnow
+
+    @functools.cached_property
+    def limits(self) -> pipeline.Limits:
+        s = self.config.stream
+        return pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+
+    @functools.cached_property
+    def key_cache(self) -> KeyCache:
+        """Parsed agent keys shared by every stream (bounded: see stream.key_cache_size)."""
+        return KeyCache(self.config.stream.key_cache_size)
+
+    @functools.cached_property
+    def accepted_counters(self) -> dict[Freshness, Counter]:
+        """The accepted counter's child per freshness, bound once (labels() per call is not
+        free on a path taken for every envelope)."""
+        return {f: self.metrics.accepted.labels(freshness=f.value) for f in Freshness}
+
+    def nonce_record(self) -> NonceRecord:
+        """A fresh challenge nonce; it may only be sent once the store has it."""
+        now = self.clock()
+        return NonceRecord(
+            nonce=new_nonce(now),
+            issued_at=now,
+            expires_at=now + self.config.stream.challenge_ttl,
+            replica=self.replica_id,
+        )
+
+    async def new_challenge(self, head: pipeline.ChainHead) -> tuple[Challenge, NonceRecord]:
+        record = self.nonce_record()
+        await self.nonces.issue(record)
+        return self.challenge_for(record, head), record
+
+    def challenge_for(self, record: NonceRecord, head: pipeline.ChainHead) -> Challenge:
+        """The challenge of an issued (durable) nonce."""
+        self.metrics.challenges.inc()
+        return Challenge(record.nonce, record.expires_at, head.last_seq, head.last_hash)
+
+    def sign_receipt(self, receipt: Receipt) -> bytes:
+        body = wire.encode_receipt(receipt)
+        return wire.encode_envelope(sign(RECEIPT_PAYLOAD_TYPE, body, [self.receipt_signer]))
+
+    async def audit_rejection(
+        self, agent_id: str, error: AttestError, seq: int, envelope_hash: bytes
+    ) -> None:
+        self.metrics.rejected.labels(code=error.code).inc()
+        if isinstance(error, StoreError):
+            return  # the store is what failed; there is nowhere to write the record
+        record = AuditRecord(
+            kind=AuditKind.REJECTION, at=self.clock(), agent_id=agent_id, code=error.code,
+            message=str(error)[:512], envelope_hash=envelope_hash, seq=seq,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(self.store.record_rejection, record)
+        except AttestError:
+            log.warning("could not audit rejection %s of agent %s", error.code, agent_id)
+
+
+class AttestSession:
+    """One Attest stream's state: the agent, its chain head, the nonces issued on it."""
+
+    __slots__ = (
+        "agent", "closed", "context", "core", "gpus", "head", "keeps_gpus", "nonces",
+        "refresh_at", "writing",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        core: Core,
+        agent: pipeline.PinnedAgent,
+        head: pipeline.ChainHead,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
+        self.core = core
+        self.context = context
+        self.agent = agent
+        self.head = head
+        self.nonces: dict[bytes, NonceRecord] = {}
+        #: The GPU entries of the last accepted evidence, checked: most evidence repeats them.
+        #: Kept only while `keeps_gpus` (the servicer bounds how many streams keep them).
+        self.gpus: wire.GpuSection | None = None
+        self.keeps_gpus = False
+        self.refresh_at = 0.0
+        self.closed = False
+        #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
+        self.writing = asyncio.Lock()
+
+    async def challenge(self) -> pb.VerifierMessage:
+        challenge, record = await self.core.new_challenge(self.head)
+        return pb.VerifierMessage(challenge=self._sent(challenge, record))
+
+    def _sent(self, challenge: Challenge, record: NonceRecord) -> pb.Challenge:
+        self.nonces[record.nonce] = record
+        while len(self.nonces) > _STREAM_NONCES:
+            del self.nonces[next(iter(self.nonces))]
+        self.refresh_at = time.monotonic() + self.core.config.stream.challenge_ttl_s / 2
+        return wire.challenge_to_pb(challenge)
+
+    async def _nonce(self, nonce: bytes) -> NonceRecord | None:
+        if not nonce:
+            return None
+        local = self.nonces.get(nonce)
+        if local is not None:
+            return local
+        return await asyncio.to_thread(self.core.store.get_nonce, nonce)
+
+    async def _check(
+        self, auth: pipeline.AuthenticatedEvidence, nonce: NonceRecord | None
+    ) -> pipeline.VerifiedEvidence:
+        evidence = auth.evidence
+        digest_at_seq = None
+        if evidence.seq <= self.head.last_seq:
+            prior = await asyncio.to_thread(
+                self.core.store.get_attestation, evidence.agent_id, evidence.seq
+            )
+            digest_at_seq = None if prior is None else prior.payload_digest
+        return pipeline.check_state(
+            auth, nonce, self.head, digest_at_seq, now=self.core.clock(), limits=self.core.limits
+        )
+
+    async def accept(self, raw: bytes) -> pb.VerifierMessage:
+        """Verify, make durable, and answer with the signed receipt and the next challenge,
+        whose nonce became durable in the same transaction (one message); raise AttestError."""
+        core = self.core
+        wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
+        if wait is None:
+            raise RateLimitedError("too many envelopes from this agent; slow down")
+        if wait > 0:
+            await asyncio.sleep(wait)
+        auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits, self.gpus)
+        evidence = auth.evidence
+        nonce = await self._nonce(evidence.nonce) if evidence.nonce else None
+        try:
+            verified = await self._check(auth, nonce)
+        except ChainError:
+            # Another stream or replica may have moved this agent's chain since this stream
+            # opened: judge again against the stored head before calling it a gap or replay.
+            record = await asyncio.to_thread(core.store.get_agent, evidence.agent_id)
+            if record is None or pipeline.head_of(record) == self.head:
+                raise
+            self.head = pipeline.head_of(record)
+            verified = await self._check(auth, nonce)
+        next_nonce = core.nonce_record()
+        attestation = pipeline.to_attestation(verified, core.clock())
+        accepted = await core.committer.submit(attestation, next_nonce)
+        self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
+        if self.keeps_gpus:
+            self.gpus = evidence.gpu_section
+        self.nonces.pop(evidence.nonce, None)
+        core.accepted_counters[accepted.freshness].inc()
+        checkpoint = await core.checkpointer.covering(accepted.log_index)
+        receipt = Receipt(
+            agent_id=accepted.agent_id, seq=accepted.seq, envelope_hash=accepted.envelope_hash,
+            log_index=accepted.log_index, checkpoint=checkpoint, accepted_at=accepted.accepted_at,
+            freshness=accepted.freshness,
+        )  # fmt: skip
+        challenge = self._sent(core.challenge_for(next_nonce, self.head), next_nonce)
+        return pb.VerifierMessage(receipt=core.sign_receipt(receipt), next_challenge=challenge)
