@@ -43,16 +43,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PHASE = r"""
 import contextlib, json, os, resource, sys, time, tracemalloc
 from datetime import datetime, timedelta
-from verifier import cli
+from verifier import views
 from verifier.store import open_store
 url, phase, chunk, traced, now = sys.argv[1:6]
 chunk, traced = int(chunk), traced == "1"
 store = open_store(url)
 def run():
     if phase == "fleet":
-        cli.write_json_array(cli.host_view(h) for h in store.iter_fleet(chunk=chunk))
+        views.write_json_array(views.host_view(h) for h in store.iter_fleet(chunk=chunk))
     elif phase == "findings":
-        cli.write_json_array(cli.finding_view(f) for f in store.iter_findings(chunk=chunk))
+        views.write_json_array(views.finding_view(f) for f in store.iter_findings(chunk=chunk))
     else:
         store.sweep(datetime.fromisoformat(now), timedelta(minutes=30), chunk=chunk)
 def hwm_kb():

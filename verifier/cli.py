@@ -17,22 +17,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import dataclasses
-import enum
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from attest.errors import AttestError, ConfigError, StoreError
 from verifier import enroll, pipeline
 from verifier.config import VerifierConfig, load_config
 from verifier.log_cli import add_log_parser, run_log_command
-from verifier.store.api import AgentRecord, Finding, HostFleet, Store
+from verifier.store.api import Store
+from verifier.views import (
+    agent_view,
+    finding_view,
+    host_view,
+    jsonable,
+    print_json,
+    write_json_array,
+)
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONFIG, EXIT_STORE = 0, 1, 2, 3, 4
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -51,97 +56,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(_jsonable(value), indent=2, sort_keys=True))
-
-
-def write_json_array(items: Iterable[Any]) -> None:
-    """Write what `_print_json(list(items))` writes, byte for byte, one item at a time, so a
-    listing of any length is printed holding one item (JSON strings carry no raw newline)."""
-    out = sys.stdout
-    opened = False
-    for item in items:
-        out.write(",\n  " if opened else "[\n  ")
-        out.write(json.dumps(_jsonable(item), indent=2, sort_keys=True).replace("\n", "\n  "))
-        opened = True
-    out.write("\n]\n" if opened else "[]\n")
-
-
-# --- views (the --json contract) ----------------------------------------------------------------
-
-
-def agent_view(agent: AgentRecord) -> dict[str, Any]:
-    return {
-        "agent_id": agent.agent_id,
-        "site_id": agent.site_id,
-        "hostname": agent.hostname,
-        "machine_id": agent.machine_id,
-        "status": agent.status.value,
-        "enrolled_at": _jsonable(agent.enrolled_at),
-        "last_seq": agent.last_seq,
-        "last_seen_at": _jsonable(agent.last_seen_at),
-        "last_fresh_at": _jsonable(agent.last_fresh_at),
-        "next_due": _jsonable(agent.next_due),
-        "revoked_at": _jsonable(agent.revoked_at),
-        "keyids": [k.keyid for k in agent.current_keys],
-    }
-
-
-def host_view(host: HostFleet) -> dict[str, Any]:
-    agent = host.agent
-    return {
-        "agent_id": agent.agent_id,
-        "hostname": agent.hostname,
-        "site_id": agent.site_id,
-        "status": agent.status.value,
-        "last_seen_at": _jsonable(agent.last_seen_at),
-        "gpus": [
-            {
-                "uuid": g.uuid,
-                "name": g.name,
-                "pci_device_id": g.pci_device_id,
-                "first_seen": _jsonable(g.first_seen),
-                "last_seen": _jsonable(g.last_seen),
-                "present": g.present,
-            }
-            for g in host.gpus
-        ],
-    }
-
-
-def finding_view(finding: Finding) -> dict[str, Any]:
-    return {
-        "rule": finding.rule,
-        "severity": finding.severity.value,
-        "subject": finding.subject,
-        "message": finding.message,
-        "evidence": list(finding.evidence),
-        "status": finding.status.value,
-        "opened_at": _jsonable(finding.opened_at),
-        "updated_at": _jsonable(finding.updated_at),
-        "resolved_at": _jsonable(finding.resolved_at),
-    }
-
-
-# --- commands -----------------------------------------------------------------------------------
-
-
 def _store(config: VerifierConfig) -> Store:
     from verifier.server import open_configured_store  # noqa: PLC0415 - grpc only for serve
 
@@ -157,7 +71,7 @@ def cmd_serve(args: argparse.Namespace, config: VerifierConfig) -> int:
 def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
     token = enroll.create_token(store, args.site, args.ttl, _now())
     if args.json:
-        _print_json({"token": token, "site_id": args.site, "expires_at": _now() + args.ttl})
+        print_json({"token": token, "site_id": args.site, "expires_at": _now() + args.ttl})
     else:
         print(token)
     return EXIT_OK
@@ -216,12 +130,12 @@ def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -
     rows = []
     for o in outcomes:
         if o.accepted is not None:
-            rows.append({"file": o.name, "result": "accepted", **_jsonable(o.accepted)})
+            rows.append({"file": o.name, "result": "accepted", **jsonable(o.accepted)})
         elif o.error is not None:
             rows.append({"file": o.name, "result": "rejected", "code": o.error.code,
                          "message": str(o.error)})  # fmt: skip
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         for row in rows:
             detail = f"seq={row.get('seq')} log_index={row.get('log_index')}"
@@ -246,12 +160,12 @@ def cmd_registry_import(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_registry_show(args: argparse.Namespace, store: Store) -> int:
     registry = store.load_registry()
-    view = _jsonable(registry)
+    view = jsonable(registry)
     for landmark in view["landmarks"]:
         raw = bytes.fromhex(landmark["public_key"])
         landmark["public_key"] = base64.b64encode(raw).decode("ascii")
     if args.json:
-        _print_json(view)
+        print_json(view)
         return EXIT_OK
     for kind in ("entities", "sites", "authorizations", "landmarks", "arrangements"):
         print(f"{kind}: {len(view[kind])}")

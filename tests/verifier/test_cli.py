@@ -18,14 +18,13 @@ from verifier.cli import (
     EXIT_CONFIG,
     EXIT_OK,
     EXIT_REFUSED,
-    finding_view,
-    host_view,
     main,
     parse_duration,
 )
 from verifier.config import load_config
 from verifier.server import open_configured_store
 from verifier.store.api import FindingDraft, Severity
+from verifier.views import finding_view, host_view
 
 
 def run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str]:

@@ -1,0 +1,108 @@
+"""The CLI's output forms: JSON-ready views of agents, hosts and findings, and a JSON array
+written item by item (a listing of any size in bounded memory).
+
+`--json` output is a stable contract: keys are only ever added, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from verifier.store.api import AgentRecord, Finding, HostFleet
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+def write_json_array(items: Iterable[Any]) -> None:
+    """Write what `print_json(list(items))` writes, byte for byte, one item at a time, so a
+    listing of any length is printed holding one item (JSON strings carry no raw newline)."""
+    out = sys.stdout
+    opened = False
+    for item in items:
+        out.write(",\n  " if opened else "[\n  ")
+        out.write(json.dumps(jsonable(item), indent=2, sort_keys=True).replace("\n", "\n  "))
+        opened = True
+    out.write("\n]\n" if opened else "[]\n")
+
+
+# --- views (the --json contract) ----------------------------------------------------------------
+
+
+def agent_view(agent: AgentRecord) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "site_id": agent.site_id,
+        "hostname": agent.hostname,
+        "machine_id": agent.machine_id,
+        "status": agent.status.value,
+        "enrolled_at": jsonable(agent.enrolled_at),
+        "last_seq": agent.last_seq,
+        "last_seen_at": jsonable(agent.last_seen_at),
+        "last_fresh_at": jsonable(agent.last_fresh_at),
+        "next_due": jsonable(agent.next_due),
+        "revoked_at": jsonable(agent.revoked_at),
+        "keyids": [k.keyid for k in agent.current_keys],
+    }
+
+
+def host_view(host: HostFleet) -> dict[str, Any]:
+    agent = host.agent
+    return {
+        "agent_id": agent.agent_id,
+        "hostname": agent.hostname,
+        "site_id": agent.site_id,
+        "status": agent.status.value,
+        "last_seen_at": jsonable(agent.last_seen_at),
+        "gpus": [
+            {
+                "uuid": g.uuid,
+                "name": g.name,
+                "pci_device_id": g.pci_device_id,
+                "first_seen": jsonable(g.first_seen),
+                "last_seen": jsonable(g.last_seen),
+                "present": g.present,
+            }
+            for g in host.gpus
+        ],
+    }
+
+
+def finding_view(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule": finding.rule,
+        "severity": finding.severity.value,
+        "subject": finding.subject,
+        "message": finding.message,
+        "evidence": list(finding.evidence),
+        "status": finding.status.value,
+        "opened_at": jsonable(finding.opened_at),
+        "updated_at": jsonable(finding.updated_at),
+        "resolved_at": jsonable(finding.resolved_at),
+    }
+
+
+# --- commands -----------------------------------------------------------------------------------
