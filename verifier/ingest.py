@@ -29,19 +29,19 @@ class IngestOutcome:
     error: AttestError | None = None
 
 
-def _agents_by_keyid(store: Store) -> dict[str, str]:
-    return {k.keyid: a.agent_id for a in store.iter_agents() for k in a.current_keys}
+def _signer_agent(store: Store, keyid: str) -> str | None:
+    holders = store.agents_with_current_key(keyid)
+    return holders[0] if len(holders) == 1 else None
 
 
 def _authenticate(
-    store: Store, raw: bytes, by_keyid: dict[str, str], limits: pipeline.Limits
+    store: Store, raw: bytes, limits: pipeline.Limits
 ) -> pipeline.AuthenticatedEvidence:
     envelope = wire.decode_envelope(raw, limits.max_envelope_bytes)
-    agent_ids = {by_keyid.get(s.keyid) for s in envelope.signatures}
-    if len(agent_ids) != 1 or None in agent_ids:
+    agent_ids = {_signer_agent(store, s.keyid) for s in envelope.signatures}
+    agent_id = next(iter(agent_ids)) if len(agent_ids) == 1 else None
+    if agent_id is None:
         raise UnknownKeyError("the envelope is not signed by exactly one enrolled agent's key")
-    agent_id = next(iter(agent_ids))
-    assert agent_id is not None
     record = store.get_agent(agent_id)
     pinned = None if record is None else pipeline.pinned_from_record(record)
     return pipeline.authenticate(raw, agent_id, pinned, limits)
@@ -69,12 +69,11 @@ def ingest(
     store: Store, files: Sequence[tuple[str, bytes]], now: datetime, limits: pipeline.Limits
 ) -> list[IngestOutcome]:
     """Verify and store each (name, envelope bytes); rejections are audited, never stored."""
-    by_keyid = _agents_by_keyid(store)
     outcomes: dict[int, IngestOutcome] = {}
     ready: list[tuple[int, pipeline.AuthenticatedEvidence]] = []
     for index, (name, raw) in enumerate(files):
         try:
-            ready.append((index, _authenticate(store, raw, by_keyid, limits)))
+            ready.append((index, _authenticate(store, raw, limits)))
         except AttestError as exc:
             _audit(store, "", exc, raw, 0, now=now)
             outcomes[index] = IngestOutcome(name, error=exc)

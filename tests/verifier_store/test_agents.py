@@ -121,3 +121,14 @@ def test_list_agents_is_ordered(store: Store) -> None:
     for agent_id in ("b", "a", "c"):
         enroll(store, agent_id)
     assert [a.agent_id for a in store.iter_agents()] == ["a", "b", "c"]
+
+
+def test_an_agent_is_found_by_a_current_key_only(store: Store) -> None:
+    old = enroll(store, "a1")
+    other = enroll(store, "a2")
+    assert store.agents_with_current_key(old) == ["a1"]
+    assert store.agents_with_current_key(other) == ["a2"]
+    store.rotate_key("a1", b"new-spki", "new-kid", T0 + timedelta(hours=1), "scheduled")
+    assert store.agents_with_current_key(old) == []  # retired keys name nobody
+    assert store.agents_with_current_key("new-kid") == ["a1"]
+    assert store.agents_with_current_key("no-such-key") == []

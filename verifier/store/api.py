@@ -321,6 +321,9 @@ class Store(Protocol):
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         """The agent, with keys and chain head, or None."""
 
+    def agents_with_current_key(self, keyid: str) -> list[str]:
+        """The ids of the agents whose current (not retired) keys include `keyid`, sorted."""
+
     def iter_agents(self, *, chunk: int = LIST_CHUNK) -> Iterator[AgentRecord]:
         """Every agent, ordered by agent_id, read `chunk` agents per short transaction (the
         listing is no single snapshot: an agent changed meanwhile shows its newer state).

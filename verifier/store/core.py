@@ -78,6 +78,9 @@ class SqlStore(abc.ABC):
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         return self._transact(lambda db: ops_agents.get_agent(db, agent_id), write=False)
 
+    def agents_with_current_key(self, keyid: str) -> list[str]:
+        return self._transact(lambda db: ops_agents.agents_with_current_key(db, keyid), write=False)
+
     def iter_agents(self, *, chunk: int = LIST_CHUNK) -> Iterator[AgentRecord]:
         return self._pages(read_agents, _agent_id, chunk)
 

@@ -74,6 +74,16 @@ def get_agent(db: Db, agent_id: str) -> AgentRecord | None:
     return found[0] if found else None
 
 
+def agents_with_current_key(db: Db, keyid: str) -> list[str]:
+    """The agents holding `keyid` as a current (not retired) key: one, or none (a key id is
+    the SHA-256 of the key, so two agents share one only if they enrolled the same key)."""
+    rows = db.all(
+        "SELECT agent_id FROM agent_keys WHERE keyid = ? AND retired_at IS NULL ORDER BY agent_id",
+        (keyid,),
+    )
+    return [str(r[0]) for r in rows]
+
+
 def _must_get_agent(db: Db, agent_id: str) -> AgentRecord:
     agent = get_agent(db, agent_id)
     if agent is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ class SqliteStore(SqlStore):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
-            self._writer.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(self._writer)
             self._writer.execute("PRAGMA wal_autocheckpoint=8192")
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
@@ -89,6 +90,22 @@ class SqliteStore(SqlStore):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Set WAL mode, waiting out another opener. The change (or the check that it is made)
+    can fail with "database is locked" at once, without the busy handler, while a second
+    process opens the same new file; so it is retried up to the busy timeout."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
 
 
 def _run(conn: sqlite3.Connection, begin: str, body: Callable[[Db], T]) -> T:
