@@ -192,6 +192,9 @@ class CachedKeys(Mapping[str, PublicKey]):
     def __getitem__(self, keyid: str) -> PublicKey:
         return self._cache.get(self._der[keyid])
 
+    def __contains__(self, keyid: object) -> bool:
+        return keyid in self._der  # without parsing the key
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._der)
 

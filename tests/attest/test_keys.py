@@ -271,3 +271,4 @@ def test_cached_keys_map_key_ids_to_parsed_keys() -> None:
     assert list(mapping) == [signer.public_key.keyid] and len(mapping) == 1
     mapping[signer.public_key.keyid].verify(signer.sign(b"m"), b"m")
     assert mapping.get("unknown") is None
+    assert signer.public_key.keyid in mapping and "unknown" not in mapping
