@@ -35,7 +35,7 @@ from agent.client import AGENT_KEY_ALGORITHM
 from attest.keys import SoftwareSigner
 from verifier.ca import issue_client_certificate, load_or_create_ca, load_or_create_server_identity
 from verifier.config import VerifierConfig
-from verifier.server import _grpc_options
+from verifier.server import grpc_options
 
 REQUEST_BYTES = 3400
 REPLY_BYTES = 600
@@ -168,7 +168,7 @@ async def measure(agents: int, seconds: float) -> Floor:
         port = _free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _SERVER, str(port), tmp, str(REPLY_BYTES),
-            json.dumps(_grpc_options(VerifierConfig())),
+            json.dumps(grpc_options(VerifierConfig())),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:

@@ -97,7 +97,8 @@ def check_transport(config: VerifierConfig, insecure_plaintext: bool) -> None:
     )
 
 
-def _grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
+def grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
+    """The gRPC server options `serve` uses (benchmarks.transport_floor measures them bare)."""
     s = config.stream
     return [
         ("grpc.max_receive_message_length", s.max_message_bytes + 64 * 1024),
@@ -195,7 +196,7 @@ async def start(
         replica_id=replica_id, clock=clock,
     )  # fmt: skip
     server = grpc.aio.server(
-        options=_grpc_options(config), maximum_concurrent_rpcs=config.stream.max_streams + 64
+        options=grpc_options(config), maximum_concurrent_rpcs=config.stream.max_streams + 64
     )
     pb_grpc.add_AttestationServicer_to_server(AttestationServicer(core), server)
     health_servicer = HealthServicer()
