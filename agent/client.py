@@ -34,7 +34,7 @@ from agent.rotation import (
     install_rotation,
 )
 from attest import errors
-from attest.envelope import ROTATE_PAYLOAD_TYPE, pae
+from attest.envelope import rotation_statement
 from attest.keys import Algorithm, SoftwareSigner, load_or_create_private_key
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
@@ -180,11 +180,6 @@ class RotateRequest:
     identity: Identity
     current: SoftwareSigner  # agent.key: signs the hand-over and is the mTLS client key
     tls: TlsMaterial  # the current key's, with the pinned CA
-
-
-def rotation_statement(agent_id: str, new_spki_der: bytes) -> bytes:
-    """What the current key signs: PAE(ROTATE_PAYLOAD_TYPE, agent_id || 0x00 || new SPKI)."""
-    return pae(ROTATE_PAYLOAD_TYPE, agent_id.encode("utf-8") + b"\x00" + new_spki_der)
 
 
 async def rotate_key(

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, verify
 from attest.errors import KeyMaterialError, NotEnrolledError, ReceiptMismatchError
-from attest.keys import PublicKey, SoftwareSigner, write_secret_file
+from attest.keys import PublicKey, SoftwareSigner, certificate_spki, write_secret_file
 from attest.model import Receipt
 from attest.wire import decode_envelope, decode_receipt
 
@@ -168,8 +168,5 @@ def check_key_matches_cert(signer: SoftwareSigner, cert_pem: bytes) -> None:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
         raise KeyMaterialError(f"the enrolled client certificate is not valid PEM: {exc}") from exc
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if spki != signer.public_key.spki_der:
+    if certificate_spki(cert) != signer.public_key.spki_der:
         raise KeyMaterialError("the enrolled client certificate is not for agent.key")

@@ -35,15 +35,17 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.identity import CERT_FILE, KEY_FILE, PENDING_CERT_FILE, PENDING_KEY_FILE
 from attest.errors import ConfigError, KeyRotationError, NotEnrolledError
 from attest.keys import (
+    AGENT_URI_PREFIX,
     Algorithm,
     PublicKey,
     SoftwareSigner,
+    certificate_spki,
+    fsync_dir,
     load_private_key,
     write_private_key,
     write_secret_file,
@@ -52,8 +54,6 @@ from attest.keys import (
 LOCK_FILE = "agent.lock"
 #: Renew once less than this fraction of the certificate's lifetime is left.
 RENEW_WHEN_LEFT = 1 / 3
-#: The verifier's name for an agent in its certificate's SAN (verifier/ca.py, AGENT_URI_PREFIX).
-AGENT_URI_PREFIX = "urn:gpu-attest:agent:"
 _CLOCK_SKEW = timedelta(minutes=10)
 
 
@@ -104,7 +104,7 @@ def abandon_rotation(state_dir: Path) -> None:
     """Forget a pending key the verifier cannot have pinned (it refused the only request)."""
     (state_dir / PENDING_CERT_FILE).unlink(missing_ok=True)
     (state_dir / PENDING_KEY_FILE).unlink(missing_ok=True)
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
 
 
 def install_rotation(state_dir: Path, cert_pem: bytes) -> None:
@@ -129,16 +129,16 @@ def finish_install(state_dir: Path) -> bool:
     if pending is not None:
         if not _is_for(cert_pem, pending.public_key):
             cert_path.unlink()
-            _fsync_dir(state_dir)
+            fsync_dir(state_dir)
             return False
         (state_dir / PENDING_KEY_FILE).replace(state_dir / KEY_FILE)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
     if not _is_for(cert_pem, load_private_key(state_dir / KEY_FILE).public_key):
         cert_path.unlink()
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
         return False
     cert_path.replace(state_dir / CERT_FILE)
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
     return True
 
 
@@ -183,18 +183,6 @@ def renewal_due_at(cert_pem: bytes) -> datetime:
 
 def _is_for(cert_pem: bytes, key: PublicKey) -> bool:
     try:
-        public = x509.load_pem_x509_certificate(cert_pem).public_key()
+        return certificate_spki(x509.load_pem_x509_certificate(cert_pem)) == key.spki_der
     except ValueError:
         return False
-    spki = public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return spki == key.spki_der
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

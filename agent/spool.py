@@ -23,6 +23,7 @@ from pathlib import Path
 
 from attest.envelope import envelope_hash
 from attest.errors import SpoolFullError, StoreError
+from attest.keys import fsync_dir
 
 SPOOL_FILE = "spool.sqlite3"
 RECEIPTS_KEPT = 1000
@@ -94,7 +95,7 @@ class Spool:
             raise StoreError(f"spool {path} cannot be opened: {exc}") from exc
         if fresh:
             path.chmod(0o600)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     @classmethod
     def open(cls, state_dir: Path, max_bytes: int) -> Spool:
@@ -240,11 +241,3 @@ def _disk_nearly_full(directory: Path) -> bool:
     except OSError:
         return False
     return info.f_bavail * info.f_frsize < _LOW_SPACE_BYTES
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

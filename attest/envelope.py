@@ -35,6 +35,12 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
+def rotation_statement(agent_id: str, new_spki_der: bytes) -> bytes:
+    """What an agent's current key signs to hand its identity over to a new key (RotateKey):
+    PAE(ROTATE_PAYLOAD_TYPE, agent_id || 0x00 || new key's SPKI DER)."""
+    return pae(ROTATE_PAYLOAD_TYPE, agent_id.encode("utf-8") + b"\x00" + new_spki_der)
+
+
 @dataclass(frozen=True)
 class EnvelopeSignature:
     """One DSSE signature; `keyid` is an unauthenticated hint naming the signing key."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -275,11 +276,29 @@ def write_secret_file(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` durable (after a create, rename or unlink in it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+# --- X.509: how an agent is named and keyed in its mTLS client certificate --------------------
+
+#: The SAN URI prefix naming the agent a verifier-issued client certificate is for.
+AGENT_URI_PREFIX = "urn:gpu-attest:agent:"
+
+
+def certificate_spki(cert: x509.Certificate) -> bytes:
+    """The SubjectPublicKeyInfo DER of the certificate's key (its key id is key_id of it)."""
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 #: A PEM private key is a few hundred bytes; anything much larger is not one.

@@ -26,14 +26,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from attest.errors import EnrollmentError, KeyMaterialError, TransportIdentityError
 from attest.keys import (
+    AGENT_URI_PREFIX,
     PublicKey,
     SoftwareSigner,
+    certificate_spki,
     key_id,
     load_or_create_private_key,
     write_secret_file,
 )
 
-AGENT_URI_PREFIX = "urn:gpu-attest:agent:"
 CA_VALIDITY = timedelta(days=3650)
 SERVER_VALIDITY = timedelta(days=397)
 SERVER_RENEW_BEFORE = timedelta(days=30)
@@ -238,22 +239,12 @@ def agent_uri(agent_id: str) -> str:
     return f"{AGENT_URI_PREFIX}{agent_id}"
 
 
-def agent_id_from_certificate(pem: bytes) -> str:
-    """The agent id in a (TLS-verified) client certificate's SAN URI.
-
-    Raises TransportIdentityError.
-    """
-    return peer_from_certificate(pem)[0]
-
-
 def peer_from_certificate(pem: bytes) -> tuple[str, str]:
     """The agent id and the key id (SHA-256 of the SPKI DER) of a (TLS-verified) client
     certificate. Raises TransportIdentityError."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
-        spki = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        spki = certificate_spki(cert)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound) as exc:
         raise TransportIdentityError("the client certificate carries no agent name") from exc

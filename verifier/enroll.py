@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from attest.envelope import ROTATE_PAYLOAD_TYPE, EnvelopeSignature, pae
+from attest.envelope import EnvelopeSignature, rotation_statement
 from attest.errors import (
     AgentRevokedError,
     AgentUnknownError,
@@ -121,11 +121,6 @@ def enroll(
     )
 
 
-def rotation_message(agent_id: str, new_spki_der: bytes) -> bytes:
-    """What the old key signs to hand over to the new one."""
-    return pae(ROTATE_PAYLOAD_TYPE, agent_id.encode("utf-8") + b"\x00" + new_spki_der)
-
-
 @dataclass(frozen=True)
 class RotateInput:
     agent_id: str
@@ -166,7 +161,7 @@ def rotate_key(
     if old is None:
         raise UnknownKeyError("the rotation is not signed by the agent's current key")
     PublicKey.from_spki_der(old.spki_der).verify(
-        request.old_key_signature.sig, rotation_message(request.agent_id, request.new_public_key)
+        request.old_key_signature.sig, rotation_statement(request.agent_id, request.new_public_key)
     )
     if new_key.keyid == old.keyid:
         raise EnrollmentError("the new key is the current key")

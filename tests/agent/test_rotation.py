@@ -23,7 +23,6 @@ from agent.client import (
     EnrollRequest,
     enroll,
     open_channel,
-    rotation_statement,
 )
 from agent.config import AgentConfig, HostPort, load_config
 from agent.daemon import Daemon
@@ -46,6 +45,7 @@ from agent.rotation import (
     state_lock,
 )
 from agent.spool import Spool
+from attest.envelope import rotation_statement
 from attest.errors import KeyRotationError
 from attest.keys import SoftwareSigner, load_private_key, write_private_key, write_secret_file
 from attest.sdnotify import Notifier

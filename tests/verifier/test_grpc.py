@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from attest import wire
-from attest.envelope import envelope_hash
+from attest.envelope import envelope_hash, rotation_statement
 from attest.keys import SoftwareSigner
 from attest.model import Freshness
 from attest.v1 import attest_pb2 as pb
@@ -29,7 +29,7 @@ from tests.verifier.rpc import (
     new_token,
     tls_channel,
 )
-from verifier.enroll import revoke, rotation_message
+from verifier.enroll import revoke
 from verifier.server import Running, start
 
 
@@ -194,7 +194,7 @@ async def test_rotate_key_signed_by_the_old_key(running: Running) -> None:
     chain = Chain(agent.agent_id, agent.signer)
     await attest_n(running, agent, chain, 1)
     new = SoftwareSigner.generate("ecdsa-p256-sha256")
-    message = rotation_message(agent.agent_id, new.public_key.spki_der)
+    message = rotation_statement(agent.agent_id, new.public_key.spki_der)
     request = pb.RotateKeyRequest(
         agent_id=agent.agent_id, new_public_key=new.public_key.spki_der, csr=csr_for(new),
         old_key_signature=pb.Signature(keyid=agent.signer.public_key.keyid,

@@ -5,19 +5,18 @@ from __future__ import annotations
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from attest.keys import SoftwareSigner
+from attest.envelope import rotation_statement
+from attest.keys import SoftwareSigner, certificate_spki
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from tests.verifier.rpc import Enrolled, Stream, csr_for, enroll_agent, mtls_channel, new_token
-from verifier.enroll import rotation_message
 from verifier.server import Running
 from verifier.store.api import AuditKind
 
 
 def _request(agent_id: str, old: SoftwareSigner, new: SoftwareSigner) -> pb.RotateKeyRequest:
-    message = rotation_message(agent_id, new.public_key.spki_der)
+    message = rotation_statement(agent_id, new.public_key.spki_der)
     return pb.RotateKeyRequest(
         agent_id=agent_id, new_public_key=new.public_key.spki_der, csr=csr_for(new),
         old_key_signature=pb.Signature(keyid=old.public_key.keyid, sig=old.sign(message)),
@@ -25,11 +24,7 @@ def _request(agent_id: str, old: SoftwareSigner, new: SoftwareSigner) -> pb.Rota
 
 
 def _cert_key(pem: bytes) -> bytes:
-    return (
-        x509.load_pem_x509_certificate(pem)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    return certificate_spki(x509.load_pem_x509_certificate(pem))
 
 
 async def _rotate(running: Running, agent: Enrolled, request: pb.RotateKeyRequest) -> bytes:
