@@ -7,8 +7,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from agent.identity import IDENTITY_FILE, KEY_FILE, VERIFIER_KEY_FILE
 from attest.keys import SoftwareSigner, load_or_create_private_key, write_secret_file
@@ -89,3 +94,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def self_signed_cert(signer: SoftwareSigner) -> bytes:
+    """A one-day self-signed certificate (PEM) for `signer`'s key."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agt-1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(signer.private_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        .sign(signer.private_key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
 from agent.client import Backoff, enrollment_error
 from agent.identity import (
@@ -42,7 +39,7 @@ from attest.keys import SoftwareSigner
 from attest.model import Freshness, Receipt
 from attest.wire import encode_envelope, encode_receipt
 
-from .helpers import free_port
+from .helpers import free_port, self_signed_cert
 
 HASH = b"h" * 32
 
@@ -86,25 +83,12 @@ def test_save_enrollment_refuses_garbage(tmp_path: Path) -> None:
     assert not (tmp_path / "identity.toml").exists()  # written last: nothing half-enrolled
 
 
-def _self_signed(signer: SoftwareSigner) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agt-1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(signer.private_key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
-        .sign(signer.private_key, hashes.SHA256())
-    )  # fmt: skip
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def test_tls_material_must_be_for_the_agent_key(tmp_path: Path) -> None:
     signer = SoftwareSigner.generate("ecdsa-p256-sha256")
     with pytest.raises(NotEnrolledError):
         load_tls(tmp_path, signer)
-    (tmp_path / CA_FILE).write_bytes(_self_signed(signer))
-    (tmp_path / CERT_FILE).write_bytes(_self_signed(signer))
+    (tmp_path / CA_FILE).write_bytes(self_signed_cert(signer))
+    (tmp_path / CERT_FILE).write_bytes(self_signed_cert(signer))
     assert load_tls(tmp_path, signer).cert_pem == (tmp_path / CERT_FILE).read_bytes()
     # A certificate for another key (a copied state dir, a half-done rotation) is refused here,
     # not left to fail as an opaque TLS handshake on every reconnect.

@@ -5,33 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import stat
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
-from agent.cli import EXIT_CONFIG, EXIT_OK, EXIT_ROTATE, main
+from agent.cli import EXIT_CONFIG, EXIT_OK, EXIT_ROTATE
 from agent.client import (
     AGENT_KEY_ALGORITHM,
-    Backoff,
-    EnrollRequest,
-    enroll,
     open_channel,
 )
-from agent.config import AgentConfig, HostPort, load_config
-from agent.daemon import Daemon
+from agent.config import HostPort
 from agent.identity import (
     CERT_FILE,
     KEY_FILE,
     PENDING_CERT_FILE,
     PENDING_KEY_FILE,
-    Identity,
     check_key_matches_cert,
     load_tls,
     make_csr,
@@ -48,101 +39,16 @@ from agent.spool import Spool
 from attest.envelope import rotation_statement
 from attest.errors import KeyRotationError
 from attest.keys import SoftwareSigner, load_private_key, write_private_key, write_secret_file
-from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
-from attest.wire import decode_envelope
-from tests.verifier.conftest import make_config
 from tests.verifier.rpc import Enrolled, Stream, mtls_channel
 from verifier.ca import CertificateAuthority, issue_client_certificate, load_or_create_ca
-from verifier.enroll import create_token, revoke
-from verifier.server import Running, start
-from verifier.store.api import AgentRecord, AuditKind
+from verifier.enroll import revoke
+from verifier.server import Running
+from verifier.store.api import AuditKind
 
-from .helpers import free_port, machine_file
-
-
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    server = await start(make_config(tmp_path / "verifier"))
-    try:
-        yield server
-    finally:
-        await server.stop(0)
-
-
-@dataclass
-class Agent:
-    running: Running
-    config: Path
-    cfg: AgentConfig
-    identity: Identity
-
-    @property
-    def state_dir(self) -> Path:
-        return self.cfg.state_dir
-
-    def record(self) -> AgentRecord:
-        record = self.running.core.store.get_agent(self.identity.agent_id)
-        assert record is not None
-        return record
-
-    def current_keyid(self) -> str:
-        [key] = self.record().current_keys
-        return key.keyid
-
-    def signed_by(self, seq: int) -> str:
-        """The key id on the envelope the verifier accepted at `seq`."""
-        store = self.running.core.store
-        accepted = store.get_attestation(self.identity.agent_id, seq)
-        assert accepted is not None
-        raw = store.get_blob(accepted.envelope_hash)
-        assert raw is not None
-        return decode_envelope(raw).signatures[0].keyid
-
-    def cli(self, command: str, *args: str) -> int:
-        return main([command, "--config", str(self.config), *args])
-
-
-async def _enrolled(tmp_path: Path, running: Running, metrics: bool = False) -> Agent:
-    token = create_token(running.core.store, "acme-fra1", timedelta(hours=1), datetime.now(UTC))
-    state = tmp_path / "agent"
-    identity = await enroll(
-        EnrollRequest(
-            target=HostPort("127.0.0.1", running.ports["enroll"]), token=token,
-            ca_pem=running.core.ca.pem, state_dir=state, hostname="gpu-node-017",
-            machine_id="m-1", attest_target=HostPort("127.0.0.1", running.ports["listen"]),
-        ),
-        Backoff(0.05, 0.5),
-    )  # fmt: skip
-    config = tmp_path / "agent.toml"
-    # A long interval: the agent attests when the stream opens, so each (re)connect is one seq.
-    config.write_text(
-        f'state_dir = "{state}"\nsimulate = "{machine_file(tmp_path)}"\n'
-        "interval_seconds = 3600\nbackoff_initial_seconds = 0.05\nbackoff_cap_seconds = 0.5\n"
-        + (f'metrics_listen = "127.0.0.1:{free_port()}"\n' if metrics else "")
-    )
-    return Agent(running, config, load_config(config), identity)
-
-
-async def _run_until(agent: Agent, done: Callable[[], bool], limit_s: float = 30.0) -> Daemon:
-    """Run the daemon in-process until `done()` holds, then stop it (SIGTERM's path)."""
-    daemon = Daemon(agent.cfg, lambda: agent.cfg, Notifier({}))
-    task = asyncio.create_task(daemon.run())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    try:
-        while not done():
-            if task.done():
-                task.result()
-                raise AssertionError("the daemon stopped by itself")
-            if loop.time() > deadline:
-                raise AssertionError("the daemon did not get there in time")
-            await asyncio.sleep(0.05)
-    finally:
-        daemon.stop()
-        assert await asyncio.wait_for(task, timeout=30) == 0
-    return daemon
+from .helpers import self_signed_cert
+from .live import enrolled_agent, run_until
 
 
 def _no_pending(state_dir: Path) -> bool:
@@ -154,10 +60,10 @@ def _no_pending(state_dir: Path) -> bool:
 async def test_rotate_key_moves_the_identity_and_the_old_pair_is_refused(
     tmp_path: Path, running: Running
 ) -> None:
-    agent = await _enrolled(tmp_path, running)
+    agent = await enrolled_agent(tmp_path, running)
     old = load_private_key(agent.state_dir / KEY_FILE)
     old_cert = (agent.state_dir / CERT_FILE).read_bytes()
-    await _run_until(agent, lambda: agent.record().last_seq >= 1)
+    await run_until(agent, lambda: agent.record().last_seq >= 1)
 
     assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_OK
     new = load_private_key(agent.state_dir / KEY_FILE)
@@ -169,7 +75,7 @@ async def test_rotate_key_moves_the_identity_and_the_old_pair_is_refused(
 
     # The stream works with the new pair: the next envelope is the new key's.
     seq = agent.record().last_seq
-    await _run_until(agent, lambda: agent.record().last_seq > seq)
+    await run_until(agent, lambda: agent.record().last_seq > seq)
     assert agent.signed_by(seq + 1) == new.public_key.keyid
 
     # The old pair still completes a TLS handshake (its certificate has not expired), but gets
@@ -204,7 +110,7 @@ async def test_a_crash_after_the_verifier_answered_is_recovered_at_start(
 ) -> None:
     """Pending key persisted, RotateKey answered (the verifier pinned the new key), then the
     agent died before installing anything: the old pair alone is no longer accepted."""
-    agent = await _enrolled(tmp_path, running)
+    agent = await enrolled_agent(tmp_path, running)
     old = load_private_key(agent.state_dir / KEY_FILE)
     pending = begin_rotation(agent.state_dir, AGENT_KEY_ALGORITHM)
     channel = open_channel(
@@ -222,7 +128,7 @@ async def test_a_crash_after_the_verifier_answered_is_recovered_at_start(
         await asyncio.to_thread(agent.cli, "once", "--out", str(tmp_path / "offline.dsse"))
         == EXIT_OK
     )
-    await _run_until(agent, lambda: agent.record().last_seq >= 2)
+    await run_until(agent, lambda: agent.record().last_seq >= 2)
     assert load_private_key(agent.state_dir / KEY_FILE).public_key == pending.signer.public_key
     load_tls(agent.state_dir, pending.signer)
     assert _no_pending(agent.state_dir)
@@ -235,7 +141,7 @@ async def test_a_crash_after_the_verifier_answered_is_recovered_at_start(
 async def test_renewal_runs_by_itself_when_the_certificate_nears_expiry(
     tmp_path: Path, running: Running
 ) -> None:
-    agent = await _enrolled(tmp_path, running, metrics=True)
+    agent = await enrolled_agent(tmp_path, running, metrics=True)
     old = load_private_key(agent.state_dir / KEY_FILE)
     # A one-day certificate issued 20 hours ago: under a third of its lifetime is left.
     short = issue_client_certificate(
@@ -244,7 +150,7 @@ async def test_renewal_runs_by_itself_when_the_certificate_nears_expiry(
     )  # fmt: skip
     write_secret_file(agent.state_dir / CERT_FILE, short)
 
-    daemon = await _run_until(
+    daemon = await run_until(
         agent,
         lambda: agent.current_keyid() != old.public_key.keyid and agent.record().last_seq >= 2,
     )
@@ -270,7 +176,7 @@ async def test_renewal_runs_by_itself_when_the_certificate_nears_expiry(
 async def test_refused_rotation_is_typed_and_keeps_the_current_pair(
     tmp_path: Path, running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    agent = await _enrolled(tmp_path, running)
+    agent = await enrolled_agent(tmp_path, running)
     key_before = (agent.state_dir / KEY_FILE).read_bytes()
     cert_before = (agent.state_dir / CERT_FILE).read_bytes()
 
@@ -298,29 +204,16 @@ async def test_refused_rotation_is_typed_and_keeps_the_current_pair(
     assert (agent.state_dir / CERT_FILE).read_bytes() == cert_before
 
 
-def _self_signed(signer: SoftwareSigner) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agt-1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(signer.private_key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
-        .sign(signer.private_key, hashes.SHA256())
-    )  # fmt: skip
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.mark.parametrize("crashed_after", ["certificate written", "key renamed"])
 def test_an_install_cut_short_is_finished_at_the_next_start(
     tmp_path: Path, crashed_after: str
 ) -> None:
     old = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
     write_private_key(tmp_path / KEY_FILE, old)
-    write_secret_file(tmp_path / CERT_FILE, _self_signed(old))
+    write_secret_file(tmp_path / CERT_FILE, self_signed_cert(old))
     pending = begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
     assert pending.fresh and not begin_rotation(tmp_path, AGENT_KEY_ALGORITHM).fresh
-    new_cert = _self_signed(pending.signer)
+    new_cert = self_signed_cert(pending.signer)
     write_secret_file(tmp_path / PENDING_CERT_FILE, new_cert)
     if crashed_after == "key renamed":
         (tmp_path / PENDING_KEY_FILE).replace(tmp_path / KEY_FILE)
@@ -335,8 +228,8 @@ def test_an_install_cut_short_is_finished_at_the_next_start(
 def test_a_pending_certificate_for_neither_key_is_dropped(tmp_path: Path) -> None:
     old = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
     write_private_key(tmp_path / KEY_FILE, old)
-    write_secret_file(tmp_path / CERT_FILE, _self_signed(old))
-    stranger = _self_signed(SoftwareSigner.generate(AGENT_KEY_ALGORITHM))
+    write_secret_file(tmp_path / CERT_FILE, self_signed_cert(old))
+    stranger = self_signed_cert(SoftwareSigner.generate(AGENT_KEY_ALGORITHM))
     write_secret_file(tmp_path / PENDING_CERT_FILE, stranger)
     assert not finish_install(tmp_path)
     assert _no_pending(tmp_path)
