@@ -22,28 +22,27 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import psutil
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.identity import make_csr
 from attest import model, wire
 from attest.envelope import EVIDENCE_PAYLOAD_TYPE, envelope_hash, sign
 from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
+from benchmarks import free_port
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 #: Streams of the transport-floor run at most: beyond ~1500 its closed-loop load makes grpc drop
@@ -78,12 +77,6 @@ from verifier.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 NA = model.Unavailable("NotSupported")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _gpu(index: int, host: int) -> model.Gpu:
@@ -128,12 +121,6 @@ class Agent:
     accepted: int = 0
 
 
-def _csr(signer: SoftwareSigner) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
-    return csr.sign(signer.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-
 def presign(agent: Agent, count: int, host: int) -> None:
     """The agent's next `count` envelopes, signed now (offline evidence).
 
@@ -152,20 +139,33 @@ def presign(agent: Agent, count: int, host: int) -> None:
         prev = envelope_hash(raw)
 
 
+def _median_cpu_us(operation: Callable[[], object], repeat: int = 300) -> float:
+    """Median process CPU time of one `operation`, in µs, over 7 samples of `repeat` calls.
+
+    Process CPU time, like the verifier's figure it is divided by: the machine is shared.
+    """
+    samples = []
+    for _ in range(7):
+        start = time.process_time()
+        for _ in range(repeat):
+            operation()
+        samples.append((time.process_time() - start) / repeat * 1e6)
+    return statistics.median(samples)
+
+
 def verify_us(algorithm: str) -> float:
-    """Median CPU time of one signature verification over a typical PAE message, in µs."""
+    """One signature verification over a typical PAE message (~2.4 KB), in µs."""
     signer = SoftwareSigner.generate(algorithm)  # type: ignore[arg-type]
     message = os.urandom(2400)
     sig = signer.sign(message)
-    key = signer.public_key
-    samples = []
-    for _ in range(7):
-        # Process CPU time, like the verifier's figure it is divided by: the machine is shared.
-        start = time.process_time()
-        for _ in range(300):
-            key.verify(sig, message)
-        samples.append((time.process_time() - start) / 300 * 1e6)
-    return statistics.median(samples)
+    return _median_cpu_us(lambda: signer.public_key.verify(sig, message))
+
+
+def sign_us(algorithm: str) -> float:
+    """One signature over a receipt-sized message (~400 bytes), in µs."""
+    signer = SoftwareSigner.generate(algorithm)  # type: ignore[arg-type]
+    message = os.urandom(400)
+    return _median_cpu_us(lambda: signer.sign(message))
 
 
 async def _transport_floor(agents: int, seconds: float) -> dict[str, float]:
@@ -181,25 +181,12 @@ async def _transport_floor(agents: int, seconds: float) -> dict[str, float]:
     return result
 
 
-def sign_us(algorithm: str) -> float:
-    """Median CPU time of one signature over a receipt-sized message, in µs."""
-    signer = SoftwareSigner.generate(algorithm)  # type: ignore[arg-type]
-    message = os.urandom(400)
-    samples = []
-    for _ in range(7):
-        start = time.process_time()
-        for _ in range(300):
-            signer.sign(message)
-        samples.append((time.process_time() - start) / 300 * 1e6)
-    return statistics.median(samples)
-
-
 @dataclass
 class Verifier:
     workdir: Path
     database: str
-    listen: int = field(default_factory=_free_port)
-    enroll: int = field(default_factory=_free_port)
+    listen: int = field(default_factory=free_port)
+    enroll: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, batch_max: int, profile: str = "", traced: str = "") -> None:
@@ -267,11 +254,12 @@ async def enroll_all(verifier: Verifier, agents: list[Agent], tokens: list[str])
         sem = asyncio.Semaphore(64)
 
         async def one(agent: Agent, token: str) -> None:
+            host = f"h{agent.index}"
             async with sem:
                 reply = await stub.Enroll(
                     pb.EnrollRequest(
                         token=token, public_key=agent.signer.public_key.spki_der,
-                        csr=_csr(agent.signer), hostname=f"h{agent.index}", machine_id="m",
+                        csr=make_csr(agent.signer, host), hostname=host, machine_id="m",
                     ),
                     timeout=120,
                 )  # fmt: skip

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import grpc
 import psutil
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
 from agent.client import AGENT_KEY_ALGORITHM
+from agent.identity import make_csr
 from attest.keys import SoftwareSigner
+from benchmarks import free_port
 from verifier.ca import issue_client_certificate, load_or_create_ca, load_or_create_server_identity
 from verifier.config import VerifierConfig
 from verifier.server import grpc_options
@@ -90,21 +89,11 @@ def _credentials(workdir: Path) -> _Credentials:
     (workdir / "floor-server.pem").write_bytes(server.cert_pem)
     (workdir / "floor-ca.pem").write_bytes(ca.pem)
     agent = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floor")])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name)
-    csr_der = csr.sign(agent.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
     cert = issue_client_certificate(
-        ca, csr_der, expected_key=agent.public_key, agent_id="agt-floor", now=now, days=1
-    )
+        ca, make_csr(agent, "floor"), expected_key=agent.public_key, agent_id="agt-floor",
+        now=now, days=1,
+    )  # fmt: skip
     return _Credentials(workdir, ca.pem, agent.private_pem(), cert)
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -165,7 +154,7 @@ async def measure(agents: int, seconds: float) -> Floor:
     """The bare transport's server CPU per round and resident memory with `agents` streams."""
     with tempfile.TemporaryDirectory(prefix="gpu-attest-floor-") as tmp:
         creds = _credentials(Path(tmp))
-        port = _free_port()
+        port = free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _SERVER, str(port), tmp, str(REPLY_BYTES),
             json.dumps(grpc_options(VerifierConfig())),
