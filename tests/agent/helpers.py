@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -88,12 +87,6 @@ class LineReader:
             self.seen.append(line)
             if needle in line:
                 return line
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def self_signed_cert(signer: SoftwareSigner) -> bytes:

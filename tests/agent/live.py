@@ -16,11 +16,12 @@ from agent.daemon import Daemon
 from agent.identity import Identity
 from attest.sdnotify import Notifier
 from attest.wire import decode_envelope
+from tests.verifier.sim import free_port
 from verifier.enroll import create_token
 from verifier.server import Running
 from verifier.store.api import AgentRecord
 
-from .helpers import free_port, machine_file
+from .helpers import machine_file
 
 
 @dataclass

@@ -19,8 +19,9 @@ from agent.cli import EXIT_CONFIG, EXIT_NOT_ENROLLED, main
 from agent.identity import retire_enrollment
 from agent.spool import Spool
 from attest.errors import SpoolFullError
+from tests.verifier.sim import free_port
 
-from .helpers import LineReader, enrolled_state_dir, free_port, machine_file
+from .helpers import LineReader, enrolled_state_dir, machine_file
 
 ROOT = Path(__file__).parents[2]
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -38,8 +38,9 @@ from attest.errors import (
 from attest.keys import SoftwareSigner
 from attest.model import Freshness, Receipt
 from attest.wire import encode_envelope, encode_receipt
+from tests.verifier.sim import free_port
 
-from .helpers import free_port, self_signed_cert
+from .helpers import self_signed_cert
 
 HASH = b"h" * 32
 

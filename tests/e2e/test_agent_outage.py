@@ -23,7 +23,8 @@ import pytest
 
 from agent.identity import load_identity
 from agent.spool import SPOOL_FILE, Spool
-from tests.agent.helpers import LineReader, free_port, machine_file
+from tests.agent.helpers import LineReader, machine_file
+from tests.verifier.sim import free_port
 from verifier.store import open_store
 
 ROOT = Path(__file__).parents[2]

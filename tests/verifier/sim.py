@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from attest import wire
 from attest.envelope import envelope_hash
 from tests.verifier.helpers import Chain
-from tests.verifier.rpc import Enrolled, Stream, check_receipt
+from tests.verifier.rpc import Enrolled, Stream, check_receipt, enroll_at, new_token
+from verifier.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,3 +176,18 @@ class SimAgent:
 
     def expected_hashes(self) -> dict[int, bytes]:
         return {i + 1: envelope_hash(raw) for i, raw in enumerate(self.chain.sent)}
+
+
+async def enroll_sim_agents(server: VerifierProcess, store_url: str, count: int) -> list[SimAgent]:
+    """`count` agents enrolled at `server` with tokens written to the store at `store_url`."""
+    ca_pem = (server.state_dir / "ca.pem").read_bytes()
+    store = open_store(store_url)
+    try:
+        tokens = [new_token(store) for _ in range(count)]
+    finally:
+        store.close()
+    agents = []
+    for token in tokens:
+        enrolled = await enroll_at(server.enroll, ca_pem, token)
+        agents.append(SimAgent(enrolled, Chain(enrolled.agent_id, enrolled.signer)))
+    return agents

@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from attest.envelope import envelope_hash
-from tests.verifier.helpers import Chain
-from tests.verifier.rpc import enroll_at, new_token
-from tests.verifier.sim import SimAgent, VerifierProcess
+from tests.verifier.sim import VerifierProcess, enroll_sim_agents
 from verifier.store import open_store
 
 AGENTS = 4
@@ -24,14 +22,7 @@ async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path) ->
     server.start()
     try:
         await server.wait_ready()
-        ca_pem = (tmp_path / "state" / "ca.pem").read_bytes()
-        store = open_store(f"sqlite:///{db}")
-        tokens = [new_token(store) for _ in range(AGENTS)]
-        store.close()
-        agents = []
-        for token in tokens:
-            enrolled = await enroll_at(server.enroll, ca_pem, token)
-            agents.append(SimAgent(enrolled, Chain(enrolled.agent_id, enrolled.signer)))
+        agents = await enroll_sim_agents(server, f"sqlite:///{db}", AGENTS)
         runs = [asyncio.create_task(a.run([server.listen], TOTAL)) for a in agents]
         while sum(len(a.receipted) for a in agents) < AGENTS * TOTAL // 3:  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # poll: the agents' progress is the load to kill under

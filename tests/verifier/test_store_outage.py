@@ -12,9 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.verifier.helpers import Chain
-from tests.verifier.rpc import enroll_at, new_token
-from tests.verifier.sim import SimAgent, VerifierProcess
+from tests.verifier.sim import VerifierProcess, enroll_sim_agents
 from verifier.store import open_store
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -53,14 +51,9 @@ async def test_dropped_database_connections_under_load(
     server.start()
     try:
         await server.wait_ready()
-        ca_pem = (tmp_path / "state" / "ca.pem").read_bytes()
-        store = open_store(url.replace(f"application_name={application}&", ""))
-        tokens = [new_token(store) for _ in range(AGENTS)]
-        store.close()
-        agents = []
-        for token in tokens:
-            enrolled = await enroll_at(server.enroll, ca_pem, token)
-            agents.append(SimAgent(enrolled, Chain(enrolled.agent_id, enrolled.signer)))
+        agents = await enroll_sim_agents(
+            server, url.replace(f"application_name={application}&", ""), AGENTS
+        )
         runs = [asyncio.create_task(a.run([server.listen], TOTAL)) for a in agents]
         for threshold in (AGENTS * TOTAL // 4, AGENTS * TOTAL // 2):
             while sum(len(a.receipted) for a in agents) < threshold:  # noqa: ASYNC110
