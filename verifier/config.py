@@ -42,9 +42,9 @@ class StreamConfig:
     rate_per_s: float = 2.0
     rate_burst: int = 60
     max_streams: int = 20000
-    #: Streams that keep their agent's checked GPU entries (~1.7 KB each for 8 GPUs) to skip
-    #: re-checking identical ones; streams beyond this are checked in full every time.
-    gpu_check_cache_streams: int = 2048
+    #: Agents whose last checked GPU entries are kept (~1.7 KB each for 8 GPUs), the most
+    #: recently attesting ones: identical entries are then not checked again.
+    gpu_check_cache_size: int = 2048
     #: Parsed agent public keys kept (~2.4 KB each); others are parsed again when used (~10 µs).
     key_cache_size: int = 2048
 
@@ -193,8 +193,8 @@ def _validate(config: VerifierConfig) -> VerifierConfig:
             raise ConfigError(f"{name} must be positive")
     if s.rate_per_s <= 0:
         raise ConfigError("stream.rate_per_s must be positive")
-    if s.gpu_check_cache_streams < 0 or s.key_cache_size < 0:
-        raise ConfigError("stream.gpu_check_cache_streams and key_cache_size must not be negative")
+    if s.gpu_check_cache_size < 0 or s.key_cache_size < 0:
+        raise ConfigError("stream.gpu_check_cache_size and key_cache_size must not be negative")
     if s.challenge_ttl_s < 10:
         raise ConfigError("stream.challenge_ttl_s must be at least 10 seconds")
     if s.max_message_bytes > 64 * 1024 * 1024:

@@ -67,8 +67,6 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
         self._refresher: IdleRefresher[AttestSession] = IdleRefresher(self._refresh)
-        #: Streams that may still keep their checked GPU entries (memory bound; see config).
-        self._gpu_cache_slots = core.config.stream.gpu_check_cache_streams
 
     async def Enroll(  # noqa: N802 - gRPC method name
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext[object, object]
@@ -170,9 +168,6 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         # an idle stream's fresh challenge at ttl/2 comes from the servicer's one refresher,
         # and `session.writing` keeps its write apart from an answer to an envelope.
         self._refresher.add(session)
-        if self._gpu_cache_slots > 0:
-            self._gpu_cache_slots -= 1
-            session.keeps_gpus = True
         try:
             while True:
                 message: object = await context.read()  # EOF is a sentinel, not a message
@@ -183,9 +178,6 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         finally:
             session.closed = True
             self._refresher.discard(session)
-            if session.keeps_gpus:
-                session.keeps_gpus, session.gpus = False, None
-                self._gpu_cache_slots += 1
 
     async def _refresh(self, session: AttestSession) -> None:
         """Send a fresh challenge if the stream is still idle at its refresh time."""

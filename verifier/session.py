@@ -26,6 +26,7 @@ from attest.errors import (
     TransportIdentityError,
 )
 from attest.keys import KeyCache, SoftwareSigner
+from attest.lru import LruCache
 from attest.model import Challenge, Freshness, Receipt
 from attest.v1 import attest_pb2 as pb
 from verifier import pipeline
@@ -107,6 +108,12 @@ class Core:
         return KeyCache(self.config.stream.key_cache_size)
 
     @functools.cached_property
+    def gpu_sections(self) -> LruCache[str, wire.GpuSection]:
+        """Each agent's last accepted GPU entries, checked (most evidence repeats them), for
+        the most recent `stream.gpu_check_cache_size` agents (~1.7 KB each for 8 GPUs)."""
+        return LruCache(self.config.stream.gpu_check_cache_size)
+
+    @functools.cached_property
     def accepted_counters(self) -> dict[Freshness, Counter]:
         """The accepted counter's child per freshness, bound once (labels() per call is not
         free on a path taken for every envelope)."""
@@ -156,8 +163,7 @@ class AttestSession:
     """One Attest stream's state: the agent, its chain head, the nonces issued on it."""
 
     __slots__ = (
-        "agent", "closed", "context", "core", "gpus", "head", "keeps_gpus", "nonces",
-        "refresh_at", "writing",
+        "agent", "closed", "context", "core", "head", "nonces", "refresh_at", "writing",
     )  # fmt: skip
 
     def __init__(
@@ -172,10 +178,6 @@ class AttestSession:
         self.agent = agent
         self.head = head
         self.nonces: dict[bytes, NonceRecord] = {}
-        #: The GPU entries of the last accepted evidence, checked: most evidence repeats them.
-        #: Kept only while `keeps_gpus` (the servicer bounds how many streams keep them).
-        self.gpus: wire.GpuSection | None = None
-        self.keeps_gpus = False
         self.refresh_at = 0.0
         self.closed = False
         #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
@@ -223,7 +225,9 @@ class AttestSession:
             raise RateLimitedError("too many envelopes from this agent; slow down")
         if wait > 0:
             await asyncio.sleep(wait)
-        auth = pipeline.authenticate(raw, self.agent.agent_id, self.agent, core.limits, self.gpus)
+        agent_id = self.agent.agent_id
+        known_gpus = core.gpu_sections.get(agent_id)
+        auth = pipeline.authenticate(raw, agent_id, self.agent, core.limits, known_gpus)
         evidence = auth.evidence
         nonce = await self._nonce(evidence.nonce) if evidence.nonce else None
         try:
@@ -240,8 +244,7 @@ class AttestSession:
         attestation = pipeline.to_attestation(verified, core.clock())
         accepted = await core.committer.submit(attestation, next_nonce)
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
-        if self.keeps_gpus:
-            self.gpus = evidence.gpu_section
+        core.gpu_sections.put(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
         checkpoint = await core.checkpointer.covering(accepted.log_index)
