@@ -12,6 +12,7 @@ import hashlib
 import os
 import secrets
 import stat
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,6 @@ from attest.errors import (
     KeyMaterialError,
     UnsupportedKeyError,
 )
-from attest.lru import LruCache
 
 Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -160,16 +160,23 @@ class KeyCache:
     """
 
     def __init__(self, size: int) -> None:
-        self._keys: LruCache[bytes, PublicKey] = LruCache(size)
+        self._size = size
+        self._keys: OrderedDict[bytes, PublicKey] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def get(self, spki_der: bytes) -> PublicKey:
-        key = self._keys.get(spki_der)
-        if key is None:
-            key = PublicKey.from_spki_der(spki_der)
-            self._keys.put(spki_der, key)
+        keys = self._keys
+        key = keys.get(spki_der)
+        if key is not None:
+            keys.move_to_end(spki_der)
+            return key
+        key = PublicKey.from_spki_der(spki_der)
+        if self._size > 0:
+            keys[spki_der] = key
+            if len(keys) > self._size:
+                keys.popitem(last=False)
         return key
 
 

@@ -42,8 +42,8 @@ class StreamConfig:
     rate_per_s: float = 2.0
     rate_burst: int = 60
     max_streams: int = 20000
-    #: Agents whose last checked GPU entries are kept (~1.7 KB each for 8 GPUs), the most
-    #: recently attesting ones: identical entries are then not checked again.
+    #: Agents with an open stream whose last checked GPU entries are kept (~1.7 KB each for 8
+    #: GPUs): identical entries are then not checked again.
     gpu_check_cache_size: int = 2048
     #: Parsed agent public keys kept (~2.4 KB each); others are parsed again when used (~10 µs).
     key_cache_size: int = 2048

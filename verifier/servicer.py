@@ -178,6 +178,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         finally:
             session.closed = True
             self._refresher.discard(session)
+            self.core.gpu_sections.pop(session.agent.agent_id, None)
 
     async def _refresh(self, session: AttestSession) -> None:
         """Send a fresh challenge if the stream is still idle at its refresh time."""

@@ -26,7 +26,6 @@ from attest.errors import (
     TransportIdentityError,
 )
 from attest.keys import KeyCache, SoftwareSigner
-from attest.lru import LruCache
 from attest.model import Challenge, Freshness, Receipt
 from attest.v1 import attest_pb2 as pb
 from verifier import pipeline
@@ -108,10 +107,17 @@ class Core:
         return KeyCache(self.config.stream.key_cache_size)
 
     @functools.cached_property
-    def gpu_sections(self) -> LruCache[str, wire.GpuSection]:
-        """Each agent's last accepted GPU entries, checked (most evidence repeats them), for
-        the most recent `stream.gpu_check_cache_size` agents (~1.7 KB each for 8 GPUs)."""
-        return LruCache(self.config.stream.gpu_check_cache_size)
+    def gpu_sections(self) -> dict[str, wire.GpuSection]:
+        """Agent id -> its last accepted GPU entries, checked (most evidence repeats them), for
+        agents with an open stream. At most `stream.gpu_check_cache_size` agents are admitted
+        (~1.7 KB each for 8 GPUs) and one leaves when its stream closes: no eviction, since
+        with more agents than room an LRU would only replace entries it never gets to use."""
+        return {}
+
+    def keep_gpu_section(self, agent_id: str, section: wire.GpuSection) -> None:
+        sections = self.gpu_sections
+        if agent_id in sections or len(sections) < self.config.stream.gpu_check_cache_size:
+            sections[agent_id] = section
 
     @functools.cached_property
     def accepted_counters(self) -> dict[Freshness, Counter]:
@@ -244,7 +250,7 @@ class AttestSession:
         attestation = pipeline.to_attestation(verified, core.clock())
         accepted = await core.committer.submit(attestation, next_nonce)
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
-        core.gpu_sections.put(agent_id, evidence.gpu_section)
+        core.keep_gpu_section(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
         checkpoint = await core.checkpointer.covering(accepted.log_index)

@@ -76,6 +76,30 @@ async def test_enroll_attest_and_receipts(running: Running) -> None:
     await attest_n(running, agent, chain, 1)
 
 
+async def test_checked_gpu_entries_are_kept_for_admitted_open_streams_only(
+    tmp_path: Path,
+) -> None:
+    server = await start(make_config(tmp_path, gpu_check_cache_size=1))
+    try:
+        store = server.core.store
+        first, second = [await enroll_agent(server, new_token(store)) for _ in range(2)]
+        chains = [Chain(a.agent_id, a.signer) for a in (first, second)]
+        async with mtls_channel(server, first) as one, mtls_channel(server, second) as two:
+            streams = [Stream(one), Stream(two)]
+            for stream, chain in zip(streams, chains, strict=True):
+                nonce = (await stream.challenge()).nonce
+                await stream.send(chain.next(nonce, now()))
+                assert (await stream.recv()).WhichOneof("kind") == "receipt"
+            # Room for one: the first agent's entries are kept, the second's are not.
+            assert list(server.core.gpu_sections) == [first.agent_id]
+            for stream in streams:
+                await stream.call.done_writing()
+                assert await stream.status() == grpc.StatusCode.OK
+        assert server.core.gpu_sections == {}  # they leave with their stream
+    finally:
+        await server.stop(0)
+
+
 async def test_enroll_is_idempotent_for_the_same_key_only(running: Running) -> None:
     token = new_token(running.core.store)
     signer = SoftwareSigner.generate("ecdsa-p256-sha256")
