@@ -43,6 +43,8 @@ _METHOD = "/floor.Floor/Echo"
 _SERVER = r"""
 import asyncio, sys, grpc
 import json
+from verifier.server import bound_heap_arenas
+bound_heap_arenas()  # as `serve` does
 port, workdir, reply_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
 options = [tuple(option) for option in json.loads(sys.argv[4])]
 reply = b"r" * reply_bytes

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -114,8 +116,35 @@ def grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
         ("grpc.max_channel_trace_event_memory_per_node", 0),
         ("grpc.http2.hpack_table_size.decoder", 1024),
         ("grpc.http2.hpack_table_size.encoder", 1024),
-        ("grpc.tsi.max_frame_size", 8192),
+        # Each TLS connection keeps a protect buffer of this size: 4 KiB saves ~4 KB per stream
+        # against 8 KiB and still carries a ~3.4 KB envelope in one record.
+        ("grpc.tsi.max_frame_size", 4096),
     ]
+
+
+#: glibc's mallopt parameter for the number of heap arenas (malloc.h: M_ARENA_MAX).
+_M_ARENA_MAX = -8
+
+
+def bound_heap_arenas(arenas: int = 1) -> bool:
+    """Keep glibc malloc to `arenas` heap arenas; call before grpc starts its threads.
+
+    grpc's event-engine threads encrypt and decrypt TLS records; by default each allocates from
+    an arena of its own, and the buffers of 10,000 streams, freed in one arena and wanted in
+    another, left ~15 KB of free heap per stream resident after a few rounds (measured with
+    benchmarks/transport_floor's server: 110 KB per mTLS stream after 20 rounds, 95 KB with one
+    arena, the same CPU per round). Memory only: no check depends on it. Returns False where
+    the C library is not glibc (nothing changed)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 @dataclass
@@ -252,6 +281,8 @@ async def _watchdog(notifier: Notifier, interval: float) -> None:
 
 async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: bool) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; return the exit status."""
+    if not bound_heap_arenas():
+        log.info("heap arenas left to the C library's default (it is not glibc)")
     notifier = Notifier()
     running = await start(config, insecure_plaintext=insecure_plaintext)
     stop = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from attest.errors import ConfigError
 from verifier.config import is_loopback, load_config, parse_config
 from verifier.ratelimit import RateLimiter
-from verifier.server import check_transport
+from verifier.server import bound_heap_arenas, check_transport
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verifier.toml"
 
@@ -80,3 +81,7 @@ def test_rate_limiter_waits_briefly_then_refuses() -> None:
     assert limiter.acquire("a", 0.0, 1.5) is None
     assert limiter.acquire("b", 0.0, 1.5) == 0.0  # another agent is not affected
     assert limiter.acquire("a", 10.0, 1.5) == 0.0
+
+
+def test_heap_arenas_are_bounded_where_the_c_library_is_glibc() -> None:
+    assert bound_heap_arenas() is (platform.libc_ver()[0] == "glibc")
