@@ -11,6 +11,7 @@
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
     gpu-attest-agent rotate-key [--config F] [--state-dir D]
 
+`once` refuses (exit 2) while `run` or `rotate-key` holds the state dir: the chain has one writer.
 `rotate-key` replaces agent.key and the client certificate now, as `run` does by itself once
 less than a third of the certificate's lifetime is left (stop `run` first; the spool must be
 empty, or a rotation left unfinished by a crash is completed).
@@ -142,14 +143,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_once(args: argparse.Namespace) -> int:
     from agent.client import utcnow  # noqa: PLC0415
     from agent.daemon import open_runtime  # noqa: PLC0415
+    from agent.rotation import state_lock  # noqa: PLC0415
 
     cfg, _ = _config(args)
     setup_logging(cfg.log_format)
-    runtime = open_runtime(cfg)
-    try:
-        entry = runtime.attestor.produce(b"", utcnow())
-    finally:
-        runtime.close()
+    # The chain has one writer: with `run` producing too, two envelopes could take one seq
+    # (the verifier would call it a fork). The lock refuses that instead.
+    with state_lock(cfg.state_dir):
+        runtime = open_runtime(cfg)
+        try:
+            entry = runtime.attestor.produce(b"", utcnow())
+        finally:
+            runtime.close()
     if args.out is None:
         sys.stdout.buffer.write(entry.envelope)
         sys.stdout.buffer.flush()

@@ -66,9 +66,9 @@ class PendingKey:
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the state dir's lock (`run` and `rotate-key` each take it, so one cannot rotate
-    the key under the other). Raises NotEnrolledError without a state dir, ConfigError when
-    another process holds it."""
+    """Hold the state dir's lock (`run`, `once` and `rotate-key` each take it: one writer of the
+    evidence chain, and no key rotated under a running agent). Raises NotEnrolledError without
+    a state dir, ConfigError when another process holds it."""
     if not state_dir.is_dir():
         raise NotEnrolledError(f"{state_dir} does not exist: enroll first")
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -77,7 +77,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise ConfigError(
-                f"another gpu-attest-agent (run or rotate-key) is using {state_dir}"
+                f"another gpu-attest-agent (run, once or rotate-key) is using {state_dir}"
             ) from exc
         yield
     finally:

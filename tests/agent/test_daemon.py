@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agent.cli import EXIT_CONFIG, EXIT_NOT_ENROLLED, main
 from agent.identity import retire_enrollment
+from agent.rotation import state_lock
 from agent.spool import Spool
 from attest.errors import SpoolFullError
 from tests.verifier.sim import free_port
@@ -109,6 +110,20 @@ def test_once_writes_an_envelope_and_advances_the_chain(tmp_path: Path) -> None:
     assert (tmp_path / "one.env").read_bytes() == first.envelope
     assert (tmp_path / "two.env").read_bytes() == second.envelope
     assert spool.head().seq == 2
+    spool.close()
+
+
+def test_once_refuses_while_another_agent_holds_the_state_dir(tmp_path: Path) -> None:
+    enrolled = enrolled_state_dir(tmp_path / "state")
+    machine = machine_file(tmp_path)
+    (tmp_path / "agent.toml").write_text(f'state_dir = "{enrolled.state_dir}"\n')
+    argv = ["once", "--config", str(tmp_path / "agent.toml"), "--simulate", str(machine)]
+    with state_lock(enrolled.state_dir):  # as `run` holds it
+        assert main([*argv, "--out", str(tmp_path / "refused.env")]) == EXIT_CONFIG
+    assert not (tmp_path / "refused.env").exists()
+    assert main([*argv, "--out", str(tmp_path / "one.env")]) == 0
+    spool = Spool.open(enrolled.state_dir, 1 << 20)
+    assert spool.head().seq == 1  # the refused run took no seq
     spool.close()
 
 
