@@ -149,6 +149,35 @@ def test_a_page_size_below_one_is_refused(store: Store) -> None:
         store.sweep(T0, timedelta(minutes=1), chunk=0)
 
 
+def test_a_listing_is_one_snapshot_while_writers_go_on(store: Store) -> None:
+    """A GPU that moves between hosts while the listing is read is listed once, where it was;
+    a host enrolled meanwhile is not listed; the writes themselves are not held up."""
+    a0 = Chain("a0", inventory=gpus("GPU-0", "GPU-moving"))
+    a1 = Chain("a1", inventory=gpus("GPU-1"))
+    enroll(store, "a0")
+    enroll(store, "a1")
+    store.accept([a0.next(T0, nonce=nonce(store)), a1.next(T0, nonce=nonce(store))], T0)
+    before = _fleet(store, None, 1000)
+
+    pages = store.iter_fleet(chunk=1)
+    first = next(pages)
+    t1 = T0 + timedelta(minutes=1)
+    store.accept(
+        [
+            a0.next(t1, nonce=nonce(store, t1), inventory=gpus("GPU-0")),
+            a1.next(t1, nonce=nonce(store, t1), inventory=gpus("GPU-1", "GPU-moving")),
+        ],
+        t1,
+    )
+    enroll(store, "a2")
+    listed = [(h.agent.agent_id, [g.uuid for g in h.gpus]) for h in [first, *pages]]
+
+    assert listed == before
+    after = _fleet(store, None, 1000)
+    assert after != before and [a for a, _ in after] == ["a0", "a1", "a2"]
+    assert "GPU-moving" in dict(after)["a1"]
+
+
 # --- the paged sweep ---------------------------------------------------------------------------
 
 GRACE = timedelta(minutes=2)

@@ -275,7 +275,7 @@ class AuditRecord:
 
 # --- options and the port ----------------------------------------------------------------------
 
-#: Rows per page of the `iter_*` listings: each page is one short read transaction, so a
+#: Rows per page of the `iter_*` listings (all pages of one listing read one snapshot), so a
 #: listing holds O(chunk) rows whatever the size of the fleet (DESIGN §10).
 LIST_CHUNK = 1000
 #: Subjects per page of the sweep, each page one short write transaction.
@@ -325,9 +325,10 @@ class Store(Protocol):
         """The ids of the agents whose current (not retired) keys include `keyid`, sorted."""
 
     def iter_agents(self, *, chunk: int = LIST_CHUNK) -> Iterator[AgentRecord]:
-        """Every agent, ordered by agent_id, read `chunk` agents per short transaction (the
-        listing is no single snapshot: an agent changed meanwhile shows its newer state).
-        Raises ValueError when chunk < 1."""
+        """Every agent, ordered by agent_id, read `chunk` agents at a time, all pages from one
+        read-only snapshot taken at the first read (changes made meanwhile are not seen; the
+        snapshot is released when the iterator is exhausted or closed). Raises ValueError when
+        chunk < 1."""
 
     def revoke_agent(self, agent_id: str, now: datetime, reason: str) -> AgentRecord:
         """Mark the agent revoked (accept refuses it from then on) and audit it.
@@ -405,7 +406,7 @@ class Store(Protocol):
         self, site_id: str | None = None, *, chunk: int = LIST_CHUNK
     ) -> Iterator[HostFleet]:
         """Every agent (optionally of one site) with the GPUs it claims, grouped by host:
-        hosts by agent_id, GPUs by uuid; `chunk` hosts per short read transaction, as for
+        hosts by agent_id, GPUs by uuid; `chunk` hosts at a time from one snapshot, as for
         `iter_agents`. Raises ValueError when chunk < 1."""
 
     def gpu_sightings(self, uuid: str) -> list[GpuSighting]:
@@ -423,7 +424,7 @@ class Store(Protocol):
         self, include_resolved: bool = False, *, chunk: int = LIST_CHUNK
     ) -> Iterator[Finding]:
         """Open findings (or all), ordered by opened_at, then rule and subject; `chunk`
-        findings per short read transaction, as for `iter_agents`. Raises ValueError when
+        findings at a time from one snapshot, as for `iter_agents`. Raises ValueError when
         chunk < 1."""
 
     def sweep(

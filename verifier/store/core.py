@@ -1,9 +1,11 @@
 """`SqlStore`: the `Store` protocol over the shared transaction bodies. A backend supplies only
-`_transact` (open a transaction, run a body, commit, map driver errors) and `close`."""
+`_transact` (open a transaction, run a body, commit, map driver errors), `_snapshot` (one
+read-only transaction that several bodies share) and `close`."""
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -54,6 +56,14 @@ class SqlStore(abc.ABC):
         Raises StoreUnavailableError when the database stays unreachable, StoreError on other
         driver failures; AttestErrors from `body` pass through after rollback.
         """
+
+    @abc.abstractmethod
+    def _snapshot(self) -> contextlib.AbstractContextManager[Callable[[Callable[[Db], T]], T]]:
+        """A read-only transaction held open for the block: the function it yields runs a body
+        inside it, and every body sees the database as of the transaction's first read (the
+        listings' pages: one consistent listing without one unbounded read). Driver failures
+        are mapped as by `_transact`; there is no retry, since a new connection would be a new
+        snapshot."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -204,8 +214,9 @@ class SqlStore(abc.ABC):
     def _pages(
         self, page: Callable[..., list[T]], key: Callable[[T], K], chunk: int
     ) -> Iterator[T]:
-        """Yield what `page(db, after=..., limit=chunk)` returns, page after page, each read in
-        its own short transaction: no transaction stays open while the caller consumes."""
+        """Yield what `page(db, after=..., limit=chunk)` returns, page after page, all read in
+        one snapshot: memory stays at one page, and the listing is of one moment (a GPU that
+        moves between hosts meanwhile is listed once, where it was)."""
         _check_chunk(chunk)
         return self._page_iterator(page, key, chunk)
 
@@ -213,12 +224,13 @@ class SqlStore(abc.ABC):
         self, page: Callable[..., list[T]], key: Callable[[T], K], chunk: int
     ) -> Iterator[T]:
         after: K | None = None
-        while True:
-            items = self._transact(partial(page, after=after, limit=chunk), write=False)
-            yield from items
-            if len(items) < chunk:
-                return
-            after = key(items[-1])
+        with self._snapshot() as read:
+            while True:
+                items: list[T] = read(partial(page, after=after, limit=chunk))
+                yield from items
+                if len(items) < chunk:
+                    return
+                after = key(items[-1])
 
     def _write_pages(self, page: Callable[..., str | None], chunk: int) -> None:
         """Run `page(db, after=..., limit=chunk)` in one write transaction after another, each

@@ -8,9 +8,10 @@ call raises StoreUnavailableError (the servicer maps it to UNAVAILABLE and agent
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -94,6 +95,23 @@ class PostgresStore(SqlStore):
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Callable[[Callable[[Db], T]], T]]:
+        timeout = self.options.unavailable_timeout.total_seconds()
+        try:
+            with (
+                self._pool.connection(timeout=timeout) as conn,
+                conn.transaction(),
+                conn.cursor() as cursor,
+            ):
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                db = Db(cursor, POSTGRES)
+                yield lambda body: body(db)
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         self._pool.close()
