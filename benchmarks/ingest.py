@@ -11,13 +11,17 @@ Each agent sends its next envelope when the previous receipt arrives (`--interva
 After the run it measures the bare transport (benchmarks.transport_floor) with as many streams
 and reports `efficiency_ceiling`: the efficiency of a verifier whose only costs were that
 transport, one P-256 verification and one Ed25519 receipt signature; and the bare transport's
-resident memory with as many streams open (`transport_floor_rss_mb`).
+resident memory with as many streams open (`transport_floor_rss_mb`). With `--store postgres`
+it also reports `postgres_cpu_us_per_attestation`: the CPU of the PostgreSQL server's processes
+on this machine over the same window, per accepted envelope (the database's share, which
+`verifier_cpu_us_per_attestation` leaves out).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -318,6 +322,18 @@ async def drive(agent: Agent, verifier: Verifier, phase: Phase, interval: float)
         await call.done_writing()
 
 
+def _postgres_cpu_s() -> dict[int, float]:
+    """CPU seconds of every PostgreSQL server process on this machine, by pid (the database's
+    share of an attestation, which `verifier_cpu_us_per_attestation` does not include)."""
+    seconds: dict[int, float] = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "postgres":
+            continue
+        with contextlib.suppress(psutil.Error):
+            seconds[proc.pid] = sum(proc.cpu_times()[:2])
+    return seconds
+
+
 def _new_tokens(database: str, count: int) -> list[str]:
     from verifier.enroll import create_token  # noqa: PLC0415
     from verifier.store import open_store  # noqa: PLC0415
@@ -356,9 +372,11 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         phase.go.set()
         await asyncio.sleep(args.warmup_s)
         cpu0 = sum(process.cpu_times()[:2])
+        db0 = _postgres_cpu_s() if args.store == "postgres" else {}
         accepted0 = sum(a.accepted for a in agents)
         await asyncio.sleep(args.seconds)
         cpu1 = sum(process.cpu_times()[:2])
+        db1 = _postgres_cpu_s() if args.store == "postgres" else {}
         accepted = sum(a.accepted for a in agents) - accepted0
         rss_mb = process.memory_info().rss / 2**20
         if args.tracemalloc:
@@ -368,6 +386,10 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         verifier.stop()
     latencies = sorted(x for a in agents for x in a.latencies)
     cpu_us = (cpu1 - cpu0) * 1e6 / max(accepted, 1)
+    db_figures: dict[str, object] = {}
+    if args.store == "postgres":
+        db_s = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
+        db_figures = {"postgres_cpu_us_per_attestation": round(db_s * 1e6 / max(accepted, 1), 1)}
     ed25519_us = verify_us("ed25519")
     p256_us = verify_us("ecdsa-p256-sha256")
     floor: dict[str, object] = {}
@@ -398,6 +420,7 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         "verify_us": round(ed25519_us, 1),
         "efficiency": round(ed25519_us / cpu_us, 3) if accepted else None,
         "verifier_rss_mb": round(rss_mb, 1),
+        **db_figures,
         "agent_key": "ecdsa-p256",
         "verify_us_p256": round(p256_us, 1),
         **floor,
