@@ -110,11 +110,20 @@ def raise_gpu_rules(db: Db, rules: SweepRules, *, after: str | None, limit: int)
         return None
     # Every sighting of the page's UUIDs: a UUID's claims are never split across pages.
     last = str(uuids[-1][0])
-    rows = db.all(
-        f"{_GPU_ROWS}{where_all('' if after is None else 's.uuid > ?', 's.uuid <= ?')} "
-        "ORDER BY s.uuid, s.agent_id",
-        [*lower, last],
-    )
+    span = where_all("" if after is None else "s.uuid > ?", "s.uuid <= ?")
+    # The claimants are named to the join: PostgreSQL otherwise hashes the whole agents table
+    # for every page (a sweep quadratic in the fleet); by key it reads only the page's agents.
+    claimants = [
+        r[0] for r in db.all(f"SELECT DISTINCT agent_id FROM gpu_sightings s{span}", [*lower, last])
+    ]
+    rows: list[Row] = []
+    for start in range(0, len(claimants), MAX_IN_PAGE - 2):
+        ids = claimants[start : start + MAX_IN_PAGE - 2]
+        rows += db.all(
+            f"{_GPU_ROWS}{span} AND a.agent_id IN {db.in_list(len(ids))}", [*lower, last, *ids]
+        )
+    # One fixed order (by uuid, then agent) whatever the chunks: _gpu_drafts breaks ties by it.
+    rows.sort(key=lambda r: (r[0], r[1]))
     upsert_findings(db, _gpu_drafts(rows, rules), rules.now_us)
     return last if len(uuids) == limit else None
 
