@@ -31,6 +31,8 @@ _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
 # Serializes schema migrations of replicas that open the same database at once.
 _MIGRATION_LOCK = 0x67_70_75_61
+#: Failures of the connection rather than of the statement: retried by `_transact`.
+_UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
 def _configure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -87,7 +89,7 @@ class PostgresStore(SqlStore):
                     conn.cursor() as cursor,
                 ):
                     return body(Db(cursor, POSTGRES))
-            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            except _UNREACHABLE as exc:
                 if time.monotonic() + backoff >= deadline:
                     raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
                 log.warning("PostgreSQL call failed (%s); retrying in %.2fs", exc, backoff)
@@ -108,7 +110,7 @@ class PostgresStore(SqlStore):
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 db = Db(cursor, POSTGRES)
                 yield lambda body: body(db)
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        except _UNREACHABLE as exc:
             raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc

@@ -71,33 +71,23 @@ class SqliteStore(SqlStore):
     def _transact(self, body: Callable[[Db], T], *, write: bool) -> T:
         if self._closed:
             raise StoreError("store is closed")
-        try:
+        with _store_errors():
             if write:
                 with self._write_lock:
                     return _run(self._writer, "BEGIN IMMEDIATE", body)
             return _run(self._reader(), "BEGIN", body)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store failed: {type(exc).__name__}: {exc}") from exc
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Callable[[Callable[[Db], T]], T]]:
         # A connection of its own: the thread's reader may be wanted for other reads meanwhile.
         if self._closed:
             raise StoreError("store is closed")
-        try:
+        with _store_errors():
             conn = self._connect()
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
 
         def read(body: Callable[[Db], T]) -> T:
-            try:
+            with _store_errors():
                 return body(Db(conn.cursor(), SQLITE))
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store failed: {type(exc).__name__}: {exc}") from exc
 
         try:
             read(lambda db: db.run("BEGIN"))  # deferred: the first read takes the snapshot
@@ -115,6 +105,18 @@ class SqliteStore(SqlStore):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Driver errors as the Store contract names them: a locked or unreachable database is
+    StoreUnavailableError (callers may retry), any other failure StoreError."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite store failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
