@@ -193,14 +193,16 @@ class Verifier:
     enroll: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, batch_max: int, profile: str = "", traced: str = "") -> None:
+    def start(
+        self, batch_max: int, commit_interval_ms: int, profile: str = "", traced: str = ""
+    ) -> None:
         config = self.workdir / "verifier.toml"
         config.write_text(
             f'listen = "127.0.0.1:{self.listen}"\nenroll_listen = "127.0.0.1:{self.enroll}"\n'
             f'state_dir = "{self.workdir / "state"}"\ndatabase = "{self.database}"\n'
             'metrics_listen = ""\n'
             "[stream]\nrate_per_s = 100000.0\nrate_burst = 100000\nmax_streams = 60000\n"
-            f"[store]\nbatch_max = {batch_max}\n"
+            f"[store]\nbatch_max = {batch_max}\ncommit_interval_ms = {commit_interval_ms}\n"
         )
         log = (self.workdir / "verifier.log").open("wb")
         if traced:
@@ -349,7 +351,7 @@ def _new_tokens(database: str, count: int) -> list[str]:
 
 async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[str, object]:
     verifier = Verifier(workdir, database)
-    verifier.start(args.batch_max, args.profile, args.tracemalloc)
+    verifier.start(args.batch_max, args.commit_interval_ms, args.profile, args.tracemalloc)
     try:
         await verifier.wait_ready()
         tokens = _new_tokens(database, args.agents)
@@ -372,10 +374,12 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         phase.go.set()
         await asyncio.sleep(args.warmup_s)
         cpu0 = sum(process.cpu_times()[:2])
+        written0 = process.io_counters().write_bytes
         db0 = _postgres_cpu_s() if args.store == "postgres" else {}
         accepted0 = sum(a.accepted for a in agents)
         await asyncio.sleep(args.seconds)
         cpu1 = sum(process.cpu_times()[:2])
+        written = process.io_counters().write_bytes - written0
         db1 = _postgres_cpu_s() if args.store == "postgres" else {}
         accepted = sum(a.accepted for a in agents) - accepted0
         rss_mb = process.memory_info().rss / 2**20
@@ -420,6 +424,9 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         "verify_us": round(ed25519_us, 1),
         "efficiency": round(ed25519_us / cpu_us, 3) if accepted else None,
         "verifier_rss_mb": round(rss_mb, 1),
+        # bytes the verifier sent towards the disk (WAL, checkpoints, its log), per envelope
+        "verifier_write_kb_per_attestation": round(written / 1024 / max(accepted, 1), 1),
+        "commit_interval_ms": args.commit_interval_ms,
         **db_figures,
         "agent_key": "ecdsa-p256",
         "verify_us_p256": round(p256_us, 1),
@@ -437,6 +444,7 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--max-per-agent", type=int, default=0, help="pre-signed per agent")
     parser.add_argument("--batch-max", type=int, default=256)
+    parser.add_argument("--commit-interval-ms", type=int, default=25)
     parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
     parser.add_argument("--tracemalloc", default="", help="write the verifier's allocations here")
     parser.add_argument("--workdir", default="", help="keep state and verifier.log here")

@@ -39,13 +39,13 @@ def new_nonce(issued_at: datetime) -> bytes:
 class NonceIssuer:
     """Queues `Store.issue_nonces` calls from the event loop into batches."""
 
-    def __init__(self, store: Store, *, max_batch: int = 1024) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 1024, min_interval: float = 0.0) -> None:
         def issue(records: list[NonceRecord]) -> Sequence[AttestError | None]:
             store.issue_nonces(records)
             return [None] * len(records)
 
         self._batcher: Batcher[NonceRecord, None] = Batcher(
-            issue, name="nonce-issuer", max_batch=max_batch
+            issue, name="nonce-issuer", max_batch=max_batch, min_interval=min_interval
         )
 
     async def start(self) -> None:

@@ -211,11 +211,13 @@ async def start(
         store = await asyncio.to_thread(open_configured_store, config, replica_id)
     receipt_signer = load_or_create_receipt_signer(config.state_dir)
     checkpointer = Checkpointer(store, receipt_signer, checkpoint_origin(config, receipt_signer))
+    interval = config.store.commit_interval.total_seconds()
     committer = GroupCommitter(
-        store, max_batch=config.store.batch_max, clock=clock, on_commit=checkpointer.observe
-    )
+        store, max_batch=config.store.batch_max, min_interval=interval, clock=clock,
+        on_commit=checkpointer.observe,
+    )  # fmt: skip
     await committer.start()
-    nonces = NonceIssuer(store)
+    nonces = NonceIssuer(store, min_interval=interval)
     await nonces.start()
     metrics = Metrics()
     core = Core(

@@ -26,6 +26,8 @@ def test_defaults_and_postgres_dsn() -> None:
     config = parse_config('database = "postgresql://postgres@127.0.0.1:5432/test"\n')
     assert config.database_url.startswith("postgresql://")
     assert config.stream.offline_max_age_s == 30 * 24 * 3600
+    assert config.store.commit_interval.total_seconds() == 0.025
+    assert parse_config("[store]\ncommit_interval_ms = 0").store.commit_interval_ms == 0
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,9 @@ def test_defaults_and_postgres_dsn() -> None:
         "[stream]\nmax_message_bytes = 1000000000",
         "[tls]\nnames = []",
         "[tls]\nclient_cert_days = 5000",
+        "[store]\ncommit_interval_ms = -1",
+        "[store]\ncommit_interval_ms = 5000",
+        "[store]\ncommit_interval_ms = 2.5",
         "database = 'mysql://x'",
         "[stream]\nclock_skew_s = true",
         "not toml at all = = =",

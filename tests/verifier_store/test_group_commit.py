@@ -40,6 +40,33 @@ async def test_concurrent_submits_share_transactions(store: Store) -> None:
     assert await asyncio.to_thread(store.log_size) == 200
 
 
+@pytest.mark.parametrize(("interval", "transactions"), [(0.0, 3), (2.0, 2)])
+async def test_transactions_start_at_most_every_interval(
+    store: Store, interval: float, transactions: int
+) -> None:
+    """The first envelope commits at once. With an interval, two arriving 50 ms apart soon
+    after it wait for the interval to pass and share a transaction; without one, each gets
+    its own."""
+    enroll(store, "a1")
+    enroll(store, "a2")
+    one, two = Chain("a1"), Chain("a2")
+    committer = GroupCommitter(store, min_interval=interval)
+    await committer.start()
+    await committer.submit(one.next(T0))
+    second = asyncio.ensure_future(committer.submit(one.next(T0)))
+    await asyncio.sleep(0.05)
+    third = asyncio.ensure_future(committer.submit(two.next(T0)))
+    accepted = [await second, await third]
+    await committer.close()
+    assert [a.log_index for a in accepted] == [1, 2]
+    assert (committer.batches, committer.items) == (transactions, 3)
+
+
+def test_a_negative_interval_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="min_interval"):
+        GroupCommitter(store, min_interval=-0.001)
+
+
 async def test_each_caller_gets_its_own_typed_error(store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1")
