@@ -48,6 +48,12 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.transactions = Counter(
+            "gpu_attest_verifier_store_transactions",
+            "Accept transactions committed; envelopes accepted per transaction is the group "
+            "commit's batch size (see store.commit_interval_ms).",
+            registry=r,
+        )
         self.challenges = Counter(
             "gpu_attest_verifier_challenges_issued", "Challenge nonces issued.", registry=r
         )

@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,7 +51,7 @@ from verifier.servicer import (
     identity_from_certificate,
     identity_from_metadata,
 )
-from verifier.store.api import Store, StoreOptions
+from verifier.store.api import Accepted, Store, StoreOptions
 from verifier.store.batch import GroupCommitter
 from verifier.transparency import Checkpointer, checkpoint_origin
 
@@ -211,15 +211,20 @@ async def start(
         store = await asyncio.to_thread(open_configured_store, config, replica_id)
     receipt_signer = load_or_create_receipt_signer(config.state_dir)
     checkpointer = Checkpointer(store, receipt_signer, checkpoint_origin(config, receipt_signer))
+    metrics = Metrics()
+
+    def on_commit(results: Sequence[Accepted]) -> None:
+        metrics.transactions.inc()
+        checkpointer.observe(results)
+
     interval = config.store.commit_interval.total_seconds()
     committer = GroupCommitter(
         store, max_batch=config.store.batch_max, min_interval=interval, clock=clock,
-        on_commit=checkpointer.observe,
+        on_commit=on_commit,
     )  # fmt: skip
     await committer.start()
     nonces = NonceIssuer(store, min_interval=interval)
     await nonces.start()
-    metrics = Metrics()
     core = Core(
         config=config, store=store, committer=committer, nonces=nonces, ca=ca,
         receipt_signer=receipt_signer, metrics=metrics,

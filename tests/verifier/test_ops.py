@@ -69,6 +69,7 @@ async def test_insecure_plaintext_on_loopback_uses_the_signature_binding(tmp_pat
         assert 'gpu_attest_verifier_envelopes_accepted_total{freshness="nonce"} 1.0' in body
         assert 'gpu_attest_verifier_envelopes_rejected_total{code="signature-unknown-key"}' in body
         assert "gpu_attest_verifier_streams_active" in body
+        assert "gpu_attest_verifier_store_transactions_total 1.0" in body
     finally:
         await running.stop(0)
 
