@@ -44,9 +44,9 @@ async def test_concurrent_submits_share_transactions(store: Store) -> None:
 async def test_transactions_start_at_most_every_interval(
     store: Store, interval: float, transactions: int
 ) -> None:
-    """The first envelope commits at once. With an interval, two arriving 50 ms apart soon
+    """The first envelope commits at once. With an interval, two arriving 0.3 s apart soon
     after it wait for the interval to pass and share a transaction; without one, each gets
-    its own."""
+    its own (0.3 s leaves a slow CI machine ample time to commit the second alone)."""
     enroll(store, "a1")
     enroll(store, "a2")
     one, two = Chain("a1"), Chain("a2")
@@ -54,7 +54,7 @@ async def test_transactions_start_at_most_every_interval(
     await committer.start()
     await committer.submit(one.next(T0))
     second = asyncio.ensure_future(committer.submit(one.next(T0)))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
     third = asyncio.ensure_future(committer.submit(two.next(T0)))
     accepted = [await second, await third]
     await committer.close()
