@@ -22,14 +22,8 @@ from attest.errors import (
 )
 from attest.keys import PublicKey
 from verifier.ca import CertificateAuthority, issue_client_certificate
-from verifier.store.api import (
-    AgentRecord,
-    AgentStatus,
-    EnrollmentRequest,
-    NewToken,
-    Store,
-    token_hash,
-)
+from verifier.model import AgentRecord, AgentStatus, EnrollmentRequest, NewToken, token_hash
+from verifier.store.api import Store
 
 TOKEN_PREFIX = "gat1_"  # noqa: S105 - a prefix, not a secret
 MAX_TOKEN_LEN = 128

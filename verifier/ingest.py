@@ -17,7 +17,8 @@ from attest import wire
 from attest.envelope import envelope_hash
 from attest.errors import AttestError, UnknownKeyError
 from verifier import pipeline
-from verifier.store.api import Accepted, AuditKind, AuditRecord, Store
+from verifier.model import Accepted, AuditKind, AuditRecord
+from verifier.store.api import Store
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from attest import wire
 from attest.errors import AttestError
-from verifier.store.api import NonceRecord, Store
+from verifier.model import NonceRecord
+from verifier.store.api import Store
 from verifier.store.batch import Batcher
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

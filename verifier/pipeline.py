@@ -42,13 +42,7 @@ from attest.errors import (
 from attest.keys import CachedKeys, KeyCache, PublicKey
 from attest.model import Freshness, InventoryState
 from attest.wire import CheckedEvidence
-from verifier.store.api import (
-    AgentRecord,
-    AgentStatus,
-    GpuClaim,
-    NonceRecord,
-    VerifiedAttestation,
-)
+from verifier.model import AgentRecord, AgentStatus, GpuClaim, NonceRecord, VerifiedAttestation
 
 #: Longest GPU UUID accepted ("GPU-" + 36-character UUID is 40; MIG ids are longer).
 MAX_UUID_LEN = 128

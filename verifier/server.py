@@ -43,6 +43,7 @@ from verifier.ca import (
 )
 from verifier.config import VerifierConfig, is_loopback, parse_listen
 from verifier.metrics import Metrics
+from verifier.model import Accepted
 from verifier.nonces import NonceIssuer
 from verifier.ratelimit import RateLimiter
 from verifier.servicer import (
@@ -51,7 +52,7 @@ from verifier.servicer import (
     identity_from_certificate,
     identity_from_metadata,
 )
-from verifier.store.api import Accepted, Store, StoreOptions
+from verifier.store.api import Store, StoreOptions
 from verifier.store.batch import GroupCommitter
 from verifier.transparency import Checkpointer, checkpoint_origin
 

@@ -32,9 +32,10 @@ from verifier import pipeline
 from verifier.ca import CertificateAuthority, peer_from_certificate
 from verifier.config import VerifierConfig
 from verifier.metrics import Metrics
+from verifier.model import AuditKind, AuditRecord, NonceRecord
 from verifier.nonces import NonceIssuer, new_nonce
 from verifier.ratelimit import RateLimiter
-from verifier.store.api import AuditKind, AuditRecord, NonceRecord, Store
+from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter
 from verifier.transparency import Checkpointer
 

@@ -19,7 +19,8 @@ from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.errors import StoreError
 from attest.keys import SoftwareSigner
 from verifier.config import VerifierConfig
-from verifier.store.api import Accepted, Store
+from verifier.model import Accepted
+from verifier.store.api import Store
 
 #: Log entries read per query.
 _CHUNK = 4096

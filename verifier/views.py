@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from verifier.store.api import AgentRecord, Finding, HostFleet
+from verifier.model import AgentRecord, Finding, HostFleet
 
 
 def jsonable(value: Any) -> Any:

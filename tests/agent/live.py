@@ -18,8 +18,8 @@ from attest.sdnotify import Notifier
 from attest.wire import decode_envelope
 from tests.verifier.sim import free_port
 from verifier.enroll import create_token
+from verifier.model import AgentRecord
 from verifier.server import Running
-from verifier.store.api import AgentRecord
 
 from .helpers import machine_file
 

@@ -44,8 +44,8 @@ from attest.v1 import attest_pb2_grpc as pb_grpc
 from tests.verifier.rpc import Enrolled, Stream, mtls_channel
 from verifier.ca import CertificateAuthority, issue_client_certificate, load_or_create_ca
 from verifier.enroll import revoke
+from verifier.model import AuditKind
 from verifier.server import Running
-from verifier.store.api import AuditKind
 
 from .helpers import self_signed_cert
 from .live import enrolled_agent, run_until

@@ -22,8 +22,8 @@ from verifier.cli import (
     parse_duration,
 )
 from verifier.config import load_config
+from verifier.model import FindingDraft, Severity
 from verifier.server import open_configured_store
-from verifier.store.api import FindingDraft, Severity
 from verifier.views import finding_view, host_view
 
 

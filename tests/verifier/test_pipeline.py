@@ -18,6 +18,7 @@ from attest.envelope import (
 from attest.keys import SoftwareSigner
 from attest.model import Freshness, InventoryState, InventoryStatus
 from tests.verifier.helpers import T0, Chain, evidence, seal
+from verifier.model import NonceRecord
 from verifier.pipeline import (
     ChainHead,
     Limits,
@@ -26,7 +27,6 @@ from verifier.pipeline import (
     check_state,
     to_attestation,
 )
-from verifier.store.api import NonceRecord
 
 LIMITS = Limits(64 * 1024, timedelta(minutes=5), timedelta(days=30))
 NONCE = b"\x07" * 32

@@ -11,8 +11,8 @@ from attest.keys import SoftwareSigner, certificate_spki
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from tests.verifier.rpc import Enrolled, Stream, csr_for, enroll_agent, mtls_channel, new_token
+from verifier.model import AuditKind
 from verifier.server import Running
-from verifier.store.api import AuditKind
 
 
 def _request(agent_id: str, old: SoftwareSigner, new: SoftwareSigner) -> pb.RotateKeyRequest:

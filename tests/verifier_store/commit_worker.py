@@ -9,8 +9,8 @@ import sys
 from datetime import timedelta
 
 from tests.verifier_store.helpers import T0, Chain, gpus
+from verifier.model import Accepted
 from verifier.store import open_store
-from verifier.store.api import Accepted
 from verifier.store.batch import GroupCommitter
 
 

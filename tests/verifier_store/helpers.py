@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from attest.model import Freshness
-from verifier.store.api import (
+from verifier.model import (
     EnrollmentRequest,
     GpuClaim,
     NewToken,
     NonceRecord,
-    Store,
     VerifiedAttestation,
     token_hash,
 )
+from verifier.store.api import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 H100 = 0x233010DE

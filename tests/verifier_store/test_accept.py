@@ -17,7 +17,8 @@ from attest.errors import (
 from attest.model import Freshness
 from tests.verifier_store.conftest import Backend
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
-from verifier.store.api import Accepted, NonceRecord, Store, StoreOptions
+from verifier.model import Accepted, NonceRecord
+from verifier.store.api import Store, StoreOptions
 
 
 def _accepted(outcome: object) -> Accepted:

@@ -22,7 +22,7 @@ from attest.errors import (
 )
 from attest.model import Freshness
 from tests.verifier_store.helpers import T0, enroll
-from verifier.store.api import Accepted, NonceRecord, VerifiedAttestation
+from verifier.model import Accepted, NonceRecord, VerifiedAttestation
 from verifier.store.sqlite import SqliteStore
 
 AGENTS = ("a", "b")

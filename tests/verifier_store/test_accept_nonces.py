@@ -8,7 +8,8 @@ from datetime import timedelta
 from attest.errors import GapError
 from attest.model import Freshness
 from tests.verifier_store.helpers import T0, Chain, enroll
-from verifier.store.api import Accepted, NonceRecord, Store
+from verifier.model import Accepted, NonceRecord
+from verifier.store.api import Store
 
 
 def _record(ttl: timedelta = timedelta(minutes=5)) -> NonceRecord:

@@ -15,15 +15,8 @@ from attest.errors import (
     TokenUsedError,
 )
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus
-from verifier.store.api import (
-    AgentStatus,
-    AuditKind,
-    EnrollmentRequest,
-    NewToken,
-    Store,
-    StoreOptions,
-    token_hash,
-)
+from verifier.model import AgentStatus, AuditKind, EnrollmentRequest, NewToken, token_hash
+from verifier.store.api import Store, StoreOptions
 
 
 def _token(store: Store, text: str = "tok-1", ttl: timedelta = timedelta(hours=1)) -> bytes:

@@ -1,4 +1,5 @@
-"""The pure anomaly rules, with hypothesis where a property says more than an example."""
+"""The pure finding rules (verifier/findings.py), with hypothesis where a property says more
+than an example."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifier import anomalies
-from verifier.anomalies import AgentDeadline, GpuClaimState, GpuLastSeen
-from verifier.store.api import FindingDraft, Severity
+from verifier import findings
+from verifier.findings import AgentDeadline, GpuClaimState, GpuLastSeen
+from verifier.model import FindingDraft, Severity
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FRESH = timedelta(minutes=5)
@@ -31,7 +32,7 @@ claims = st.builds(
 def test_duplicate_gpu_exactly_when_two_fresh_active_agents_claim(
     found: list[GpuClaimState],
 ) -> None:
-    drafts = anomalies.duplicate_gpu(found, NOW, FRESH)
+    drafts = findings.duplicate_gpu(found, NOW, FRESH)
     flagged = {d.subject for d in drafts}
     for uuid in {c.uuid for c in found}:
         fresh_agents = {
@@ -53,15 +54,13 @@ def test_duplicate_gpu_exactly_when_two_fresh_active_agents_claim(
 def test_duplicate_gpu_ignores_order(found: list[GpuClaimState], rnd: random.Random) -> None:
     shuffled = list(found)
     rnd.shuffle(shuffled)
-    assert anomalies.duplicate_gpu(found, NOW, FRESH) == anomalies.duplicate_gpu(
-        shuffled, NOW, FRESH
-    )
+    assert findings.duplicate_gpu(found, NOW, FRESH) == findings.duplicate_gpu(shuffled, NOW, FRESH)
 
 
 @given(st.timedeltas(timedelta(hours=-2), timedelta(hours=2)), st.booleans())
 def test_agent_stale_exactly_when_past_due(offset: timedelta, active: bool) -> None:
     agent = AgentDeadline("a", "host", active, NOW + offset, None, 4)
-    drafts = anomalies.stale_agents([agent], NOW)
+    drafts = findings.stale_agents([agent], NOW)
     assert bool(drafts) == (active and NOW + offset <= NOW)
     for draft in drafts:
         assert (draft.rule, draft.subject, draft.evidence) == ("agent-stale", "agent:a", (4,))
@@ -70,19 +69,19 @@ def test_agent_stale_exactly_when_past_due(offset: timedelta, active: bool) -> N
 @given(st.timedeltas(timedelta(0), timedelta(hours=3)))
 def test_gpu_missing_exactly_after_grace(age: timedelta) -> None:
     grace = timedelta(hours=1)
-    drafts = anomalies.missing_gpus([GpuLastSeen("GPU-9", "a", NOW - age, None)], NOW, grace)
+    drafts = findings.missing_gpus([GpuLastSeen("GPU-9", "a", NOW - age, None)], NOW, grace)
     assert bool(drafts) == (age > grace)
     assert all(d.evidence == () for d in drafts)
 
 
 def test_chain_findings_name_the_evidence() -> None:
-    fork = anomalies.evidence_fork("a", 5, 17)
+    fork = findings.evidence_fork("a", 5, 17)
     assert (fork.rule, fork.subject, fork.evidence) == ("evidence-fork", "agent:a", (17,))
     assert "5" in fork.message
-    gap = anomalies.evidence_gap("a", 4, 9, 12)
+    gap = findings.evidence_gap("a", 4, 9, 12)
     assert (gap.rule, gap.evidence) == ("evidence-gap", (12,))
     assert "jumped from 4 to 9" in gap.message
-    link = anomalies.evidence_gap("a", 4, 5, None)
+    link = findings.evidence_gap("a", 4, 5, None)
     assert "does not link" in link.message
     assert link.evidence == ()
 
@@ -94,4 +93,4 @@ def test_no_longer_raised_touches_only_swept_rules() -> None:
         ("evidence-fork", "agent:c"),
     ]
     raised = [FindingDraft("agent-stale", Severity.MEDIUM, "agent:a", "m")]
-    assert anomalies.no_longer_raised(open_keys, raised) == [("agent-stale", "agent:b")]
+    assert findings.no_longer_raised(open_keys, raised) == [("agent-stale", "agent:b")]

@@ -11,7 +11,8 @@ from attest.errors import StoreError
 from attest.keys import SoftwareSigner
 from tests.verifier_store.conftest import Backend
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus
-from verifier.store.api import Accepted, Store
+from verifier.model import Accepted
+from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter
 from verifier.transparency import Checkpointer, leaf_hashes
 

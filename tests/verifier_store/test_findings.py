@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from attest.errors import ForkError, GapError
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
-from verifier.store.api import (
+from verifier.model import (
     Accepted,
     AuditKind,
     AuditRecord,
@@ -16,9 +16,8 @@ from verifier.store.api import (
     FindingDraft,
     FindingStatus,
     Severity,
-    Store,
-    StoreOptions,
 )
+from verifier.store.api import Store, StoreOptions
 
 GRACE = timedelta(minutes=30)
 DEADLINE = StoreOptions().attestation_deadline

@@ -15,7 +15,8 @@ import pytest
 from attest.errors import ReplayError, StoreError
 from tests.verifier_store.conftest import Backend
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus
-from verifier.store.api import Accepted, Store
+from verifier.model import Accepted
+from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from tests.verifier_store.conftest import Backend
 from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
-from verifier.store.api import FindingDraft, Severity, Store, StoreOptions
+from verifier.model import FindingDraft, Severity
+from verifier.store.api import Store, StoreOptions
 
 _PROFILE = settings(
     max_examples=12,

@@ -14,8 +14,9 @@ import pytest
 from attest.errors import ReplayError, StoreUnavailableError
 from tests.verifier_store.conftest import PG_ADMIN, pg_schema_url
 from tests.verifier_store.helpers import T0, Chain, enroll
+from verifier.model import Accepted
 from verifier.store import open_store
-from verifier.store.api import Accepted, Store, StoreOptions
+from verifier.store.api import Store, StoreOptions
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from attest.errors import AttestError, StoreError
-from verifier.store.api import Accepted, NonceRecord, Store, VerifiedAttestation
+from verifier.model import Accepted, NonceRecord, VerifiedAttestation
+from verifier.store.api import Store
 
 log = logging.getLogger(__name__)
 

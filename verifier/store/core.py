@@ -12,12 +12,8 @@ from functools import partial
 from typing import TypeVar
 
 from attest.errors import ReplayError
-from verifier import anomalies
-from verifier.registry_model import Registry
-from verifier.store import ops_accept, ops_agents, ops_fleet, ops_registry, ops_sweep
-from verifier.store.api import (
-    LIST_CHUNK,
-    SWEEP_CHUNK,
+from verifier import findings
+from verifier.model import (
     Accepted,
     AcceptOutcome,
     AgentRecord,
@@ -32,10 +28,12 @@ from verifier.store.api import (
     LogEntry,
     NewToken,
     NonceRecord,
-    StoreOptions,
     TokenRecord,
     VerifiedAttestation,
 )
+from verifier.registry_model import Registry
+from verifier.store import ops_accept, ops_agents, ops_fleet, ops_registry, ops_sweep
+from verifier.store.api import LIST_CHUNK, SWEEP_CHUNK, StoreOptions
 from verifier.store.migrations import apply_migrations
 from verifier.store.sqlbase import Db, from_micros, read_agents, to_micros
 
@@ -203,7 +201,7 @@ class SqlStore(abc.ABC):
         rules = ops_sweep.SweepRules(
             to_micros(now), gpu_missing_grace, self.options.attestation_deadline
         )
-        for rule in anomalies.SWEPT_RULES:
+        for rule in findings.SWEPT_RULES:
             self._write_pages(partial(ops_sweep.resolve_page, rules=rules, rule=rule), chunk)
         self._write_pages(partial(ops_sweep.raise_stale_agents, rules=rules), chunk)
         self._write_pages(partial(ops_sweep.raise_gpu_rules, rules=rules), chunk)

@@ -28,14 +28,8 @@ from attest.errors import (
     VerificationError,
 )
 from attest.model import Freshness
-from verifier.store.api import (
-    Accepted,
-    AcceptOutcome,
-    AgentStatus,
-    GpuClaim,
-    StoreOptions,
-    VerifiedAttestation,
-)
+from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
+from verifier.store.api import StoreOptions
 from verifier.store.ops_sightings import raise_duplicates, update_sightings
 from verifier.store.sqlbase import Db, from_micros, to_micros
 

@@ -17,7 +17,7 @@ from attest.errors import (
     TokenInvalidError,
     TokenUsedError,
 )
-from verifier.store.api import (
+from verifier.model import (
     AgentRecord,
     AgentStatus,
     AuditKind,
@@ -26,9 +26,9 @@ from verifier.store.api import (
     EnrollmentRequest,
     NewToken,
     NonceRecord,
-    StoreOptions,
     TokenRecord,
 )
+from verifier.store.api import StoreOptions
 from verifier.store.sqlbase import (
     Db,
     from_micros,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from attest.errors import ForkError, GapError
 from attest.model import Freshness
-from verifier import anomalies
-from verifier.store.api import (
+from verifier import findings
+from verifier.model import (
     AttestationRecord,
     AuditKind,
     AuditRecord,
@@ -180,9 +180,9 @@ def record_rejection(db: Db, record: AuditRecord) -> None:
             (record.agent_id, record.seq),
         )
         index = None if prior is None else int(prior[0])
-        upsert_findings(db, [anomalies.evidence_fork(record.agent_id, record.seq, index)], at_us)
+        upsert_findings(db, [findings.evidence_fork(record.agent_id, record.seq, index)], at_us)
     elif record.code == GapError.code:
-        draft = anomalies.evidence_gap(record.agent_id, int(head[0]), record.seq, head[1])
+        draft = findings.evidence_gap(record.agent_id, int(head[0]), record.seq, head[1])
         upsert_findings(db, [draft], at_us)
 
 

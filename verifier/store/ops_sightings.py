@@ -4,8 +4,9 @@ another agent still freshly claims (raised here so they appear within one attest
 
 from __future__ import annotations
 
-from verifier import anomalies
-from verifier.store.api import AgentStatus, StoreOptions, VerifiedAttestation
+from verifier import findings
+from verifier.model import AgentStatus, VerifiedAttestation
+from verifier.store.api import StoreOptions
 from verifier.store.ops_fleet import upsert_findings
 from verifier.store.sqlbase import Db, from_micros, opt_from_micros
 
@@ -64,7 +65,7 @@ def raise_duplicates(
     """Raise `duplicate-gpu` for reported GPUs that another active agent claims freshly."""
     uuids = sorted({g.uuid for g in item.gpus})
     claims = [
-        anomalies.GpuClaimState(u, item.agent_id, True, from_micros(seen_us), log_index)
+        findings.GpuClaimState(u, item.agent_id, True, from_micros(seen_us), log_index)
         for u in uuids
     ]
     others = 0
@@ -78,12 +79,12 @@ def raise_duplicates(
         )
         others += len(rows)
         claims.extend(
-            anomalies.GpuClaimState(
+            findings.GpuClaimState(
                 uuid, agent_id, status == AgentStatus.ACTIVE.value, opt_from_micros(seen), idx
             )
             for uuid, agent_id, status, seen, idx in rows
         )
     if others:
         now = from_micros(now_us)
-        drafts = anomalies.duplicate_gpu(claims, now, options.attestation_deadline)
+        drafts = findings.duplicate_gpu(claims, now, options.attestation_deadline)
         upsert_findings(db, drafts, now_us)

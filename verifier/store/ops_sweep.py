@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from verifier import anomalies
-from verifier.store.api import AgentStatus, FindingDraft
+from verifier import findings
+from verifier.model import AgentStatus, FindingDraft
 from verifier.store.ops_fleet import INDEX_SQL, SEEN_SQL, resolve_findings, upsert_findings
 from verifier.store.sqlbase import Db, Row, from_micros, opt_from_micros, where_all
 
@@ -40,8 +40,8 @@ _GPU_ROWS = (
     f"{INDEX_SQL.format(s='s', a='a')}, s.present, a.status, a.last_seen_at, a.last_log_index "
     "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id"
 )
-_AGENT_PREFIX = anomalies.agent_subject("")
-_GPU_PREFIX = anomalies.gpu_subject("")
+_AGENT_PREFIX = findings.agent_subject("")
+_GPU_PREFIX = findings.gpu_subject("")
 
 
 def _overdue(
@@ -57,30 +57,30 @@ def _overdue(
 
 def _stale_drafts(rows: Sequence[Row], now_us: int) -> list[FindingDraft]:
     deadlines = [
-        anomalies.AgentDeadline(r[0], r[1], True, from_micros(r[2]), opt_from_micros(r[3]), r[4])
+        findings.AgentDeadline(r[0], r[1], True, from_micros(r[2]), opt_from_micros(r[3]), r[4])
         for r in rows
     ]
-    return anomalies.stale_agents(deadlines, from_micros(now_us))
+    return findings.stale_agents(deadlines, from_micros(now_us))
 
 
 def _gpu_drafts(rows: Sequence[Row], rules: SweepRules) -> list[FindingDraft]:
     """gpu-missing and duplicate-gpu over every sighting of some UUIDs (rows by uuid)."""
-    latest: dict[str, anomalies.GpuLastSeen] = {}
+    latest: dict[str, findings.GpuLastSeen] = {}
     claims = []
     for uuid, agent_id, seen, index, present, status, agent_seen, agent_index in rows:
-        candidate = anomalies.GpuLastSeen(uuid, agent_id, from_micros(seen), index)
+        candidate = findings.GpuLastSeen(uuid, agent_id, from_micros(seen), index)
         if uuid not in latest or candidate.last_seen > latest[uuid].last_seen:
             latest[uuid] = candidate
         if present:
             active = status == AgentStatus.ACTIVE.value
             claims.append(
-                anomalies.GpuClaimState(
+                findings.GpuClaimState(
                     uuid, agent_id, active, opt_from_micros(agent_seen), agent_index
                 )
             )
     now = from_micros(rules.now_us)
-    missing = anomalies.missing_gpus(latest.values(), now, rules.gpu_missing_grace)
-    return missing + anomalies.duplicate_gpu(claims, now, rules.claim_freshness)
+    missing = findings.missing_gpus(latest.values(), now, rules.gpu_missing_grace)
+    return missing + findings.duplicate_gpu(claims, now, rules.claim_freshness)
 
 
 def raise_stale_agents(db: Db, rules: SweepRules, *, after: str | None, limit: int) -> str | None:
@@ -151,7 +151,7 @@ def resolve_page(
 
 def _raised(db: Db, rules: SweepRules, rule: str, subjects: Sequence[str]) -> list[FindingDraft]:
     """What `rule` raises now for these subjects (a subject of a foreign form raises nothing)."""
-    if rule == anomalies.AGENT_STALE:
+    if rule == findings.AGENT_STALE:
         ids = [s.removeprefix(_AGENT_PREFIX) for s in subjects if s.startswith(_AGENT_PREFIX)]
         if not ids:
             return []

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from verifier.store.api import AgentKey, AgentRecord, AgentStatus
+from verifier.model import AgentKey, AgentRecord, AgentStatus
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)

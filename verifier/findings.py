@@ -1,4 +1,4 @@
-"""Anomaly rules over fleet state, as pure functions: values and `now` in, findings out.
+"""The finding rules over fleet state, as pure functions: values and `now` in, findings out.
 
 The store's accept transaction and its periodic `sweep` are the shells that read the state,
 call these, and write what they return. Rule ids are the stable ones of DESIGN §5.
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from verifier.store.api import FindingDraft, Severity
+from verifier.model import FindingDraft, Severity
 
 DUPLICATE_GPU = "duplicate-gpu"
 GPU_MISSING = "gpu-missing"

@@ -1,0 +1,264 @@
+"""The verifier's domain values: agents and their keys, enrollment tokens, nonces, verified
+and accepted attestations, the transparency log's entries, fleet state, findings and audit.
+
+Plain frozen records with no I/O. The pure cores (`verifier.pipeline`, `verifier.findings`)
+make and read them; the `Store` port (`verifier.store.api`) persists them. Every datetime is
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from attest.errors import AttestError
+from attest.model import Freshness
+
+# --- agents, keys, enrollment ------------------------------------------------------------------
+
+
+class AgentStatus(enum.Enum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class AgentKey:
+    keyid: str  # hex SHA-256 of spki_der (attest.keys.key_id)
+    spki_der: bytes
+    added_at: datetime
+    retired_at: datetime | None = None  # set when rotated away; None = current
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """An enrolled agent and its chain head, as of the read."""
+
+    agent_id: str
+    site_id: str
+    hostname: str
+    machine_id: str
+    status: AgentStatus
+    keys: tuple[AgentKey, ...]  # every key ever bound, oldest first
+    token_hash: bytes  # SHA-256 of the enrollment token it came from
+    enrolled_at: datetime
+    last_seq: int  # 0 before the first accepted attestation
+    last_hash: bytes  # envelope hash of last_seq; b"" before the first
+    first_attested_at: datetime | None
+    last_seen_at: datetime | None  # last accepted attestation (any freshness)
+    last_fresh_at: datetime | None  # last accepted nonce-fresh attestation
+    next_due: datetime  # attestation deadline: last fresh evidence (or enrollment) + deadline
+    revoked_at: datetime | None = None
+
+    @property
+    def current_keys(self) -> tuple[AgentKey, ...]:
+        """The keys that may sign new evidence (not retired)."""
+        return tuple(k for k in self.keys if k.retired_at is None)
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """An enrollment token to store. Only its SHA-256 is kept (see `token_hash`)."""
+
+    token_hash: bytes
+    site_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_hash: bytes
+    site_id: str
+    created_at: datetime
+    expires_at: datetime
+    redeemed_at: datetime | None
+    agent_id: str | None  # the agent it created, once redeemed
+
+
+@dataclass(frozen=True)
+class EnrollmentRequest:
+    """What `Store.enroll` binds: a presented token (as hash) and the agent's key and host."""
+
+    token_hash: bytes
+    proposed_agent_id: str  # used only when a new agent is created
+    spki_der: bytes
+    keyid: str
+    hostname: str
+    machine_id: str
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    agent: AgentRecord
+    created: bool  # False: an idempotent repeat returned the agent made earlier
+
+
+def token_hash(token: str) -> bytes:
+    """The SHA-256 under which an enrollment token is stored and looked up."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+# --- nonces -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NonceRecord:
+    nonce: bytes  # 32 random bytes
+    issued_at: datetime
+    expires_at: datetime
+    replica: str  # id of the verifier replica that issued it
+    consumed_at: datetime | None = None
+
+
+# --- accepting evidence ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuClaim:
+    """The per-GPU facts fleet state keeps; `uuid` is the identity."""
+
+    uuid: str
+    name: str = ""  # model name as NVML reported it; "" if unavailable
+    pci_device_id: int | None = None  # (device << 16) | vendor
+
+
+@dataclass(frozen=True)
+class VerifiedAttestation:
+    """An envelope that passed every pure gate of the pipeline, ready to be made durable.
+
+    `nonce` is b"" for offline evidence; otherwise the store consumes it in the accept
+    transaction. `freshness` is the pipeline's verdict (NONCE or OFFLINE).
+    """
+
+    agent_id: str
+    seq: int
+    prev_hash: bytes  # must equal the agent's last_hash (b"" when seq == 1)
+    envelope: bytes  # the serialized Envelope, verbatim
+    envelope_hash: bytes  # SHA-256(envelope)
+    payload_digest: bytes  # SHA-256(envelope payload); replay vs fork is decided on this
+    nonce: bytes
+    freshness: Freshness
+    created_at: datetime
+    received_at: datetime
+    gpus: tuple[GpuClaim, ...]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The durable outcome of one attestation: what a Receipt is built from."""
+
+    agent_id: str
+    seq: int
+    envelope_hash: bytes
+    log_index: int  # position in the transparency log, from 0, gapless
+    leaf_hash: bytes  # RFC 6962 leaf hash SHA-256(0x00 || envelope)
+    accepted_at: datetime
+    freshness: Freshness
+
+
+#: One entry of `Store.accept`'s answer: the outcome, or the typed error for that item alone.
+AcceptOutcome = Accepted | AttestError
+
+
+@dataclass(frozen=True)
+class AttestationRecord:
+    agent_id: str
+    seq: int
+    envelope_hash: bytes
+    payload_digest: bytes
+    freshness: Freshness
+    created_at: datetime
+    received_at: datetime
+    log_index: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    log_index: int
+    leaf_hash: bytes
+    envelope_hash: bytes
+
+
+# --- fleet state -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuSighting:
+    """One GPU as claimed by one agent. A UUID claimed by two agents has two sightings."""
+
+    uuid: str
+    agent_id: str
+    site_id: str
+    name: str
+    pci_device_id: int | None
+    first_seen: datetime
+    last_seen: datetime  # compaction-aware: the agent's last_seen while still present
+    present: bool  # in the agent's latest inventory
+
+
+@dataclass(frozen=True)
+class HostFleet:
+    """One host (agent) and the GPUs it claims, for `fleet` listings."""
+
+    agent: AgentRecord
+    gpus: tuple[GpuSighting, ...]
+
+
+# --- findings and audit ------------------------------------------------------------------------
+
+
+class Severity(enum.Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+@dataclass(frozen=True)
+class FindingDraft:
+    """A finding as the pure rules raise it; (rule, subject) is its identity."""
+
+    rule: str  # a stable rule id of DESIGN §5, e.g. "duplicate-gpu"
+    severity: Severity
+    subject: str  # e.g. "gpu:GPU-1234...", "agent:<agent_id>"
+    message: str
+    evidence: tuple[int, ...] = ()  # log indices of the evidence behind it
+
+
+class FindingStatus(enum.Enum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    subject: str
+    message: str
+    evidence: tuple[int, ...]
+    status: FindingStatus
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+
+
+class AuditKind(enum.Enum):
+    REJECTION = "rejection"
+    ENROLLMENT = "enrollment"
+    REVOCATION = "revocation"
+    ROTATION = "rotation"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    kind: AuditKind
+    at: datetime
+    agent_id: str  # "" when the agent is not known (e.g. a forged claim)
+    code: str = ""  # the AttestError code for rejections
+    message: str = ""
+    envelope_hash: bytes = b""
+    seq: int = 0
