@@ -4,11 +4,17 @@ agent and verifier never import each other; attest imports neither. Only the mod
 attest.wire package (attest/wire/), the generated attest/v1 package and gRPC modules (modules
 that import grpc) touch `*_pb2`. Every module's AST is walked, so imports inside functions,
 relative imports and `importlib.import_module("...")` with a literal name are all seen.
+
+Inside the verifier, the layers contract of pyproject.toml is read and checked again here: a
+module imports only layers below its own, and never an independent sibling (so the store and the
+pure pipeline, rules and records cannot grow back into a cycle).
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -99,3 +105,50 @@ def test_the_walker_sees_relative_nested_and_dynamic_imports() -> None:
     names = imports_in(source, "attest.sub.probe", is_package=False)
     assert {"attest.sub.sibling", "verifier.store", "agent.daemon", "verifier.server"} <= names
     assert "attest.sub.sibling" in imports_in("from .sub import sibling", "attest", True)
+
+
+def verifier_layers() -> list[tuple[list[str], bool]]:
+    """The verifier's layers contract from pyproject.toml, top first: (members, independent)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    [contract] = [c for c in contracts if c["type"] == "layers" and c["containers"] == ["verifier"]]
+    return [
+        ([name.strip() for name in re.split(r"[|:]", layer)], ":" not in layer)
+        for layer in contract["layers"]
+    ]
+
+
+def _layer_of(name: str, layers: list[tuple[list[str], bool]]) -> tuple[int, str] | None:
+    for index, (members, _) in enumerate(layers):
+        for member in members:
+            if name == f"verifier.{member}" or name.startswith(f"verifier.{member}."):
+                return index, member
+    return None
+
+
+def test_the_store_and_the_pure_cores_are_layered_apart() -> None:
+    layers = verifier_layers()
+    where = {
+        member: (index, independent)
+        for index, (members, independent) in enumerate(layers)
+        for member in members
+    }
+    assert where["store"] == where["pipeline"] and where["store"][1], "independent siblings"
+    assert where["store"][0] < where["findings"][0] < where["model"][0] == len(layers) - 1
+
+
+def test_verifier_modules_import_only_lower_layers() -> None:
+    layers = verifier_layers()
+    bad = []
+    for path in _modules("verifier"):
+        module = _module_name(path)
+        own = _layer_of(module, layers)
+        if own is None:
+            continue
+        for name in imports_of(path):
+            other = _layer_of(name, layers)
+            if other is None or other[1] == own[1]:
+                continue
+            if other[0] < own[0] or (other[0] == own[0] and layers[own[0]][1]):
+                bad.append(f"{module} imports {name}")
+    assert not bad, f"against the verifier's layers (pyproject.toml): {sorted(bad)}"
