@@ -25,7 +25,7 @@ cc = { enabled = true }       # confidential computing on: chain and reports are
 
 Off, a CC-capable model answers the certificate and report calls with InvalidState and others
 with NotSupported (what the NVML adapter then records); `SimulatedInventory` mirrors the NVML
-adapter's answers for the same machine, which tests/agent_nvml checks through the real pynvml.
+adapter's answers for the same machine, which tests/agent/nvml checks through the real pynvml.
 
 Scalar overrides: uuid (count = 1 only), serial, name, board_part_number, board_id, module_id,
 vbios_version, inforom_image_version, memory_total_bytes, architecture, compute_capability

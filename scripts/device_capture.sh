@@ -6,7 +6,7 @@
 # Writes to $OUT: inventory.json (raw), inventory-nonce.json (CC reports requested with a fixed
 # nonce), *.stderr and *.rc, timing.json, nvidia-smi.xml, versions.txt, and scrubbed/ (the same
 # files with identities replaced: commit scrubbed/inventory.json as
-# tests/agent_nvml/fixtures/real-<model>.json, the name the scrubber prints).
+# tests/agent/nvml/fixtures/real-<model>.json, the name the scrubber prints).
 set -u
 out="${OUT:-./capture}"
 py="${PYTHON:-python3}"

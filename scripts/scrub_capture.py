@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if path.suffix == ".json":
             doc = scrubber.inventory(json.loads(path.read_text(encoding="utf-8")))
             target.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-            print(f"{target} (commit as tests/agent_nvml/fixtures/{suggested_name(doc)})")
+            print(f"{target} (commit as tests/agent/nvml/fixtures/{suggested_name(doc)})")
         elif path.suffix == ".xml":
             target.write_text(scrubber.xml(path.read_text(encoding="utf-8")), encoding="utf-8")
             print(target)

@@ -1,4 +1,10 @@
-"""Fixtures of the verifier tests: a configured state dir and a running server on loopback."""
+"""Fixtures of the verifier tests: a configured state dir and a running server on loopback.
+
+The store fixtures (`backend`, `store`, over SQLite and PostgreSQL) are defined in
+tests/verifier/store/conftest.py and offered here too, for the tests of verifier modules that
+read the store (tests/verifier/test_checkpointer.py); they are the same functions, so the store
+tests below receive exactly what they did.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.verifier.store.conftest import backend, pg_schema, store  # noqa: F401 - offered here
 from verifier.config import StreamConfig, VerifierConfig
 from verifier.server import Running, start
 

@@ -11,7 +11,7 @@ import pytest
 from attest.keys import SoftwareSigner
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import csr_for
-from tests.verifier_store import helpers as store_helpers
+from tests.verifier.store import helpers as store_helpers
 from verifier import enroll
 from verifier.ca import load_or_create_ca
 from verifier.cli import (

@@ -21,7 +21,7 @@ from agent.simulate import SimulatedMachine, simulated_report
 from attest import model
 from attest.model import Unavailable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCE = Path(__file__).with_name("fake_nvml") / "fake_nvml.c"
 MIG_BASE = 100000
 SYSTEM = -1

@@ -11,8 +11,8 @@ from typing import TypeVar
 import pytest
 
 from attest.errors import ForkError, NonceReplayedError, ReplayError
-from tests.verifier_store.conftest import pg_schema_url
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
+from tests.verifier.store.conftest import pg_schema_url
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus, nonce
 from verifier.model import Accepted, AcceptOutcome, VerifiedAttestation
 from verifier.store import open_store
 from verifier.store.api import Store, StoreOptions

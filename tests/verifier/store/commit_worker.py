@@ -8,7 +8,7 @@ import asyncio
 import sys
 from datetime import timedelta
 
-from tests.verifier_store.helpers import T0, Chain, gpus
+from tests.verifier.store.helpers import T0, Chain, gpus
 from verifier.model import Accepted
 from verifier.store import open_store
 from verifier.store.batch import GroupCommitter

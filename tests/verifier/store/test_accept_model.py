@@ -21,7 +21,7 @@ from attest.errors import (
     ReplayError,
 )
 from attest.model import Freshness
-from tests.verifier_store.helpers import T0, enroll
+from tests.verifier.store.helpers import T0, enroll
 from verifier.model import Accepted, NonceRecord, VerifiedAttestation
 from verifier.store.sqlite import SqliteStore
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from tests.verifier_store.conftest import Backend
-from tests.verifier_store.helpers import T0, Chain, enroll
+from tests.verifier.store.conftest import Backend
+from tests.verifier.store.helpers import T0, Chain, enroll
 from verifier.store.api import Store
 from verifier.store.migrations import load_migrations, statements
 

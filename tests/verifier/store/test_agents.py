@@ -14,7 +14,7 @@ from attest.errors import (
     TokenInvalidError,
     TokenUsedError,
 )
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus
 from verifier.model import AgentStatus, AuditKind, EnrollmentRequest, NewToken, token_hash
 from verifier.store.api import Store, StoreOptions
 

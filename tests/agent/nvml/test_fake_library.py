@@ -16,7 +16,7 @@ from agent.simulate import SimulatedInventory, load_machine, parse_machine
 
 from .fake_library import collect_json, config_lines, run_cli
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "machines"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "machines"
 NONCE = bytes(range(100, 132))
 LOST = """
 [[gpu]]

@@ -20,7 +20,7 @@ from attest.model import Unavailable
 from .fake_driver import FakeDriver, nvml_error
 
 NONCE = bytes(range(32))
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "machines"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "machines"
 
 
 def _machine(gpu_toml: str) -> Any:

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from attest.errors import ReplayError, StoreUnavailableError
-from tests.verifier_store.conftest import PG_ADMIN, pg_schema_url
-from tests.verifier_store.helpers import T0, Chain, enroll
+from tests.verifier.store.conftest import PG_ADMIN, pg_schema_url
+from tests.verifier.store.helpers import T0, Chain, enroll
 from verifier.model import Accepted
 from verifier.store import open_store
 from verifier.store.api import Store, StoreOptions

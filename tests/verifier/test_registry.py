@@ -1,5 +1,5 @@
-"""The registry TOML parser (property-tested: it is a parser of a person's input) and the
-registry's round trip through both store backends."""
+"""The registry TOML parser (property-tested: it is a parser of a person's input). The
+registry's round trip through both store backends is in tests/verifier/store/test_registry.py."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from verifier.registry_model import (
     Site,
     VeuStatus,
 )
-from verifier.store.api import Store
 
 KEYS = [SoftwareSigner.generate(a).public_key for a in ("ed25519", "ecdsa-p256-sha256")]
 
@@ -292,12 +291,3 @@ def test_mutated_files_only_ever_raise_registry_error(
     junk = data.draw(st.text(max_size=8))
     with contextlib.suppress(RegistryError):
         parse_registry(text[:position] + junk + text[position + 1 :])
-
-
-def test_registry_round_trips_through_the_store(store: Store) -> None:
-    assert store.load_registry() == Registry()
-    registry = parse_registry(EXAMPLE)
-    store.import_registry(registry)
-    assert store.load_registry() == registry
-    store.import_registry(Registry(entities=registry.entities))
-    assert store.load_registry() == Registry(entities=registry.entities)

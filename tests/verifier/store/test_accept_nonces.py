@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from attest.errors import GapError
 from attest.model import Freshness
-from tests.verifier_store.helpers import T0, Chain, enroll
+from tests.verifier.store.helpers import T0, Chain, enroll
 from verifier.model import Accepted, NonceRecord
 from verifier.store.api import Store
 

@@ -15,8 +15,8 @@ from attest.errors import (
     ReplayError,
 )
 from attest.model import Freshness
-from tests.verifier_store.conftest import Backend
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
+from tests.verifier.store.conftest import Backend
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus, nonce
 from verifier.model import Accepted, NonceRecord
 from verifier.store.api import Store, StoreOptions
 

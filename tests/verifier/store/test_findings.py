@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from attest.errors import ForkError, GapError
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus, nonce
 from verifier.model import (
     Accepted,
     AuditKind,

@@ -9,8 +9,8 @@ from attest import merkle
 from attest.checkpoint import NoteKey, verify_checkpoint
 from attest.errors import StoreError
 from attest.keys import SoftwareSigner
-from tests.verifier_store.conftest import Backend
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus
+from tests.verifier.store.conftest import Backend
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus
 from verifier.model import Accepted
 from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from attest.errors import ReplayError, StoreError
-from tests.verifier_store.conftest import Backend
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus
+from tests.verifier.store.conftest import Backend
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus
 from verifier.model import Accepted
 from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def test_concurrent_submits_share_transactions(store: Store) -> None:
@@ -106,7 +106,7 @@ def test_nothing_acknowledged_is_lost_on_sigkill(backend: Backend) -> None:
         enroll(store, agent)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.verifier_store.commit_worker", backend.url, *agents],
+        [sys.executable, "-m", "tests.verifier.store.commit_worker", backend.url, *agents],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

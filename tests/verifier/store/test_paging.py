@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.verifier_store.conftest import Backend
-from tests.verifier_store.helpers import T0, Chain, enroll, gpus, nonce
+from tests.verifier.store.conftest import Backend
+from tests.verifier.store.helpers import T0, Chain, enroll, gpus, nonce
 from verifier.model import FindingDraft, Severity
 from verifier.store.api import Store, StoreOptions
 
