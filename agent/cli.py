@@ -16,20 +16,7 @@
 less than a third of the certificate's lifetime is left (stop `run` first; the spool must be
 empty, or a rotation left unfinished by a crash is completed).
 
-Exit codes (stable; `inventory` keeps those of agent.inventory_cli):
-    0   success; `run` also exits 0 after SIGTERM/SIGINT once the stream is drained
-    1   unexpected internal error (a bug: please report it)
-    2   usage or configuration error (agent.toml, flags, machine file)
-    3   inventory: the NVML library or the pynvml module was not found
-    4   inventory: the NVIDIA kernel driver is not loaded
-    5   inventory: NVML failed otherwise
-    10  not enrolled: run `gpu-attest-agent enroll` first
-    11  enrollment refused (bad, expired or used token) or verifier unreachable
-    12  key or certificate material invalid (e.g. agent.key readable by others)
-    13  spool full: no new evidence until the verifier acknowledges or space is freed
-    14  spool or storage error
-    15  key rotation refused by the verifier (e.g. agent revoked) or not completed (verifier
-        unreachable, spool not empty); a pending key is kept and the next try completes it
+Exit codes: agent/exits.py (`AgentExit`), listed by `--help`; `inventory` uses 0 and 2-5.
 """
 
 from __future__ import annotations
@@ -42,19 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config import AgentConfig, load_config, parse_host_port
+from agent.exits import AgentExit, exit_code_for
 from agent.logs import get_logger, setup_logging
 from attest import errors
 from attest.keys import write_secret_file
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 2
-EXIT_NOT_ENROLLED = 10
-EXIT_ENROLL = 11
-EXIT_KEY = 12
-EXIT_SPOOL_FULL = 13
-EXIT_STORE = 14
-EXIT_ROTATE = 15
 
 #: RotateKey attempts of `rotate-key` (retryable failures, with the configured backoff).
 _ROTATE_ATTEMPTS = 5
@@ -62,29 +40,11 @@ _ROTATE_ATTEMPTS = 5
 log = get_logger("cli")
 
 
-def exit_code_for(exc: errors.AttestError) -> int:
-    """The documented exit code of a typed error (most specific class first)."""
-    table: tuple[tuple[type[errors.AttestError], int], ...] = (
-        (errors.NotEnrolledError, EXIT_NOT_ENROLLED),
-        (errors.ConfigError, EXIT_CONFIG),
-        (errors.MachineFileError, EXIT_CONFIG),
-        (errors.EnrollmentError, EXIT_ENROLL),
-        (errors.KeyRotationError, EXIT_ROTATE),
-        (errors.KeyMaterialError, EXIT_KEY),
-        (errors.SpoolFullError, EXIT_SPOOL_FULL),
-        (errors.StoreError, EXIT_STORE),
-    )
-    for cls, code in table:
-        if isinstance(exc, cls):
-            return code
-    return EXIT_INTERNAL
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-attest-agent",
         description=__doc__.split("\n")[0],
-        epilog=__doc__[__doc__.index("Exit codes") :],
+        epilog=AgentExit.epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,7 +121,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
     else:
         write_secret_file(args.out, entry.envelope)
         log.info("wrote seq %d (%d bytes) to %s", entry.seq, len(entry.envelope), args.out)
-    return EXIT_OK
+    return AgentExit.OK
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
@@ -202,7 +162,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     )
     identity = asyncio.run(enroll(request, Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s)))
     print(f"enrolled as agent {identity.agent_id} at site {identity.site_id}")
-    return EXIT_OK
+    return AgentExit.OK
 
 
 def _cmd_rotate_key(args: argparse.Namespace) -> int:
@@ -220,7 +180,7 @@ def _cmd_rotate_key(args: argparse.Namespace) -> int:
     tls = asyncio.run(rotate_by_hand(cfg, identity, target, _ROTATE_ATTEMPTS))
     not_after = certificate_window(tls.cert_pem)[1]
     print(f"rotated the key of agent {identity.agent_id}: certificate valid until {not_after}")
-    return EXIT_OK
+    return AgentExit.OK
 
 
 def _refuse_or_retire(cfg: AgentConfig, force: bool) -> None:
@@ -251,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
-        return EXIT_CONFIG if exc.code else EXIT_OK
+        return AgentExit.CONFIG if exc.code else AgentExit.OK
     commands = {
         "run": _cmd_run,
         "once": _cmd_once,
@@ -264,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gpu-attest-agent {args.command}: {exc} ({exc.code})", file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
-        return EXIT_OK
+        return AgentExit.OK
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import cast
 from agent.attestor import Attestor, AttestorSettings, HostOverride
 from agent.client import Backoff, RotateRequest, utcnow
 from agent.config import AgentConfig, HostPort, load_config, parse_host_port
+from agent.exits import AgentExit
 from agent.identity import KEY_FILE, Identity, load_identity, load_tls, load_verifier_key
 from agent.logs import get_logger, setup_logging
 from agent.metrics import AgentMetrics
@@ -215,7 +216,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("stopped; %d envelopes remain spooled", runtime.spool.depth())
-        return 0
+        return AgentExit.OK
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,12 +3,8 @@
 Runs without grpc, protobuf or cryptography installed (only `pynvml` and the standard library),
 so it can be copied onto any GPU host: `PYTHONPATH=. python3 -m agent.inventory_cli --json`.
 
-Exit codes:
-    0  the inventory was read
-    2  usage error, or an invalid machine file (--simulate)
-    3  the NVML library (libnvidia-ml.so.1) or the pynvml module was not found
-    4  the library is present but the NVIDIA kernel driver is not loaded
-    5  NVML failed otherwise (version mismatch, no permission, ...)
+Exit codes: 0, 2, 3, 4 and 5 of `gpu-attest-agent`'s registry (agent/exits.py `AgentExit`,
+`INVENTORY`), listed by `--help`: 2 is a usage error or an invalid machine file (--simulate).
 A failure prints one line on stderr; with --json the document (with its `status`) is still
 printed on stdout, except for exit code 2.
 """
@@ -21,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
+from agent.exits import INVENTORY, AgentExit, exit_code_for_inventory
 from agent.machine_file import SimulatedHost
 from agent.readings import NONCE_LEN
 from agent.render import inventory_to_json
@@ -29,17 +26,6 @@ from attest import model
 from attest.errors import MachineFileError
 from attest.model import Unavailable
 
-EXIT_OK: Final = 0
-EXIT_USAGE: Final = 2
-EXIT_NO_LIBRARY: Final = 3
-EXIT_NO_DRIVER: Final = 4
-EXIT_NVML_ERROR: Final = 5
-_EXIT: Final = {
-    model.InventoryState.OK: EXIT_OK,
-    model.InventoryState.LIBRARY_NOT_FOUND: EXIT_NO_LIBRARY,
-    model.InventoryState.DRIVER_NOT_LOADED: EXIT_NO_DRIVER,
-    model.InventoryState.ERROR: EXIT_NVML_ERROR,
-}
 _WHAT: Final = {
     model.InventoryState.LIBRARY_NOT_FOUND: "NVML library libnvidia-ml.so.1 not found",
     model.InventoryState.DRIVER_NOT_LOADED: "NVIDIA driver not loaded",
@@ -68,7 +54,12 @@ def _nonce(text: str) -> bytes:
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog=_PROG, description="Print what NVML sees on this host (unsigned).")
+    parser = _Parser(
+        prog=_PROG,
+        description="Print what NVML sees on this host (unsigned).",
+        epilog=AgentExit.epilog(INVENTORY),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="print the stable JSON document")
     parser.add_argument("--simulate", metavar="M.toml", help="read a simulated machine file")
     parser.add_argument(
@@ -89,16 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_in)
     except _UsageError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return AgentExit.CONFIG
     except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else EXIT_OK
+        return AgentExit.CONFIG if exc.code else AgentExit.OK
     host: SimulatedHost | None = None
     if args.simulate:
         try:
             source = SimulatedInventory.from_file(args.simulate)
         except MachineFileError as exc:
             print(f"{_PROG}: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return AgentExit.CONFIG
         host = source.machine.host
         inventory = source.collect(args.nonce)
     else:
@@ -107,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agent.nvml import NvmlInventory  # noqa: PLC0415
         except ImportError as exc:
             print(f"{_PROG}: error: pynvml (nvidia-ml-py) not importable: {exc}", file=sys.stderr)
-            return EXIT_NO_LIBRARY
+            return AgentExit.NO_LIBRARY
         with NvmlInventory() as nvml:
             inventory = nvml.collect(args.nonce)
     status = inventory.status
@@ -117,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(inventory_to_json(inventory, host), indent=2))
     elif status.state is model.InventoryState.OK:
         print(render_table(inventory))
-    return _EXIT[status.state]
+    return exit_code_for_inventory(status.state)
 
 
 def _cell(reading: object) -> str:

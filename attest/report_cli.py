@@ -11,8 +11,8 @@ The key file holds the log's Ed25519 public key as PEM, as base64 SubjectPublicK
 note verifier key `<name>+<key id>+<base64>`. Unless a verifier key names it, the key name is the
 log's origin (`--key-name` overrides it).
 
-Exit codes: 0 the input verified; 1 it did not (bad signature, proof, or malformed input);
-2 usage error (bad arguments, unreadable file or key, or a command this version lacks).
+Exit codes: attest/exits.py (`ReportExit`), listed by `--help`: 0 the input verified; 1 it did not
+(bad signature, proof, or malformed input); 2 usage error.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from pathlib import Path
 
 from attest import checkpoint as cp
 from attest.errors import AttestError, DecodeError
+from attest.exits import ReportExit
 from attest.keys import PublicKey
 
-EXIT_VALID = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
 #: No file this tool reads is legitimately larger; bigger input is refused before parsing.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 _VKEY = re.compile(r"[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}")
@@ -148,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-attest-report",
         description="Verify gpu-attest transparency-log checkpoints and proofs offline.",
-        epilog="exit codes: 0 valid, 1 invalid, 2 usage error",
+        epilog=ReportExit.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,24 +187,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse's own usage errors and --help
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return ReportExit.USAGE if exc.code else ReportExit.VALID
     try:
         result = opts.run(opts)
     except UsageError as exc:
         print(f"gpu-attest-report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ReportExit.USAGE
     except AttestError as exc:
         if opts.json:
             print(json.dumps({"valid": False, "code": exc.code, "error": str(exc)}))
         print(f"INVALID ({exc.code}): {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return ReportExit.INVALID
     if opts.json:
         print(json.dumps({"valid": True, **result}, sort_keys=True))
     else:
         print("VALID")
         for name, value in result.items():
             print(f"  {name}: {json.dumps(value, sort_keys=True)}")
-    return EXIT_VALID
+    return ReportExit.VALID
 
 
 if __name__ == "__main__":

@@ -1,11 +1,6 @@
 """`gpu-attest-verifier`: serve, tokens, agents, fleet, findings, ingest, registry, log, CA export.
 
-Exit codes (stable):
-    0  success
-    1  a request was refused (e.g. an ingested envelope rejected, unknown agent)
-    2  usage error (bad arguments)
-    3  configuration invalid (verifier.toml, a registry file, --insecure-plaintext off loopback)
-    4  the store is unavailable or failed
+Exit codes: verifier/exits.py (`VerifierExit`), listed by `--help`.
 
 `--json` output is a stable contract: keys are only ever added, never renamed or removed.
 Listings (agents, fleet, findings) are streamed page by page: after exit code 4 the output
@@ -25,9 +20,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from attest.errors import AttestError, ConfigError, StoreError
+from attest.errors import AttestError, StoreError
 from verifier import enroll, pipeline
 from verifier.config import VerifierConfig, load_config
+from verifier.exits import VerifierExit, exit_code_for
 from verifier.log_cli import add_log_parser, run_log_command
 from verifier.store.api import Store
 from verifier.views import (
@@ -39,7 +35,6 @@ from verifier.views import (
     write_json_array,
 )
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONFIG, EXIT_STORE = 0, 1, 2, 3, 4
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -74,32 +69,32 @@ def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
         print_json({"token": token, "site_id": args.site, "expires_at": _now() + args.ttl})
     else:
         print(token)
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_agents(args: argparse.Namespace, store: Store) -> int:
     agents = store.iter_agents()
     if args.json:
         write_json_array(agent_view(a) for a in agents)
-        return EXIT_OK
+        return VerifierExit.OK
     for a in agents:
         seen = a.last_seen_at.isoformat(timespec="seconds") if a.last_seen_at else "never"
         print(f"{a.agent_id}  {a.status.value:8}  site={a.site_id}  host={a.hostname}  "
               f"seq={a.last_seq}  last_seen={seen}")  # fmt: skip
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_agent_revoke(args: argparse.Namespace, store: Store) -> int:
     agent = enroll.revoke(store, args.agent, _now(), args.reason)
     print(f"revoked {agent.agent_id}")
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     hosts = store.iter_fleet(args.site)
     if args.json:
         write_json_array(host_view(h) for h in hosts)
-        return EXIT_OK
+        return VerifierExit.OK
     for host in hosts:
         a = host.agent
         print(f"{a.hostname or a.agent_id}  site={a.site_id}  agent={a.agent_id}  "
@@ -107,17 +102,17 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
         for g in host.gpus:
             state = "present" if g.present else "gone"
             print(f"  {g.uuid}  {g.name or '?'}  {state}  last_seen={g.last_seen.isoformat()}")
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_findings(args: argparse.Namespace, store: Store) -> int:
     findings = store.iter_findings(include_resolved=args.all)
     if args.json:
         write_json_array(finding_view(f) for f in findings)
-        return EXIT_OK
+        return VerifierExit.OK
     for f in findings:
         print(f"[{f.severity.value}] {f.rule}  {f.subject}  {f.status.value}: {f.message}")
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -> int:
@@ -142,7 +137,7 @@ def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -
             if row["result"] == "rejected":
                 detail = f"{row['code']}: {row['message']}"
             print(f"{row['file']}: {row['result']} {detail}")
-    return EXIT_OK if all(o.error is None for o in outcomes) else EXIT_REFUSED
+    return VerifierExit.OK if all(o.error is None for o in outcomes) else VerifierExit.REFUSED
 
 
 def cmd_registry_import(args: argparse.Namespace, store: Store) -> int:
@@ -155,7 +150,7 @@ def cmd_registry_import(args: argparse.Namespace, store: Store) -> int:
         f"{len(registry.authorizations)} authorizations, {len(registry.landmarks)} landmarks"
     )
     print(f"imported {counts}")
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_registry_show(args: argparse.Namespace, store: Store) -> int:
@@ -166,12 +161,12 @@ def cmd_registry_show(args: argparse.Namespace, store: Store) -> int:
         landmark["public_key"] = base64.b64encode(raw).decode("ascii")
     if args.json:
         print_json(view)
-        return EXIT_OK
+        return VerifierExit.OK
     for kind in ("entities", "sites", "authorizations", "landmarks", "arrangements"):
         print(f"{kind}: {len(view[kind])}")
         for item in view[kind]:
             print(f"  {item.get('id', item.get('country'))}")
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 def cmd_ca_export(_args: argparse.Namespace, config: VerifierConfig) -> int:
@@ -181,7 +176,7 @@ def cmd_ca_export(_args: argparse.Namespace, config: VerifierConfig) -> int:
     if not path.exists():
         load_or_create_ca(config.state_dir, _now())
     sys.stdout.write(path.read_text(encoding="ascii"))
-    return EXIT_OK
+    return VerifierExit.OK
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -191,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-attest-verifier",
         description="Verify, store and reconcile GPU attestation evidence.",
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=VerifierExit.epilog() + "\n\n" + __doc__.split("\n\n")[-1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="verifier.toml (default /etc/gpu-attest/)")
@@ -302,22 +297,24 @@ class _JsonFormatter(logging.Formatter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gpu-attest-verifier`; returns the documented exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (printed) and --help
+        return VerifierExit.USAGE if exc.code else VerifierExit.OK
     _setup_logging(args.log_json)
     try:
         return _dispatch(args)
-    except ConfigError as exc:
-        print(f"gpu-attest-verifier: configuration: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StoreError as exc:
-        print(f"gpu-attest-verifier: store: {exc.code}: {exc}", file=sys.stderr)
-        return EXIT_STORE
-    except AttestError as exc:
-        print(f"gpu-attest-verifier: {exc.code}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except OSError as exc:
-        print(f"gpu-attest-verifier: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    except (AttestError, OSError) as exc:
+        code = exit_code_for(exc)
+        if code is VerifierExit.CONFIG:
+            print(f"gpu-attest-verifier: configuration: {exc}", file=sys.stderr)
+        elif isinstance(exc, StoreError):
+            print(f"gpu-attest-verifier: store: {exc.code}: {exc}", file=sys.stderr)
+        elif isinstance(exc, AttestError):
+            print(f"gpu-attest-verifier: {exc.code}: {exc}", file=sys.stderr)
+        else:
+            print(f"gpu-attest-verifier: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from attest.checkpoint import Checkpoint, ConsistencyProof, TlogProof, sign_chec
 from attest.errors import ProofError, StoreError
 from verifier.ca import load_or_create_receipt_signer
 from verifier.config import VerifierConfig
+from verifier.exits import VerifierExit
 from verifier.store.api import Store
 from verifier.transparency import checkpoint_origin, leaf_hashes
 
@@ -66,7 +67,7 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     signer = load_or_create_receipt_signer(config.state_dir)
     if args.action == "key":
         _emit(signer.public_key.to_pem(), args.out)
-        return 0
+        return VerifierExit.OK
     # One size for everything printed, so the proof and its checkpoint describe the same tree
     # even while a serving verifier keeps appending.
     size = store.log_size()
@@ -77,14 +78,14 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     note = sign_checkpoint(Checkpoint(origin, size, merkle.root(leaves)), origin, signer)
     if args.action == "checkpoint":
         _emit(note, args.out)
-        return 0
+        return VerifierExit.OK
     if args.action == "consistency":
         if not 0 < args.old_size <= size:
             raise ProofError(f"older size {args.old_size} is not within the log (size {size})")
         hashes = merkle.consistency_proof(args.old_size, size, leaves)
         args.checkpoint.write_bytes(note)
         _emit(ConsistencyProof(args.old_size, size, hashes).to_bytes(), args.out)
-        return 0
+        return VerifierExit.OK
     index = args.index
     if not 0 <= index < size:
         raise ProofError(f"log index {index} is outside the log (size {size})")
@@ -94,4 +95,4 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
         raise StoreError(f"the envelope of log entry {index} is missing or does not match")
     hashes = merkle.inclusion_proof(index, size, leaves)
     _emit(TlogProof(index, hashes, note, extra=envelope).to_bytes(), args.out)
-    return 0
+    return VerifierExit.OK

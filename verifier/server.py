@@ -42,6 +42,7 @@ from verifier.ca import (
     load_or_create_server_identity,
 )
 from verifier.config import VerifierConfig, is_loopback, parse_listen
+from verifier.exits import VerifierExit
 from verifier.metrics import Metrics
 from verifier.model import Accepted
 from verifier.nonces import NonceIssuer
@@ -308,4 +309,4 @@ async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: boo
     notifier.stopping()
     await running.stop()
     log.info("stopped")
-    return 0
+    return VerifierExit.OK

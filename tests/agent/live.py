@@ -13,6 +13,7 @@ from agent.cli import main
 from agent.client import Backoff, EnrollRequest, enroll
 from agent.config import AgentConfig, HostPort, load_config
 from agent.daemon import Daemon
+from agent.exits import AgentExit
 from agent.identity import Identity
 from attest.sdnotify import Notifier
 from attest.wire import decode_envelope
@@ -94,5 +95,5 @@ async def run_until(agent: Agent, done: Callable[[], bool], limit_s: float = 30.
             await asyncio.sleep(0.05)
     finally:
         daemon.stop()
-        assert await asyncio.wait_for(task, timeout=30) == 0
+        assert await asyncio.wait_for(task, timeout=30) == AgentExit.OK
     return daemon

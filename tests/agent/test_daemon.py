@@ -15,9 +15,9 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.cli import EXIT_CONFIG, EXIT_NOT_ENROLLED, main
-from agent.identity import retire_enrollment
-from agent.rotation import state_lock
+from agent.cli import main
+from agent.exits import AgentExit
+from agent.identity import retire_enrollment, state_lock
 from agent.spool import Spool
 from attest.errors import SpoolFullError
 from tests.verifier.sim import free_port
@@ -70,7 +70,7 @@ def test_run_notifies_reloads_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         child.send_signal(signal.SIGHUP)
         out.wait_for("configuration reloaded: interval 7s")
         child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=30) == 0
+        assert child.wait(timeout=30) == AgentExit.OK
         out.wait_for("envelopes remain spooled")
         states = set()
         while not received.empty():
@@ -89,13 +89,13 @@ def test_run_notifies_reloads_and_exits_0_on_sigterm(tmp_path: Path) -> None:
 
 def test_exit_codes(tmp_path: Path, capsys: object) -> None:
     assert main(["run", "--state-dir", str(tmp_path), "--config", str(tmp_path / "no.toml")]) == (
-        EXIT_CONFIG
+        AgentExit.CONFIG
     )
     (tmp_path / "agent.toml").write_text("bogus = 1\n")
-    assert main(["once", "--config", str(tmp_path / "agent.toml")]) == EXIT_CONFIG
+    assert main(["once", "--config", str(tmp_path / "agent.toml")]) == AgentExit.CONFIG
     (tmp_path / "agent.toml").write_text(f'state_dir = "{tmp_path}"\n')
-    assert main(["once", "--config", str(tmp_path / "agent.toml")]) == EXIT_NOT_ENROLLED
-    assert main(["frobnicate"]) == EXIT_CONFIG
+    assert main(["once", "--config", str(tmp_path / "agent.toml")]) == AgentExit.NOT_ENROLLED
+    assert main(["frobnicate"]) == AgentExit.CONFIG
 
 
 def test_once_writes_an_envelope_and_advances_the_chain(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_once_writes_an_envelope_and_advances_the_chain(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text(f'state_dir = "{enrolled.state_dir}"\n')
     for name in ("one.env", "two.env"):
         argv = ["once", "--config", str(tmp_path / "agent.toml"), "--simulate", str(machine)]
-        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+        assert main([*argv, "--out", str(tmp_path / name)]) == AgentExit.OK
     spool = Spool.open(enrolled.state_dir, 1 << 20)
     first, second = spool.pending()
     assert (tmp_path / "one.env").read_bytes() == first.envelope
@@ -119,9 +119,9 @@ def test_once_refuses_while_another_agent_holds_the_state_dir(tmp_path: Path) ->
     (tmp_path / "agent.toml").write_text(f'state_dir = "{enrolled.state_dir}"\n')
     argv = ["once", "--config", str(tmp_path / "agent.toml"), "--simulate", str(machine)]
     with state_lock(enrolled.state_dir):  # as `run` holds it
-        assert main([*argv, "--out", str(tmp_path / "refused.env")]) == EXIT_CONFIG
+        assert main([*argv, "--out", str(tmp_path / "refused.env")]) == AgentExit.CONFIG
     assert not (tmp_path / "refused.env").exists()
-    assert main([*argv, "--out", str(tmp_path / "one.env")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "one.env")]) == AgentExit.OK
     spool = Spool.open(enrolled.state_dir, 1 << 20)
     assert spool.head().seq == 1  # the refused run took no seq
     spool.close()
@@ -131,7 +131,7 @@ def test_enroll_refuses_to_replace_an_identity_without_force(tmp_path: Path) -> 
     enrolled = enrolled_state_dir(tmp_path / "state")
     Spool.open(enrolled.state_dir, 1 << 20).close()
     argv = ["enroll", "--verifier", "127.0.0.1:1", "--token", "t", "--state-dir"]
-    assert main([*argv, str(enrolled.state_dir)]) == EXIT_CONFIG
+    assert main([*argv, str(enrolled.state_dir)]) == AgentExit.CONFIG
     assert (enrolled.state_dir / "identity.toml").exists()
 
 
@@ -175,7 +175,7 @@ def test_full_spool_stops_production_with_a_log_line_and_a_metric(tmp_path: Path
         assert "gpu_attest_agent_spool_full 1.0" in text
         assert 'gpu_attest_agent_attestations_total{result="spool_full"}' in text
         child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=30) == 0
+        assert child.wait(timeout=30) == AgentExit.OK
     finally:
         child.kill()
         child.wait()

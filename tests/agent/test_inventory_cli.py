@@ -14,6 +14,7 @@ import pynvml
 import pytest
 
 from agent.catalogue import CATALOGUE
+from agent.exits import AgentExit
 from agent.inventory_cli import main
 from agent.render import inventory_from_json
 from agent.simulate import SimulatedInventory, load_machine
@@ -54,7 +55,7 @@ def test_every_catalogue_model_prints_every_field(
         f"cc = {{ enabled = {cc} }}\n"
     )
     rc, out, err = _run(capsys, "--json", "--simulate", str(path), "--nonce", NONCE_HEX)
-    assert (rc, err) == (0, "")
+    assert (rc, err) == (AgentExit.OK, "")
     doc = json.loads(out)
     assert doc["host"] == {"hostname": "h", "machine_id": doc["host"]["machine_id"], "site": "s1"}
     assert len(doc["gpus"]) == 4
@@ -73,7 +74,7 @@ def test_human_table_and_leading_subcommand(capsys: pytest.CaptureFixture[str]) 
     path = ROOT / "examples" / "machines" / "degraded-node.toml"
     rc, out, _ = _run(capsys, "inventory", "--simulate", str(path))
     lines = out.splitlines()
-    assert rc == 0 and len(lines) == 2 + 8
+    assert rc == AgentExit.OK and len(lines) == 2 + 8
     assert "n/a (NotSupported)" in lines[-1] and "lost" in lines[2 + 5]
 
 
@@ -81,33 +82,37 @@ def test_human_table_and_leading_subcommand(capsys: pytest.CaptureFixture[str]) 
     "argv",
     [["--bogus"], ["--nonce", "zz"], ["--nonce", "00"], ["--simulate"], ["extra"]],
 )
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+def test_usage_errors_exit_config(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     rc, out, err = _run(capsys, *argv)
-    assert (rc, out) == (2, "")
+    assert (rc, out) == (AgentExit.CONFIG, "")
     assert err.count("\n") == 1 and "error" in err
 
 
-def test_bad_machine_file_exits_2_with_one_line(
+def test_bad_machine_file_exits_config_with_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = tmp_path / "m.toml"
     path.write_text('[[gpu]]\nmodel = "H100-SXM"\ncolour = "green"\n')
     rc, out, err = _run(capsys, "--simulate", str(path))
-    assert (rc, out) == (2, "")
+    assert (rc, out) == (AgentExit.CONFIG, "")
     assert "unknown keys ['colour']" in err and err.count("\n") == 1
     rc, _, err = _run(capsys, "--simulate", str(tmp_path / "absent.toml"))
-    assert rc == 2 and "cannot read" in err
+    assert rc == AgentExit.CONFIG and "cannot read" in err
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = _run(capsys, "--help")
-    assert rc == 0 and "--simulate" in out
+    assert rc == AgentExit.OK and "--simulate" in out
 
 
 def test_simulated_driver_states_map_to_exit_codes(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    for status, code in [("library-not-found", 3), ("driver-not-loaded", 4), ("error", 5)]:
+    for status, code in [
+        ("library-not-found", AgentExit.NO_LIBRARY),
+        ("driver-not-loaded", AgentExit.NO_DRIVER),
+        ("error", AgentExit.NVML_ERROR),
+    ]:
         path = tmp_path / f"{status}.toml"
         path.write_text(f'[driver]\nstatus = "{status}"\ndetail = "simulated"\n')
         rc, out, err = _run(capsys, "--json", "--simulate", str(path))
@@ -121,7 +126,7 @@ def test_no_library_on_this_host(
 ) -> None:
     monkeypatch.setattr(pynvml, "nvmlLib", None)
     rc, out, err = _run(capsys)
-    assert (rc, out) == (3, "")
+    assert (rc, out) == (AgentExit.NO_LIBRARY, "")
     assert "libnvidia-ml.so.1 not found" in err
 
 
@@ -150,7 +155,7 @@ def test_runs_without_grpc_protobuf_cryptography() -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == AgentExit.OK, done.stderr
     assert len(json.loads(done.stdout)["gpus"]) == 8
 
 
@@ -164,7 +169,7 @@ def test_console_script_prints_every_model(tmp_path: Path) -> None:
         [str(script), "inventory", "--json", "--simulate", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == AgentExit.OK, done.stderr
     gpus = json.loads(done.stdout)["gpus"]
     assert sorted({g["name"] for g in gpus}) == sorted(m.name for m in CATALOGUE.values())
     for gpu in gpus:

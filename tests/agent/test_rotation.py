@@ -12,12 +12,12 @@ import grpc
 import pytest
 from cryptography import x509
 
-from agent.cli import EXIT_CONFIG, EXIT_OK, EXIT_ROTATE
 from agent.client import (
     AGENT_KEY_ALGORITHM,
     open_channel,
 )
 from agent.config import HostPort
+from agent.exits import AgentExit
 from agent.identity import (
     CERT_FILE,
     KEY_FILE,
@@ -65,7 +65,7 @@ async def test_rotate_key_moves_the_identity_and_the_old_pair_is_refused(
     old_cert = (agent.state_dir / CERT_FILE).read_bytes()
     await run_until(agent, lambda: agent.record().last_seq >= 1)
 
-    assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_OK
+    assert await asyncio.to_thread(agent.cli, "rotate-key") == AgentExit.OK
     new = load_private_key(agent.state_dir / KEY_FILE)
     assert new.public_key.keyid != old.public_key.keyid
     assert stat.S_IMODE((agent.state_dir / KEY_FILE).stat().st_mode) == 0o600
@@ -126,7 +126,7 @@ async def test_a_crash_after_the_verifier_answered_is_recovered_at_start(
     # While the rotation is unfinished, evidence is signed by the key it is committed to.
     assert (
         await asyncio.to_thread(agent.cli, "once", "--out", str(tmp_path / "offline.dsse"))
-        == EXIT_OK
+        == AgentExit.OK
     )
     await run_until(agent, lambda: agent.record().last_seq >= 2)
     assert load_private_key(agent.state_dir / KEY_FILE).public_key == pending.signer.public_key
@@ -182,20 +182,20 @@ async def test_refused_rotation_is_typed_and_keeps_the_current_pair(
 
     # Not while the daemon (or another rotate-key) holds the state dir.
     with state_lock(agent.state_dir):
-        assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_CONFIG
+        assert await asyncio.to_thread(agent.cli, "rotate-key") == AgentExit.CONFIG
     # Not while envelopes signed by the current key await receipts.
     assert (
         await asyncio.to_thread(agent.cli, "once", "--out", str(tmp_path / "offline.dsse"))
-        == EXIT_OK
+        == AgentExit.OK
     )
-    assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_ROTATE
+    assert await asyncio.to_thread(agent.cli, "rotate-key") == AgentExit.ROTATE
     assert "await receipts" in capsys.readouterr().err
     spool = Spool.open(agent.state_dir, 1 << 20)
     spool.drop_through(spool.head().seq)
     spool.close()
 
     revoke(running.core.store, agent.identity.agent_id, datetime.now(UTC), "test")
-    assert await asyncio.to_thread(agent.cli, "rotate-key") == EXIT_ROTATE
+    assert await asyncio.to_thread(agent.cli, "rotate-key") == AgentExit.ROTATE
     err = capsys.readouterr().err
     assert "key-rotation-refused" in err and "agent-revoked" in err
     # The verifier refused the only request for the fresh key: it is abandoned.

@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from attest import checkpoint as cp
 from attest import merkle
+from attest.exits import ReportExit
 from attest.keys import SoftwareSigner
-from attest.report_cli import EXIT_INVALID, EXIT_USAGE, EXIT_VALID, main
+from attest.report_cli import main
 
+VALID, INVALID, USAGE = ReportExit.VALID, ReportExit.INVALID, ReportExit.USAGE
 ORIGIN = "gpu-attest.example/log"
 SIGNER = SoftwareSigner.from_private_key(ed25519.Ed25519PrivateKey.from_private_bytes(b"\x07" * 32))
 OTHER = SoftwareSigner.from_private_key(ed25519.Ed25519PrivateKey.from_private_bytes(b"\x08" * 32))
@@ -57,46 +59,51 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("key", ["pem", "b64", "vkey"])
 def test_checkpoint_verify_valid(files: dict[str, str], key: str) -> None:
-    assert main(["checkpoint", "verify", files["new"], "--key", files[key]]) == EXIT_VALID
+    assert main(["checkpoint", "verify", files["new"], "--key", files[key]]) == VALID
 
 
 def test_checkpoint_verify_json(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--json", "checkpoint", "verify", files["new"], "--key", files["pem"]]
-    assert main([*argv, "--origin", ORIGIN]) == EXIT_VALID
+    assert main([*argv, "--origin", ORIGIN]) == VALID
     out = json.loads(capsys.readouterr().out)
     assert out["valid"] is True
     assert out["checkpoint"] == {"origin": ORIGIN, "size": 20, "root": merkle.root(LEAVES).hex()}
-    assert main(["checkpoint", "verify", files["forged"], "--key", files["pem"], "--json"]) == 1
+    assert (
+        main(["checkpoint", "verify", files["forged"], "--key", files["pem"], "--json"]) == INVALID
+    )
     out = json.loads(capsys.readouterr().out)
     assert out == {"valid": False, "code": "proof-invalid", "error": out["error"]}
-    assert main(["checkpoint", "verify", files["new"], "--key", files["pem"]]) == EXIT_VALID
+    assert main(["checkpoint", "verify", files["new"], "--key", files["pem"]]) == VALID
     assert capsys.readouterr().out.startswith("VALID\n")
 
 
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
-        (["checkpoint", "verify", "{forged}", "--key", "{pem}"], EXIT_INVALID),
-        (["checkpoint", "verify", "{new}", "--key", "{other}"], EXIT_INVALID),
-        (["checkpoint", "verify", "{new}", "--key", "{pem}", "--origin", "x.example"], 1),
-        (["checkpoint", "verify", "{garbage}", "--key", "{pem}"], EXIT_INVALID),
-        (["checkpoint", "verify", "{new}", "--key", "{garbage}"], EXIT_USAGE),
-        (["checkpoint", "verify", "/nonexistent", "--key", "{pem}"], EXIT_USAGE),
-        (["checkpoint", "verify", "{new}"], EXIT_USAGE),
-        (["checkpoint", "verify", "{new}", "--key", "{vkey}", "--key-name", "x"], EXIT_USAGE),
-        (["proof", "verify", "{proof}", "--key", "{pem}"], EXIT_VALID),
-        (["proof", "verify", "{bare-proof}", "--key", "{pem}", "--entry", "{entry}"], 0),
-        (["proof", "verify", "{bare-proof}", "--key", "{pem}"], EXIT_USAGE),
-        (["proof", "verify", "{proof}", "--key", "{pem}", "--entry", "{garbage}"], 1),
-        (["proof", "verify", "{proof}", "--key", "{other}"], EXIT_INVALID),
-        (["proof", "verify", "{garbage}", "--key", "{pem}"], EXIT_INVALID),
-        (["consistency", "{old}", "{new}", "--proof", "{consistency}", "--key", "{pem}"], 0),
-        (["consistency", "{new}", "{old}", "--proof", "{consistency}", "--key", "{pem}"], 1),
-        (["consistency", "{old}", "{forged}", "--proof", "{consistency}", "--key", "{b64}"], 1),
-        (["consistency", "{old}", "{new}", "--proof", "{garbage}", "--key", "{pem}"], 1),
-        (["verify", "{new}", "--key", "{pem}"], EXIT_USAGE),
-        (["frobnicate"], EXIT_USAGE),
-        ([], EXIT_USAGE),
+        (["checkpoint", "verify", "{forged}", "--key", "{pem}"], INVALID),
+        (["checkpoint", "verify", "{new}", "--key", "{other}"], INVALID),
+        (["checkpoint", "verify", "{new}", "--key", "{pem}", "--origin", "x.example"], INVALID),
+        (["checkpoint", "verify", "{garbage}", "--key", "{pem}"], INVALID),
+        (["checkpoint", "verify", "{new}", "--key", "{garbage}"], USAGE),
+        (["checkpoint", "verify", "/nonexistent", "--key", "{pem}"], USAGE),
+        (["checkpoint", "verify", "{new}"], USAGE),
+        (["checkpoint", "verify", "{new}", "--key", "{vkey}", "--key-name", "x"], USAGE),
+        (["proof", "verify", "{proof}", "--key", "{pem}"], VALID),
+        (["proof", "verify", "{bare-proof}", "--key", "{pem}", "--entry", "{entry}"], VALID),
+        (["proof", "verify", "{bare-proof}", "--key", "{pem}"], USAGE),
+        (["proof", "verify", "{proof}", "--key", "{pem}", "--entry", "{garbage}"], INVALID),
+        (["proof", "verify", "{proof}", "--key", "{other}"], INVALID),
+        (["proof", "verify", "{garbage}", "--key", "{pem}"], INVALID),
+        (["consistency", "{old}", "{new}", "--proof", "{consistency}", "--key", "{pem}"], VALID),
+        (["consistency", "{new}", "{old}", "--proof", "{consistency}", "--key", "{pem}"], INVALID),
+        (
+            ["consistency", "{old}", "{forged}", "--proof", "{consistency}", "--key", "{b64}"],
+            INVALID,
+        ),
+        (["consistency", "{old}", "{new}", "--proof", "{garbage}", "--key", "{pem}"], INVALID),
+        (["verify", "{new}", "--key", "{pem}"], USAGE),
+        (["frobnicate"], USAGE),
+        ([], USAGE),
     ],
 )
 def test_exit_codes(files: dict[str, str], argv: list[str], code: int) -> None:
@@ -106,7 +113,7 @@ def test_exit_codes(files: dict[str, str], argv: list[str], code: int) -> None:
 def test_verify_says_it_is_not_in_this_version(
     files: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["verify", files["new"], "--key", files["pem"]]) == EXIT_USAGE
+    assert main(["verify", files["new"], "--key", files["pem"]]) == USAGE
     assert "not in this version" in capsys.readouterr().err
 
 

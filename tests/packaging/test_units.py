@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from agent.exits import AgentExit
+from attest.exits import ExitCode
 from tests.packaging.unitfile import Unit, load_unit, parse_unit
+from verifier.exits import VerifierExit
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 AGENT = SYSTEMD_DIR / "gpu-attest-agent.service"
 VERIFIER = SYSTEMD_DIR / "gpu-attest-verifier.service"
 UNITS = {"agent": AGENT, "verifier": VERIFIER}
+EXIT_CODES: dict[str, type[ExitCode]] = {"agent": AgentExit, "verifier": VerifierExit}
 
 # Settings both units must carry, with the exact value.
 COMMON_HARDENING = {
@@ -145,9 +149,12 @@ def test_agent_exceptions_are_explained() -> None:
 def test_agent_waits_for_enrollment_and_does_not_loop_on_fatal_errors() -> None:
     unit = load_unit(AGENT)
     assert unit.value("Unit", "ConditionPathExists") == "/var/lib/gpu-attest/identity.toml"
-    # agent/cli.py: 2 configuration, 10 not enrolled, 12 key material.
-    prevent = unit.value("Service", "RestartPreventExitStatus") or ""
-    assert set(prevent.split()) == {"2", "10", "12"}
+    # Which exit codes stop the restarts: test_restart_prevent_exit_status_is_the_registry.
+    assert AgentExit.restart_prevented() == {
+        AgentExit.CONFIG,
+        AgentExit.NOT_ENROLLED,
+        AgentExit.KEY,
+    }
     assert unit.value("Service", "MemoryMax") is not None
     assert unit.value("Service", "CPUWeight") is not None
 
@@ -163,11 +170,25 @@ def test_verifier_gets_the_tightest_box() -> None:
     for key, value in expected.items():
         assert unit.value("Service", key) == value, key
     assert unit.values("Service", "DeviceAllow") == []
-    assert (unit.value("Service", "RestartPreventExitStatus") or "").split() == ["2", "3"]
+    assert VerifierExit.restart_prevented() == {VerifierExit.USAGE, VerifierExit.CONFIG}
     assert unit.values("Service", "SystemCallFilter")[-1] == "~@privileged @resources"
     assert int(unit.value("Service", "LimitNOFILE") or 0) >= 20_000
     (proc_subset,) = unit.assignments("Service", "ProcSubset")
     assert "Exception:" in proc_subset.comment
+
+
+@pytest.mark.parametrize("side", sorted(UNITS))
+def test_restart_prevent_exit_status_is_the_registry(side: str) -> None:
+    """`RestartPreventExitStatus=` is exactly the program's `no_restart` exit codes, and the
+    comment above it names the registry and each of those codes."""
+    registry = EXIT_CODES[side]
+    (setting,) = load_unit(UNITS[side]).assignments("Service", "RestartPreventExitStatus")
+    listed = [int(code) for code in setting.value.split()]
+    assert len(listed) == len(set(listed)), setting.value
+    assert set(listed) == {int(code) for code in registry.restart_prevented()}, setting.value
+    assert registry.__name__ in setting.comment and f"{side}/exits.py" in setting.comment
+    for code in registry.restart_prevented():
+        assert re.search(rf"\b{int(code)}\b", setting.comment), f"{code!r} not explained"
 
 
 @pytest.mark.parametrize("side", sorted(UNITS))
@@ -189,7 +210,9 @@ def test_exec_start_is_accepted_by_the_real_cli(side: str, tmp_path: Path) -> No
     )
     assert "usage:" not in done.stderr, done.stderr
     assert "not valid TOML" in done.stderr, done.stderr
-    assert done.returncode != 0
+    # A configuration error, which the unit does not restart on.
+    config_error = EXIT_CODES[side]["CONFIG"]
+    assert done.returncode == config_error and config_error.no_restart
 
 
 def test_parser_keeps_resets_and_continuations() -> None:

@@ -14,14 +14,9 @@ from tests.verifier.rpc import csr_for
 from tests.verifier.store import helpers as store_helpers
 from verifier import enroll
 from verifier.ca import load_or_create_ca
-from verifier.cli import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    EXIT_REFUSED,
-    main,
-    parse_duration,
-)
+from verifier.cli import main, parse_duration
 from verifier.config import load_config
+from verifier.exits import VerifierExit
 from verifier.model import FindingDraft, Severity
 from verifier.server import open_configured_store
 from verifier.views import finding_view, host_view
@@ -54,22 +49,22 @@ def test_duration_parser() -> None:
 
 def test_token_agents_fleet_findings(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
     code, out = run(capsys, config_file, "token", "create", "--site", "site-a", "--ttl", "2h")
-    assert code == EXIT_OK and out.strip().startswith("gat1_")
+    assert code == VerifierExit.OK and out.strip().startswith("gat1_")
     agent_id, _ = _enroll_direct(config_file)
     code, out = run(capsys, config_file, "agents", "--json")
     agents = json.loads(out)
-    assert code == EXIT_OK and [a["agent_id"] for a in agents] == [agent_id]
+    assert code == VerifierExit.OK and [a["agent_id"] for a in agents] == [agent_id]
     assert {"status", "site_id", "last_seq", "keyids"} <= set(agents[0])
     code, out = run(capsys, config_file, "fleet", "--json")
-    assert code == EXIT_OK and json.loads(out)[0]["agent_id"] == agent_id
+    assert code == VerifierExit.OK and json.loads(out)[0]["agent_id"] == agent_id
     code, out = run(capsys, config_file, "findings", "--json", "--all")
-    assert code == EXIT_OK and json.loads(out) == []
+    assert code == VerifierExit.OK and json.loads(out) == []
     code, _ = run(capsys, config_file, "agent", "revoke", agent_id)
-    assert code == EXIT_OK
+    assert code == VerifierExit.OK
     code, out = run(capsys, config_file, "agents", "--json")
     assert json.loads(out)[0]["status"] == "revoked"
     code, _ = run(capsys, config_file, "agent", "revoke", "agt-nosuch")
-    assert code == EXIT_REFUSED
+    assert code == VerifierExit.REFUSED
 
 
 def test_ingest_offline_envelopes(
@@ -86,20 +81,20 @@ def test_ingest_offline_envelopes(
     # Given out of order: ingest applies them in seq order.
     code, out = run(capsys, config_file, "ingest", "--json", paths[2], paths[0], paths[1])
     rows = json.loads(out)
-    assert code == EXIT_OK, rows
+    assert code == VerifierExit.OK, rows
     assert [r["seq"] for r in rows] == [3, 1, 2]
     assert {r["freshness"] for r in rows} == {"offline"}
     code, out = run(capsys, config_file, "ingest", "--json", paths[1])
-    assert code == EXIT_REFUSED and json.loads(out)[0]["code"] == "evidence-replayed"
+    assert code == VerifierExit.REFUSED and json.loads(out)[0]["code"] == "evidence-replayed"
     forged = tmp_path / "forged.bin"
     forged.write_bytes(Chain(agent_id, SoftwareSigner.generate(), 3, chain.prev).next(b"", now))
     code, out = run(capsys, config_file, "ingest", "--json", str(forged))
-    assert code == EXIT_REFUSED and json.loads(out)[0]["code"] == "signature-unknown-key"
+    assert code == VerifierExit.REFUSED and json.loads(out)[0]["code"] == "signature-unknown-key"
 
 
 def test_ca_export(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
     code, out = run(capsys, config_file, "ca", "export")
-    assert code == EXIT_OK and out.startswith("-----BEGIN CERTIFICATE-----")
+    assert code == VerifierExit.OK and out.startswith("-----BEGIN CERTIFICATE-----")
     assert run(capsys, config_file, "ca", "export")[1] == out  # created once, then kept
 
 
@@ -107,7 +102,7 @@ def test_serve_insecure_plaintext_refused_off_loopback(
     capsys: pytest.CaptureFixture[str], config_file: Path
 ) -> None:
     code = main(["--config", str(config_file), "serve", "--insecure-plaintext"])
-    assert code == EXIT_CONFIG
+    assert code == VerifierExit.CONFIG
     assert "loopback" in capsys.readouterr().err
 
 
@@ -118,31 +113,33 @@ def test_config_accepted_after_the_subcommand(
     before = main(["--config", str(config_file), "ca", "export"])
     first = capsys.readouterr().out
     after = main(["ca", "export", "--config", str(config_file)])
-    assert (before, after) == (EXIT_OK, EXIT_OK) and capsys.readouterr().out == first
+    assert before == after == VerifierExit.OK and capsys.readouterr().out == first
     code = main(["serve", "--insecure-plaintext", "--config", str(config_file)])
-    assert code == EXIT_CONFIG and "loopback" in capsys.readouterr().err
+    assert code == VerifierExit.CONFIG and "loopback" in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
     bad.write_text("lisen = 'x'\n")
     # A value after the subcommand wins over one before it.
-    assert main(["--config", str(config_file), "agents", "--config", str(bad)]) == EXIT_CONFIG
+    assert (
+        main(["--config", str(config_file), "agents", "--config", str(bad)]) == VerifierExit.CONFIG
+    )
 
 
 def test_unknown_config_key_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("lisen = 'x'\n")
-    assert run(capsys, bad, "agents")[0] == EXIT_CONFIG
+    assert run(capsys, bad, "agents")[0] == VerifierExit.CONFIG
 
 
 def test_registry_import_and_show(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "registry.toml"
     code, out = run(capsys, config_file, "registry", "import", str(example))
-    assert code == EXIT_OK and out.startswith("imported")
+    assert code == VerifierExit.OK and out.startswith("imported")
     code, out = run(capsys, config_file, "registry", "show", "--json")
     shown = json.loads(out)
-    assert code == EXIT_OK and shown["entities"] and shown["sites"]
+    assert code == VerifierExit.OK and shown["entities"] and shown["sites"]
     bad = config_file.parent / "bad-registry.toml"
     bad.write_text("[[site]]\nid = 'x'\nentity = 'nosuch'\n")
-    assert run(capsys, config_file, "registry", "import", str(bad))[0] == EXIT_CONFIG
+    assert run(capsys, config_file, "registry", "import", str(bad))[0] == VerifierExit.CONFIG
 
 
 def test_fleet_and_findings_are_streamed_as_the_documented_documents(
@@ -163,10 +160,10 @@ def test_fleet_and_findings_are_streamed_as_the_documented_documents(
         store.close()
     # --json is still one JSON array, byte for byte what printing the whole list wrote.
     code, out = run(capsys, config_file, "fleet", "--json")
-    assert code == EXIT_OK and out == json.dumps(hosts, indent=2, sort_keys=True) + "\n"
+    assert code == VerifierExit.OK and out == json.dumps(hosts, indent=2, sort_keys=True) + "\n"
     assert run(capsys, config_file, "fleet", "--json", "--site", "nowhere")[1] == "[]\n"
     code, out = run(capsys, config_file, "findings", "--json")
-    assert code == EXIT_OK and out == json.dumps(findings, indent=2, sort_keys=True) + "\n"
+    assert code == VerifierExit.OK and out == json.dumps(findings, indent=2, sort_keys=True) + "\n"
     # Text: each host's line, then its GPUs.
     code, out = run(capsys, config_file, "fleet", "--site", "fra1")
     lines = out.splitlines()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pynvml
 
+from agent.exits import AgentExit
 from agent.readings import ARCHITECTURES
 from agent.simulate import SimulatedMachine, simulated_report
 from attest import model
@@ -179,6 +180,6 @@ def run_cli(
 
 
 def collect_json(library_dir: Path, config: Path, *args: str) -> dict[str, Any]:
-    done = run_cli(library_dir, config, "--json", *args, check_rc=0)
+    done = run_cli(library_dir, config, "--json", *args, check_rc=AgentExit.OK)
     result: dict[str, Any] = json.loads(done.stdout)
     return result

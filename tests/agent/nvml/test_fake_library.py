@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.exits import AgentExit
 from agent.render import inventory_to_json
 from agent.simulate import SimulatedInventory, load_machine, parse_machine
 
@@ -66,7 +67,7 @@ def test_scenario_reads_as_simulated(
 
 
 def test_library_missing(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, tmp_path / "absent.conf", "--json", check_rc=3)
+    done = run_cli(tmp_path, tmp_path / "absent.conf", "--json", check_rc=AgentExit.NO_LIBRARY)
     assert done.stderr.count("\n") == 1
     assert "libnvidia-ml.so.1 not found" in done.stderr
 
@@ -74,7 +75,7 @@ def test_library_missing(tmp_path: Path) -> None:
 def test_driver_not_loaded(fake_library_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "machine.conf"
     config.write_text("-1 init !9\n")
-    done = run_cli(fake_library_dir, config, check_rc=4)
+    done = run_cli(fake_library_dir, config, check_rc=AgentExit.NO_DRIVER)
     assert done.stdout == ""
     assert done.stderr.strip().endswith("NVIDIA driver not loaded: Driver Not Loaded")
 
@@ -82,7 +83,7 @@ def test_driver_not_loaded(fake_library_dir: Path, tmp_path: Path) -> None:
 def test_human_table(fake_library_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "machine.conf"
     config.write_text("\n".join(config_lines(parse_machine(LOST))) + "\n")
-    out = run_cli(fake_library_dir, config, check_rc=0).stdout.splitlines()
+    out = run_cli(fake_library_dir, config, check_rc=AgentExit.OK).stdout.splitlines()
     assert out[0].startswith("driver 580.105.08  NVML 13.580.105.08  CUDA 13000  GPUs 8")
     assert len(out) == 2 + 8
     assert "lost" in out[2 + 3] and "unknown-gpu-index-3" in out[2 + 3]
