@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
-import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from attest.errors import AttestError, StoreError
+from attest.logfmt import setup_logging
 from verifier import enroll, pipeline
 from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
@@ -275,33 +274,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _setup_logging(json_lines: bool) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    if json_lines:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gpu-attest-verifier`; returns the documented exit code."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors (printed) and --help
         return VerifierExit.USAGE if exc.code else VerifierExit.OK
-    _setup_logging(args.log_json)
+    setup_logging("json" if args.log_json else "text")
     try:
         return _dispatch(args)
     except (AttestError, OSError) as exc:

@@ -23,7 +23,6 @@ from agent.identity import (
     save_enrollment,
     verify_receipt,
 )
-from agent.logs import JournaldFormatter, JsonFormatter
 from agent.metrics import AgentMetrics
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, sign
 from attest.errors import (
@@ -36,6 +35,7 @@ from attest.errors import (
     UnknownKeyError,
 )
 from attest.keys import SoftwareSigner
+from attest.logfmt import JournaldFormatter, JsonFormatter
 from attest.model import Freshness, Receipt
 from attest.wire import encode_envelope, encode_receipt
 from tests.verifier.sim import free_port
