@@ -28,10 +28,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import AgentConfig, load_config, parse_host_port
+from agent.config import AgentConfig, load_config
 from agent.exits import AgentExit, exit_code_for
 from agent.logs import get_logger, setup_logging
 from attest import errors
+from attest.hostport import parse_host_port, require_loopback
 from attest.keys import write_secret_file
 
 #: RotateKey attempts of `rotate-key` (retryable failures, with the configured backoff).
@@ -132,8 +133,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_format)
     target = parse_host_port(args.verifier, "--verifier")
     if cfg.insecure_plaintext:
-        if not target.is_loopback:
-            raise errors.ConfigError("--insecure-plaintext is allowed only to a loopback address")
+        require_loopback(target, "--insecure-plaintext")
         log.warning("INSECURE: enrolling over plaintext gRPC to %s", target)
     ca_pem = None
     if args.ca is not None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import grpc
 
-from agent.config import HostPort
 from agent.identity import (
     KEY_FILE,
     Identity,
@@ -35,6 +34,7 @@ from agent.rotation import (
 )
 from attest import errors
 from attest.envelope import rotation_statement
+from attest.hostport import HostPort, require_loopback
 from attest.keys import Algorithm, SoftwareSigner, load_or_create_private_key
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
@@ -86,8 +86,7 @@ def open_channel(
     Plaintext is refused unless the target is loopback (raises ConfigError).
     """
     if insecure_plaintext:
-        if not target.is_loopback:
-            raise errors.ConfigError("--insecure-plaintext is allowed only to a loopback address")
+        require_loopback(target, "--insecure-plaintext")
         return grpc.aio.insecure_channel(str(target), options=_CHANNEL_OPTIONS)
     if tls is not None:
         credentials = grpc.ssl_channel_credentials(

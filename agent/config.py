@@ -7,14 +7,13 @@ it is refused for anything but a loopback verifier address and is logged at ever
 
 from __future__ import annotations
 
-import ipaddress
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from attest import tomlconf as tc
 from attest.errors import ConfigError
+from attest.hostport import HostPort, require_loopback
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpu-attest/agent.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest")
@@ -22,26 +21,6 @@ LogFormat = Literal["text", "json"]
 
 _MAX_INTERVAL_S = 24 * 3600.0
 _MIN_SPOOL_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class HostPort:
-    """A `host:port` address; IPv6 literals are written `[::1]:port`."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
 
 
 @dataclass(frozen=True)
@@ -66,100 +45,59 @@ class AgentConfig:
         return validate(replace(self, **changes))  # type: ignore[arg-type]
 
 
-def parse_host_port(text: str, what: str) -> HostPort:
-    """Parse `host:port` or `[v6]:port`; raise ConfigError."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]:")
-    else:
-        host, sep, rest = text.rpartition(":")
-    if not sep or not host or not rest.isdigit() or not 0 < int(rest) < 65536:
-        raise ConfigError(f"{what}: {text!r} is not HOST:PORT")
-    if any(c.isspace() or c in "/?#@" for c in host):
-        raise ConfigError(f"{what}: {host!r} is not a host name or address")
-    return HostPort(host, int(rest))
+def _path(base_dir: Path) -> tc.Check[Path]:
+    """A non-empty path; a relative one resolves against `base_dir` (the file's directory)."""
+    as_text = tc.text(max_len=4096)
+    return lambda value: base_dir / as_text(value)
 
 
-def _number(raw: object, key: str, low: float, high: float) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise ConfigError(f"{key} must be a number of seconds")
-    value = float(raw)
-    if not low <= value <= high:
-        raise ConfigError(f"{key} must be between {low:g} and {high:g}")
-    return value
+def _from_table(t: tc.Table, base_dir: Path) -> AgentConfig:
+    d = AgentConfig()
+    cfg = AgentConfig(
+        verifier=t.opt("verifier", tc.host_port()),
+        state_dir=t.get("state_dir", _path(base_dir), d.state_dir),
+        interval_s=t.get("interval_seconds", tc.number(1.0, _MAX_INTERVAL_S), d.interval_s),
+        inventory_poll_s=t.get(
+            "inventory_poll_seconds", tc.number(1.0, _MAX_INTERVAL_S), d.inventory_poll_s
+        ),
+        backoff_initial_s=t.get(
+            "backoff_initial_seconds", tc.number(0.01, 3600.0), d.backoff_initial_s
+        ),
+        backoff_cap_s=t.get("backoff_cap_seconds", tc.number(0.01, 86400.0), d.backoff_cap_s),
+        metrics_listen=t.opt("metrics_listen", tc.host_port()),
+        log_format=t.get("log_format", _log_format, d.log_format),
+        simulate=t.opt("simulate", _path(base_dir)),
+        insecure_plaintext=t.get("insecure_plaintext", tc.boolean, d.insecure_plaintext),
+        spool_max_bytes=t.get("spool_max_bytes", tc.integer(_MIN_SPOOL_BYTES), d.spool_max_bytes),
+    )
+    t.done()
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{t.source}: {exc}") from None
 
 
-def _string(raw: object, key: str) -> str:
-    if not isinstance(raw, str) or not raw or "\x00" in raw:
-        raise ConfigError(f"{key} must be a non-empty string")
-    return raw
-
-
-def _from_mapping(data: Mapping[str, object], base_dir: Path) -> AgentConfig:
-    known = {
-        "verifier", "state_dir", "interval_seconds", "inventory_poll_seconds",
-        "backoff_initial_seconds", "backoff_cap_seconds", "metrics_listen", "log_format",
-        "simulate", "insecure_plaintext", "spool_max_bytes",
-    }  # fmt: skip
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
-    cfg = AgentConfig()
-    changes: dict[str, object] = {}
-    if "verifier" in data:
-        changes["verifier"] = parse_host_port(_string(data["verifier"], "verifier"), "verifier")
-    if "state_dir" in data:
-        changes["state_dir"] = base_dir / _string(data["state_dir"], "state_dir")
-    if "simulate" in data:
-        changes["simulate"] = base_dir / _string(data["simulate"], "simulate")
-    if "metrics_listen" in data:
-        raw = _string(data["metrics_listen"], "metrics_listen")
-        changes["metrics_listen"] = parse_host_port(raw, "metrics_listen")
-    for key, attr, low, high in (
-        ("interval_seconds", "interval_s", 1.0, _MAX_INTERVAL_S),
-        ("inventory_poll_seconds", "inventory_poll_s", 1.0, _MAX_INTERVAL_S),
-        ("backoff_initial_seconds", "backoff_initial_s", 0.01, 3600.0),
-        ("backoff_cap_seconds", "backoff_cap_s", 0.01, 86400.0),
-    ):
-        if key in data:
-            changes[attr] = _number(data[key], key, low, high)
-    if "log_format" in data:
-        fmt = data["log_format"]
-        if fmt not in ("text", "json"):
-            raise ConfigError("log_format must be 'text' or 'json'")
-        changes["log_format"] = fmt
-    if "insecure_plaintext" in data:
-        if not isinstance(data["insecure_plaintext"], bool):
-            raise ConfigError("insecure_plaintext must be true or false")
-        changes["insecure_plaintext"] = data["insecure_plaintext"]
-    if "spool_max_bytes" in data:
-        size = data["spool_max_bytes"]
-        if isinstance(size, bool) or not isinstance(size, int) or size < _MIN_SPOOL_BYTES:
-            raise ConfigError(f"spool_max_bytes must be an integer >= {_MIN_SPOOL_BYTES}")
-        changes["spool_max_bytes"] = size
-    return validate(replace(cfg, **changes))  # type: ignore[arg-type]
+def _log_format(value: object) -> LogFormat:
+    return "json" if tc.one_of(("text", "json"))(value) == "json" else "text"
 
 
 def validate(cfg: AgentConfig) -> AgentConfig:
     """Check the rules that span fields; return `cfg` unchanged or raise ConfigError."""
     if cfg.backoff_initial_s > cfg.backoff_cap_s:
         raise ConfigError("backoff_initial_seconds must not exceed backoff_cap_seconds")
-    if cfg.metrics_listen is not None and not cfg.metrics_listen.is_loopback:
-        raise ConfigError("metrics_listen must be a loopback address (127.0.0.1, ::1, localhost)")
-    if cfg.insecure_plaintext and cfg.verifier is not None and not cfg.verifier.is_loopback:
-        raise ConfigError("insecure_plaintext is allowed only for a loopback verifier address")
+    if cfg.metrics_listen is not None:
+        require_loopback(cfg.metrics_listen, "metrics_listen")
+    if cfg.insecure_plaintext and cfg.verifier is not None:
+        require_loopback(cfg.verifier, "insecure_plaintext")
     return cfg
 
 
-def parse_config(text: str, base_dir: Path = Path("/")) -> AgentConfig:
+def parse_config(text: str, base_dir: Path = Path("/"), source: str = "agent.toml") -> AgentConfig:
     """Parse the TOML text of agent.toml. Relative paths resolve against `base_dir`.
 
     Raises ConfigError for invalid TOML, unknown keys, or values out of range.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"agent configuration is not valid TOML: {exc}") from exc
-    return _from_mapping(data, base_dir)
+    return _from_table(tc.parse(text, source), base_dir)
 
 
 def load_config(path: Path | None) -> AgentConfig:
@@ -167,13 +105,7 @@ def load_config(path: Path | None) -> AgentConfig:
 
     An explicitly named file that does not exist is an error (raises ConfigError).
     """
+    if path is None and not DEFAULT_CONFIG_PATH.exists():
+        return AgentConfig()
     target = DEFAULT_CONFIG_PATH if path is None else path
-    try:
-        text = target.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        if path is None:
-            return AgentConfig()
-        raise ConfigError(f"configuration file {target} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {target}: {exc}") from exc
-    return parse_config(text, target.parent)
+    return _from_table(tc.load(target), target.parent)

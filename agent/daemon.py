@@ -17,7 +17,7 @@ from typing import cast
 
 from agent.attestor import Attestor, AttestorSettings, HostOverride
 from agent.client import Backoff, RotateRequest, utcnow
-from agent.config import AgentConfig, HostPort, load_config, parse_host_port
+from agent.config import AgentConfig, load_config
 from agent.exits import AgentExit
 from agent.identity import KEY_FILE, Identity, load_identity, load_tls, load_verifier_key
 from agent.logs import get_logger, setup_logging
@@ -28,6 +28,7 @@ from agent.rotation import finish_install, load_pending_key, state_lock
 from agent.spool import Spool
 from agent.stream import StreamClient, StreamSettings
 from attest import errors
+from attest.hostport import HostPort, parse_host_port, require_loopback
 from attest.keys import SoftwareSigner, load_private_key
 from attest.sdnotify import Notifier
 
@@ -90,8 +91,8 @@ def open_runtime(cfg: AgentConfig, spool_type: type[Spool] = Spool) -> Runtime:
 
 def verifier_target(cfg: AgentConfig, identity: Identity) -> HostPort:
     target = cfg.verifier or parse_host_port(identity.verifier, "identity.toml verifier")
-    if cfg.insecure_plaintext and not target.is_loopback:
-        raise errors.ConfigError("insecure_plaintext is allowed only for a loopback verifier")
+    if cfg.insecure_plaintext:
+        require_loopback(target, "insecure_plaintext")
     return target
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
+from attest import tomlconf
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, verify
 from attest.errors import KeyMaterialError, NotEnrolledError, ReceiptMismatchError
 from attest.keys import PublicKey, SoftwareSigner, certificate_spki, write_secret_file
@@ -105,18 +105,17 @@ def retire_enrollment(state_dir: Path, stamp: str) -> Path:
 def load_identity(state_dir: Path) -> Identity:
     """Raise NotEnrolledError when the state dir holds no (valid) identity.toml."""
     path = state_dir / IDENTITY_FILE
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise NotEnrolledError(
-            f"{path} not found: enroll first with `gpu-attest-agent enroll`"
-        ) from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise NotEnrolledError(f"{path} is unreadable: {exc}") from exc
-    values = {k: data.get(k) for k in ("agent_id", "site_id", "verifier")}
-    if set(data) != set(values) or not all(isinstance(v, str) for v in values.values()):
-        raise NotEnrolledError(f"{path} must hold exactly agent_id, site_id and verifier")
-    return Identity(str(values["agent_id"]), str(values["site_id"]), str(values["verifier"]))
+    if not path.exists():
+        raise NotEnrolledError(f"{path} not found: enroll first with `gpu-attest-agent enroll`")
+    table = tomlconf.load(path, NotEnrolledError)
+    as_text = tomlconf.text(empty=True)
+    identity = Identity(
+        table.get("agent_id", as_text),
+        table.get("site_id", as_text),
+        table.get("verifier", as_text),
+    )
+    table.done()
+    return identity
 
 
 def load_verifier_key(state_dir: Path) -> PublicKey:

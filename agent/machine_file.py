@@ -34,22 +34,22 @@ Table overrides: pci {bus_id (count = 1 only), device_id, subsystem_id}; mig {cu
 pending_mode, devices (how many MIG devices, 0-7)}; fabric {cluster_uuid, clique_id, state,
 status}; ecc {mode_current, mode_pending, volatile_uncorrected, aggregate_uncorrected};
 remapped_rows {corrected, uncorrected, pending, failure}; cc {enabled}. Unknown keys and
-ill-typed values raise `MachineFileError`.
+ill-typed values raise `MachineFileError`, read through `attest.tomlconf`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from agent.catalogue import GpuModel
 from agent.readings import NVML_ERROR_NAMES
 from attest import model
+from attest import tomlconf as tc
 from attest.errors import MachineFileError
 from attest.model import Unavailable
 
@@ -68,165 +68,132 @@ class SimulatedHost:
     site: str
 
 
-def parse_toml(text: str, source: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MachineFileError(f"{source}: not valid TOML: {exc}") from exc
+def parse_toml(text: str, source: str) -> tc.Table:
+    """The machine file's top-level table; raise MachineFileError when it is not TOML."""
+    return tc.parse(text, source, MachineFileError)
+
+
+def root_table(data: Mapping[str, Any], source: str) -> tc.Table:
+    """An already-decoded machine description as a table read with MachineFileError."""
+    return tc.Table(data, source, MachineFileError)
 
 
 # --- typed values --------------------------------------------------------------------------------
 
-
-def fail(where: str, message: str) -> NoReturn:
-    raise MachineFileError(f"{where}: {message}")
-
-
-def as_table(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        fail(where, "must be a table")
-    return value
+as_str = tc.text(max_len=256, empty=True)
+as_u32 = tc.integer(0, _U32)
+_u64 = tc.integer(0, _U64)
+_mig_count = tc.integer(0, MAX_MIG_DEVICES)
+_u8 = tc.integer(0, 255)
 
 
-def check_keys(table: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        fail(where, f"unknown keys {unknown}")
-
-
-def as_str(value: object, where: str) -> str:
-    if not isinstance(value, str) or len(value) > 256:
-        fail(where, "must be a string of at most 256 characters")
-    return value
-
-
-def as_uint(value: object, where: str, top: int = _U32) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-        fail(where, f"must be an integer from 0 to {top}")
-    return value
-
-
-def _u64(value: object, where: str) -> int:
-    return as_uint(value, where, _U64)
-
-
-def _mig_count(value: object, where: str) -> int:
-    return as_uint(value, where, MAX_MIG_DEVICES)
-
-
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        fail(where, "must be true or false")
-    return value
-
-
-def _capability(value: object, where: str) -> tuple[int, int]:
+def _capability(value: object) -> tuple[int, int]:
     if not isinstance(value, list) or len(value) != 2:
-        fail(where, "must be [major, minor]")
-    return (as_uint(value[0], where, 255), as_uint(value[1], where, 255))
+        raise tc.Invalid(f"must be [major, minor], got {tc.got(value)}")
+    return (_u8(value[0]), _u8(value[1]))
 
 
-def _uuid_text(value: object, where: str) -> str:
-    text = as_str(value, where)
+def _uuid_text(value: object) -> str:
+    text = as_str(value)
     try:
         return str(uuidlib.UUID(text))
     except ValueError:
-        fail(where, "must be a UUID")
+        raise tc.Invalid(f"must be a UUID, got {tc.got(value)}") from None
 
 
-def _bus_id_text(value: object, where: str) -> str:
-    text = as_str(value, where)
+def _bus_id_text(value: object) -> str:
+    text = as_str(value)
     if not _BUS_ID.match(text):
-        fail(where, "must be a PCI bus id such as '00000000:53:00.0'")
+        raise tc.Invalid(f"must be a PCI bus id such as '00000000:53:00.0', got {tc.got(text)}")
     return text
 
 
-def nvml_error(value: object, where: str) -> Unavailable | None:
+def nvml_error(value: object) -> Unavailable | None:
     """`{ error = "Name" }` as an Unavailable; None when the value is something else."""
     if not isinstance(value, dict) or "error" not in value:
         return None
-    check_keys(value, {"error"}, where)
+    unknown = sorted(set(value) - {"error"})
+    if unknown:
+        raise tc.Invalid(f"an NVML error has only the key 'error', not {unknown}")
     name = value["error"]
     if name not in NVML_ERROR_NAMES:
-        fail(where, f"error must be an NVML error name such as 'NotSupported', not {name!r}")
+        raise tc.Invalid(f"error must be an NVML error name such as 'NotSupported', not {name!r}")
     return Unavailable(name)
 
 
-_SCALARS: Final[Mapping[str, Callable[[object, str], object]]] = {
+def reading(check: tc.Check[Any]) -> tc.Check[Any]:
+    """A value through `check`, or `{ error = "Name" }` as an Unavailable."""
+    return lambda value: nvml_error(value) or check(value)
+
+
+_SCALARS: Final[Mapping[str, tc.Check[object]]] = {
     "serial": as_str, "name": as_str, "board_part_number": as_str, "vbios_version": as_str,
-    "inforom_image_version": as_str, "architecture": as_str, "board_id": as_uint,
-    "module_id": as_uint,
-    "memory_total_bytes": _u64, "power_limit_mw": as_uint, "power_default_limit_mw": as_uint,
-    "power_max_limit_mw": as_uint, "persistence_mode": _bool, "compute_capability": _capability,
+    "inforom_image_version": as_str, "architecture": as_str, "board_id": as_u32,
+    "module_id": as_u32,
+    "memory_total_bytes": _u64, "power_limit_mw": as_u32, "power_default_limit_mw": as_u32,
+    "power_max_limit_mw": as_u32, "persistence_mode": tc.boolean,
+    "compute_capability": _capability,
 }  # fmt: skip
-_TABLES: Final[Mapping[str, Mapping[str, Callable[[object, str], object]]]] = {
-    "pci": {"bus_id": _bus_id_text, "device_id": as_uint, "subsystem_id": as_uint},
-    "mig": {"current_mode": as_uint, "pending_mode": as_uint, "devices": _mig_count},
-    "fabric": {"cluster_uuid": _uuid_text, "clique_id": as_uint, "state": as_uint,
-               "status": as_uint},
-    "ecc": {"mode_current": as_uint, "mode_pending": as_uint, "volatile_uncorrected": _u64,
+_TABLES: Final[Mapping[str, Mapping[str, tc.Check[object]]]] = {
+    "pci": {"bus_id": _bus_id_text, "device_id": as_u32, "subsystem_id": as_u32},
+    "mig": {"current_mode": as_u32, "pending_mode": as_u32, "devices": _mig_count},
+    "fabric": {"cluster_uuid": _uuid_text, "clique_id": as_u32, "state": as_u32,
+               "status": as_u32},
+    "ecc": {"mode_current": as_u32, "mode_pending": as_u32, "volatile_uncorrected": _u64,
             "aggregate_uncorrected": _u64},
-    "remapped_rows": {"corrected": as_uint, "uncorrected": as_uint, "pending": _bool,
-                      "failure": _bool},
-    "cc": {"enabled": _bool},
+    "remapped_rows": {"corrected": as_u32, "uncorrected": as_u32, "pending": tc.boolean,
+                      "failure": tc.boolean},
+    "cc": {"enabled": tc.boolean},
 }  # fmt: skip
-_CONTROL: Final = frozenset({"model", "count", "uuid_seed", "uuid", "state"})
-GPU_KEYS: Final = _CONTROL | set(_SCALARS) | set(_TABLES)
 GPU_STATES: Final = {"ok": None, "lost": "GpuIsLost", "inaccessible": "NoPermission"}
 
 
-def gpu_overrides(group: Mapping[str, Any], where: str) -> dict[str, Any]:
+def gpu_overrides(group: tc.Table) -> dict[str, Any]:
     """Validated field overrides: scalars as Readings, tables as Unavailable or a partial dict."""
     out: dict[str, Any] = {}
     for key, check in _SCALARS.items():
         if key in group:
-            value = group[key]
-            out[key] = nvml_error(value, f"{where}.{key}") or check(value, f"{where}.{key}")
+            out[key] = group.get(key, reading(check))
     for key, fields in _TABLES.items():
-        if key in group:
-            value = group[key]
-            error = nvml_error(value, f"{where}.{key}")
-            if error is not None:
-                out[key] = error
-                continue
-            table = as_table(value, f"{where}.{key}")
-            check_keys(table, set(fields), f"{where}.{key}")
-            out[key] = {k: fields[k](v, f"{where}.{key}.{k}") for k, v in table.items()}
+        if key not in group:
+            continue
+        error = group.get(key, nvml_error)
+        if error is not None:
+            out[key] = error
+            continue
+        table = group.table(key)
+        out[key] = {k: table.get(k, check) for k, check in fields.items() if k in table}
+        table.done()
     return out
 
 
 # --- host and driver -----------------------------------------------------------------------------
 
 
-def parse_host(table: Mapping[str, Any], where: str) -> SimulatedHost:
-    check_keys(table, {"hostname", "machine_id", "site"}, where)
-    hostname = as_str(table.get("hostname", "simulated-host"), f"{where}.hostname")
+def parse_host(table: tc.Table) -> SimulatedHost:
+    hostname = table.get("hostname", as_str, "simulated-host")
     default_id = hashlib.sha256(hostname.encode()).hexdigest()[:32]
-    return SimulatedHost(
+    host = SimulatedHost(
         hostname=hostname,
-        machine_id=as_str(table.get("machine_id", default_id), f"{where}.machine_id"),
-        site=as_str(table.get("site", ""), f"{where}.site"),
+        machine_id=table.get("machine_id", as_str, default_id),
+        site=table.get("site", as_str, ""),
     )
+    table.done()
+    return host
+
+
+_STATUS: Final = tc.one_of([s.value for s in model.InventoryState])
 
 
 def parse_driver(
-    value: object, first: GpuModel, where: str
+    table: tc.Table, first: GpuModel
 ) -> tuple[model.DriverInfo, model.InventoryState, str]:
-    table = as_table(value, where)
-    check_keys(table, {"version", "nvml_version", "cuda_version", "status", "detail"}, where)
-
-    def reading(key: str, default: object, check: Callable[[object, str], Any]) -> Any:
-        raw = table.get(key, default)
-        return nvml_error(raw, f"{where}.{key}") or check(raw, f"{where}.{key}")
-
-    status = as_str(table.get("status", "ok"), f"{where}.status")
-    try:
-        state = model.InventoryState(status)
-    except ValueError:
-        fail(f"{where}.status", f"must be one of {[s.value for s in model.InventoryState]}")
     driver = model.DriverInfo(
-        driver_version=reading("version", first.driver_version, as_str),
-        nvml_version=reading("nvml_version", first.nvml_version, as_str),
-        cuda_driver_version=reading("cuda_version", first.cuda_driver_version, as_uint),
+        driver_version=table.get("version", reading(as_str), first.driver_version),
+        nvml_version=table.get("nvml_version", reading(as_str), first.nvml_version),
+        cuda_driver_version=table.get("cuda_version", reading(as_u32), first.cuda_driver_version),
     )
-    return driver, state, as_str(table.get("detail", ""), f"{where}.detail")
+    state = model.InventoryState(table.get("status", _STATUS, "ok"))
+    detail = table.get("detail", as_str, "")
+    table.done()
+    return driver, state, detail

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from agent.config import HostPort
+from attest.hostport import HostPort
 
 RESULTS = ("produced", "accepted", "rejected", "spool_full", "error")
 ROTATION_RESULTS = ("ok", "refused", "failed", "error")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from agent.attestor import Attestor
 from agent.client import AGENT_KEY_ALGORITHM, Backoff, RotateRequest, rotate_key
-from agent.config import AgentConfig, HostPort
+from agent.config import AgentConfig
 from agent.identity import KEY_FILE, PENDING_KEY_FILE, Identity, TlsMaterial, load_tls
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
@@ -38,6 +38,7 @@ from agent.rotation import (
 from agent.spool import Spool
 from agent.stream import StreamClient
 from attest import errors
+from attest.hostport import HostPort
 from attest.keys import SoftwareSigner, load_private_key
 
 log = get_logger("renewal")

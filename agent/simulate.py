@@ -18,21 +18,18 @@ from typing import Any, Final
 
 from agent.catalogue import CATALOGUE, FABRIC_COMPLETED, GpuModel
 from agent.machine_file import (
-    GPU_KEYS,
     GPU_STATES,
     SimulatedHost,
     as_str,
-    as_table,
-    as_uint,
-    check_keys,
-    fail,
     gpu_overrides,
     parse_driver,
     parse_host,
     parse_toml,
+    root_table,
 )
 from agent.readings import NO_NONCE, NONCE_LEN, NOT_PRESENT, absent_gpu
 from attest import model
+from attest import tomlconf as tc
 from attest.errors import InventoryError, MachineFileError
 from attest.model import Reading, Unavailable
 
@@ -71,31 +68,27 @@ class SimulatedMachine:
 
 def load_machine(path: str | Path) -> SimulatedMachine:
     """Read and validate a machine file. Raises `MachineFileError` (unreadable, bad TOML, keys)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MachineFileError(f"{path}: cannot read machine file: {exc}") from exc
-    return parse_machine(text, source=str(path))
+    return _machine(tc.load(Path(path), MachineFileError))
 
 
 def parse_machine(text: str, source: str = "<machine>") -> SimulatedMachine:
     """Parse machine-file TOML text. Raises `MachineFileError` for anything but a valid file."""
-    return machine_from_mapping(parse_toml(text, source), source)
+    return _machine(parse_toml(text, source))
 
 
 def machine_from_mapping(data: Mapping[str, Any], source: str = "<machine>") -> SimulatedMachine:
     """Validate an already-decoded machine description. Raises `MachineFileError`."""
-    check_keys(data, {"host", "driver", "gpu"}, source)
-    host = parse_host(as_table(data.get("host", {}), f"{source}: host"), f"{source}: host")
-    groups = data.get("gpu", [])
-    if not isinstance(groups, list):
-        fail(f"{source}: gpu", "must be an array of tables ([[gpu]])")
+    return _machine(root_table(data, source))
+
+
+def _machine(root: tc.Table) -> SimulatedMachine:
+    host = parse_host(root.table("host"))
     expander = _Expander(host)
-    for number, group in enumerate(groups):
-        where = f"{source}: gpu[{number}]"
-        expander.add(number, as_table(group, where), where)
+    for number, group in enumerate(root.tables("gpu")):
+        expander.add(number, group)
     first = expander.first_model or CATALOGUE["H100-SXM"]
-    driver, state, detail = parse_driver(data.get("driver", {}), first, f"{source}: driver")
+    driver, state, detail = parse_driver(root.table("driver"), first)
+    root.done()
     return SimulatedMachine(host, driver, state, detail, tuple(expander.gpus))
 
 
@@ -127,25 +120,20 @@ class _Expander:
         self.synthetic = 0
         self.first_model: GpuModel | None = None
 
-    def add(self, number: int, group: Mapping[str, Any], where: str) -> None:
-        check_keys(group, GPU_KEYS, where)
-        key = as_str(group.get("model", ""), f"{where}.model")
-        if key not in CATALOGUE:
-            fail(f"{where}.model", f"must be one of {sorted(CATALOGUE)}")
-        gpu_model = CATALOGUE[key]
+    def add(self, number: int, group: tc.Table) -> None:
+        gpu_model = CATALOGUE[group.get("model", tc.one_of(CATALOGUE))]
         self.first_model = self.first_model or gpu_model
-        count = as_uint(group.get("count", 1), f"{where}.count", MAX_GPUS)
+        count = group.get("count", tc.integer(0, MAX_GPUS), 1)
         if len(self.gpus) + count > MAX_GPUS:
-            fail(f"{where}.count", f"a machine holds at most {MAX_GPUS} GPUs")
-        seed = as_str(group.get("uuid_seed", self.host.hostname), f"{where}.uuid_seed")
-        state = as_str(group.get("state", "ok"), f"{where}.state")
-        if state not in GPU_STATES:
-            fail(f"{where}.state", f"must be one of {sorted(GPU_STATES)}")
-        overrides = gpu_overrides(group, where)
-        identity = as_str(group["uuid"], f"{where}.uuid") if "uuid" in group else None
+            raise group.fail("count", f"a machine holds at most {MAX_GPUS} GPUs")
+        seed = group.get("uuid_seed", as_str, self.host.hostname)
+        state = group.get("state", tc.one_of(GPU_STATES), "ok")
+        overrides = gpu_overrides(group)
+        identity = group.opt("uuid", as_str)
+        group.done()
         pci = overrides.get("pci")
         if count > 1 and (identity is not None or (isinstance(pci, dict) and "bus_id" in pci)):
-            fail(where, "uuid and pci.bus_id name one GPU; they need count = 1")
+            raise group.fail(None, "uuid and pci.bus_id name one GPU; they need count = 1")
         for position in range(count):
             index = len(self.gpus)
             lost = GPU_STATES[state]

@@ -15,12 +15,12 @@ from datetime import datetime
 import grpc
 
 from agent.client import AGENT_ID_METADATA, Backoff, open_channel, utcnow
-from agent.config import HostPort
 from agent.identity import Identity, TlsMaterial, check_receipt_answers, verify_receipt
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
 from agent.spool import ChainHead, Spool
 from attest import errors
+from attest.hostport import HostPort
 from attest.keys import PublicKey
 from attest.model import Challenge
 from attest.v1 import attest_pb2 as pb

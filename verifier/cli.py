@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from attest import tomlconf
 from attest.errors import AttestError, StoreError
 from attest.logfmt import setup_logging
 from verifier import enroll, pipeline
@@ -34,16 +34,14 @@ from verifier.views import (
     write_json_array,
 )
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '15m', '24h', '7d' -> timedelta; raise argparse.ArgumentTypeError."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 24h or 7d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    """A duration argument ('90s', '15m', '24h', '7d': attest.tomlconf.parse_duration) for
+    argparse, which shows the message of an ArgumentTypeError."""
+    try:
+        return tomlconf.parse_duration(text)
+    except tomlconf.Invalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _now() -> datetime:
@@ -140,9 +138,9 @@ def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -
 
 
 def cmd_registry_import(args: argparse.Namespace, store: Store) -> int:
-    from verifier.registry import parse_registry  # noqa: PLC0415
+    from verifier.registry import load_registry  # noqa: PLC0415
 
-    registry = parse_registry(Path(args.file).read_text(encoding="utf-8"))
+    registry = load_registry(Path(args.file))
     store.import_registry(registry)
     counts = (
         f"{len(registry.entities)} entities, {len(registry.sites)} sites, "

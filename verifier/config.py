@@ -8,14 +8,12 @@ addresses.
 
 from __future__ import annotations
 
-import ipaddress
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from attest.errors import ConfigError
+from attest import tomlconf as tc
+from attest.hostport import HostPort, parse_host_port
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpu-attest/verifier.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest-verifier")
@@ -109,123 +107,108 @@ class VerifierConfig:
         return self.database or str(self.state_dir / "verifier.db")
 
 
-_SECTIONS: dict[str, type] = {
-    "tls": TlsConfig,
-    "stream": StreamConfig,
-    "fleet": FleetConfig,
-    "store": StoreConfig,
-}
+_POSITIVE = tc.integer(1)
 
 
-def _check_type(where: str, value: object, default: object) -> object:
-    if isinstance(default, bool) or isinstance(value, bool):
-        if type(value) is not type(default):
-            raise ConfigError(f"{where} must be a {type(default).__name__}")
-        return value
-    if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of strings")
-        return tuple(value)
-    if isinstance(default, Path):
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where} must be a non-empty path")
-        return Path(value)
-    if not isinstance(value, type(default)):
-        raise ConfigError(f"{where} must be a {type(default).__name__}")
-    return value
+def _address(*, empty: bool = False) -> tc.Check[str]:
+    """A HOST:PORT string (port 0: any free port), kept as written; "" too with `empty`."""
+    as_text = tc.text(max_len=300, empty=True)
+    parse = tc.host_port(any_port=True)
+
+    def check(value: object) -> str:
+        address = as_text(value)
+        if not (empty and address == ""):
+            parse(address)
+        return address
+
+    return check
 
 
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {where or 'top level'}: {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        key = f"{where}.{name}" if where else name
-        if name in _SECTIONS and not where:
-            if not isinstance(value, dict):
-                raise ConfigError(f"[{name}] must be a table")
-            values[name] = _build(_SECTIONS[name], value, name)
-        else:
-            values[name] = _check_type(key, value, getattr(defaults, name))
-    return cls(**values)
+def _database(value: object) -> str:
+    db = tc.text(max_len=4096, empty=True)(value)
+    if "://" in db and not db.startswith(("postgresql://", "postgres://")):
+        raise tc.Invalid("must be a SQLite file path or a postgresql:// DSN")
+    return db
 
 
-def parse_listen(address: str) -> tuple[str, int]:
-    """Split HOST:PORT (IPv6 in brackets); raise ConfigError when malformed."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"listen address {address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port_text)
-
-
-def is_loopback(address: str) -> bool:
-    """True when HOST of HOST:PORT is a loopback IP address or the name localhost."""
-    host, _ = parse_listen(address)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _validate(config: VerifierConfig) -> VerifierConfig:
-    for address in (config.listen, config.enroll_listen):
-        parse_listen(address)
-    if config.metrics_listen:
-        parse_listen(config.metrics_listen)
-    db = config.database
-    if db and "://" in db and not db.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("database must be a SQLite file path or a postgresql:// DSN")
-    s = config.stream
-    positive = {
-        "stream.challenge_ttl_s": s.challenge_ttl_s,
-        "stream.clock_skew_s": s.clock_skew_s,
-        "stream.offline_max_age_s": s.offline_max_age_s,
-        "stream.max_message_bytes": s.max_message_bytes,
-        "stream.keepalive_time_s": s.keepalive_time_s,
-        "stream.keepalive_timeout_s": s.keepalive_timeout_s,
-        "stream.rate_burst": s.rate_burst,
-        "stream.max_streams": s.max_streams,
-        "tls.client_cert_days": config.tls.client_cert_days,
-        "fleet.gpu_missing_grace_s": config.fleet.gpu_missing_grace_s,
-        "fleet.agent_deadline_s": config.fleet.agent_deadline_s,
-        "fleet.sweep_interval_s": config.fleet.sweep_interval_s,
-        "store.batch_max": config.store.batch_max,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name} must be positive")
-    if s.rate_per_s <= 0:
-        raise ConfigError("stream.rate_per_s must be positive")
-    if s.gpu_check_cache_size < 0 or s.key_cache_size < 0:
-        raise ConfigError("stream.gpu_check_cache_size and key_cache_size must not be negative")
-    if s.challenge_ttl_s < 10:
-        raise ConfigError("stream.challenge_ttl_s must be at least 10 seconds")
-    if s.max_message_bytes > 64 * 1024 * 1024:
-        raise ConfigError("stream.max_message_bytes must be at most 64 MiB")
-    if not 0 <= config.store.commit_interval_ms <= 1000:
-        raise ConfigError("store.commit_interval_ms must be between 0 and 1000")
-    if not config.tls.names or any(not n for n in config.tls.names):
-        raise ConfigError("tls.names must name at least one host")
-    if config.tls.client_cert_days > 825:
-        raise ConfigError("tls.client_cert_days must be at most 825")
+def _tls(t: tc.Table) -> TlsConfig:
+    d = TlsConfig()
+    names = t.get("names", tc.list_of(tc.text(max_len=253)), d.names)
+    if not names:
+        raise t.fail("names", "must name at least one host")
+    config = TlsConfig(names, t.get("client_cert_days", tc.integer(1, 825), d.client_cert_days))
+    t.done()
     return config
 
 
-def parse_config(text: str) -> VerifierConfig:
+def _stream(t: tc.Table) -> StreamConfig:
+    d = StreamConfig()
+    config = StreamConfig(
+        challenge_ttl_s=t.get("challenge_ttl_s", tc.integer(10), d.challenge_ttl_s),
+        clock_skew_s=t.get("clock_skew_s", _POSITIVE, d.clock_skew_s),
+        offline_max_age_s=t.get("offline_max_age_s", _POSITIVE, d.offline_max_age_s),
+        max_message_bytes=t.get(
+            "max_message_bytes", tc.integer(1, 64 * 1024 * 1024), d.max_message_bytes
+        ),
+        keepalive_time_s=t.get("keepalive_time_s", _POSITIVE, d.keepalive_time_s),
+        keepalive_timeout_s=t.get("keepalive_timeout_s", _POSITIVE, d.keepalive_timeout_s),
+        rate_per_s=t.get("rate_per_s", tc.number(0, 1e9, above=True), d.rate_per_s),
+        rate_burst=t.get("rate_burst", _POSITIVE, d.rate_burst),
+        max_streams=t.get("max_streams", _POSITIVE, d.max_streams),
+        gpu_check_cache_size=t.get("gpu_check_cache_size", tc.integer(0), d.gpu_check_cache_size),
+        key_cache_size=t.get("key_cache_size", tc.integer(0), d.key_cache_size),
+    )
+    t.done()
+    return config
+
+
+def _fleet(t: tc.Table) -> FleetConfig:
+    d = FleetConfig()
+    config = FleetConfig(
+        gpu_missing_grace_s=t.get("gpu_missing_grace_s", _POSITIVE, d.gpu_missing_grace_s),
+        agent_deadline_s=t.get("agent_deadline_s", _POSITIVE, d.agent_deadline_s),
+        sweep_interval_s=t.get("sweep_interval_s", _POSITIVE, d.sweep_interval_s),
+    )
+    t.done()
+    return config
+
+
+def _store(t: tc.Table) -> StoreConfig:
+    d = StoreConfig()
+    config = StoreConfig(
+        batch_max=t.get("batch_max", _POSITIVE, d.batch_max),
+        commit_interval_ms=t.get("commit_interval_ms", tc.integer(0, 1000), d.commit_interval_ms),
+    )
+    t.done()
+    return config
+
+
+def _from_table(t: tc.Table) -> VerifierConfig:
+    d = VerifierConfig()
+    config = VerifierConfig(
+        listen=t.get("listen", _address(), d.listen),
+        enroll_listen=t.get("enroll_listen", _address(), d.enroll_listen),
+        state_dir=t.get("state_dir", lambda v: Path(tc.text(max_len=4096)(v)), d.state_dir),
+        database=t.get("database", _database, d.database),
+        metrics_listen=t.get("metrics_listen", _address(empty=True), d.metrics_listen),
+        log_origin=t.get("log_origin", tc.text(empty=True), d.log_origin),
+        tls=_tls(t.table("tls")),
+        stream=_stream(t.table("stream")),
+        fleet=_fleet(t.table("fleet")),
+        store=_store(t.table("store")),
+    )
+    t.done()
+    return config
+
+
+def listen_address(address: str) -> HostPort:
+    """A listen address of the configuration as a HostPort; raise ConfigError."""
+    return parse_host_port(address, "listen address", any_port=True)
+
+
+def parse_config(text: str, source: str = "verifier.toml") -> VerifierConfig:
     """Parse verifier.toml text into a validated value; raise ConfigError."""
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"verifier configuration is not valid TOML: {exc}") from exc
-    config: VerifierConfig = _build(VerifierConfig, table, "")
-    return _validate(config)
+    return _from_table(tc.parse(text, source))
 
 
 def load_config(path: Path | None) -> VerifierConfig:
@@ -235,10 +218,6 @@ def load_config(path: Path | None) -> VerifierConfig:
     """
     if path is None:
         if not DEFAULT_CONFIG_PATH.exists():
-            return _validate(VerifierConfig())
+            return VerifierConfig()
         path = DEFAULT_CONFIG_PATH
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return parse_config(text)
+    return _from_table(tc.load(path))

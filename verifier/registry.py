@@ -7,13 +7,12 @@ Parsing is pure: text in, frozen values out, `RegistryError` on anything wrong.
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
-from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from attest import tomlconf as tc
 from attest.errors import KeyMaterialError, RegistryError
 from attest.keys import PublicKey
 from verifier.registry_model import (
@@ -29,182 +28,102 @@ from verifier.registry_model import (
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
-_SECTIONS = frozenset({"entity", "site", "authorization", "landmark", "arrangement"})
-_MAX_TEXT = 1000
+_TEXT = tc.text(max_len=1000, printable=True)
+_LAT = tc.number(-90, 90)
+_LON = tc.number(-180, 180)
 
 T = TypeVar("T")
 
 
-class _Table:
-    """One `[[section]]` table, read key by key; `done` rejects keys nobody asked for."""
-
-    def __init__(self, raw: object, where: str) -> None:
-        if not isinstance(raw, dict):
-            raise RegistryError(f"{where}: expected a table")
-        self._raw: Mapping[str, Any] = raw
-        self._where = where
-        self._seen: set[str] = set()
-
-    def _get(self, key: str, required: bool) -> Any:
-        self._seen.add(key)
-        if key not in self._raw:
-            if required:
-                raise RegistryError(f"{self._where}: missing key {key!r}")
-            return None
-        return self._raw[key]
-
-    def _fail(self, key: str, what: str) -> RegistryError:
-        return RegistryError(f"{self._where}.{key}: {what}")
-
-    def text(self, key: str, required: bool = True) -> str | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
-            raise self._fail(key, "expected a non-empty string")
-        if not value.isprintable():
-            raise self._fail(key, "must be printable text")
+def _matching(pattern: re.Pattern[str], what: str) -> tc.Check[str]:
+    def check(value: object) -> str:
+        if not isinstance(value, str) or not pattern.match(value):
+            raise tc.Invalid(f"{tc.got(value)} is not {what}")
         return value
 
-    def ident(self, key: str) -> str:
-        value = self.text(key)
-        if value is None or not _ID.match(value):
-            raise self._fail(key, f"{value!r} is not an id (letters, digits, . _ : / -)")
-        return value
-
-    def country(self, key: str, required: bool = True) -> str | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not _COUNTRY.match(value):
-            raise self._fail(key, f"{value!r} is not an ISO 3166-1 alpha-2 code (e.g. 'DE')")
-        return value
-
-    def number(self, key: str, low: float, high: float, required: bool = True) -> float | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._fail(key, "expected a number")
-        if not math.isfinite(value) or not low <= value <= high:
-            raise self._fail(key, f"{value!r} is outside [{low}, {high}]")
-        return float(value)
-
-    def count(self, key: str) -> int | None:
-        value = self._get(key, required=False)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self._fail(key, "expected a non-negative integer")
-        return value
-
-    def day(self, key: str, required: bool = True) -> date | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        # A TOML datetime is a Python date subclass: a time of day has no meaning here.
-        if not isinstance(value, date) or isinstance(value, datetime):
-            raise self._fail(key, "expected a date (YYYY-MM-DD)")
-        return value
-
-    def items(self, key: str, check: Callable[[str], bool], what: str) -> tuple[str, ...]:
-        value = self._get(key, required=False)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "expected a list of strings")
-        for item in value:
-            if not check(item):
-                raise self._fail(key, f"{item!r} is not {what}")
-        if len(set(value)) != len(value):
-            raise self._fail(key, "lists an item twice")
-        return tuple(value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self._raw) - self._seen)
-        if unknown:
-            raise RegistryError(f"{self._where}: unknown keys {unknown}")
+    return check
 
 
-def _enum(table: _Table, key: str, kind: type[T], where: str) -> T:
-    value = table.text(key)
+_IDENT = _matching(_ID, "an id (letters, digits, . _ : / -)")
+_ISO_COUNTRY = _matching(_COUNTRY, "an ISO 3166-1 alpha-2 code (e.g. 'DE')")
+
+
+def _enum(kind: Callable[[str], T], names: list[str]) -> tc.Check[T]:
+    """A value of a string enum, e.g. `_enum(VeuStatus, [...])`."""
+    as_name = tc.one_of(names)
+    return lambda value: kind(as_name(value))
+
+
+_VEU = _enum(VeuStatus, [m.value for m in VeuStatus])
+_KIND = _enum(AuthorizationKind, [m.value for m in AuthorizationKind])
+
+
+def _public_key(value: object) -> PublicKey:
+    """Base64 SubjectPublicKeyInfo DER of a supported key."""
     try:
-        return kind(value)  # type: ignore[call-arg]
-    except ValueError:
-        names = [m.value for m in kind]  # type: ignore[attr-defined]
-        raise RegistryError(f"{where}.{key}: {value!r} is not one of {names}") from None
+        return PublicKey.from_base64(_TEXT(value))
+    except KeyMaterialError as exc:
+        raise tc.Invalid(str(exc)) from None
 
 
-def _entity(t: _Table, where: str) -> Entity:
-    hq = t.country("hq_country") or ""
-    entity = Entity(
-        id=t.ident("id"),
-        name=t.text("name") or "",
+def _entity(t: tc.Table) -> Entity:
+    hq = t.get("hq_country", _ISO_COUNTRY)
+    return Entity(
+        id=t.get("id", _IDENT),
+        name=t.get("name", _TEXT),
         hq_country=hq,
-        parent_hq_country=t.country("parent_hq_country", required=False) or hq,
-        veu=_enum(t, "veu", VeuStatus, where),
+        parent_hq_country=t.get("parent_hq_country", _ISO_COUNTRY, hq),
+        veu=t.get("veu", _VEU),
     )
-    t.done()
-    return entity
 
 
-def _site(t: _Table, _where: str) -> Site:
-    site = Site(
-        id=t.ident("id"),
-        entity=t.ident("entity"),
-        country=t.country("country") or "",
-        lat=t.number("lat", -90, 90) or 0.0,
-        lon=t.number("lon", -180, 180) or 0.0,
-        facility_power_kw=t.number("facility_power_kw", 0, 1e9, required=False),
+def _site(t: tc.Table) -> Site:
+    return Site(
+        id=t.get("id", _IDENT),
+        entity=t.get("entity", _IDENT),
+        country=t.get("country", _ISO_COUNTRY),
+        lat=t.get("lat", _LAT),
+        lon=t.get("lon", _LON),
+        facility_power_kw=t.opt("facility_power_kw", tc.number(0, 1e9)),
     )
-    t.done()
-    return site
 
 
-def _authorization(t: _Table, where: str) -> Authorization:
+def _authorization(t: tc.Table) -> Authorization:
     auth = Authorization(
-        id=t.ident("id"),
-        holder=t.ident("holder"),
-        kind=_enum(t, "kind", AuthorizationKind, where),
-        countries=t.items("countries", lambda c: bool(_COUNTRY.match(c)), "a country code"),
-        sites=t.items("sites", lambda s: bool(_ID.match(s)), "a site id"),
-        max_units=t.count("max_units"),
-        max_tpp=t.number("max_tpp", 0, 1e18, required=False),
-        valid_from=t.day("valid_from") or date.min,
-        valid_until=t.day("valid_until", required=False),
+        id=t.get("id", _IDENT),
+        holder=t.get("holder", _IDENT),
+        kind=t.get("kind", _KIND),
+        countries=t.get("countries", tc.list_of(_ISO_COUNTRY, unique=True), ()),
+        sites=t.get("sites", tc.list_of(_IDENT, unique=True), ()),
+        max_units=t.opt("max_units", tc.integer(0)),
+        max_tpp=t.opt("max_tpp", tc.number(0, 1e18)),
+        valid_from=t.get("valid_from", tc.day),
+        valid_until=t.opt("valid_until", tc.day),
     )
-    t.done()
     if not auth.countries and not auth.sites:
-        raise RegistryError(f"{where}: scope is empty (give countries and/or sites)")
+        raise t.fail(None, "scope is empty (give countries and/or sites)")
     if auth.valid_until is not None and auth.valid_until < auth.valid_from:
-        raise RegistryError(f"{where}: valid_until is before valid_from")
+        raise t.fail("valid_until", "is before valid_from")
     return auth
 
 
-def _landmark(t: _Table, where: str) -> Landmark:
-    landmark_id = t.ident("id")
-    lat = t.number("lat", -90, 90) or 0.0
-    lon = t.number("lon", -180, 180) or 0.0
-    text = t.text("public_key") or ""
-    t.done()
-    try:
-        key = PublicKey.from_base64(text)
-    except KeyMaterialError as exc:
-        raise RegistryError(f"{where}.public_key: {exc}") from None
+def _landmark(t: tc.Table) -> Landmark:
+    landmark_id = t.get("id", _IDENT)
+    lat, lon = t.get("lat", _LAT), t.get("lon", _LON)
+    key = t.get("public_key", _public_key)
     return Landmark(id=landmark_id, lat=lat, lon=lon, public_key=key.spki_der)
 
 
-def _arrangement(t: _Table, _where: str) -> Arrangement:
-    arrangement = Arrangement(country=t.country("country") or "", since=t.day("since") or date.min)
-    t.done()
-    return arrangement
+def _arrangement(t: tc.Table) -> Arrangement:
+    return Arrangement(country=t.get("country", _ISO_COUNTRY), since=t.get("since", tc.day))
 
 
-def _section(doc: Mapping[str, Any], name: str, build: Callable[[_Table, str], T]) -> tuple[T, ...]:
-    raw = doc.get(name, [])
-    if not isinstance(raw, list):
-        raise RegistryError(f"{name}: expected an array of tables ([[{name}]])")
-    return tuple(build(_Table(item, f"{name}[{i}]"), f"{name}[{i}]") for i, item in enumerate(raw))
+def _section(root: tc.Table, name: str, build: Callable[[tc.Table], T]) -> tuple[T, ...]:
+    items = []
+    for table in root.tables(name):
+        items.append(build(table))
+        table.done()
+    return tuple(items)
 
 
 def _unique(kind: str, keys: list[Any]) -> None:
@@ -234,21 +153,27 @@ def _check_references(registry: Registry) -> None:
                 raise RegistryError(f"authorization {auth.id!r}: unknown site {site_id!r}")
 
 
-def parse_registry(text: str) -> Registry:
+def parse_registry(text: str, source: str = "registry.toml") -> Registry:
     """Parse and validate a registry file. Raises RegistryError on any defect."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"not valid TOML: {exc}") from None
-    unknown = sorted(set(doc) - _SECTIONS)
-    if unknown:
-        raise RegistryError(f"unknown top-level keys {unknown}")
+    return _from_table(tc.parse(text, source, RegistryError))
+
+
+def load_registry(path: Path) -> Registry:
+    """Read, parse and validate the registry file at `path`. Raises RegistryError."""
+    return _from_table(tc.load(path, RegistryError))
+
+
+def _from_table(root: tc.Table) -> Registry:
     registry = Registry(
-        entities=_section(doc, "entity", _entity),
-        sites=_section(doc, "site", _site),
-        authorizations=_section(doc, "authorization", _authorization),
-        landmarks=_section(doc, "landmark", _landmark),
-        arrangements=_section(doc, "arrangement", _arrangement),
+        entities=_section(root, "entity", _entity),
+        sites=_section(root, "site", _site),
+        authorizations=_section(root, "authorization", _authorization),
+        landmarks=_section(root, "landmark", _landmark),
+        arrangements=_section(root, "arrangement", _arrangement),
     )
-    _check_references(registry)
+    root.done()
+    try:
+        _check_references(registry)
+    except RegistryError as exc:
+        raise RegistryError(f"{root.source}: {exc}") from None
     return registry

@@ -32,7 +32,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from attest.errors import AttestError, ConfigError
+from attest.errors import AttestError
+from attest.hostport import require_loopback
 from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
@@ -41,7 +42,7 @@ from verifier.ca import (
     load_or_create_receipt_signer,
     load_or_create_server_identity,
 )
-from verifier.config import VerifierConfig, is_loopback, parse_listen
+from verifier.config import VerifierConfig, listen_address
 from verifier.exits import VerifierExit
 from verifier.metrics import Metrics
 from verifier.model import Accepted
@@ -90,10 +91,7 @@ def check_transport(config: VerifierConfig, insecure_plaintext: bool) -> None:
     """Refuse plaintext on a non-loopback address (raise ConfigError); warn when it is used."""
     if not insecure_plaintext:
         return
-    if not is_loopback(config.listen):
-        raise ConfigError(
-            f"--insecure-plaintext is refused on {config.listen}: use a loopback address"
-        )
+    require_loopback(listen_address(config.listen), "--insecure-plaintext")
     log.warning(
         "INSECURE: serving without TLS on %s (--insecure-plaintext); agent identities are "
         "not authenticated by the transport",
@@ -261,8 +259,8 @@ def _start_metrics(config: VerifierConfig, metrics: Metrics) -> Any:
         return None
     from prometheus_client import start_http_server  # noqa: PLC0415
 
-    host, port = parse_listen(config.metrics_listen)
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    address = listen_address(config.metrics_listen)
+    server, _thread = start_http_server(address.port, addr=address.host, registry=metrics.registry)
     return server
 
 

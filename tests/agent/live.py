@@ -11,10 +11,11 @@ from pathlib import Path
 
 from agent.cli import main
 from agent.client import Backoff, EnrollRequest, enroll
-from agent.config import AgentConfig, HostPort, load_config
+from agent.config import AgentConfig, load_config
 from agent.daemon import Daemon
 from agent.exits import AgentExit
 from agent.identity import Identity
+from attest.hostport import HostPort
 from attest.sdnotify import Notifier
 from attest.wire import decode_envelope
 from tests.verifier.sim import free_port

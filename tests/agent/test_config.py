@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import AgentConfig, HostPort, load_config, parse_config, parse_host_port
+from agent.config import AgentConfig, load_config, parse_config
 from attest.errors import ConfigError
+from attest.hostport import HostPort, parse_host_port
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "agent.toml"
 
@@ -50,8 +51,13 @@ def test_every_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('verifer = "a:1"', "unknown configuration keys: verifer"),
-        ("[metrics]\nlisten = 1", "unknown configuration keys: metrics"),
+        ('verifer = "a:1"', "^agent.toml: verifer: unknown key; did you mean 'verifier'"),
+        ("[metrics]\nlisten = 1", "^agent.toml: metrics: unknown key"),
+        (
+            "interval_seconds = nan",
+            "^agent.toml: interval_seconds: must be a finite number, got nan",
+        ),
+        ("backoff_cap_seconds = inf", "finite number, got inf"),
         ('verifier = "nohost"', "not HOST:PORT"),
         ('verifier = "a:99999"', "not HOST:PORT"),
         ("interval_seconds = 0", "between"),

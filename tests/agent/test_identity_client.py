@@ -71,7 +71,11 @@ def test_identity_files(tmp_path: Path) -> None:
     with pytest.raises(NotEnrolledError):
         load_identity(tmp_path)
     (tmp_path / "identity.toml").write_text('agent_id = "a"\n')
-    with pytest.raises(NotEnrolledError, match="exactly"):
+    with pytest.raises(NotEnrolledError, match=r"identity\.toml: site_id: missing"):
+        load_identity(tmp_path)
+    text = 'agent_id = "a"\nsite_id = "s"\nverifier = "v:1"\nx = 1\n'
+    (tmp_path / "identity.toml").write_text(text)
+    with pytest.raises(NotEnrolledError, match=r"identity\.toml: x: unknown key"):
         load_identity(tmp_path)
     signer = SoftwareSigner.generate("ecdsa-p256-sha256")
     assert make_csr(signer, "gpu-node-017").startswith(b"0")  # DER SEQUENCE
@@ -122,7 +126,7 @@ def test_metrics_are_served_with_bounded_labels() -> None:
     with pytest.raises(ValueError, match="unbounded"):
         metrics.count("seq-17")
     port = free_port()
-    from agent.config import HostPort  # noqa: PLC0415
+    from attest.hostport import HostPort  # noqa: PLC0415
 
     metrics.serve(HostPort("127.0.0.1", port))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:

@@ -95,7 +95,7 @@ def test_bad_machine_file_exits_config_with_one_line(
     path.write_text('[[gpu]]\nmodel = "H100-SXM"\ncolour = "green"\n')
     rc, out, err = _run(capsys, "--simulate", str(path))
     assert (rc, out) == (AgentExit.CONFIG, "")
-    assert "unknown keys ['colour']" in err and err.count("\n") == 1
+    assert "m.toml: [gpu[0]] colour: unknown key" in err and err.count("\n") == 1
     rc, _, err = _run(capsys, "--simulate", str(tmp_path / "absent.toml"))
     assert rc == AgentExit.CONFIG and "cannot read" in err
 

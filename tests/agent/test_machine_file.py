@@ -100,10 +100,11 @@ def test_driver_table_and_no_gpus() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('colour = "red"\n', "unknown keys ['colour']"),
-        ('[host]\nname = "x"\n', "unknown keys ['name']"),
-        ('[[gpu]]\nmodel = "H100-SXM"\nfoo = 1\n', "unknown keys ['foo']"),
-        ('[[gpu]]\nmodel = "H100-SXM"\npci = { slot = 1 }\n', "unknown keys ['slot']"),
+        ('colour = "red"\n', "m.toml: colour: unknown key"),
+        ('[host]\nname = "x"\n', "m.toml: [host] name: unknown key"),
+        ('[[gpu]]\nmodel = "H100-SXM"\nfoo = 1\n', "[gpu[0]] foo: unknown key"),
+        ('[[gpu]]\nmodel = "H100-SXM"\npci = { slot = 1 }\n', "[gpu[0].pci] slot: unknown key"),
+        ('[[gpu]]\nmodel = "H100-SXM"\nboard_id = nan\n', "[gpu[0]] board_id: must be an integer"),
         ('[[gpu]]\nmodel = "H100-SXM"\nserial = { error = "Nope" }\n', "NVML error name"),
         ('[[gpu]]\nmodel = "H100-SXM"\nserial = { error = "NotSupported", x = 1 }\n', "x"),
         ('[[gpu]]\nmodel = "X9000"\n', "must be one of"),

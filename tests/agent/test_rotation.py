@@ -16,7 +16,6 @@ from agent.client import (
     AGENT_KEY_ALGORITHM,
     open_channel,
 )
-from agent.config import HostPort
 from agent.exits import AgentExit
 from agent.identity import (
     CERT_FILE,
@@ -38,6 +37,7 @@ from agent.rotation import (
 from agent.spool import Spool
 from attest.envelope import rotation_statement
 from attest.errors import KeyRotationError
+from attest.hostport import HostPort
 from attest.keys import SoftwareSigner, load_private_key, write_private_key, write_secret_file
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from attest.errors import ConfigError
-from verifier.config import is_loopback, load_config, parse_config
+from verifier.config import listen_address, load_config, parse_config
 from verifier.ratelimit import RateLimiter
 from verifier.server import bound_heap_arenas, check_transport
 
@@ -50,11 +50,36 @@ def test_defaults_and_postgres_dsn() -> None:
         "[stream]\nclock_skew_s = true",
         "not toml at all = = =",
         "tls = 3",
+        "[stream]\nrate_per_s = nan",
+        "[stream]\nrate_per_s = inf",
+        "[tls]\nnames = ['']",
+        "log_origin = 3",
     ],
 )
 def test_invalid_configurations_are_refused(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_config(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[stream]\nrate_per_s = nan", "[stream] rate_per_s: must be a finite number, got nan"),
+        ("[stream]\nchallenge_tll_s = 10", "[stream] challenge_tll_s: unknown key; did you mean"),
+        ("[nosuch]\nx = 1", "nosuch: unknown key"),
+        ("tls = 3", "tls: must be a table, got 3"),
+        (
+            "[store]\ncommit_interval_ms = 5000",
+            "[store] commit_interval_ms: must be an integer from 0",
+        ),
+        ("database = 'mysql://x'", "database: must be a SQLite file path or a postgresql:// DSN"),
+    ],
+)
+def test_errors_name_file_table_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert str(caught.value).startswith("verifier.toml: ")
+    assert message in str(caught.value)
 
 
 def test_named_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -63,12 +88,17 @@ def test_named_missing_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_loopback_detection() -> None:
+    def is_loopback(address: str) -> bool:
+        return listen_address(address).is_loopback
+
     assert is_loopback("127.0.0.1:7443")
     assert is_loopback("[::1]:7443")
     assert is_loopback("localhost:1")
     assert not is_loopback("0.0.0.0:7443")
     assert not is_loopback("10.1.2.3:7443")
     assert not is_loopback("verifier.example:7443")
+    with pytest.raises(ConfigError, match="not HOST:PORT"):
+        listen_address("nohost")
 
 
 def test_insecure_plaintext_is_refused_off_loopback() -> None:
