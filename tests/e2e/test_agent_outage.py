@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.exits import AgentExit
 from agent.identity import load_identity
 from agent.spool import SPOOL_FILE, Spool
 from tests.agent.helpers import LineReader, machine_file
 from tests.verifier.sim import free_port
+from verifier.exits import VerifierExit
 from verifier.store import open_store
 
 ROOT = Path(__file__).parents[2]
@@ -64,7 +66,7 @@ class Verifier:
     def stop(self) -> None:
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
-            assert self.process.wait(timeout=30) == 0
+            assert self.process.wait(timeout=30) == VerifierExit.OK
             assert self.process.stdout is not None
             self.process.stdout.close()
             self.process = None
@@ -196,7 +198,7 @@ def test_verifier_outage_then_every_envelope_arrives_once_in_order(
     verifier.start()
     out.wait_for(f"verifier accepted seq {spooled}", timeout=60)  # the backlog, replayed
     out.wait_for(f"verifier accepted seq {spooled + 1}", timeout=60)  # and live again
-    assert agent.signal(signal.SIGTERM) == 0  # drains, then exits 0
+    assert agent.signal(signal.SIGTERM) == AgentExit.OK  # drains, then exits 0
     verifier.stop()
     assert _check_delivered_once_in_order(agent, verifier) >= spooled + 1
 
@@ -212,7 +214,7 @@ def test_sigkill_while_sending_loses_and_duplicates_nothing(
     out = agent.start()
     spooled = int(out.wait_for("spooled seq").split("spooled seq ")[1].split()[0])
     out.wait_for(f"verifier accepted seq {spooled}", timeout=60)
-    assert agent.signal(signal.SIGTERM) == 0
+    assert agent.signal(signal.SIGTERM) == AgentExit.OK
     verifier.stop()
     assert _check_delivered_once_in_order(agent, verifier) >= spooled
 
@@ -234,7 +236,7 @@ def test_enroll_retries_until_the_verifier_answers(tmp_path: Path, verifier: Ver
         out.wait_for("retrying in")  # the verifier is down: it waits
         verifier.start()
         out.wait_for("enrolled as agent agt-", timeout=60)
-        assert enroll.wait(timeout=30) == 0
+        assert enroll.wait(timeout=30) == AgentExit.OK
     finally:
         enroll.kill()
         enroll.wait()

@@ -9,6 +9,7 @@ import pytest
 
 from attest.envelope import envelope_hash
 from tests.verifier.sim import VerifierProcess, enroll_sim_agents
+from verifier.exits import VerifierExit
 from verifier.store import open_store
 
 AGENTS = 4
@@ -31,7 +32,7 @@ async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path) ->
         await asyncio.sleep(0.3)
         server.start()
         await asyncio.gather(*runs)
-        assert server.terminate() == 0  # graceful SIGTERM exits 0
+        assert server.terminate() == VerifierExit.OK  # graceful SIGTERM exits 0
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()

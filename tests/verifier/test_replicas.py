@@ -15,6 +15,7 @@ import pytest
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import Enrolled, Stream, check_receipt, enroll_at, new_token
 from tests.verifier.sim import SimAgent, VerifierProcess, mtls
+from verifier.exits import VerifierExit
 from verifier.store import open_store
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -99,7 +100,7 @@ async def test_two_replicas_never_accept_twice_and_lose_no_receipt(
         for codes in results[:AGENTS]:
             assert codes is not None
             assert set(codes) <= {"evidence-replayed", "nonce-replayed"}, codes
-        assert first.terminate() == 0 and second.terminate() == 0
+        assert first.terminate() == second.terminate() == VerifierExit.OK
     finally:
         for proc in (first, second):
             if proc.proc is not None and proc.proc.poll() is None:

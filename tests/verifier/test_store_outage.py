@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.verifier.sim import VerifierProcess, enroll_sim_agents
+from verifier.exits import VerifierExit
 from verifier.store import open_store
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -60,7 +61,7 @@ async def test_dropped_database_connections_under_load(
                 await asyncio.sleep(0.01)  # poll: the agents' progress is the load
             assert await asyncio.to_thread(_terminate, application) >= 1
         await asyncio.gather(*runs)
-        assert server.terminate() == 0
+        assert server.terminate() == VerifierExit.OK
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
