@@ -32,8 +32,8 @@ from agent.config import AgentConfig, load_config
 from agent.exits import AgentExit, exit_code_for
 from agent.logs import get_logger, setup_logging
 from attest import errors
+from attest.files import write_secret_file
 from attest.hostport import parse_host_port, require_loopback
-from attest.keys import write_secret_file
 
 #: RotateKey attempts of `rotate-key` (retryable failures, with the configured backoff).
 _ROTATE_ATTEMPTS = 5

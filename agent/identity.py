@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 from attest import tomlconf
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, verify
 from attest.errors import KeyMaterialError, NotEnrolledError, ReceiptMismatchError
-from attest.keys import PublicKey, SoftwareSigner, certificate_spki, write_secret_file
+from attest.files import write_secret_file
+from attest.keys import PublicKey, SoftwareSigner, certificate_spki
 from attest.model import Receipt
 from attest.wire import decode_envelope, decode_receipt
 

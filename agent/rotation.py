@@ -39,16 +39,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.identity import CERT_FILE, KEY_FILE, PENDING_CERT_FILE, PENDING_KEY_FILE
 from attest.errors import ConfigError, KeyRotationError, NotEnrolledError
+from attest.files import fsync_dir, write_secret_file
 from attest.keys import (
     AGENT_URI_PREFIX,
     Algorithm,
     PublicKey,
     SoftwareSigner,
     certificate_spki,
-    fsync_dir,
     load_private_key,
     write_private_key,
-    write_secret_file,
 )
 
 LOCK_FILE = "agent.lock"

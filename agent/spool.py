@@ -23,7 +23,7 @@ from pathlib import Path
 
 from attest.envelope import envelope_hash
 from attest.errors import SpoolFullError, StoreError
-from attest.keys import fsync_dir
+from attest.files import fsync_dir
 
 SPOOL_FILE = "spool.sqlite3"
 RECEIPTS_KEPT = 1000

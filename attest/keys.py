@@ -1,8 +1,8 @@
 """Keys: Ed25519 for software keys, ECDSA P-256 (ES256, DER signatures) for TPM-held keys.
 
 A key id is the hex SHA-256 of the SubjectPublicKeyInfo DER. `PublicKey.verify` raises; it never
-returns a bool. Private key files are written atomically with mode 0600 and refused on load when
-anyone but the owner can read them.
+returns a bool. Private key files are written atomically with mode 0600 (`attest.files`) and
+refused on load when anyone but the owner can read them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import secrets
 import stat
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -33,6 +32,7 @@ from attest.errors import (
     KeyMaterialError,
     UnsupportedKeyError,
 )
+from attest.files import write_secret_file
 
 Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -259,33 +259,6 @@ def parse_private_pem(pem: bytes) -> SoftwareSigner:
 def write_private_key(path: Path, signer: SoftwareSigner) -> None:
     """Write the key atomically with mode 0600; never leaves a partial or world-readable file."""
     write_secret_file(path, signer.private_pem())
-
-
-def write_secret_file(path: Path, data: bytes) -> None:
-    """Atomically create `path` with mode 0600 holding `data` (fsync'd file and directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # pid + random suffix: two writers (threads or processes) never share a temporary file.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the entries of directory `path` durable (after a create, rename or unlink in it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- X.509: how an agent is named and keyed in its mTLS client certificate --------------------

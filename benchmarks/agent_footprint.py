@@ -31,7 +31,8 @@ from agent.attestor import Attestor, AttestorSettings, HostOverride
 from agent.client import AGENT_KEY_ALGORITHM
 from agent.simulate import SimulatedInventory, parse_machine
 from agent.spool import Spool
-from attest.keys import SoftwareSigner, load_or_create_private_key, write_secret_file
+from attest.files import write_secret_file
+from attest.keys import SoftwareSigner, load_or_create_private_key
 
 MACHINE = """
 [host]

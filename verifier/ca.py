@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from attest.errors import EnrollmentError, KeyMaterialError, TransportIdentityError
+from attest.files import write_public_file
 from attest.keys import (
     AGENT_URI_PREFIX,
     PublicKey,
@@ -32,7 +33,6 @@ from attest.keys import (
     certificate_spki,
     key_id,
     load_or_create_private_key,
-    write_secret_file,
 )
 
 CA_VALIDITY = timedelta(days=3650)
@@ -110,7 +110,7 @@ def load_or_create_ca(state_dir: Path, now: datetime) -> CertificateAuthority:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_public_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return CertificateAuthority(key=key, certificate=cert)
 
 
@@ -119,11 +119,6 @@ _CA_KEY_USAGE = x509.KeyUsage(
     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
     encipher_only=False, decipher_only=False,
 )  # fmt: skip
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    write_secret_file(path, data)
-    path.chmod(0o644)
 
 
 def _san_for(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
@@ -190,7 +185,7 @@ def load_or_create_server_identity(
         not_after=now + SERVER_VALIDITY,
     )  # fmt: skip
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    _write_public(cert_path, pem)
+    write_public_file(cert_path, pem)
     return ServerIdentity(key_pem=_key_pem(key), cert_pem=pem)
 
 

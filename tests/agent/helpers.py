@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from agent.identity import IDENTITY_FILE, KEY_FILE, VERIFIER_KEY_FILE
-from attest.keys import SoftwareSigner, load_or_create_private_key, write_secret_file
+from attest.files import write_secret_file
+from attest.keys import SoftwareSigner, load_or_create_private_key
 
 MACHINE_8X_H100 = """
 [host]

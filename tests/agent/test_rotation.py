@@ -37,8 +37,9 @@ from agent.rotation import (
 from agent.spool import Spool
 from attest.envelope import rotation_statement
 from attest.errors import KeyRotationError
+from attest.files import write_secret_file
 from attest.hostport import HostPort
-from attest.keys import SoftwareSigner, load_private_key, write_private_key, write_secret_file
+from attest.keys import SoftwareSigner, load_private_key, write_private_key
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from tests.verifier.rpc import Enrolled, Stream, mtls_channel

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import stat
 from pathlib import Path
 
@@ -196,14 +195,6 @@ def test_unreadable_key_files(tmp_path: Path) -> None:
     big.chmod(0o600)
     with pytest.raises(KeyMaterialError, match="too large"):
         keys.load_private_key(big)
-
-
-def test_write_secret_file_replaces_atomically(tmp_path: Path) -> None:
-    path = tmp_path / "secret"
-    keys.write_secret_file(path, b"one")
-    keys.write_secret_file(path, b"two")
-    assert path.read_bytes() == b"two"
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 # --- ECDSA malleability ------------------------------------------------------------------------
