@@ -5,8 +5,8 @@
 # and cryptography are not needed):   OUT=/some/dir scripts/device_capture.sh
 # Writes to $OUT: inventory.json (raw), inventory-nonce.json (CC reports requested with a fixed
 # nonce), *.stderr and *.rc, timing.json, nvidia-smi.xml, versions.txt, and scrubbed/ (the same
-# files with identities replaced: commit scrubbed/inventory.json as
-# tests/agent/nvml/fixtures/real-<model>.json, the name the scrubber prints).
+# files with identities replaced: commit scrubbed/inventory.json into
+# tests/agent/nvml/fixtures/ as real-<model>.json, the name the scrubber prints).
 set -u
 out="${OUT:-./capture}"
 py="${PYTHON:-python3}"
