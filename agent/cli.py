@@ -104,7 +104,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_once(args: argparse.Namespace) -> int:
     from agent.client import utcnow  # noqa: PLC0415
     from agent.daemon import open_runtime  # noqa: PLC0415
-    from agent.rotation import state_lock  # noqa: PLC0415
+    from agent.identity import state_lock  # noqa: PLC0415
 
     cfg, _ = _config(args)
     setup_logging(cfg.log_format)
@@ -167,9 +167,8 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
 def _cmd_rotate_key(args: argparse.Namespace) -> int:
     from agent.daemon import verifier_target  # noqa: PLC0415
-    from agent.identity import load_identity  # noqa: PLC0415
-    from agent.renewal import rotate_by_hand  # noqa: PLC0415
-    from agent.rotation import certificate_window  # noqa: PLC0415
+    from agent.identity import certificate_window, load_identity  # noqa: PLC0415
+    from agent.rotation import rotate_by_hand  # noqa: PLC0415
 
     cfg, _ = _config(args)
     setup_logging(cfg.log_format)

@@ -1,5 +1,5 @@
-"""The gRPC shell of the agent: Enroll (retried until its first success), RotateKey and the
-Attest stream.
+"""The gRPC shell of the agent: channels, backoff and Enroll (retried until its first
+success). RotateKey is agent.rotation's, the Attest stream agent.stream's.
 
 Stream semantics are those of protocol.md: the verifier speaks first with a Challenge; the agent
 drops spooled entries the verifier already holds (seq <= last_seq), replays the rest in seq
@@ -26,16 +26,9 @@ from agent.identity import (
     save_enrollment,
 )
 from agent.logs import get_logger
-from agent.rotation import (
-    PendingKey,
-    abandon_rotation,
-    check_issued_certificate,
-    install_rotation,
-)
 from attest import errors
-from attest.envelope import rotation_statement
 from attest.hostport import HostPort, require_loopback
-from attest.keys import Algorithm, SoftwareSigner, load_or_create_private_key
+from attest.keys import Algorithm, load_or_create_private_key
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 
@@ -61,7 +54,6 @@ _CHANNEL_OPTIONS = (
     ("grpc.enable_retries", 0),
 )
 _ENROLL_TIMEOUT_S = 30.0
-_ROTATE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -168,85 +160,6 @@ async def enroll(
         response.verifier_public_key,
     )
     return identity
-
-
-@dataclass(frozen=True)
-class RotateRequest:
-    """What RotateKey needs: the enrolled identity and the pair it authenticates with now."""
-
-    target: HostPort
-    state_dir: Path
-    identity: Identity
-    current: SoftwareSigner  # agent.key: signs the hand-over and is the mTLS client key
-    tls: TlsMaterial  # the current key's, with the pinned CA
-
-
-async def rotate_key(
-    request: RotateRequest,
-    pending: PendingKey,
-    backoff: Backoff,
-    max_attempts: int = 1,
-    clock: Callable[[], datetime] | None = None,
-) -> TlsMaterial:
-    """Hand the identity over to `pending` (agent.rotation, step 1 already done) and install it.
-
-    Calls RotateKey over mTLS with the current pair, retrying retryable failures up to
-    `max_attempts` with backoff; checks that the certificate is for the pending key, names this
-    agent and chains to the pinned CA; installs key and certificate (agent.rotation, steps 2-4)
-    and returns the new TLS material.
-
-    Only begin with an empty spool: envelopes signed by the current key are refused once the
-    verifier has pinned the new one. A refusal of a `fresh` key's first request proves the
-    verifier never pinned it, so the pending key is abandoned (the current pair stays in use);
-    after any unanswered attempt the pending key is kept, since the verifier may hold it.
-    Raises KeyRotationRefusedError (the verifier refused), KeyRotationError (unreachable after
-    `max_attempts`, or an unusable answer).
-    """
-    identity, new = request.identity, pending.signer
-    statement = rotation_statement(identity.agent_id, new.public_key.spki_der)
-    message = pb.RotateKeyRequest(
-        agent_id=identity.agent_id,
-        new_public_key=new.public_key.spki_der,
-        csr=make_csr(new, identity.agent_id),
-        old_key_signature=pb.Signature(
-            keyid=request.current.public_key.keyid, sig=request.current.sign(statement)
-        ),
-    )
-    maybe_pinned = not pending.fresh
-    attempt = 0
-    while True:
-        channel = open_channel(request.target, request.tls, None, insecure_plaintext=False)
-        try:
-            response = await pb_grpc.AttestationStub(channel).RotateKey(
-                message, timeout=_ROTATE_TIMEOUT_S
-            )
-            break
-        except grpc.aio.AioRpcError as exc:
-            details = f"{exc.code().name}: {exc.details()}"
-            if exc.code() not in RETRYABLE:
-                if not maybe_pinned:
-                    abandon_rotation(request.state_dir)
-                raise errors.KeyRotationRefusedError(f"key rotation refused ({details})") from exc
-            maybe_pinned = True
-            attempt += 1
-            if attempt >= max_attempts:
-                raise errors.KeyRotationError(
-                    f"verifier {request.target} did not answer RotateKey after {attempt} "
-                    f"attempt(s) ({details}); the pending key is kept for the next try"
-                ) from exc
-            wait = backoff.delay(attempt)
-            log.warning("rotate-key: %s; retrying in %.1fs", details, wait)
-            await asyncio.sleep(wait)
-        finally:
-            await channel.close(None)
-    cert_pem = bytes(response.client_certificate)
-    now = (clock or utcnow)()
-    check_issued_certificate(
-        cert_pem, ca_pem=request.tls.ca_pem, key=new.public_key, agent_id=identity.agent_id,
-        now=now,
-    )  # fmt: skip
-    install_rotation(request.state_dir, cert_pem)
-    return TlsMaterial(ca_pem=request.tls.ca_pem, cert_pem=cert_pem, key_pem=new.private_pem())
 
 
 def utcnow() -> datetime:

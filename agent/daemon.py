@@ -1,6 +1,6 @@
 """The long-running agent: attest every interval, on inventory change and when a stream opens;
 keep the stream to the verifier open; renew the key and client certificate before they expire
-(agent.renewal); speak the systemd notify protocol; drain on SIGTERM; reload the configuration
+(agent.rotation); speak the systemd notify protocol; drain on SIGTERM; reload the configuration
 on SIGHUP.
 """
 
@@ -16,15 +16,28 @@ from pathlib import Path
 from typing import cast
 
 from agent.attestor import Attestor, AttestorSettings, HostOverride
-from agent.client import Backoff, RotateRequest, utcnow
+from agent.client import Backoff, utcnow
 from agent.config import AgentConfig, load_config
 from agent.exits import AgentExit
-from agent.identity import KEY_FILE, Identity, load_identity, load_tls, load_verifier_key
+from agent.identity import (
+    KEY_FILE,
+    Identity,
+    load_identity,
+    load_tls,
+    load_verifier_key,
+    state_lock,
+)
 from agent.logs import get_logger, setup_logging
 from agent.metrics import AgentMetrics
 from agent.ports import InventorySource
-from agent.renewal import NotifyingSpool, Renewal, StreamControl
-from agent.rotation import finish_install, load_pending_key, state_lock
+from agent.rotation import (
+    NotifyingSpool,
+    Renewal,
+    RotateRequest,
+    StreamControl,
+    recover,
+    signing_key,
+)
 from agent.spool import Spool
 from agent.stream import StreamClient, StreamSettings
 from attest import errors
@@ -71,7 +84,7 @@ def open_runtime(cfg: AgentConfig, spool_type: type[Spool] = Spool) -> Runtime:
     StoreError, InventoryError (machine file)."""
     identity = load_identity(cfg.state_dir)
     key_file = cfg.state_dir / KEY_FILE
-    signer = load_pending_key(cfg.state_dir) or load_private_key(key_file)
+    signer = signing_key(cfg.state_dir)
     inventory, override = open_inventory(cfg.simulate)
     try:
         spool = spool_type.open(cfg.state_dir, cfg.spool_max_bytes)
@@ -126,11 +139,10 @@ class Daemon:
 
     async def run(self) -> int:
         with state_lock(self.cfg.state_dir):
-            if finish_install(self.cfg.state_dir):
-                log.warning("finished installing a rotated key that a crash had interrupted")
-            return await self._run()
+            return await self._run(recover(self.cfg.state_dir))
 
-    async def _run(self) -> int:
+    async def _run(self, pending: SoftwareSigner | None) -> int:
+        """Serve with the state dir locked; `pending` is the key of an unfinished rotation."""
         cfg = self.cfg
         runtime = open_runtime(cfg, NotifyingSpool)
         try:
@@ -155,8 +167,6 @@ class Daemon:
                 self._clock,
             )
             self.stream = stream
-            rotating = runtime.signer.public_key.keyid != current.public_key.keyid
-            pending = runtime.signer if rotating else None
             if tls is not None:
                 self._renewal = Renewal(
                     RotateRequest(target, cfg.state_dir, runtime.identity, current, tls),

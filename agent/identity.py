@@ -1,27 +1,40 @@
-"""The agent's enrolled identity: files in its state directory, and the pure receipt check.
+"""The agent's enrolled identity: files in its state directory, the lock on it, and the pure
+checks of receipts and certificates.
 
 Files (protocol.md): agent.key (0600, signs evidence and is the mTLS client key), agent.crt,
 ca.pem, verifier.pub (PEM SPKI of the receipt-signing key) and identity.toml (agent_id,
-site_id, verifier address).
+site_id, verifier address). How agent.key and agent.crt are replaced is agent.rotation's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from attest import tomlconf
 from attest.envelope import RECEIPT_PAYLOAD_TYPE, verify
-from attest.errors import KeyMaterialError, NotEnrolledError, ReceiptMismatchError
+from attest.errors import (
+    ConfigError,
+    KeyMaterialError,
+    KeyRotationError,
+    NotEnrolledError,
+    ReceiptMismatchError,
+)
 from attest.files import write_secret_file
-from attest.keys import PublicKey, SoftwareSigner, certificate_spki
+from attest.keys import AGENT_URI_PREFIX, PublicKey, SoftwareSigner, certificate_spki
 from attest.model import Receipt
 from attest.wire import decode_envelope, decode_receipt
 
@@ -33,6 +46,9 @@ IDENTITY_FILE = "identity.toml"
 #: A key rotation's next key and its certificate, until installed (agent.rotation).
 PENDING_KEY_FILE = "agent.key.pending"
 PENDING_CERT_FILE = "agent.crt.pending"
+LOCK_FILE = "agent.lock"
+#: How far ahead of the agent's clock an issued certificate may start.
+_CLOCK_SKEW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -162,11 +178,72 @@ def check_receipt_answers(receipt: Receipt, entry_hash: bytes) -> None:
         raise ReceiptMismatchError(f"receipt for seq {receipt.seq} names another envelope")
 
 
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state dir's lock (`run`, `once` and `rotate-key` each take it: one writer of the
+    evidence chain, and no key rotated under a running agent). Raises NotEnrolledError without
+    a state dir, ConfigError when another process holds it."""
+    if not state_dir.is_dir():
+        raise NotEnrolledError(f"{state_dir} does not exist: enroll first")
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConfigError(
+                f"another gpu-attest-agent (run, once or rotate-key) is using {state_dir}"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
 def check_key_matches_cert(signer: SoftwareSigner, cert_pem: bytes) -> None:
     """Raise KeyMaterialError when the client certificate is not for the agent key."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
         raise KeyMaterialError(f"the enrolled client certificate is not valid PEM: {exc}") from exc
-    if certificate_spki(cert) != signer.public_key.spki_der:
+    if not cert_is_for(cert_pem, signer.public_key):
         raise KeyMaterialError("the enrolled client certificate is not for agent.key")
+
+
+def cert_is_for(cert_pem: bytes, key: PublicKey) -> bool:
+    """True when `cert_pem` is a PEM certificate of `key`."""
+    try:
+        return certificate_spki(x509.load_pem_x509_certificate(cert_pem)) == key.spki_der
+    except ValueError:
+        return False
+
+
+def certificate_window(cert_pem: bytes) -> tuple[datetime, datetime]:
+    """(notBefore, notAfter) of a PEM certificate, timezone-aware."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
+def check_issued_certificate(
+    cert_pem: bytes, *, ca_pem: bytes, key: PublicKey, agent_id: str, now: datetime
+) -> x509.Certificate:
+    """Raise KeyRotationError unless `cert_pem` is a client certificate for `key`, naming
+    `agent_id`, valid at `now` and issued by a CA certificate of `ca_pem` (the pinned one)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        cas = x509.load_pem_x509_certificates(ca_pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        raise KeyRotationError(f"the verifier returned an unusable certificate: {exc}") from exc
+    if not cert_is_for(cert_pem, key):
+        raise KeyRotationError("the verifier returned a certificate for another key")
+    if san.get_values_for_type(x509.UniformResourceIdentifier) != [AGENT_URI_PREFIX + agent_id]:
+        raise KeyRotationError(f"the returned certificate does not name agent {agent_id}")
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        raise KeyRotationError("the returned certificate is not for TLS client authentication")
+    if not cert.not_valid_before_utc - _CLOCK_SKEW <= now < cert.not_valid_after_utc:
+        raise KeyRotationError("the returned certificate is not valid now")
+    for ca in cas:
+        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
+            cert.verify_directly_issued_by(ca)
+            return cert
+    raise KeyRotationError("the returned certificate is not issued by the pinned CA")

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from agent.cli import main
 from agent.exits import AgentExit
-from agent.identity import retire_enrollment
-from agent.rotation import state_lock
+from agent.identity import retire_enrollment, state_lock
 from agent.spool import Spool
 from attest.errors import SpoolFullError
 from tests.verifier.sim import free_port

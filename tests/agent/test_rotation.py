@@ -22,17 +22,19 @@ from agent.identity import (
     KEY_FILE,
     PENDING_CERT_FILE,
     PENDING_KEY_FILE,
+    check_issued_certificate,
     check_key_matches_cert,
     load_tls,
     make_csr,
     retire_enrollment,
+    state_lock,
 )
 from agent.rotation import (
     begin_rotation,
-    check_issued_certificate,
     finish_install,
     install_rotation,
-    state_lock,
+    recover,
+    signing_key,
 )
 from agent.spool import Spool
 from attest.envelope import rotation_statement
@@ -113,7 +115,7 @@ async def test_a_crash_after_the_verifier_answered_is_recovered_at_start(
     agent died before installing anything: the old pair alone is no longer accepted."""
     agent = await enrolled_agent(tmp_path, running)
     old = load_private_key(agent.state_dir / KEY_FILE)
-    pending = begin_rotation(agent.state_dir, AGENT_KEY_ALGORITHM)
+    pending = begin_rotation(agent.state_dir)
     channel = open_channel(
         HostPort("127.0.0.1", running.ports["listen"]), load_tls(agent.state_dir, old), None,
         insecure_plaintext=False,
@@ -212,8 +214,11 @@ def test_an_install_cut_short_is_finished_at_the_next_start(
     old = SoftwareSigner.generate(AGENT_KEY_ALGORITHM)
     write_private_key(tmp_path / KEY_FILE, old)
     write_secret_file(tmp_path / CERT_FILE, self_signed_cert(old))
-    pending = begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
-    assert pending.fresh and not begin_rotation(tmp_path, AGENT_KEY_ALGORITHM).fresh
+    with pytest.raises(KeyRotationError, match="2 spooled envelope"):
+        begin_rotation(tmp_path, spooled=2)  # a new key only with an empty spool
+    pending = begin_rotation(tmp_path)
+    assert pending.fresh and not begin_rotation(tmp_path, spooled=3).fresh  # resumed
+    assert signing_key(tmp_path).public_key == pending.signer.public_key
     new_cert = self_signed_cert(pending.signer)
     write_secret_file(tmp_path / PENDING_CERT_FILE, new_cert)
     if crashed_after == "key renamed":
@@ -224,6 +229,8 @@ def test_an_install_cut_short_is_finished_at_the_next_start(
     assert (tmp_path / CERT_FILE).read_bytes() == new_cert
     assert _no_pending(tmp_path)
     assert not finish_install(tmp_path)  # nothing left to do
+    assert recover(tmp_path) is None
+    assert signing_key(tmp_path).public_key == pending.signer.public_key
 
 
 def test_a_pending_certificate_for_neither_key_is_dropped(tmp_path: Path) -> None:
@@ -235,7 +242,7 @@ def test_a_pending_certificate_for_neither_key_is_dropped(tmp_path: Path) -> Non
     assert not finish_install(tmp_path)
     assert _no_pending(tmp_path)
     assert load_private_key(tmp_path / KEY_FILE).public_key == old.public_key
-    begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
+    begin_rotation(tmp_path)
     with pytest.raises(KeyRotationError, match="not for the pending key"):
         install_rotation(tmp_path, stranger)
     assert (tmp_path / PENDING_KEY_FILE).exists()  # kept: the verifier may hold it already
@@ -243,7 +250,7 @@ def test_a_pending_certificate_for_neither_key_is_dropped(tmp_path: Path) -> Non
 
 def test_re_enrolling_retires_a_pending_rotation_with_the_old_identity(tmp_path: Path) -> None:
     write_private_key(tmp_path / KEY_FILE, SoftwareSigner.generate(AGENT_KEY_ALGORITHM))
-    begin_rotation(tmp_path, AGENT_KEY_ALGORITHM)
+    begin_rotation(tmp_path)
     retired = retire_enrollment(tmp_path, "20260601T000000Z")
     assert (retired / PENDING_KEY_FILE).exists()
     assert _no_pending(tmp_path)  # the new agent must not take it for a rotation of its own
