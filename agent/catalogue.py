@@ -1,6 +1,7 @@
-"""Real per-model GPU values for simulated machines (DESIGN section 7).
+"""Real per-model GPU values for simulated machines (docs/design.md §7).
 
-Every value comes from a capture named beside it (`/work/shared/reference/nvml.md` section 4):
+Every value comes from a capture named beside it (sources below; this project's own captures
+are described in tests/agent/nvml/fixtures/REAL-CAPTURES.md):
 
 - [K-<sku>] NVIDIA/k8s-test-infra tests/e2e/go/assertions/nvidiasmi/testdata/hardware/qx-<sku>.xml,
   real `nvidia-smi -q -x` captures with identities scrubbed.

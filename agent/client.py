@@ -1,9 +1,9 @@
 """The gRPC shell of the agent: channels, backoff and Enroll (retried until its first
 success). RotateKey is agent.rotation's, the Attest stream agent.stream's.
 
-Stream semantics are those of protocol.md: the verifier speaks first with a Challenge; the agent
-drops spooled entries the verifier already holds (seq <= last_seq), replays the rest in seq
-order, and removes an entry only when a receipt signed by the pinned verifier key names it.
+Stream semantics are those of docs/protocol.md §8: the verifier speaks first with a Challenge;
+the agent drops spooled entries the verifier already holds (seq <= last_seq), replays the rest
+in seq order, and removes an entry only when a receipt signed by the pinned verifier key names it.
 Reconnects use exponential backoff with full jitter, capped.
 """
 

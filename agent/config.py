@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 from attest import tomlconf as tc
 from attest.errors import ConfigError
 from attest.hostport import HostPort, require_loopback
+from attest.logfmt import LogFormat
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpu-attest/agent.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest")
-LogFormat = Literal["text", "json"]
 
 _MAX_INTERVAL_S = 24 * 3600.0
 _MIN_SPOOL_BYTES = 64 * 1024

@@ -1,8 +1,8 @@
 """The agent's enrolled identity: files in its state directory, the lock on it, and the pure
 checks of receipts and certificates.
 
-Files (protocol.md): agent.key (0600, signs evidence and is the mTLS client key), agent.crt,
-ca.pem, verifier.pub (PEM SPKI of the receipt-signing key) and identity.toml (agent_id,
+Files (docs/protocol.md §10): agent.key (0600, signs evidence and is the mTLS client key),
+agent.crt, ca.pem, verifier.pub (PEM SPKI of the receipt-signing key) and identity.toml (agent_id,
 site_id, verifier address). How agent.key and agent.crt are replaced is agent.rotation's.
 """
 

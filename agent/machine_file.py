@@ -1,4 +1,4 @@
-"""Simulated-machine files (DESIGN section 7): TOML in, one frozen `SimulatedMachine` out.
+"""Simulated-machine files (docs/design.md §7): TOML in, one frozen `SimulatedMachine` out.
 
 ```toml
 [host]                        # optional; exposed to the agent as SimulatedMachine.host

@@ -28,7 +28,7 @@ ARCHITECTURES: Final = types.MappingProxyType(
     }
 )
 
-#: Every NVML error class suffix of nvidia-ml-py (`NVMLError_<name>`), nvml.md section 2.
+#: Every NVML error class suffix (`NVMLError_<name>`) that nvidia-ml-py's pynvml.py defines.
 NVML_ERROR_NAMES: Final = frozenset(
     {
         "Uninitialized", "InvalidArgument", "NotSupported", "NoPermission",

@@ -1,4 +1,4 @@
-"""Simulated machines: the agent's inventory backend on hosts without GPUs (DESIGN section 7).
+"""Simulated machines: the agent's inventory backend on hosts without GPUs (docs/design.md §7).
 
 `load_machine` turns a machine file (format in `agent.machine_file`) into a frozen
 `SimulatedMachine`, expanding each `[[gpu]]` group from the catalogue of real values with
@@ -206,7 +206,8 @@ def _defaults(gpu_model: GpuModel, index: int, gpu_uuid: str, bus_id: str) -> di
         "uuid": gpu_uuid,
         "name": gpu_model.name,
         "board_part_number": gpu_model.board_part_number,
-        # HGX reports bus << 8 (nvml.md section 1); the domain term is an estimate for Grace.
+        # HGX reports bus << 8 (NVML API reference, nvmlPciInfo_t); the domain term is an
+        # estimate for Grace.
         "board_id": ((domain << 16) | (bus << 8)) & _U32,
         "pci": model.PciInfo(bus_id, gpu_model.pci_device_id, gpu_model.pci_subsystem_id),
         "vbios_version": gpu_model.vbios_version,
@@ -253,7 +254,8 @@ def _apply(
         fields[key] = merged
     mig = fields["mig"]
     if isinstance(mig, model.MigInfo) and mig.devices and "remapped_rows" not in overrides:
-        # NVML refuses row-remapping counters on a GPU with active MIG instances (nvml.md).
+        # NVML refuses row-remapping counters on a GPU with active MIG instances (NVML API
+        # reference, nvmlDeviceGetRemappedRows).
         fields["remapped_rows"] = Unavailable("NotSupported")
     cc, refusal = _cc(overrides.get("cc"), gpu_model, gpu_uuid)
     return SimulatedGpu(model.Gpu(**fields, cc=cc), refusal)
@@ -282,7 +284,7 @@ def _cc(
         return model.ConfidentialComputing(
             True, no_nonce, simulated_chain(gpu_uuid), no_nonce
         ), None
-    # Off: a CC-capable GPU refuses with InvalidState (nvml.md section 1; to confirm on hardware).
+    # Off: a CC-capable GPU refuses with InvalidState (NVML API reference; to confirm on hardware).
     refusal = "InvalidState" if gpu_model.cc_capable else "NotSupported"
     chain = Unavailable(refusal)
     return model.ConfidentialComputing(False, no_nonce, chain, no_nonce), refusal

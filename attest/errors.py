@@ -188,7 +188,7 @@ class ConfigError(AttestError):
 
 
 class MachineFileError(ConfigError):
-    """A simulated-machine description (DESIGN section 7) is malformed or names unknown keys."""
+    """A simulated-machine description (docs/design.md §7) is malformed or names unknown keys."""
 
     code = "machine-file-invalid"
 

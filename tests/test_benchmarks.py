@@ -1,4 +1,4 @@
-"""The benchmarks still run and print what the README quotes (tiny sizes; no figure is judged)."""
+"""The benchmarks still run and print what docs/performance.md quotes (tiny sizes, no figures)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from verifier.exits import exit_code_for as verifier_exit_code_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The documented numbers (README.md, the units, operators' scripts): never renumbered.
+#: The documented numbers (each program's --help, the units, operators' scripts): never renumbered.
 STABLE: dict[type[ExitCode], dict[str, int]] = {
     AgentExit: {
         "OK": 0,

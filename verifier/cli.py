@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="verifier.toml (default /etc/gpu-attest/)")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines")
-    # The same options are accepted after the subcommand too (`serve --config F`, DESIGN §8);
+    # The same options are accepted after the subcommand too (`serve --config F`, docs/design.md
+    # §8);
     # SUPPRESS keeps a value given before the subcommand when none is given after it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="verifier.toml")

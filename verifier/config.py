@@ -75,7 +75,7 @@ class StoreConfig:
     The interval matters under light load, where envelopes would otherwise commit one by one:
     at 2,000 agents sending 166 envelopes/s, 25 ms put ~4 in each transaction and cut the
     verifier's CPU per envelope by ~20% and its disk writes by ~45%, for ~15 ms of latency
-    (README, Performance)."""
+    (docs/performance.md §4)."""
 
     batch_max: int = 256
     commit_interval_ms: int = 25

@@ -1,7 +1,7 @@
 """The finding rules over fleet state, as pure functions: values and `now` in, findings out.
 
 The store's accept transaction and its periodic `sweep` are the shells that read the state,
-call these, and write what they return. Rule ids are the stable ones of DESIGN §5.
+call these, and write what they return. Rule ids are the stable ones of docs/design.md §5.
 """
 
 from __future__ import annotations

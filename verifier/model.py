@@ -221,7 +221,7 @@ class Severity(enum.Enum):
 class FindingDraft:
     """A finding as the pure rules raise it; (rule, subject) is its identity."""
 
-    rule: str  # a stable rule id of DESIGN §5, e.g. "duplicate-gpu"
+    rule: str  # a stable rule id of docs/design.md §5, e.g. "duplicate-gpu"
     severity: Severity
     subject: str  # e.g. "gpu:GPU-1234...", "agent:<agent_id>"
     message: str

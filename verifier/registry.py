@@ -1,4 +1,4 @@
-"""Parse the compliance registry TOML (DESIGN §6) into a validated `Registry`.
+"""Parse the compliance registry TOML (docs/design.md §6) into a validated `Registry`.
 
 The file is untrusted input from a person: every key is checked (unknown keys are errors), every
 value has its type and range checked, ids are unique per kind, and every reference resolves.

@@ -1,4 +1,4 @@
-"""The compliance registry as frozen values (DESIGN §6): entities, sites, authorizations,
+"""The compliance registry as frozen values (docs/design.md §6): entities, sites, authorizations,
 landmarks and government-to-government arrangements.
 
 Parsing the TOML file lives in `verifier.registry`; these classes are what the parser returns,

@@ -134,7 +134,7 @@ def bound_heap_arenas(arenas: int = 1) -> bool:
     grpc's event-engine threads encrypt and decrypt TLS records; by default each allocates from
     an arena of its own, and the buffers of 10,000 streams, freed in one arena and wanted in
     another, left ~15 KB of free heap per stream resident after a few rounds (measured with
-    benchmarks/transport_floor's server: 110 KB per mTLS stream after 20 rounds, 91 KB with one
+    benchmarks/transport_floor.py's server: 110 KB per mTLS stream after 20 rounds, 91 KB with one
     arena, the same CPU per round). Memory only: no check depends on it. Returns False where
     the C library is not glibc (nothing changed)."""
     name = ctypes.util.find_library("c")

@@ -1,6 +1,7 @@
 """Evidence values for tests and vectors: one with every field set, one with every reading absent.
 
-Values follow a simulated 8x H100-SXM host (DESIGN §7); the numbers are plausible, not captured.
+Values follow a simulated 8x H100-SXM host (docs/design.md §7); the numbers are plausible, not
+captured.
 """
 
 from __future__ import annotations

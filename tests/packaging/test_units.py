@@ -1,6 +1,6 @@
 """The hardened units say what packaging/README.md promises, and systemd itself agrees.
 
-Keylime's units run with `User=` and nothing else (reference/anchors.md); these tests pin every
+Keylime's units run with `User=` and nothing else (keylime's own packaging); these tests pin every
 sandbox setting so that loosening one is a visible, reviewed change, and every relaxed setting
 must carry an "Exception:" comment that says why.
 """

@@ -1,4 +1,4 @@
-"""Test-side protocol agent (protocol.md) and a `gpu-attest-verifier serve` subprocess harness.
+"""Test-side protocol agent (docs/protocol.md §8) and a `gpu-attest-verifier serve` harness.
 
 Written from attest only (no agent/ import, layering). The agent keeps a spool: an envelope is
 spooled before it is sent and removed only when a receipt signed by the pinned verifier key

@@ -109,7 +109,7 @@ def test_serve_insecure_plaintext_refused_off_loopback(
 def test_config_accepted_after_the_subcommand(
     capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
 ) -> None:
-    """DESIGN §8 writes `serve [--config F]`; the option works on either side of the subcommand."""
+    """docs/design.md §8 writes `serve [--config F]`; the option works on either side of it."""
     before = main(["--config", str(config_file), "ca", "export"])
     first = capsys.readouterr().out
     after = main(["ca", "export", "--config", str(config_file)])

@@ -44,7 +44,7 @@ from verifier.registry_model import Registry
 # --- options and the port ----------------------------------------------------------------------
 
 #: Rows per page of the `iter_*` listings (all pages of one listing read one snapshot), so a
-#: listing holds O(chunk) rows whatever the size of the fleet (DESIGN §10).
+#: listing holds O(chunk) rows whatever the size of the fleet (docs/design.md §10).
 LIST_CHUNK = 1000
 #: Subjects per page of the sweep, each page one short write transaction.
 SWEEP_CHUNK = 500

@@ -1,4 +1,4 @@
-"""Consistency rules a real capture must satisfy (nvml.md section 1, "Consistency rules")."""
+"""Consistency rules a real capture must satisfy (what the NVML API reference promises)."""
 
 from __future__ import annotations
 

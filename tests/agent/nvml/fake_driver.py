@@ -2,7 +2,7 @@
 
 The answers come from a simulated machine, so a test can compare what `NvmlInventory` reads
 through pynvml with what `SimulatedInventory` says about the same machine. The fake keeps the
-real module's types and habits (nvml.md sections 1-2):
+real module's types and habits (nvidia-ml-py's pynvml.py and the NVML API reference):
 
 - errors are the real `pynvml.NVMLError_*` classes, raised as `NVMLError(code)`;
 - handles are real `c_nvmlDevice_t` pointers; strings come back as `str`;
