@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).with_name("fixtures")
-PAIRS = [("real-nvidia-h200.json", "nvidia-smi-real-h200.xml")]
+PAIRS = [
+    ("real-nvidia-h200.json", "nvidia-smi-real-h200.xml"),
+    ("real-nvidia-h200-b.json", "nvidia-smi-real-h200-b.xml"),
+]
 
 
 def _text(gpu: ET.Element, path: str) -> str:
