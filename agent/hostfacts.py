@@ -9,12 +9,14 @@ same kernel interfaces but also handles the corner cases (containers, hot-plugge
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
+from attest.identifiers import HOSTNAME, MACHINE_ID, PLAIN_UUID
 from attest.model import HostFacts, Reading, Unavailable
 
 LIVE_ROOT = Path("/")
@@ -126,6 +128,14 @@ def _live_stats() -> tuple[Reading[int], Reading[int], Reading[int]]:
     return (count if count else Unavailable("Empty")), memory, max(uptime, 0)
 
 
+def _well_formed(reading: Reading[str], grammar: re.Pattern[str]) -> Reading[str]:
+    """An identifier outside the grammar the verifier holds it to (attest/identifiers.py) is
+    reported as unavailable: the host keeps attesting instead of being refused for ever."""
+    if isinstance(reading, str) and not grammar.match(reading):
+        return Unavailable("Malformed")
+    return reading
+
+
 def collect_host_facts(root: Path = LIVE_ROOT) -> HostFacts:
     """Read this host's identity and size. Never raises for a missing or unreadable source."""
     cpuinfo = read_text(root, "proc/cpuinfo")
@@ -147,12 +157,12 @@ def collect_host_facts(root: Path = LIVE_ROOT) -> HostFacts:
     if isinstance(hostname, Unavailable):
         hostname = read_text(root, "etc/hostname")
     return HostFacts(
-        machine_id=read_text(root, "etc/machine-id"),
-        hostname=hostname,
+        machine_id=_well_formed(read_text(root, "etc/machine-id"), MACHINE_ID),
+        hostname=_well_formed(hostname, HOSTNAME),
         dmi_sys_vendor=_dmi(root, "sys_vendor"),
         dmi_product_name=_dmi(root, "product_name"),
         dmi_product_serial=_dmi(root, "product_serial"),
-        boot_id=read_text(root, "proc/sys/kernel/random/boot_id"),
+        boot_id=_well_formed(read_text(root, "proc/sys/kernel/random/boot_id"), PLAIN_UUID),
         kernel=read_text(root, "proc/sys/kernel/osrelease"),
         os_release=_parsed_str(os_release, parse_os_release),
         cpu_model=cpu_model,

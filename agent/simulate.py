@@ -43,7 +43,7 @@ __all__ = [
     "parse_machine",
 ]
 
-MAX_GPUS: Final = 1024  # the wire contract's bound on GPUs per evidence
+MAX_GPUS: Final = 64  # the wire contract's bound on GPUs per evidence (attest/wire/_policy.py)
 _U32: Final = 2**32 - 1
 _ZERO_UUID: Final = "00000000-0000-0000-0000-000000000000"
 

@@ -79,6 +79,13 @@ class InvariantError(DecodeError):
     code = "invariant-violated"
 
 
+class EvidenceBoundsError(InvariantError):
+    """Evidence reports more than hardware can (GPUs, MIG devices, string lengths) or an
+    identifier outside its grammar, or text with control, NUL or bidi characters."""
+
+    code = "evidence-out-of-bounds"
+
+
 # --- verification of evidence ----------------------------------------------------------------
 
 
@@ -213,6 +220,13 @@ class InventoryError(AttestError):
 
 class RateLimitedError(AttestError):
     code = "rate-limited"
+
+
+class ByteBudgetError(RateLimitedError):
+    """The agent's accepted evidence would exceed its byte budget for the current window
+    (`stream.agent_bytes_per_hour`): one agent must not be able to fill the verifier's disk."""
+
+    code = "byte-budget-exceeded"
 
 
 class ProofError(AttestError):

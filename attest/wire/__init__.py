@@ -3,24 +3,16 @@
 Decoders take untrusted bytes and either return validated frozen values or raise `DecodeError`
 (or a subclass). They never return partially parsed data.
 
-The code lives in private modules by concern (`_common`: limits, strict parsing, timestamps,
-readings; `_gpu`: GPU entries; `_evidence`: host, driver, evidence; `_messages`: envelope,
-receipt, challenge, rejection). Callers import from `attest.wire` only; the names below are the
-same objects, so `wire.check_evidence(...)` costs one attribute lookup, as before the split.
+The code lives in private modules by concern (`_policy`: the decoding policy's bounds and
+identifier grammars; `_common`: strict parsing, timestamps, readings; `_gpu`: GPU entries;
+`_evidence`: host, driver, evidence; `_messages`: envelope, receipt, challenge, rejection).
+Callers import from `attest.wire` only; the names below are the same objects, so
+`wire.check_evidence(...)` costs one attribute lookup, as before the split.
 """
 
 from __future__ import annotations
 
-from attest.wire._common import (
-    HASH_LEN,
-    MAX_ENVELOPE_BYTES,
-    MAX_GPUS,
-    MAX_LANDMARKS,
-    MAX_MIG_DEVICES,
-    MAX_POSTURE_CHECKS,
-    MAX_STRING,
-    NONCE_LEN,
-)
+from attest.wire._common import HASH_LEN, MAX_ENVELOPE_BYTES, NONCE_LEN
 from attest.wire._common import _fields as _fields  # tests check the reading tables
 from attest.wire._evidence import (
     CheckedEvidence,
@@ -39,6 +31,13 @@ from attest.wire._messages import (
     encode_receipt,
     rejection_from_pb,
     rejection_to_pb,
+)
+from attest.wire._policy import (
+    MAX_GPUS,
+    MAX_LANDMARKS,
+    MAX_MIG_DEVICES,
+    MAX_POSTURE_CHECKS,
+    MAX_STRING,
 )
 
 __all__ = [

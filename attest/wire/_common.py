@@ -19,16 +19,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from attest import model
 from attest.errors import DecodeError, InvariantError
+from attest.wire._policy import MAX_STRING, Check
 
 M = TypeVar("M", bound=Message)
 
 #: Default bound on one serialized envelope; the verifier's configured limit may be lower.
 MAX_ENVELOPE_BYTES = 4 * 1024 * 1024
-MAX_GPUS = 1024
-MAX_MIG_DEVICES = 64
-MAX_POSTURE_CHECKS = 256
-MAX_LANDMARKS = 64
-MAX_STRING = 4096
 HASH_LEN = 32
 NONCE_LEN = 32
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -146,6 +142,14 @@ def _plain_readings(
                 raise InvariantError(f"{what}.{name} is longer than {MAX_STRING} characters")
             out[name] = value
     return out
+
+
+def _check_strings(values: Mapping[str, object], where: str, checks: Mapping[str, Check]) -> None:
+    """Apply each field's policy check (attest/wire/_policy.py) to the strings it reports."""
+    for name, check in checks.items():
+        value = values[name]
+        if isinstance(value, str):
+            check(value, f"{where}.{name}")
 
 
 def _fields(cls: type) -> frozenset[str]:

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from attest import identifiers as ids
 from attest import model
 from attest.errors import InvariantError
 from attest.v1 import attest_pb2 as pb
+from attest.wire import _policy as policy
 from attest.wire._common import (
     HASH_LEN,
-    MAX_GPUS,
-    MAX_LANDMARKS,
-    MAX_POSTURE_CHECKS,
     NONCE_LEN,
     _absent,
+    _check_strings,
     _fields,
     _from_ts,
     _parse,
@@ -26,6 +26,7 @@ from attest.wire._common import (
     _ts,
 )
 from attest.wire._gpu import CheckedGpu, _gpu_claim, _gpu_from_pb, _gpu_pb
+from attest.wire._policy import MAX_GPUS, MAX_LANDMARKS, MAX_POSTURE_CHECKS, MAX_STRING
 
 # --- host and driver ---------------------------------------------------------------------------
 
@@ -53,12 +54,16 @@ def _driver_pb(driver: model.DriverInfo) -> pb.DriverInfo:
 
 def _host_from_pb(msg: pb.HostFacts) -> model.HostFacts:
     absent = _absent(msg, "host", _HOST_READINGS)
-    return model.HostFacts(**_plain_readings(msg, "host", absent, _HOST_FIELDS))
+    values = _plain_readings(msg, "host", absent, _HOST_FIELDS)
+    _check_strings(values, "host", policy.HOST_STRINGS)
+    return model.HostFacts(**values)
 
 
 def _driver_from_pb(msg: pb.DriverInfo) -> model.DriverInfo:
     absent = _absent(msg, "driver", _DRIVER_READINGS)
-    return model.DriverInfo(**_plain_readings(msg, "driver", absent, _DRIVER_FIELDS))
+    values = _plain_readings(msg, "driver", absent, _DRIVER_FIELDS)
+    _check_strings(values, "driver", policy.DRIVER_STRINGS)
+    return model.DriverInfo(**values)
 
 
 # --- evidence ----------------------------------------------------------------------------------
@@ -190,6 +195,23 @@ def _checked_evidence(payload: bytes, gpu: Callable[[pb.Gpu, str], object]) -> d
     return _checked_fields(_parse(pb.Evidence(), payload, "evidence"), gpu, None)
 
 
+def _check_bounds(msg: pb.Evidence) -> None:
+    """The decoding policy (attest/wire/_policy.py) for the fields outside GPU entries."""
+    policy.count(len(msg.gpus), "GPUs in one evidence", MAX_GPUS)
+    policy.count(msg.inventory.device_count, "NVML device count", MAX_GPUS)
+    policy.count(len(msg.posture), "posture checks", MAX_POSTURE_CHECKS)
+    policy.count(len(msg.landmarks), "landmark measurements", MAX_LANDMARKS)
+    policy.identifier(msg.agent_id, "evidence agent_id", ids.TOKEN)
+    policy.text(msg.agent_version, "evidence agent_version", 64)
+    policy.text(msg.site.site_id, "evidence site", 128)
+    policy.text(msg.inventory.detail, "inventory detail", MAX_STRING)
+    for check in msg.posture:
+        policy.identifier(check.name, "posture check name", ids.TOKEN)
+        policy.text(check.detail, f"posture {check.name} detail", MAX_STRING)
+    for measurement in msg.landmarks:
+        policy.identifier(measurement.landmark_id, "landmark id", ids.TOKEN)
+
+
 def _checked_fields(
     msg: pb.Evidence, gpu: Callable[[pb.Gpu, str], object], reuse: tuple[object, ...] | None
 ) -> dict[str, Any]:
@@ -209,10 +231,7 @@ def _checked_fields(
     for name in ("host", "driver", "inventory", "site"):
         if not msg.HasField(name):
             raise InvariantError(f"evidence has no {name} section")
-    if len(msg.gpus) > MAX_GPUS:
-        raise InvariantError(f"evidence lists more than {MAX_GPUS} GPUs")
-    if len(msg.posture) > MAX_POSTURE_CHECKS or len(msg.landmarks) > MAX_LANDMARKS:
-        raise InvariantError("evidence lists too many posture checks or landmarks")
+    _check_bounds(msg)
     if msg.inventory.state not in _INVENTORY_STATE_BACK:
         raise InvariantError(f"unknown inventory state {msg.inventory.state}")
     if reuse is not None:

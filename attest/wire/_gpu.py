@@ -9,18 +9,20 @@ from typing import Any, NamedTuple, cast
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from attest import identifiers as ids
 from attest import model
-from attest.errors import InvariantError
+from attest.errors import EvidenceBoundsError, InvariantError
 from attest.v1 import attest_pb2 as pb
+from attest.wire import _policy as policy
 from attest.wire._common import (
-    MAX_MIG_DEVICES,
-    MAX_STRING,
     NONCE_LEN,
     _absent,
+    _check_strings,
     _fields,
     _plain_readings,
     _ReadingWriter,
 )
+from attest.wire._policy import MAX_CC_BLOB, MAX_MIG_DEVICES, MAX_STRING
 
 _GPU_STATE = {
     model.GpuState.OK: pb.Gpu.STATE_OK,
@@ -77,9 +79,10 @@ def _gpu_pb(gpu: model.Gpu) -> pb.Gpu:
 
 
 def _mig_from_pb(msg: pb.MigInfo, where: str) -> model.MigInfo:
-    if len(msg.devices) > MAX_MIG_DEVICES:
-        raise InvariantError(f"{where}: more than {MAX_MIG_DEVICES} MIG devices")
+    policy.count(len(msg.devices), f"{where}: MIG devices", MAX_MIG_DEVICES)
     what = f"{where}.mig"
+    for dev in msg.devices:
+        policy.identifier(dev.uuid, f"{what} device uuid", ids.MIG_UUID)
     devices = tuple(
         model.MigDevice(
             uuid=dev.uuid,
@@ -95,6 +98,9 @@ def _cc_from_pb(msg: pb.ConfidentialComputing, where: str) -> model.Confidential
     absent = _absent(msg, what, _CC_READINGS)
     if msg.report_nonce and len(msg.report_nonce) != NONCE_LEN:
         raise InvariantError(f"{where}.cc: report nonce must be {NONCE_LEN} bytes")
+    for name in _CC_PLAIN:
+        if len(getattr(msg, name)) > MAX_CC_BLOB:
+            raise EvidenceBoundsError(f"{what}.{name} is larger than {MAX_CC_BLOB} bytes")
     return model.ConfidentialComputing(
         enabled=msg.enabled,
         report_nonce=msg.report_nonce,
@@ -150,9 +156,8 @@ def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
     state = _GPU_STATE_BACK.get(msg.state)
     if state is None:
         raise InvariantError(f"{where}: unknown state {msg.state}")
-    uuid = msg.uuid
-    if not uuid or len(uuid) > 128:
-        raise InvariantError(f"{where}: uuid is missing or too long")
+    if state is model.GpuState.OK or not ids.PLACEHOLDER_UUID.match(msg.uuid):
+        policy.identifier(msg.uuid, f"{where}.uuid", ids.GPU_UUID)
     absent = _absent(msg, where, _GPU_READINGS)
     capability = _capability(msg, where, absent.get("compute_capability"))
     has: Callable[[str], bool] = msg.HasField  # type: ignore[assignment]
@@ -165,12 +170,27 @@ def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
         for name in _GPU_STRINGS:
             if name not in absent and len(getattr(msg, name)) > MAX_STRING:
                 raise InvariantError(f"{where}.{name} is longer than {MAX_STRING} characters")
+    _check_gpu_strings(msg, where, absent)
     subs: dict[str, object] = {}
     if "mig" not in absent:
         subs["mig"] = _mig_from_pb(msg.mig, where)
     if "cc" not in absent:
         subs["cc"] = _cc_from_pb(msg.cc, where)
     return _GpuRules(state, absent, capability, subs)
+
+
+def _check_gpu_strings(msg: pb.Gpu, where: str, absent: Mapping[str, object]) -> None:
+    """The decoding policy's rules for the strings of one GPU entry (attest/wire/_policy.py)."""
+    _check_strings(
+        {name: None if name in absent else getattr(msg, name) for name in policy.GPU_STRINGS},
+        where,
+        policy.GPU_STRINGS,
+    )
+    if "pci" not in absent:
+        policy.identifier(msg.pci.bus_id, f"{where}.pci.bus_id", ids.BUS_ID)
+    if "fabric" not in absent and msg.fabric.cluster_uuid:
+        cluster = msg.fabric.cluster_uuid
+        policy.identifier(cluster, f"{where}.fabric.cluster_uuid", ids.PLAIN_UUID)
 
 
 def _gpu_from_pb(msg: pb.Gpu, where: str) -> model.Gpu:

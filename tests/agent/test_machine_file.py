@@ -111,10 +111,10 @@ def test_driver_table_and_no_gpus() -> None:
         ("[[gpu]]\ncount = 2\n", "model"),
         ('[[gpu]]\nmodel = "H100-SXM"\ncount = 2\nuuid = "GPU-1"\n', "count = 1"),
         ('[[gpu]]\nmodel = "H100-SXM"\ncount = 2\npci = { bus_id = "0000:01:00.0" }\n', "count"),
-        ('[[gpu]]\nmodel = "H100-SXM"\ncount = 2000\n', "1024"),
+        ('[[gpu]]\nmodel = "H100-SXM"\ncount = 2000\n', "64"),
         (
-            '[[gpu]]\nmodel = "H100-SXM"\ncount = 1000\n[[gpu]]\nmodel = "A100"\ncount = 30\n',
-            "1024",
+            '[[gpu]]\nmodel = "H100-SXM"\ncount = 40\n[[gpu]]\nmodel = "A100"\ncount = 30\n',
+            "at most 64 GPUs",
         ),
         ('[[gpu]]\nmodel = "H100-SXM"\ncount = -1\n', "integer"),
         ('[[gpu]]\nmodel = "H100-SXM"\nboard_id = true\n', "integer"),

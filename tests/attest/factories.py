@@ -39,8 +39,8 @@ def full_gpu(index: int) -> model.Gpu:
             current_mode=1,
             pending_mode=1,
             devices=(
-                model.MigDevice(f"MIG-{index}-a", 1, 0, 10_000_000_000),
-                model.MigDevice(f"MIG-{index}-b", 2, 0, NOT_SUPPORTED),
+                model.MigDevice(f"MIG-0a1b2c3d-0000-4000-8000-0000000000a{index}", 1, 0, 10_000_000_000),
+                model.MigDevice(f"MIG-0a1b2c3d-0000-4000-8000-0000000000b{index}", 2, 0, NOT_SUPPORTED),
             ),
         ),
         fabric=model.FabricInfo("0" * 8 + "-0000-0000-0000-" + "0" * 12, 7, 3, 0),

@@ -40,7 +40,8 @@ def evidence(
         agent_id=agent_id, seq=seq, prev_hash=prev_hash, nonce=nonce, created_at=created_at,
         agent_version="test",
         host=model.HostFacts(
-            machine_id="m-1", hostname="node-1", dmi_sys_vendor=NA, dmi_product_name=NA,
+            machine_id="0123456789abcdef0123456789abcdef", hostname="node-1", dmi_sys_vendor=NA,
+            dmi_product_name=NA,
             dmi_product_serial=NA, boot_id=NA, kernel="6.8", os_release=NA, cpu_model=NA,
             cpu_count=64, memory_bytes=NA, uptime_s=NA,
         ),
