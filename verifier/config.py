@@ -45,6 +45,9 @@ class StreamConfig:
     gpu_check_cache_size: int = 2048
     #: Parsed agent public keys kept (~2.4 KB each); others are parsed again when used (~10 µs).
     key_cache_size: int = 2048
+    #: Bytes of evidence one agent may send per hour (verifier/budget.py). An 8-GPU host with CC
+    #: reports every 60 s sends ~10 MB/h; 64 MiB leaves room to replay a spool after an outage.
+    agent_bytes_per_hour: int = 64 * 1024 * 1024
 
     @property
     def challenge_ttl(self) -> timedelta:
@@ -157,8 +160,14 @@ def _stream(t: tc.Table) -> StreamConfig:
         max_streams=t.get("max_streams", _POSITIVE, d.max_streams),
         gpu_check_cache_size=t.get("gpu_check_cache_size", tc.integer(0), d.gpu_check_cache_size),
         key_cache_size=t.get("key_cache_size", tc.integer(0), d.key_cache_size),
+        agent_bytes_per_hour=t.get(
+            "agent_bytes_per_hour", tc.integer(1, 2**40), d.agent_bytes_per_hour
+        ),
     )
     t.done()
+    if config.agent_bytes_per_hour < config.max_message_bytes:
+        # Else an envelope the size limit admits could never fit in the budget.
+        raise t.fail("agent_bytes_per_hour", "must be at least max_message_bytes")
     return config
 
 

@@ -29,6 +29,7 @@ from attest.keys import KeyCache, SoftwareSigner
 from attest.model import Challenge, Freshness, Receipt
 from attest.v1 import attest_pb2 as pb
 from verifier import pipeline
+from verifier.budget import ByteBudget
 from verifier.ca import CertificateAuthority, peer_from_certificate
 from verifier.config import VerifierConfig
 from verifier.metrics import Metrics
@@ -119,6 +120,11 @@ class Core:
         sections = self.gpu_sections
         if agent_id in sections or len(sections) < self.config.stream.gpu_check_cache_size:
             sections[agent_id] = section
+
+    @functools.cached_property
+    def byte_budget(self) -> ByteBudget:
+        """Bytes of evidence each agent may have accepted per hour (verifier/budget.py)."""
+        return ByteBudget(self.config.stream.agent_bytes_per_hour)
 
     @functools.cached_property
     def accepted_counters(self) -> dict[Freshness, Counter]:
@@ -249,7 +255,14 @@ class AttestSession:
             verified = await self._check(auth, nonce)
         next_nonce = core.nonce_record()
         attestation = pipeline.to_attestation(verified, core.clock())
-        accepted = await core.committer.submit(attestation, next_nonce)
+        # Charged once every check passed, so only evidence the store would keep counts;
+        # given back when the store does not take it.
+        core.byte_budget.reserve(agent_id, len(raw), time.monotonic())
+        try:
+            accepted = await core.committer.submit(attestation, next_nonce)
+        except BaseException:
+            core.byte_budget.refund(agent_id, len(raw))
+            raise
         self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
         core.keep_gpu_section(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
