@@ -25,6 +25,7 @@ from agent.simulate import SimulatedInventory
 from attest import model
 from attest.errors import MachineFileError
 from attest.model import Unavailable
+from attest.text import escape
 
 _WHAT: Final = {
     model.InventoryState.LIBRARY_NOT_FOUND: "NVML library libnvidia-ml.so.1 not found",
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             inventory = nvml.collect(args.nonce)
     status = inventory.status
     if status.state is not model.InventoryState.OK:
-        print(f"{_PROG}: error: {_WHAT[status.state]}: {status.detail}", file=sys.stderr)
+        print(f"{_PROG}: error: {_WHAT[status.state]}: {escape(status.detail)}", file=sys.stderr)
     if args.json:
         print(json.dumps(inventory_to_json(inventory, host), indent=2))
     elif status.state is model.InventoryState.OK:
@@ -112,9 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cell(reading: object) -> str:
+    """One table cell; what the driver reported is escaped (attest/text.py): a driver that
+    is not what it claims must not drive the operator's terminal."""
     if isinstance(reading, Unavailable):
-        return f"n/a ({reading.reason})"
-    return str(reading)
+        return f"n/a ({escape(reading.reason)})"
+    return escape(str(reading))
 
 
 def render_table(inventory: model.Inventory) -> str:
@@ -133,9 +136,9 @@ def render_table(inventory: model.Inventory) -> str:
             (
                 str(gpu.index),
                 gpu.state.value,
-                gpu.uuid,
+                _cell(gpu.uuid),
                 _cell(gpu.name),
-                gpu.pci.bus_id if isinstance(gpu.pci, model.PciInfo) else _cell(gpu.pci),
+                _cell(gpu.pci.bus_id if isinstance(gpu.pci, model.PciInfo) else gpu.pci),
                 _cell(gpu.serial),
                 str(memory // 2**20) if isinstance(memory, int) else _cell(memory),
                 _cell(gpu.vbios_version),

@@ -34,4 +34,3 @@ HOSTNAME: Final = re.compile(
 MACHINE_ID: Final = re.compile(r"[0-9a-f]{32}\Z")
 #: Short technical tokens (agent and site ids, architecture, landmark ids).
 TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
-

@@ -11,7 +11,7 @@ through `setup_logging`. The three formats:
   priority prefix journald reads; the journal adds its own timestamp;
 * text: `ts LEVEL logger: msg`, with the same timestamp as JSON.
 
-Standard library only.
+Standard library only (and attest/text.py, itself standard library only).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import ClassVar, Literal, TextIO
+
+from attest.text import escape, escape_json
 
 LogFormat = Literal["text", "json"]
 
@@ -53,14 +56,20 @@ class JsonFormatter(logging.Formatter):
                 data[key] = getattr(record, key)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        # ensure_ascii=False keeps names readable, but leaves bidi overrides and C1 controls
+        # raw: escape_json writes those as \\u escapes (the same JSON value).
+        return escape_json(json.dumps(data, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
-    """`ts LEVEL logger: msg`, the timestamp as in JSON lines."""
+    """`ts LEVEL logger: msg`, the timestamp as in JSON lines; the message escaped, so text an
+    agent chose cannot forge a line or drive a terminal (attest/text.py)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        return _escaped(super().formatMessage, record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802, ARG002
         return format_ts(record.created)
@@ -83,6 +92,19 @@ class JournaldFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         priority = self._PRIORITY.get(record.levelno, 6)
         return f"<{priority}>{super().format(record)}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        return _escaped(super().formatMessage, record)
+
+
+def _escaped(format_message: Callable[[logging.LogRecord], str], rec: logging.LogRecord) -> str:
+    """The formatted line with the message escaped (a traceback, appended after, is ours)."""
+    message = rec.message
+    rec.message = escape(message)
+    try:
+        return format_message(rec)
+    finally:
+        rec.message = message
 
 
 def under_journald() -> bool:

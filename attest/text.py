@@ -8,7 +8,7 @@ order than it is stored. Two defences, both here so every program uses the same 
 * `check_text` refuses such characters: the wire decoder calls it for every string of evidence
   (docs/protocol.md §4), so they are never stored;
 * `escape` renders any string so that it prints as one inert line: control and format
-  characters become `\\x1b` / `\\u202e` escapes, and a backslash is doubled so an escape the
+  characters become `\\n`, `\\x1b`, `\\u202e` escapes, and a backslash is doubled so an escape the
   sender typed cannot pass for one of ours. Every human (non-JSON) output calls it, because the
   store may hold text from before the boundary check, and enrollment, registry and log text does
   not pass through the evidence decoder.
@@ -55,9 +55,13 @@ def check_text(text: str, what: str, max_len: int) -> str | None:
     return None
 
 
+_SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escape_char(char: str) -> str:
-    if char == "\\":
-        return "\\\\"
+    short = _SHORT.get(char)
+    if short is not None:
+        return short
     if not _unsafe(char):
         return char
     code = ord(char)

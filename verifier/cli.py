@@ -20,14 +20,18 @@ from pathlib import Path
 from attest import tomlconf
 from attest.errors import AttestError, StoreError
 from attest.logfmt import setup_logging
+from attest.text import escape
 from verifier import enroll, pipeline
 from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
 from verifier.log_cli import add_log_parser, run_log_command
 from verifier.store.api import Store
 from verifier.views import (
+    agent_line,
     agent_view,
+    finding_line,
     finding_view,
+    host_lines,
     host_view,
     jsonable,
     print_json,
@@ -75,9 +79,7 @@ def cmd_agents(args: argparse.Namespace, store: Store) -> int:
         write_json_array(agent_view(a) for a in agents)
         return VerifierExit.OK
     for a in agents:
-        seen = a.last_seen_at.isoformat(timespec="seconds") if a.last_seen_at else "never"
-        print(f"{a.agent_id}  {a.status.value:8}  site={a.site_id}  host={a.hostname}  "
-              f"seq={a.last_seq}  last_seen={seen}")  # fmt: skip
+        print(agent_line(a))
     return VerifierExit.OK
 
 
@@ -93,12 +95,8 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
         write_json_array(host_view(h) for h in hosts)
         return VerifierExit.OK
     for host in hosts:
-        a = host.agent
-        print(f"{a.hostname or a.agent_id}  site={a.site_id}  agent={a.agent_id}  "
-              f"gpus={sum(g.present for g in host.gpus)}")  # fmt: skip
-        for g in host.gpus:
-            state = "present" if g.present else "gone"
-            print(f"  {g.uuid}  {g.name or '?'}  {state}  last_seen={g.last_seen.isoformat()}")
+        for line in host_lines(host):
+            print(line)
     return VerifierExit.OK
 
 
@@ -108,7 +106,7 @@ def cmd_findings(args: argparse.Namespace, store: Store) -> int:
         write_json_array(finding_view(f) for f in findings)
         return VerifierExit.OK
     for f in findings:
-        print(f"[{f.severity.value}] {f.rule}  {f.subject}  {f.status.value}: {f.message}")
+        print(finding_line(f))
     return VerifierExit.OK
 
 
@@ -133,7 +131,7 @@ def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -
             detail = f"seq={row.get('seq')} log_index={row.get('log_index')}"
             if row["result"] == "rejected":
                 detail = f"{row['code']}: {row['message']}"
-            print(f"{row['file']}: {row['result']} {detail}")
+            print(escape(f"{row['file']}: {row['result']} {detail}"))
     return VerifierExit.OK if all(o.error is None for o in outcomes) else VerifierExit.REFUSED
 
 
@@ -162,7 +160,7 @@ def cmd_registry_show(args: argparse.Namespace, store: Store) -> int:
     for kind in ("entities", "sites", "authorizations", "landmarks", "arrangements"):
         print(f"{kind}: {len(view[kind])}")
         for item in view[kind]:
-            print(f"  {item.get('id', item.get('country'))}")
+            print(f"  {escape(str(item.get('id', item.get('country'))))}")
     return VerifierExit.OK
 
 

@@ -2,6 +2,12 @@
 written item by item (a listing of any size in bounded memory).
 
 `--json` output is a stable contract: keys are only ever added, never renamed or removed.
+
+The text lines of the listings are made here too, and every string in them that an agent,
+an enrollment request or the registry chose goes through `attest.text.escape`: a name holding a
+newline, an ESC sequence or a bidi override prints as inert escapes on one line, never as a
+forged line or a terminal command. JSON needs no such step: `json.dumps` writes every non-ASCII
+and control character as a `\\uXXXX` escape (ensure_ascii, its default).
 """
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ import dataclasses
 import enum
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
+from attest.text import escape
 from verifier.model import AgentRecord, Finding, HostFleet
 
 
@@ -106,3 +113,34 @@ def finding_view(finding: Finding) -> dict[str, Any]:
 
 
 # --- commands -----------------------------------------------------------------------------------
+
+
+# --- text lines (every untrusted string escaped) ------------------------------------------------
+
+
+def agent_line(agent: AgentRecord) -> str:
+    seen = agent.last_seen_at.isoformat(timespec="seconds") if agent.last_seen_at else "never"
+    return (
+        f"{escape(agent.agent_id)}  {agent.status.value:8}  site={escape(agent.site_id)}  "
+        f"host={escape(agent.hostname)}  seq={agent.last_seq}  last_seen={seen}"
+    )
+
+
+def host_lines(host: HostFleet) -> Iterator[str]:
+    """A host's line, then one indented line per GPU."""
+    a = host.agent
+    yield (
+        f"{escape(a.hostname or a.agent_id)}  site={escape(a.site_id)}  "
+        f"agent={escape(a.agent_id)}  gpus={sum(g.present for g in host.gpus)}"
+    )
+    for g in host.gpus:
+        state = "present" if g.present else "gone"
+        name = escape(g.name) if g.name else "?"
+        yield f"  {escape(g.uuid)}  {name}  {state}  last_seen={g.last_seen.isoformat()}"
+
+
+def finding_line(finding: Finding) -> str:
+    return (
+        f"[{finding.severity.value}] {escape(finding.rule)}  {escape(finding.subject)}  "
+        f"{finding.status.value}: {escape(finding.message)}"
+    )

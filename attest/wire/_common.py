@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from attest import model
-from attest.errors import DecodeError, InvariantError
+from attest.errors import DecodeError, EvidenceBoundsError, InvariantError
 from attest.wire._policy import MAX_STRING, Check
 
 M = TypeVar("M", bound=Message)
@@ -139,7 +139,7 @@ def _plain_readings(
             out[name] = reading
         else:
             if isinstance(value, str) and len(value) > MAX_STRING:
-                raise InvariantError(f"{what}.{name} is longer than {MAX_STRING} characters")
+                raise EvidenceBoundsError(f"{what}.{name} is longer than {MAX_STRING} characters")
             out[name] = value
     return out
 

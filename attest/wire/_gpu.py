@@ -169,7 +169,7 @@ def _checked_gpu(msg: pb.Gpu, where: str) -> _GpuRules:
     if msg.ByteSize() > MAX_STRING:
         for name in _GPU_STRINGS:
             if name not in absent and len(getattr(msg, name)) > MAX_STRING:
-                raise InvariantError(f"{where}.{name} is longer than {MAX_STRING} characters")
+                raise EvidenceBoundsError(f"{where}.{name} is longer than {MAX_STRING} characters")
     _check_gpu_strings(msg, where, absent)
     subs: dict[str, object] = {}
     if "mig" not in absent:

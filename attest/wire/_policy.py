@@ -45,7 +45,6 @@ MAX_NAME: Final = 256
 MAX_CC_BLOB: Final = 64 * 1024
 
 
-
 def identifier(value: str, what: str, grammar: re.Pattern[str]) -> None:
     """Refuse `value` unless it matches `grammar` exactly."""
     if not grammar.match(value):
