@@ -13,6 +13,7 @@ from attest import model
 
 CREATED_AT = datetime(2026, 5, 4, 12, 30, 15, 123456, tzinfo=UTC)
 NOT_SUPPORTED = model.Unavailable("NotSupported")
+MIG = "MIG-0a1b2c3d-0000-4000-8000-0000000000"  # + two hex digits: NVML's MIG UUID form
 
 
 def full_gpu(index: int) -> model.Gpu:
@@ -39,8 +40,8 @@ def full_gpu(index: int) -> model.Gpu:
             current_mode=1,
             pending_mode=1,
             devices=(
-                model.MigDevice(f"MIG-0a1b2c3d-0000-4000-8000-0000000000a{index}", 1, 0, 10_000_000_000),
-                model.MigDevice(f"MIG-0a1b2c3d-0000-4000-8000-0000000000b{index}", 2, 0, NOT_SUPPORTED),
+                model.MigDevice(f"{MIG}a{index}", 1, 0, 10_000_000_000),
+                model.MigDevice(f"{MIG}b{index}", 2, 0, NOT_SUPPORTED),
             ),
         ),
         fabric=model.FabricInfo("0" * 8 + "-0000-0000-0000-" + "0" * 12, 7, 3, 0),
