@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 from attest.errors import AttestError, StoreError
 from verifier.model import Accepted, NonceRecord, VerifiedAttestation
 from verifier.store.api import Store
+from verifier.store.core import describe_items
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,15 @@ class GroupCommitter:
             batch: list[tuple[VerifiedAttestation, NonceRecord | None]],
         ) -> Sequence[Accepted | AttestError]:
             nonces = [nonce for _, nonce in batch if nonce is not None]
-            return store.accept([item for item, _ in batch], clock(), nonces)
+            items = [item for item, _ in batch]
+            try:
+                return store.accept(items, clock(), nonces)
+            except AttestError as exc:
+                # Every caller gets this error; the log names whose envelopes it hit.
+                log.warning(
+                    "group commit failed for %s: %s: %s", describe_items(items), exc.code, exc
+                )
+                raise
 
         self._batcher: Batcher[tuple[VerifiedAttestation, NonceRecord | None], Accepted]
         self._batcher = Batcher(

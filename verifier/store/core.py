@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from attest.errors import ReplayError
+from attest.errors import ReplayError, StoreError, StoreUnavailableError
 from verifier import findings
 from verifier.model import (
     Accepted,
@@ -39,6 +40,7 @@ from verifier.store.sqlbase import Db, from_micros, read_agents, to_micros
 
 T = TypeVar("T")
 K = TypeVar("K")
+log = logging.getLogger(__name__)
 
 
 class SqlStore(abc.ABC):
@@ -139,6 +141,20 @@ class SqlStore(abc.ABC):
             self.issue_nonces(nonces)
             return []
         now_us = to_micros(now)
+        try:
+            return self._accept_once(items, now_us, nonces)
+        except StoreUnavailableError:
+            raise  # the database, not an item: the whole batch fails and nothing is durable
+        except StoreError as exc:
+            # A statement failed on some item's values (e.g. PostgreSQL refuses NUL in text):
+            # the transaction rolled back. One agent's envelope must not fail its neighbours',
+            # so the challenges are issued on their own and the items retried without it.
+            self.issue_nonces(nonces)
+            return self._isolate(items, now_us, exc)
+
+    def _accept_once(
+        self, items: Sequence[VerifiedAttestation], now_us: int, nonces: Sequence[NonceRecord]
+    ) -> list[AcceptOutcome]:
         attempts = 0
 
         def body(db: Db) -> list[AcceptOutcome]:
@@ -156,6 +172,32 @@ class SqlStore(abc.ABC):
             return outcomes
 
         return self._transact(body, write=True)
+
+    def _isolate(
+        self, items: Sequence[VerifiedAttestation], now_us: int, error: StoreError
+    ) -> list[AcceptOutcome]:
+        """Outcomes of `items`, whose one transaction failed with `error`, found by bisection:
+        halves are retried in order (so one agent's consecutive seqs stay in order), and an item
+        that fails alone gets the StoreError as its own outcome. One failing item among n costs
+        about 2·log2(n) transactions. Once anything committed, a later unreachable database is
+        reported per item, since the committed items' outcomes must not be lost."""
+        if len(items) == 1:
+            item = items[0]
+            log.error(
+                "store refused the envelope of agent %s seq %d: %s", item.agent_id, item.seq, error
+            )
+            return [StoreError(f"the store could not record seq {item.seq} (logged)")]
+        outcomes: list[AcceptOutcome] = []
+        middle = len(items) // 2
+        for part in (items[:middle], items[middle:]):
+            try:
+                outcomes += self._accept_once(part, now_us, ())
+            except StoreUnavailableError as exc:
+                log.warning("store unavailable for %s: %s", describe_items(part), exc)
+                outcomes += [exc] * len(part)
+            except StoreError as exc:
+                outcomes += self._isolate(part, now_us, exc)
+        return outcomes
 
     def get_attestation(self, agent_id: str, seq: int) -> AttestationRecord | None:
         return self._transact(lambda db: ops_fleet.get_attestation(db, agent_id, seq), write=False)
@@ -252,6 +294,17 @@ class SqlStore(abc.ABC):
 
     def load_registry(self) -> Registry:
         return self._transact(ops_registry.load_registry, write=False)
+
+
+#: Envelopes named one by one in a log line about a batch; the rest are counted.
+_NAMED_IN_LOG = 20
+
+
+def describe_items(items: Sequence[VerifiedAttestation]) -> str:
+    """`agent seq` of the items for a log line, at most _NAMED_IN_LOG of them named."""
+    named = ", ".join(f"{i.agent_id} seq {i.seq}" for i in items[:_NAMED_IN_LOG])
+    more = len(items) - _NAMED_IN_LOG
+    return f"{len(items)} envelope(s): {named}" + (f" and {more} more" if more > 0 else "")
 
 
 def _check_chunk(chunk: int) -> None:

@@ -97,6 +97,10 @@ class PostgresStore(SqlStore):
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+            except (OverflowError, UnicodeError) as exc:
+                # A value the driver cannot send (a lone surrogate): the item's fault, which
+                # the accept path isolates (verifier/store/core.py), not a bug.
+                raise StoreError(f"PostgreSQL cannot take a value: {type(exc).__name__}") from exc
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Callable[[Callable[[Db], T]], T]]:

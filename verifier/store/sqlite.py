@@ -117,6 +117,10 @@ def _store_errors() -> Iterator[None]:
         raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
     except sqlite3.Error as exc:
         raise StoreError(f"SQLite store failed: {type(exc).__name__}: {exc}") from exc
+    except (OverflowError, UnicodeError) as exc:
+        # A value the driver cannot bind (an integer beyond 64 bits, a lone surrogate): the
+        # item's fault, which the accept path isolates (verifier/store/core.py), not a bug.
+        raise StoreError(f"SQLite store cannot take a value: {type(exc).__name__}") from exc
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
