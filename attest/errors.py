@@ -129,6 +129,13 @@ class NonceReplayedError(NonceError):
     code = "nonce-replayed"
 
 
+class NonceMismatchError(NonceError):
+    """The nonce was issued to another agent's challenge: a nonce proves freshness only for
+    the agent it was sent to, and must stay usable by that agent."""
+
+    code = "nonce-mismatch"
+
+
 class ChainError(VerificationError):
     code = "chain-broken"
 
@@ -153,6 +160,13 @@ class GapError(ChainError):
 
 class ClockSkewError(VerificationError):
     code = "clock-skew"
+
+
+class TimeReversedError(ClockSkewError):
+    """The evidence claims to be created earlier (beyond the allowed skew) than evidence the
+    agent's chain already holds: time along one chain never runs backwards."""
+
+    code = "evidence-time-reversed"
 
 
 # --- enrollment ------------------------------------------------------------------------------

@@ -40,9 +40,13 @@ _MAP: dict[type[errors.AttestError], Mapping] = {
     errors.GapError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=False),
     errors.ChainError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=False),
     errors.NonceReplayedError: Mapping(grpc.StatusCode.ALREADY_EXISTS, retryable=False),
+    # Another agent's nonce never becomes this agent's: resending cannot help.
+    errors.NonceMismatchError: Mapping(grpc.StatusCode.PERMISSION_DENIED, retryable=False),
     errors.NonceExpiredError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=True),
     errors.NonceUnknownError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=True),
     errors.NonceError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=True),
+    # Evidence from the future becomes acceptable as time passes; a reversed one never does.
+    errors.TimeReversedError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=False),
     errors.ClockSkewError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=True),
     errors.VerificationError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=False),
     # Enrollment.

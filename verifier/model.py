@@ -47,7 +47,8 @@ class AgentRecord:
     last_seq: int  # 0 before the first accepted attestation
     last_hash: bytes  # envelope hash of last_seq; b"" before the first
     first_attested_at: datetime | None
-    last_seen_at: datetime | None  # last accepted attestation (any freshness)
+    #: the latest created_at among its accepted attestations (any freshness)
+    last_seen_at: datetime | None
     last_fresh_at: datetime | None  # last accepted nonce-fresh attestation
     next_due: datetime  # attestation deadline: last fresh evidence (or enrollment) + deadline
     revoked_at: datetime | None = None
@@ -110,6 +111,9 @@ class NonceRecord:
     issued_at: datetime
     expires_at: datetime
     replica: str  # id of the verifier replica that issued it
+    #: The agent whose challenge carried it: only that agent's evidence may use it. "" for a
+    #: nonce issued before nonces were bound (store migration 0004): it proves no freshness.
+    agent_id: str
     consumed_at: datetime | None = None
 
 

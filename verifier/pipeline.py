@@ -7,8 +7,9 @@ Two stages, because the state the second needs depends on what the first authent
    the evidence names that same agent -> invariants.
 2. `check_state`: sequence and previous hash continue the chain head (replay vs fork decided on
    the payload digest, because ECDSA signatures are malleable) -> nonce (issued by this fleet,
-   unexpired, unused -> NONCE freshness; empty or issued-but-expired -> OFFLINE) -> creation
-   time within the allowed skew (and not older than the offline maximum age).
+   unexpired, unused, issued to this agent -> NONCE freshness; empty or issued-but-expired ->
+   OFFLINE) -> creation time within the allowed skew, not older than the offline maximum age,
+   and not earlier (beyond the skew) than evidence the chain already holds.
 
 Neither stage does I/O. The shell looks the state up, calls these, and then lets the store
 consume the nonce and advance the chain head in one transaction (compare-and-set), which closes
@@ -33,11 +34,13 @@ from attest.errors import (
     GapError,
     IdentityMismatchError,
     InvariantError,
+    NonceMismatchError,
     NonceReplayedError,
     NonceUnknownError,
     ReplayError,
     SiteMismatchError,
     SizeLimitError,
+    TimeReversedError,
 )
 from attest.keys import CachedKeys, KeyCache, PublicKey
 from attest.model import Freshness, InventoryState
@@ -71,10 +74,19 @@ class PinnedAgent:
 
 @dataclass(frozen=True, slots=True)
 class ChainHead:
-    """The agent's last accepted envelope: its sequence number and envelope hash (0/b"": none)."""
+    """The agent's last accepted envelope: its sequence number and envelope hash (0/b"": none),
+    and the latest created_at the chain holds (None: nothing accepted yet)."""
 
     last_seq: int = 0
     last_hash: bytes = b""
+    last_created_at: datetime | None = None
+
+    def after(self, seq: int, envelope_hash: bytes, created_at: datetime) -> ChainHead:
+        """The head once the envelope (seq, envelope_hash, created_at) was accepted on it."""
+        latest = self.last_created_at
+        return ChainHead(
+            seq, envelope_hash, created_at if latest is None else max(latest, created_at)
+        )
 
 
 @dataclass(frozen=True)
@@ -203,14 +215,14 @@ def check_state(
 
     `nonce` is the store's record of the evidence's nonce (None: never issued, or the evidence
     carries none). `digest_at_seq` is the payload digest already accepted at the evidence's
-    sequence number, if any. Raises NonceUnknownError, NonceReplayedError, ReplayError,
-    ForkError, GapError, ClockSkewError.
+    sequence number, if any. Raises NonceUnknownError, NonceMismatchError, NonceReplayedError,
+    ReplayError, ForkError, GapError, ClockSkewError, TimeReversedError.
     """
     evidence = auth.evidence
     # Chain first: an accepted envelope sent again must read as a replay, not as a nonce reuse.
     check_chain(auth, head, digest_at_seq)
     freshness = check_nonce(evidence, nonce, now)
-    check_time(evidence, freshness, nonce, now=now, limits=limits)
+    check_time(evidence, freshness, nonce, head, now=now, limits=limits)
     return VerifiedEvidence(
         raw=auth.raw,
         envelope_hash=auth.envelope_hash,
@@ -222,13 +234,21 @@ def check_state(
 
 
 def check_nonce(evidence: CheckedEvidence, nonce: NonceRecord | None, now: datetime) -> Freshness:
-    """NONCE when bound to a live challenge of ours; OFFLINE when empty or issued-but-expired."""
+    """NONCE when bound to a live challenge of ours sent to this agent; OFFLINE when empty or
+    issued-but-expired. A nonce of another agent's challenge is refused, and stays usable by
+    that agent (the store consumes it only with evidence of the agent it was issued to)."""
     if not evidence.nonce:
         return Freshness.OFFLINE
     if nonce is None or nonce.nonce != evidence.nonce:
         raise NonceUnknownError("the evidence's nonce was not issued by this verifier fleet")
+    if nonce.agent_id and nonce.agent_id != evidence.agent_id:
+        raise NonceMismatchError("the evidence's nonce was issued to another agent's challenge")
     if nonce.consumed_at is not None:
         raise NonceReplayedError("the evidence's nonce was already used")
+    if not nonce.agent_id:
+        # Issued before nonces were bound to agents: it cannot say whose challenge it was, so
+        # it proves no freshness; OFFLINE still keeps a spooled envelope acceptable.
+        return Freshness.OFFLINE
     if now >= nonce.expires_at:
         # A spooled envelope replayed after its challenge expired: still welcome, but it only
         # proves time by its own clock.
@@ -255,16 +275,26 @@ def check_time(
     evidence: CheckedEvidence,
     freshness: Freshness,
     nonce: NonceRecord | None,
+    head: ChainHead,
     *,
     now: datetime,
     limits: Limits,
 ) -> None:
-    """created_at within the skew; not older than the offline maximum age; raise ClockSkewError."""
+    """created_at within the skew; not older than the offline maximum age; not earlier than the
+    chain's latest created_at less the skew (TimeReversedError); raise ClockSkewError."""
     created = evidence.created_at
     if created > now + limits.clock_skew:
         raise ClockSkewError(f"evidence was created {created.isoformat()}, in the future")
     if created < now - limits.offline_max_age:
         raise ClockSkewError(f"evidence of {created.isoformat()} is older than allowed")
+    latest = head.last_created_at
+    if latest is not None and created < latest - limits.clock_skew:
+        # Against the chain's latest time, not just the previous envelope's: otherwise each
+        # envelope could step back by the skew and walk the chain's clock back by days.
+        raise TimeReversedError(
+            f"evidence of {created.isoformat()} predates evidence of {latest.isoformat()} "
+            "that the chain already holds"
+        )
     bound = nonce if freshness is Freshness.NONCE else None
     if bound is not None and created < bound.issued_at - limits.clock_skew:
         raise ClockSkewError("evidence claims to predate the challenge it answers")
@@ -294,7 +324,7 @@ def pinned_from_record(record: AgentRecord, cache: KeyCache | None = None) -> Pi
 
 
 def head_of(record: AgentRecord) -> ChainHead:
-    return ChainHead(last_seq=record.last_seq, last_hash=record.last_hash)
+    return ChainHead(record.last_seq, record.last_hash, record.last_seen_at)
 
 
 def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> VerifiedAttestation:

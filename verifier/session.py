@@ -132,18 +132,21 @@ class Core:
         free on a path taken for every envelope)."""
         return {f: self.metrics.accepted.labels(freshness=f.value) for f in Freshness}
 
-    def nonce_record(self) -> NonceRecord:
-        """A fresh challenge nonce; it may only be sent once the store has it."""
+    def nonce_record(self, agent_id: str) -> NonceRecord:
+        """A fresh challenge nonce for `agent_id` only; it may be sent once the store has it."""
         now = self.clock()
         return NonceRecord(
             nonce=new_nonce(now),
             issued_at=now,
             expires_at=now + self.config.stream.challenge_ttl,
             replica=self.replica_id,
+            agent_id=agent_id,
         )
 
-    async def new_challenge(self, head: pipeline.ChainHead) -> tuple[Challenge, NonceRecord]:
-        record = self.nonce_record()
+    async def new_challenge(
+        self, agent_id: str, head: pipeline.ChainHead
+    ) -> tuple[Challenge, NonceRecord]:
+        record = self.nonce_record(agent_id)
         await self.nonces.issue(record)
         return self.challenge_for(record, head), record
 
@@ -197,7 +200,7 @@ class AttestSession:
         self.writing = asyncio.Lock()
 
     async def challenge(self) -> pb.VerifierMessage:
-        challenge, record = await self.core.new_challenge(self.head)
+        challenge, record = await self.core.new_challenge(self.agent.agent_id, self.head)
         return pb.VerifierMessage(challenge=self._sent(challenge, record))
 
     def _sent(self, challenge: Challenge, record: NonceRecord) -> pb.Challenge:
@@ -253,7 +256,7 @@ class AttestSession:
                 raise
             self.head = pipeline.head_of(record)
             verified = await self._check(auth, nonce)
-        next_nonce = core.nonce_record()
+        next_nonce = core.nonce_record(agent_id)
         attestation = pipeline.to_attestation(verified, core.clock())
         # Charged once every check passed, so only evidence the store would keep counts;
         # given back when the store does not take it.
@@ -263,7 +266,7 @@ class AttestSession:
         except BaseException:
             core.byte_budget.refund(agent_id, len(raw))
             raise
-        self.head = pipeline.ChainHead(accepted.seq, accepted.envelope_hash)
+        self.head = self.head.after(accepted.seq, accepted.envelope_hash, evidence.created_at)
         core.keep_gpu_section(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()

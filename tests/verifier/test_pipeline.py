@@ -42,7 +42,7 @@ def pinned(
 def issued(nonce: bytes = NONCE, *, consumed: bool = False, ttl_s: int = 300) -> NonceRecord:
     return NonceRecord(
         nonce=nonce, issued_at=T0, expires_at=T0 + timedelta(seconds=ttl_s), replica="r1",
-        consumed_at=T0 if consumed else None,
+        agent_id="agt-1", consumed_at=T0 if consumed else None,
     )  # fmt: skip
 
 
@@ -257,3 +257,42 @@ def test_extra_signature_by_unknown_key_is_refused(signer: SoftwareSigner) -> No
     raw = wire.encode_envelope(replace(env, signatures=(*env.signatures, extra)))
     with pytest.raises(errors.UnknownKeyError):
         authenticate(raw, "agt-1", pinned(signer), LIMITS)
+
+
+def test_nonce_issued_to_another_agent_is_refused_before_its_state_is_told(
+    signer: SoftwareSigner,
+) -> None:
+    auth = _auth(signer, Chain("agt-1", signer).next(NONCE, T0))
+    for consumed in (False, True):
+        theirs = replace(issued(consumed=consumed), agent_id="agt-2")
+        with pytest.raises(errors.NonceMismatchError):
+            check_state(auth, theirs, ChainHead(), None, now=T0, limits=LIMITS)
+
+
+def test_nonce_issued_before_nonces_were_bound_proves_no_freshness(
+    signer: SoftwareSigner,
+) -> None:
+    auth = _auth(signer, Chain("agt-1", signer).next(NONCE, T0))
+    verified = check_state(
+        auth, replace(issued(), agent_id=""), ChainHead(), None, now=T0, limits=LIMITS
+    )
+    assert verified.freshness is Freshness.OFFLINE
+    assert to_attestation(verified, T0).nonce == b""  # so the store consumes nothing
+
+
+def test_created_before_the_chains_latest_time_beyond_the_skew(signer: SoftwareSigner) -> None:
+    chain = Chain("agt-1", signer)
+    first = chain.next(b"", T0)
+    head = ChainHead(1, envelope_hash(first), T0)
+    within = _auth(
+        signer, Chain("agt-1", signer, 1, head.last_hash).next(b"", T0 - LIMITS.clock_skew)
+    )
+    assert check_state(within, None, head, None, now=T0, limits=LIMITS).seq == 2
+    reversed_ = _auth(signer, chain.next(b"", T0 - LIMITS.clock_skew - timedelta(seconds=1)))
+    with pytest.raises(errors.TimeReversedError):
+        check_state(reversed_, None, head, None, now=T0, limits=LIMITS)
+
+
+def test_the_chains_latest_time_never_steps_back() -> None:
+    head = ChainHead().after(1, b"a" * 32, T0).after(2, b"b" * 32, T0 - timedelta(minutes=4))
+    assert (head.last_seq, head.last_hash, head.last_created_at) == (2, b"b" * 32, T0)

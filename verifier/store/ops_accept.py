@@ -21,6 +21,7 @@ from attest.errors import (
     AgentUnknownError,
     ForkError,
     GapError,
+    NonceMismatchError,
     NonceReplayedError,
     NonceUnknownError,
     ReplayError,
@@ -72,7 +73,7 @@ class _Batch:
     """What one accept transaction writes, gathered so each table gets one executemany."""
 
     heads: dict[str, _Head]
-    nonces: dict[bytes, bool]  # issued nonce -> consumed already
+    nonces: dict[bytes, tuple[bool, str]]  # issued nonce -> (consumed already, its agent)
     accepted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # -> payload digest
     nonce_rows: list[tuple[int, bytes]] = field(default_factory=list)
     blob_rows: list[tuple[object, ...]] = field(default_factory=list)
@@ -150,16 +151,18 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
     return heads
 
 
-def _read_nonces(db: Db, nonces: list[bytes]) -> dict[bytes, bool]:
-    """The issued nonces among these, each with whether it has been consumed."""
-    found: dict[bytes, bool] = {}
+def _read_nonces(db: Db, nonces: list[bytes]) -> dict[bytes, tuple[bool, str]]:
+    """The issued nonces among these, each with whether it has been consumed and the agent it
+    was issued to ("" when none was recorded)."""
+    found: dict[bytes, tuple[bool, str]] = {}
     for start in range(0, len(nonces), _IN_CHUNK):
         chunk = nonces[start : start + _IN_CHUNK]
-        for nonce, consumed_at in db.all(
-            f"SELECT nonce, consumed_at FROM nonces WHERE nonce IN {db.in_list(len(chunk))}",
+        for nonce, consumed_at, agent_id in db.all(
+            "SELECT nonce, consumed_at, agent_id FROM nonces "
+            f"WHERE nonce IN {db.in_list(len(chunk))}",
             chunk,
         ):
-            found[bytes(nonce)] = consumed_at is not None
+            found[bytes(nonce)] = (consumed_at is not None, agent_id or "")
     return found
 
 
@@ -178,7 +181,7 @@ def _accept_one(
     if head.status != AgentStatus.ACTIVE.value:
         raise AgentRevokedError(f"agent {item.agent_id!r} is revoked")
     _check_chain(db, batch, item, head)
-    _check_nonce(batch, item.nonce)
+    _check_nonce(batch, item)
 
     seen_us = to_micros(item.created_at)
     previous = (head.last_seen, head.last_index)
@@ -194,7 +197,7 @@ def _accept_one(
         head.fingerprint = fingerprint
         batch.inventory_changes.append((item, log_index, head.last_seen, *previous))
     if item.nonce:
-        batch.nonces[item.nonce] = True
+        batch.nonces[item.nonce] = (True, item.agent_id)
         batch.nonce_rows.append((now_us, item.nonce))
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
@@ -241,12 +244,17 @@ def _check_chain(db: Db, batch: _Batch, item: VerifiedAttestation, head: _Head) 
         raise GapError(f"previous hash of sequence {item.seq} does not match the accepted chain")
 
 
-def _check_nonce(batch: _Batch, nonce: bytes) -> None:
-    if not nonce:
+def _check_nonce(batch: _Batch, item: VerifiedAttestation) -> None:
+    if not item.nonce:
         return
-    consumed = batch.nonces.get(nonce)
-    if consumed is None:
+    found = batch.nonces.get(item.nonce)
+    if found is None:
         raise NonceUnknownError("nonce was not issued by this verifier fleet")
+    consumed, agent_id = found
+    # Checked before consumption, so another agent's evidence never uses up the nonce; an
+    # unbound nonce ("") is never consumed as fresh (the pipeline makes such evidence OFFLINE).
+    if agent_id != item.agent_id:
+        raise NonceMismatchError("nonce was issued to another agent's challenge")
     if consumed:
         raise NonceReplayedError("nonce was used already")
 

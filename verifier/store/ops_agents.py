@@ -181,27 +181,28 @@ _NONCE_COLUMNS = (
     ("issued_at", "bigint"),
     ("expires_at", "bigint"),
     ("replica", "text"),
+    ("agent_id", "text"),
 )
 
 
 def issue_nonces(db: Db, nonces: Sequence[NonceRecord]) -> None:
-    """Insert issued nonces; a retried insert of the same random nonce is a no-op."""
+    """Insert issued nonces, each bound to its agent; a retried insert of the same random
+    nonce is a no-op."""
     db.insert_rows(
         "nonces",
-        (
-            ("nonce", "bytea"),
-            ("issued_at", "bigint"),
-            ("expires_at", "bigint"),
-            ("replica", "text"),
-        ),
-        [(n.nonce, to_micros(n.issued_at), to_micros(n.expires_at), n.replica) for n in nonces],
+        _NONCE_COLUMNS,
+        [
+            (n.nonce, to_micros(n.issued_at), to_micros(n.expires_at), n.replica, n.agent_id)
+            for n in nonces
+        ],
         " ON CONFLICT (nonce) DO NOTHING",
     )
 
 
 def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
     row = db.one(
-        "SELECT nonce, issued_at, expires_at, replica, consumed_at FROM nonces WHERE nonce = ?",
+        "SELECT nonce, issued_at, expires_at, replica, agent_id, consumed_at FROM nonces "
+        "WHERE nonce = ?",
         (nonce,),
     )
     if row is None:
@@ -211,7 +212,8 @@ def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
         issued_at=from_micros(row[1]),
         expires_at=from_micros(row[2]),
         replica=row[3],
-        consumed_at=opt_from_micros(row[4]),
+        agent_id=row[4] or "",  # NULL: issued before nonces were bound (migration 0004)
+        consumed_at=opt_from_micros(row[5]),
     )
 
 

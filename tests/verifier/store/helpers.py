@@ -85,7 +85,10 @@ class Chain:
         return item
 
 
-def nonce(store: Store, at: datetime = T0, ttl: timedelta = timedelta(minutes=5)) -> bytes:
+def nonce(
+    store: Store, agent_id: str, at: datetime = T0, ttl: timedelta = timedelta(minutes=5)
+) -> bytes:
+    """A nonce issued to `agent_id`'s challenge."""
     value = secrets.token_bytes(32)
-    store.issue_nonces([NonceRecord(value, at, at + ttl, "replica-test")])
+    store.issue_nonces([NonceRecord(value, at, at + ttl, "replica-test", agent_id)])
     return value

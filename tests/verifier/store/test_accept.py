@@ -29,7 +29,7 @@ def _accepted(outcome: object) -> Accepted:
 def test_accept_stores_evidence_verbatim_and_appends_to_the_log(store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
-    n = nonce(store)
+    n = nonce(store, "a1")
     item = chain.next(T0, nonce=n)
     done = _accepted(store.accept([item], T0 + timedelta(seconds=1))[0])
     assert (done.seq, done.log_index, done.freshness) == (1, 0, Freshness.NONCE)
@@ -71,7 +71,7 @@ def test_a_failing_item_does_not_poison_the_batch(store: Store) -> None:
     a1, a2 = Chain("a1"), Chain("a2")
     first = a1.next(T0)
     assert isinstance(store.accept([first], T0)[0], Accepted)
-    used = nonce(store)
+    used = nonce(store, "a2")
     store.accept([a2.next(T0, nonce=used)], T0)
     batch = [
         first,  # replay
@@ -138,11 +138,11 @@ def test_identical_envelopes_share_one_blob(backend: Backend, store: Store) -> N
 def test_unchanged_heartbeat_rewrites_no_gpu_row(backend: Backend, store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1", inventory=gpus(*(f"GPU-{i}" for i in range(8))))
-    store.accept([chain.next(T0, nonce=nonce(store))], T0)
+    store.accept([chain.next(T0, nonce=nonce(store, chain.agent_id))], T0)
     rows = "SELECT uuid, last_seen, last_log_index FROM gpu_sightings ORDER BY uuid"
     before = backend.query(rows)
     later = T0 + timedelta(minutes=1)
-    store.accept([chain.next(later, nonce=nonce(store))], later)
+    store.accept([chain.next(later, nonce=nonce(store, chain.agent_id))], later)
     after = backend.query(rows)
     assert before == after  # O(1): only the agent row moved
     [host] = store.iter_fleet()
@@ -173,7 +173,7 @@ def test_changed_inventory_updates_sightings(store: Store) -> None:
 
 
 def test_purge_nonces(store: Store) -> None:
-    n = nonce(store, ttl=timedelta(minutes=5))
+    n = nonce(store, "a1", ttl=timedelta(minutes=5))
     assert store.purge_nonces(T0) == 0
     assert store.purge_nonces(T0 + timedelta(hours=1)) == 1
     assert store.get_nonce(n) is None
@@ -185,7 +185,8 @@ def test_empty_batch(store: Store) -> None:
 
 def test_issue_nonces_in_one_call_and_idempotently(store: Store) -> None:
     records = [
-        NonceRecord(bytes([i]) * 32, T0, T0 + timedelta(minutes=5), f"r{i}") for i in range(5)
+        NonceRecord(bytes([i]) * 32, T0, T0 + timedelta(minutes=5), f"r{i}", f"a{i}")
+        for i in range(5)
     ]
     store.issue_nonces(records)
     store.issue_nonces(records[:2])  # a retried call after a lost answer changes nothing

@@ -1,6 +1,7 @@
 """A property test of the accept transaction against a tiny model of the chain rules: any mix
 of fresh, replayed, forked, skipping, mislinked and nonce-reusing envelopes, cut into batches
-at random, gets exactly the outcomes the model predicts, and the log stays gapless."""
+at random, gets exactly the outcomes the model predicts, and the log stays gapless. Nonces are
+issued to one agent each; another agent's use of one is refused and does not consume it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from attest.errors import (
     ForkError,
     GapError,
+    NonceMismatchError,
     NonceReplayedError,
     NonceUnknownError,
     ReplayError,
@@ -28,6 +30,7 @@ from verifier.store.sqlite import SqliteStore
 AGENTS = ("a", "b")
 NONCES = tuple(bytes([i]) * 32 for i in range(3))  # issued; bytes 0xff.. is never issued
 NEVER_ISSUED = b"\xff" * 32
+OWNER = {nonce: AGENTS[i % len(AGENTS)] for i, nonce in enumerate(NONCES)}
 
 operation = st.tuples(
     st.sampled_from(["next", "replay", "fork", "gap", "badlink"]),
@@ -87,6 +90,8 @@ class Model:
             return GapError
         if item.nonce == NEVER_ISSUED:
             return NonceUnknownError
+        if item.nonce and OWNER[item.nonce] != item.agent_id:
+            return NonceMismatchError
         if item.nonce in self.used:
             return NonceReplayedError
         if item.nonce:
@@ -104,7 +109,10 @@ def test_accept_matches_the_model(ops: list[tuple[str, str, int, bytes]], cuts: 
             for agent in AGENTS:
                 enroll(store, agent)
             store.issue_nonces(
-                [NonceRecord(nonce, T0, T0 + timedelta(minutes=5), "r") for nonce in NONCES]
+                [
+                    NonceRecord(nonce, T0, T0 + timedelta(minutes=5), "r", OWNER[nonce])
+                    for nonce in NONCES
+                ]
             )
             model = Model()
             built = [model.build(op) for op in ops]

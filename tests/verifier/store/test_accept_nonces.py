@@ -12,8 +12,8 @@ from verifier.model import Accepted, NonceRecord
 from verifier.store.api import Store
 
 
-def _record(ttl: timedelta = timedelta(minutes=5)) -> NonceRecord:
-    return NonceRecord(secrets.token_bytes(32), T0, T0 + ttl, "replica-test")
+def _record(ttl: timedelta = timedelta(minutes=5), agent_id: str = "a1") -> NonceRecord:
+    return NonceRecord(secrets.token_bytes(32), T0, T0 + ttl, "replica-test", agent_id)
 
 
 def test_nonces_ride_along_with_an_accepted_batch_and_can_be_answered(store: Store) -> None:

@@ -64,7 +64,7 @@ def test_a_stale_claim_is_no_duplicate(store: Store) -> None:
 def test_sweep_raises_and_resolves_agent_stale(store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1", inventory=gpus("GPU-1"))
-    store.accept([chain.next(T0, nonce=nonce(store))], T0)
+    store.accept([chain.next(T0, nonce=nonce(store, chain.agent_id))], T0)
     assert _sweep(store, T0 + timedelta(minutes=1)) == []
     overdue = T0 + DEADLINE + timedelta(seconds=1)
     [stale] = _sweep(store, overdue)
@@ -72,7 +72,7 @@ def test_sweep_raises_and_resolves_agent_stale(store: Store) -> None:
     # Sweeping again changes nothing and keeps the original opening time.
     [again] = _sweep(store, overdue + timedelta(seconds=10))
     assert again.opened_at == stale.opened_at == overdue
-    store.accept([chain.next(overdue, nonce=nonce(store, overdue))], overdue)
+    store.accept([chain.next(overdue, nonce=nonce(store, chain.agent_id, overdue))], overdue)
     assert _sweep(store, overdue + timedelta(seconds=20)) == []
     [resolved] = list(store.iter_findings(include_resolved=True))
     assert resolved.status is FindingStatus.RESOLVED
@@ -94,18 +94,23 @@ def test_revoked_agents_are_not_stale(store: Store) -> None:
 def test_sweep_raises_gpu_missing_after_the_grace_period(store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
-    store.accept([chain.next(T0, nonce=nonce(store))], T0)
+    store.accept([chain.next(T0, nonce=nonce(store, chain.agent_id))], T0)
     t1 = T0 + timedelta(minutes=1)
-    store.accept([chain.next(t1, nonce=nonce(store, t1), inventory=gpus("GPU-1"))], t1)
+    store.accept(
+        [chain.next(t1, nonce=nonce(store, chain.agent_id, t1), inventory=gpus("GPU-1"))], t1
+    )
     # Keep the agent fresh with unchanged heartbeats so only GPU-2 goes missing.
     t2 = T0 + GRACE + timedelta(minutes=1)
-    store.accept([chain.next(t2, nonce=nonce(store, t2))], t2)
+    store.accept([chain.next(t2, nonce=nonce(store, chain.agent_id, t2))], t2)
     found = {(f.rule, f.subject): f for f in _sweep(store, t2)}
     assert set(found) == {("gpu-missing", "gpu:GPU-2")}
     assert found["gpu-missing", "gpu:GPU-2"].evidence == (0,)
     # It comes back: resolved.
     t3 = t2 + timedelta(minutes=1)
-    store.accept([chain.next(t3, nonce=nonce(store, t3), inventory=gpus("GPU-1", "GPU-2"))], t3)
+    store.accept(
+        [chain.next(t3, nonce=nonce(store, chain.agent_id, t3), inventory=gpus("GPU-1", "GPU-2"))],
+        t3,
+    )
     assert _sweep(store, t3) == []
 
 

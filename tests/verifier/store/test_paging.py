@@ -157,7 +157,13 @@ def test_a_listing_is_one_snapshot_while_writers_go_on(store: Store) -> None:
     a1 = Chain("a1", inventory=gpus("GPU-1"))
     enroll(store, "a0")
     enroll(store, "a1")
-    store.accept([a0.next(T0, nonce=nonce(store)), a1.next(T0, nonce=nonce(store))], T0)
+    store.accept(
+        [
+            a0.next(T0, nonce=nonce(store, a0.agent_id)),
+            a1.next(T0, nonce=nonce(store, a1.agent_id)),
+        ],
+        T0,
+    )
     before = _fleet(store, None, 1000)
 
     pages = store.iter_fleet(chunk=1)
@@ -165,8 +171,8 @@ def test_a_listing_is_one_snapshot_while_writers_go_on(store: Store) -> None:
     t1 = T0 + timedelta(minutes=1)
     store.accept(
         [
-            a0.next(t1, nonce=nonce(store, t1), inventory=gpus("GPU-0")),
-            a1.next(t1, nonce=nonce(store, t1), inventory=gpus("GPU-1", "GPU-moving")),
+            a0.next(t1, nonce=nonce(store, a0.agent_id, t1), inventory=gpus("GPU-0")),
+            a1.next(t1, nonce=nonce(store, a1.agent_id, t1), inventory=gpus("GPU-1", "GPU-moving")),
         ],
         t1,
     )
@@ -197,12 +203,17 @@ def test_paged_sweep_raises_and_resolves_across_pages(store: Store, chunk: int) 
         own = [f"GPU-{i}-0", f"GPU-{i}-1"]
         shared = {1: ["GPU-dup-x"], 2: ["GPU-dup-x"], 3: ["GPU-dup-y"], 4: ["GPU-dup-y"]}
         chains[i] = Chain(f"a{i}", inventory=gpus(*own, *shared.get(i, [])))
-    store.accept([c.next(T0, nonce=nonce(store)) for c in chains.values()], T0)
+    store.accept([c.next(T0, nonce=nonce(store, c.agent_id)) for c in chains.values()], T0)
     assert _open(store) == {("duplicate-gpu", "gpu:GPU-dup-x"), ("duplicate-gpu", "gpu:GPU-dup-y")}
     # a0..a3 stay fresh; a0 drops GPU-0-1; a4..a6 fall silent.
     t1 = T0 + timedelta(minutes=4)
-    store.accept([chains[0].next(t1, nonce=nonce(store, t1), inventory=gpus("GPU-0-0"))], t1)
-    store.accept([chains[i].next(t1, nonce=nonce(store, t1)) for i in (1, 2, 3)], t1)
+    store.accept(
+        [chains[0].next(t1, nonce=nonce(store, chains[0].agent_id, t1), inventory=gpus("GPU-0-0"))],
+        t1,
+    )
+    store.accept(
+        [chains[i].next(t1, nonce=nonce(store, chains[i].agent_id, t1)) for i in (1, 2, 3)], t1
+    )
 
     t2 = T0 + DEADLINE + timedelta(seconds=1)
     counts = store.sweep(t2, GRACE, chunk=chunk)
@@ -218,7 +229,7 @@ def test_paged_sweep_raises_and_resolves_across_pages(store: Store, chunk: int) 
 
     # a4 comes back with all its GPUs: its findings resolve and GPU-dup-y is a duplicate again.
     t3 = t2 + timedelta(seconds=30)  # a1..a3 (seen at t1) are not missing yet
-    store.accept([chains[4].next(t3, nonce=nonce(store, t3))], t3)
+    store.accept([chains[4].next(t3, nonce=nonce(store, chains[4].agent_id, t3))], t3)
     store.sweep(t3, GRACE, chunk=chunk)
     expected -= {("agent-stale", "agent:a4")}
     expected -= {("gpu-missing", f"gpu:GPU-4-{j}") for j in (0, 1)}

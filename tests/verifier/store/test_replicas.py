@@ -79,17 +79,21 @@ def test_a_nonce_from_one_replica_is_accepted_by_the_other_once(replicas: list[S
     a, b = replicas
     enroll(a, "a1")
     enroll(a, "a2")
-    shared = nonce(a)
+    shared = nonce(a, "a1")
     assert b.get_nonce(shared) is not None
-    first = Chain("a1").next(T0, nonce=shared)
-    second = Chain("a2").next(T0, nonce=shared)
-    outcomes = _race([_accept_on(a, first), _accept_on(b, second)])
-    assert sorted(type(o).__name__ for o in outcomes) == ["Accepted", "NonceReplayedError"]
-    assert any(isinstance(o, NonceReplayedError) for o in outcomes)
+    chain = Chain("a1")
+    first = chain.next(T0, nonce=shared)
+    stolen = Chain("a2").next(T0, nonce=shared)
+    # Whichever replica commits first, the nonce is a1's: a2's use is refused and consumes
+    # nothing, so a1's own answer is accepted.
+    outcomes = _race([_accept_on(a, first), _accept_on(b, stolen)])
+    assert [type(o).__name__ for o in outcomes] == ["Accepted", "NonceMismatchError"]
     issued = a.get_nonce(shared)
     assert issued is not None
-    assert issued.replica == "replica-test"
+    assert (issued.replica, issued.agent_id) == ("replica-test", "a1")
     assert issued.consumed_at is not None
+    [again] = b.accept([chain.next(T0, nonce=shared)], T0)
+    assert isinstance(again, NonceReplayedError)
 
 
 async def test_agents_on_both_replicas_lose_nothing(replicas: list[Store]) -> None:
