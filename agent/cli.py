@@ -3,10 +3,14 @@
     gpu-attest-agent run [--config F] [--simulate M.toml] [--state-dir D] [--insecure-plaintext]
     gpu-attest-agent enroll --verifier HOST:PORT --token T [--ca CA.pem] [--state-dir D]
                             [--attest HOST:PORT] [--simulate M.toml] [--insecure-plaintext]
-                            [--force]
+                            [--force] [--timeout 2m]
 
 `enroll --verifier` names the verifier's enroll port (server-authenticated TLS, 7444 by default);
 `--attest` the Attest port (mTLS, 7443) that `run` uses when agent.toml names no `verifier`.
+`enroll` retries an unreachable verifier for `--timeout` (default 2m), then says the likely cause
+(wrong port, CA missing, nothing listening) and exits 11; a certificate that does not verify
+ends it at once. `once` without `--out` refuses (exit 2) to write the binary envelope to a
+terminal.
     gpu-attest-agent inventory [--json] [--simulate M.toml]
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
     gpu-attest-agent rotate-key [--config F] [--state-dir D]
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -31,7 +36,7 @@ from pathlib import Path
 from agent.config import AgentConfig, load_config
 from agent.exits import AgentExit, exit_code_for
 from agent.logs import get_logger, setup_logging
-from attest import errors
+from attest import errors, tomlconf
 from attest.files import write_secret_file
 from attest.hostport import parse_host_port, require_loopback
 
@@ -39,6 +44,17 @@ from attest.hostport import parse_host_port, require_loopback
 _ROTATE_ATTEMPTS = 5
 
 log = get_logger("cli")
+
+
+def _timeout(text: str) -> float:
+    """`--timeout`: a duration (90s, 5m; attest.tomlconf.parse_duration) from 1s to 1d."""
+    try:
+        seconds = tomlconf.parse_duration(text).total_seconds()
+    except tomlconf.Invalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 1 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be from 1s to 1d")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument(
         "--force", action="store_true", help="re-enroll: retire the current identity and spool"
     )
+    enroll.add_argument(
+        "--timeout", type=_timeout, default=None, metavar="DURATION",
+        help="give up (exit 11) after this long, e.g. 30s, 5m (default 2m)",
+    )  # fmt: skip
     rotate = sub.add_parser("rotate-key", help="replace the agent key and client certificate")
     rotate.add_argument("--config", type=Path, default=None)
     rotate.add_argument("--state-dir", type=Path, default=None)
@@ -106,6 +126,12 @@ def _cmd_once(args: argparse.Namespace) -> int:
     from agent.daemon import open_runtime  # noqa: PLC0415
     from agent.identity import state_lock  # noqa: PLC0415
 
+    if args.out is None and sys.stdout.isatty():
+        # Checked first: producing an envelope advances the chain, and binary on a terminal is
+        # lost (and may garble it).
+        raise errors.ConfigError(
+            "refusing to write a binary envelope to a terminal: use --out FILE"
+        )
     cfg, _ = _config(args)
     setup_logging(cfg.log_format)
     # The chain has one writer: with `run` producing too, two envelopes could take one seq
@@ -126,7 +152,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
-    from agent.client import Backoff, EnrollRequest, enroll  # noqa: PLC0415
+    from agent.client import ENROLL_DEADLINE_S, Backoff, EnrollRequest, enroll  # noqa: PLC0415
     from agent.hostfacts import collect_host_facts  # noqa: PLC0415
 
     cfg, _ = _config(args)
@@ -159,6 +185,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         machine_id=machine_id,
         insecure_plaintext=cfg.insecure_plaintext,
         attest_target=None if args.attest is None else parse_host_port(args.attest, "--attest"),
+        deadline_s=ENROLL_DEADLINE_S if args.timeout is None else args.timeout,
     )
     identity = asyncio.run(enroll(request, Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s)))
     print(f"enrolled as agent {identity.agent_id} at site {identity.site_id}")
@@ -201,6 +228,10 @@ def _refuse_or_retire(cfg: AgentConfig, force: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    # grpc's C core logs TLS handshake failures itself, in its own format, to stderr; the
+    # agent says what went wrong in its own lines. Before grpc is imported; an operator who
+    # sets GRPC_VERBOSITY keeps it.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "inventory":
         from agent import inventory_cli  # noqa: PLC0415
@@ -217,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "enroll": _cmd_enroll,
         "rotate-key": _cmd_rotate_key,
     }
+    # Whatever the operator's umask, what the agent creates is private (0700 / 0600).
+    umask = os.umask(0o077)
     try:
         return commands[args.command](args)
     except errors.AttestError as exc:
@@ -224,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return AgentExit.OK
+    finally:
+        os.umask(umask)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The gRPC shell of the agent: channels, backoff and Enroll (retried until its first
-success). RotateKey is agent.rotation's, the Attest stream agent.stream's.
+"""The gRPC shell of the agent: channels, backoff and Enroll (retried until its first success
+or its deadline). RotateKey is agent.rotation's, the Attest stream agent.stream's.
 
 Stream semantics are those of docs/protocol.md §8: the verifier speaks first with a Challenge;
 the agent drops spooled entries the verifier already holds (seq <= last_seq), replays the rest
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,9 @@ _CHANNEL_OPTIONS = (
     ("grpc.enable_retries", 0),
 )
 _ENROLL_TIMEOUT_S = 30.0
+#: How long `enroll` keeps trying by default (`--timeout`): long enough for a verifier that is
+#: starting, short enough that a wrong port or a missing CA ends in exit 11, not a hang.
+ENROLL_DEADLINE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -108,15 +112,43 @@ class EnrollRequest:
     insecure_plaintext: bool = False
     #: Where `run` attests (recorded in identity.toml); None: the enroll target itself.
     attest_target: HostPort | None = None
+    #: Give up (EnrollmentError, naming the likely cause) after this many seconds.
+    deadline_s: float = ENROLL_DEADLINE_S
+
+
+def likely_cause(request: EnrollRequest, details: str) -> tuple[str, bool]:
+    """What an Enroll transport failure most likely means to the person running `enroll`, and
+    whether retrying can help (a certificate that does not verify never starts to)."""
+    target = request.target
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        if request.ca_pem is None:
+            no_ca = (
+                f"the certificate of {target} did not verify against the system CAs: pass the "
+                "verifier's CA with --ca (`gpu-attest-verifier ca export` prints it)"
+            )
+            return no_ca, False
+        return f"the certificate of {target} is not signed by --ca: wrong CA or wrong host", False
+    if "Connection refused" in details:
+        return f"nothing listens at {target}: is the verifier running, and is this its port?", True
+    if "Socket closed" in details or "handshake" in details.lower():
+        wrong_port = (
+            f"{target} closed the TLS handshake: it may be the Attest (mTLS) port, which asks "
+            "for a client certificate; --verifier takes the enroll port (7444 by default)"
+        )
+        return wrong_port, True
+    return f"the verifier at {target} is unreachable ({details})", True
 
 
 async def enroll(
     request: EnrollRequest, backoff: Backoff, max_attempts: int | None = None
 ) -> Identity:
-    """Enroll this agent; retry retryable failures with backoff until the first success.
+    """Enroll this agent; retry retryable failures with backoff until the first success, at
+    most `request.deadline_s` seconds (and `max_attempts` attempts, when given).
 
     Creates agent.key (0600) if absent; the same key is reused on retry, which the verifier
-    answers idempotently. Raises EnrollmentError (or a Token*Error) on a final refusal.
+    answers idempotently. Raises EnrollmentError (or a Token*Error) on a final refusal, and
+    EnrollmentError naming the likely cause (wrong port, CA missing, unreachable) when the
+    deadline passes or the verifier's certificate does not verify.
     """
     request.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     signer = load_or_create_private_key(request.state_dir / KEY_FILE, AGENT_KEY_ALGORITHM)
@@ -127,27 +159,7 @@ async def enroll(
         hostname=request.hostname,
         machine_id=request.machine_id,
     )
-    attempt = 0
-    while True:
-        channel = open_channel(request.target, None, request.ca_pem, request.insecure_plaintext)
-        try:
-            stub = pb_grpc.AttestationStub(channel)
-            response = await stub.Enroll(message, timeout=_ENROLL_TIMEOUT_S)
-            break
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in RETRYABLE:
-                raise enrollment_error(exc.code(), exc.details() or "") from exc
-            attempt += 1
-            if max_attempts is not None and attempt >= max_attempts:
-                raise errors.EnrollmentError(
-                    f"verifier {request.target} unreachable after {attempt} attempts: "
-                    f"{exc.details()}"
-                ) from exc
-            wait = backoff.delay(attempt)
-            log.warning("enroll: %s (%s); retrying in %.1fs", exc.code().name, exc.details(), wait)
-            await asyncio.sleep(wait)
-        finally:
-            await channel.close(None)
+    response = await _call_enroll(request, message, backoff, max_attempts)
     attest_target = request.attest_target or request.target
     identity = Identity(response.agent_id, response.site_id, str(attest_target))
     if not identity.agent_id:
@@ -160,6 +172,43 @@ async def enroll(
         response.verifier_public_key,
     )
     return identity
+
+
+async def _call_enroll(
+    request: EnrollRequest,
+    message: pb.EnrollRequest,
+    backoff: Backoff,
+    max_attempts: int | None,
+) -> pb.EnrollResponse:
+    deadline = time.monotonic() + request.deadline_s
+    attempt, said = 0, ""
+    while True:
+        channel = open_channel(request.target, None, request.ca_pem, request.insecure_plaintext)
+        try:
+            stub = pb_grpc.AttestationStub(channel)
+            left = max(0.1, deadline - time.monotonic())
+            response: pb.EnrollResponse = await stub.Enroll(
+                message, timeout=min(_ENROLL_TIMEOUT_S, left)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRYABLE:
+                raise enrollment_error(exc.code(), exc.details() or "") from exc
+            cause, retry = likely_cause(request, exc.details() or exc.code().name)
+            attempt += 1
+            out_of_attempts = max_attempts is not None and attempt >= max_attempts
+            if not retry or out_of_attempts or time.monotonic() >= deadline:
+                raise errors.EnrollmentError(
+                    f"gave up after {attempt} attempt(s): {cause}"
+                ) from exc
+            if cause != said:  # the cause once, not at every retry
+                log.warning("enroll: %s; retrying for up to %.0fs", cause,
+                            request.deadline_s)  # fmt: skip
+                said = cause
+            await asyncio.sleep(min(backoff.delay(attempt), max(0.0, deadline - time.monotonic())))
+        else:
+            return response
+        finally:
+            await channel.close(None)
 
 
 def utcnow() -> datetime:

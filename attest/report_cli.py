@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("verify", help="verify a signed report (not in this version)")
     report.add_argument("report")
+    report.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     report.add_argument("--key", help="the verifier's public key")
     report.add_argument("--since-checkpoint", help="the last checkpoint you saw")
     report.set_defaults(run=_cmd_verify)
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = opts.run(opts)
     except UsageError as exc:
+        if opts.json:  # a script asked for JSON: it gets JSON, whatever happened
+            print(json.dumps({"valid": False, "code": "usage", "error": str(exc)}, sort_keys=True))
         print(f"gpu-attest-report: {exc}", file=sys.stderr)
         return ReportExit.USAGE
     except AttestError as exc:
