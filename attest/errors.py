@@ -283,3 +283,29 @@ class TooManySignaturesError(SignatureError):
     """More signatures than the envelope policy allows: an attack on verifier CPU."""
 
     code = "signature-too-many"
+
+
+class InputFileError(AttestError):
+    """A file named on a command line is not a readable regular file (a FIFO, a device, a
+    directory, missing or unreadable)."""
+
+    code = "input-unreadable"
+
+
+class SiteUnknownError(AttestError):
+    """A site named on a command line is neither in the registry nor any agent's site."""
+
+    code = "site-unknown"
+
+
+class StateMissingError(ConfigError):
+    """A command that reads the verifier's state found none where the configuration points (a
+    wrong `--config`, or no `/etc/gpu-attest/verifier.toml`)."""
+
+    code = "state-missing"
+
+
+class StatePermissionError(ConfigError):
+    """A state directory is open to group or others: keys and evidence must stay private."""
+
+    code = "state-dir-mode"

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
+
+from attest.errors import StatePermissionError
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
@@ -23,8 +26,9 @@ def write_public_file(path: Path, data: bytes) -> None:
 
 def write_file_atomically(path: Path, data: bytes, mode: int) -> None:
     """Atomically create or replace `path` with `mode` (whatever the umask) holding `data`;
-    the parent directory is created when missing. Never leaves a partial file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    the parent directory is created (0700: it holds keys) when missing. Never leaves a partial
+    file behind."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # pid + random suffix: two writers (threads or processes) never share a temporary file.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -62,3 +66,25 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def require_private_dir(path: Path) -> None:
+    """Raise StatePermissionError when the existing directory `path` is open to group or
+    others (or is not a directory): private keys and evidence live there. A missing `path`
+    passes; whoever creates it creates it 0700."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StatePermissionError(
+            f"cannot inspect state directory {path}: {exc.strerror}"
+        ) from None
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StatePermissionError(f"state directory {path} is not a directory")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise StatePermissionError(
+            f"state directory {path} has mode {mode:04o}, open to group or others; "
+            f"it must be 0700 (chmod 700 {path})"
+        )

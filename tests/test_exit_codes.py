@@ -40,7 +40,7 @@ STABLE: dict[type[ExitCode], dict[str, int]] = {
         "STORE": 14,
         "ROTATE": 15,
     },
-    VerifierExit: {"OK": 0, "REFUSED": 1, "USAGE": 2, "CONFIG": 3, "STORE": 4},
+    VerifierExit: {"OK": 0, "REFUSED": 1, "USAGE": 2, "CONFIG": 3, "STORE": 4, "FINDINGS": 5},
     ReportExit: {"VALID": 0, "INVALID": 1, "USAGE": 2},
 }
 

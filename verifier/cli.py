@@ -12,19 +12,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from attest import tomlconf
-from attest.errors import AttestError, StoreError
+from attest.errors import AttestError, SiteUnknownError, StoreError
 from attest.logfmt import setup_logging
 from attest.text import escape
 from verifier import enroll, pipeline
+from verifier.cli_state import config_source, describe_source, log, prepare_state
 from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
 from verifier.log_cli import add_log_parser, run_log_command
+from verifier.model import Finding, FindingStatus, Severity
 from verifier.store.api import Store
 from verifier.views import (
     agent_line,
@@ -48,6 +53,29 @@ def parse_duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def parse_ttl(text: str) -> timedelta:
+    """A token lifetime: a duration from 1s to enroll.MAX_TOKEN_TTL (a usage error otherwise,
+    before anything is stored)."""
+    ttl = parse_duration(text)
+    if not timedelta(0) < ttl <= enroll.MAX_TOKEN_TTL:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a token lifetime must be positive and at most {enroll.MAX_TOKEN_TTL.days}d"
+        )
+    return ttl
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(reversed(Severity))}
+T = TypeVar("T")
+
+
+def _peek(items: Iterator[T]) -> tuple[bool, Iterator[T]]:
+    """Whether `items` yields anything, and an iterator over all of it (nothing consumed)."""
+    first = next(items, None)
+    if first is None:
+        return False, iter(())
+    return True, itertools.chain((first,), items)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -61,23 +89,29 @@ def _store(config: VerifierConfig) -> Store:
 def cmd_serve(args: argparse.Namespace, config: VerifierConfig) -> int:
     from verifier.server import run_until_signalled  # noqa: PLC0415
 
+    log.info("%s", describe_source(config, config_source(args.config)))
     return asyncio.run(run_until_signalled(config, insecure_plaintext=args.insecure_plaintext))
 
 
 def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
-    token = enroll.create_token(store, args.site, args.ttl, _now())
+    now = _now()
+    token = enroll.create_token(store, args.site, args.ttl, now)
+    # The token is stored: from here on nothing may fail before it is shown (it was a
+    # datetime that json could not serialize).
     if args.json:
-        print_json({"token": token, "site_id": args.site, "expires_at": _now() + args.ttl})
+        print_json({"token": token, "site_id": args.site, "expires_at": jsonable(now + args.ttl)})
     else:
         print(token)
     return VerifierExit.OK
 
 
 def cmd_agents(args: argparse.Namespace, store: Store) -> int:
-    agents = store.iter_agents()
+    any_agent, agents = _peek(store.iter_agents())
     if args.json:
         write_json_array(agent_view(a) for a in agents)
         return VerifierExit.OK
+    if not any_agent:
+        print("no agents enrolled")
     for a in agents:
         print(agent_line(a))
     return VerifierExit.OK
@@ -90,10 +124,18 @@ def cmd_agent_revoke(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
-    hosts = store.iter_fleet(args.site)
+    any_host, hosts = _peek(store.iter_fleet(args.site))
+    # An empty answer for a site: known (in the registry) but empty, or a mistyped name.
+    known = () if any_host or args.site is None else {s.id for s in store.load_registry().sites}
+    if args.site is not None and not any_host and args.site not in known:
+        raise SiteUnknownError(
+            f"unknown site {args.site!r}: no agent enrolled there and not in the registry"
+        )
     if args.json:
         write_json_array(host_view(h) for h in hosts)
         return VerifierExit.OK
+    if not any_host:
+        print(f"no hosts at site {args.site}" if args.site else "no hosts have reported")
     for host in hosts:
         for line in host_lines(host):
             print(line)
@@ -101,26 +143,47 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_findings(args: argparse.Namespace, store: Store) -> int:
-    findings = store.iter_findings(include_resolved=args.all)
+    gate = None if args.fail_on is None else _SEVERITY_RANK[Severity(args.fail_on)]
+    tripped = False
+
+    def watched(items: Iterator[Finding]) -> Iterator[Finding]:
+        nonlocal tripped
+        for f in items:
+            if gate is not None and f.status is FindingStatus.OPEN:
+                tripped = tripped or _SEVERITY_RANK[f.severity] >= gate
+            yield f
+
+    any_finding, findings = _peek(watched(store.iter_findings(include_resolved=args.all)))
     if args.json:
         write_json_array(finding_view(f) for f in findings)
-        return VerifierExit.OK
-    for f in findings:
+    elif not any_finding:
+        print("no findings" if args.all else "no open findings")
+    for f in () if args.json else findings:
         print(finding_line(f))
-    return VerifierExit.OK
+    return VerifierExit.FINDINGS if tripped else VerifierExit.OK
 
 
 def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -> int:
-    from verifier.ingest import ingest  # noqa: PLC0415
+    from verifier.ingest import ingest, read_envelope_file  # noqa: PLC0415
 
-    files = [(str(p), Path(p).read_bytes()) for p in args.envelopes]
     s = config.stream
     limits = pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+    files: list[tuple[str, bytes | AttestError]] = []
+    for path in args.envelopes:
+        try:
+            files.append((str(path), read_envelope_file(path, limits.max_envelope_bytes)))
+        except AttestError as exc:
+            files.append((str(path), exc))
     outcomes = ingest(store, files, _now(), limits)
     rows = []
     for o in outcomes:
         if o.accepted is not None:
             rows.append({"file": o.name, "result": "accepted", **jsonable(o.accepted)})
+        elif o.already is not None:
+            # This very envelope is already stored (a re-run after a crash): not a refusal.
+            rows.append({"file": o.name, "result": "already-accepted", "agent_id":
+                         o.already.agent_id, "seq": o.already.seq,
+                         "log_index": o.already.log_index})  # fmt: skip
         elif o.error is not None:
             rows.append({"file": o.name, "result": "rejected", "code": o.error.code,
                          "message": str(o.error)})  # fmt: skip
@@ -202,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = token.add_parser("create", parents=[common], help="make a one-time enrollment token")
     create.add_argument("--site", required=True, help="site the enrolled agent will belong to")
     create.add_argument(
-        "--ttl", type=parse_duration, default=timedelta(hours=24),
+        "--ttl", type=parse_ttl, default=timedelta(hours=24),
         help="lifetime such as 30m, 24h, 7d (default 24h; at most 30d)",
     )  # fmt: skip
     create.add_argument("--json", action="store_true")
@@ -223,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     findings.add_argument("--json", action="store_true")
     findings.add_argument("--all", action="store_true")
+    findings.add_argument(
+        "--fail-on", choices=[s.value for s in Severity], metavar="SEVERITY",
+        help="exit 5 when an open finding of this severity or higher exists "
+        "(critical, high, medium, low)",
+    )  # fmt: skip
     ingest = sub.add_parser(
         "ingest", parents=[common], help="verify and store offline envelope files"
     )
@@ -256,6 +324,7 @@ _STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Stor
 
 def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    prepare_state(config, args.command, getattr(args, "action", None), config_source(args.config))
     if args.command == "serve":
         return cmd_serve(args, config)
     if args.command == "ca":
@@ -273,13 +342,22 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gpu-attest-verifier`; returns the documented exit code."""
+    # grpc's C core logs TLS handshake failures itself, in its own format, to stderr: the
+    # verifier logs in one format (attest/logfmt.py). Before grpc is imported; an operator who
+    # sets GRPC_VERBOSITY keeps it.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors (printed) and --help
         return VerifierExit.USAGE if exc.code else VerifierExit.OK
     setup_logging("json" if args.log_json else "text")
+    # Whatever the operator's umask, state is created private (0700 directories, 0600 files);
+    # files meant to be public (ca.pem, server.pem) set their mode explicitly.
+    umask = os.umask(0o077)
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        return _stdout_closed()
     except (AttestError, OSError) as exc:
         code = exit_code_for(exc)
         if code is VerifierExit.CONFIG:
@@ -291,6 +369,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"gpu-attest-verifier: {exc}", file=sys.stderr)
         return code
+    finally:
+        os.umask(umask)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`fleet | head`): what it wanted it has; stop quietly
+    with 0, pointing stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return VerifierExit.OK
 
 
 if __name__ == "__main__":

@@ -21,16 +21,20 @@ class VerifierExit(ExitCode):
     OK = exit_code(0, "success; `serve` also exits 0 after SIGTERM/SIGINT once shut down")
     REFUSED = exit_code(
         1,
-        "a request was refused (e.g. an ingested envelope rejected, unknown agent, a log index "
-        "outside the log)",
+        "a request was refused (e.g. an ingested envelope rejected, unknown agent or site, a log "
+        "index outside the log)",
     )
     USAGE = exit_code(2, "usage error (bad arguments)", no_restart=True)
     CONFIG = exit_code(
         3,
-        "configuration invalid (verifier.toml, a registry file, --insecure-plaintext off loopback)",
+        "configuration invalid (verifier.toml, a registry file, --insecure-plaintext off "
+        "loopback), no verifier state where it points, or a state directory open to others",
         no_restart=True,
     )
     STORE = exit_code(4, "the store is unavailable or failed (a restart retries it)")
+    FINDINGS = exit_code(
+        5, "findings --fail-on SEVERITY: an open finding of that severity or higher exists"
+    )
 
 
 #: Typed error -> exit code, most specific class first.

@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from attest.errors import AttestError
+from attest.errors import AttestError, ConfigError
 from attest.hostport import require_loopback
 from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
@@ -181,16 +181,30 @@ def _add_ports(
     server: grpc.aio.Server, config: VerifierConfig, core_pems: tuple[bytes, bytes, bytes] | None
 ) -> dict[str, int]:
     if core_pems is None:
-        return {"listen": server.add_insecure_port(config.listen)}
+        return {"listen": _bind("listen", config.listen, server.add_insecure_port)}
     key_pem, cert_pem, ca_pem = core_pems
     mtls = grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
     )
     tls = grpc.ssl_server_credentials([(key_pem, cert_pem)])
     return {
-        "listen": server.add_secure_port(config.listen, mtls),
-        "enroll": server.add_secure_port(config.enroll_listen, tls),
+        "listen": _bind("listen", config.listen, lambda a: server.add_secure_port(a, mtls)),
+        "enroll": _bind(
+            "enroll_listen", config.enroll_listen, lambda a: server.add_secure_port(a, tls)
+        ),
     }
+
+
+def _bind(key: str, address: str, add: Callable[[str], int]) -> int:
+    """Bind one port; a refusal (in use, or not an address of this host) is a ConfigError
+    naming the key, not grpc's RuntimeError and its traceback."""
+    try:
+        return add(address)
+    except RuntimeError:
+        raise ConfigError(
+            f"{key} = {address!r}: cannot listen there (the port is in use, or the address is "
+            "not one of this host's)"
+        ) from None
 
 
 async def start(

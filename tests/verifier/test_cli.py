@@ -84,8 +84,9 @@ def test_ingest_offline_envelopes(
     assert code == VerifierExit.OK, rows
     assert [r["seq"] for r in rows] == [3, 1, 2]
     assert {r["freshness"] for r in rows} == {"offline"}
+    # The same file again (a re-run after a crash) is already accepted, not a refusal.
     code, out = run(capsys, config_file, "ingest", "--json", paths[1])
-    assert code == VerifierExit.REFUSED and json.loads(out)[0]["code"] == "evidence-replayed"
+    assert code == VerifierExit.OK and json.loads(out)[0]["result"] == "already-accepted"
     forged = tmp_path / "forged.bin"
     forged.write_bytes(Chain(agent_id, SoftwareSigner.generate(), 3, chain.prev).next(b"", now))
     code, out = run(capsys, config_file, "ingest", "--json", str(forged))
@@ -161,7 +162,12 @@ def test_fleet_and_findings_are_streamed_as_the_documented_documents(
     # --json is still one JSON array, byte for byte what printing the whole list wrote.
     code, out = run(capsys, config_file, "fleet", "--json")
     assert code == VerifierExit.OK and out == json.dumps(hosts, indent=2, sort_keys=True) + "\n"
-    assert run(capsys, config_file, "fleet", "--json", "--site", "nowhere")[1] == "[]\n"
+    # A site nobody knows is a mistake, not an empty site.
+    assert main(["--config", str(config_file), "fleet", "--json", "--site", "nowhere"]) == (
+        VerifierExit.REFUSED
+    )
+    said = capsys.readouterr()
+    assert said.out == "" and said.err.startswith("gpu-attest-verifier: site-unknown: unknown site")
     code, out = run(capsys, config_file, "findings", "--json")
     assert code == VerifierExit.OK and out == json.dumps(findings, indent=2, sort_keys=True) + "\n"
     # Text: each host's line, then its GPUs.

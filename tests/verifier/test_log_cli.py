@@ -32,6 +32,13 @@ def _log_some(config_file: Path, tmp_path: Path, count: int) -> None:
 def test_log_proofs_verify_offline(
     capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
 ) -> None:
+    # No state yet: said as such (exit 3), and nothing is created.
+    assert (
+        main(["log", "proof", "--index", "0", "--config", str(config_file)]) == VerifierExit.CONFIG
+    )
+    assert "no verifier state" in capsys.readouterr().err
+    assert not (tmp_path / "v.db").exists()
+    _enroll_direct(config_file)
     assert (
         main(["log", "proof", "--index", "0", "--config", str(config_file)]) == VerifierExit.REFUSED
     )

@@ -8,6 +8,7 @@ several times (measured: -15% bytes written per attestation)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -38,11 +39,14 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._closed = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # SQLite creates the file (and its -wal and -shm, which copy its mode) under the
+            # umask: 0644 would let every local user read the evidence. Create it 0600 first.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             self._writer = self._connect()
             _switch_to_wal(self._writer)
             self._writer.execute("PRAGMA wal_autocheckpoint=8192")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
         self._migrate(datetime.now(UTC))
 
