@@ -243,6 +243,26 @@ class ByteBudgetError(RateLimitedError):
     code = "byte-budget-exceeded"
 
 
+class PeerLimitError(RateLimitedError):
+    """A client address holds as many calls of the services open to anyone (Enroll, health,
+    reflection) as one address may (`stream.max_calls_per_peer`)."""
+
+    code = "peer-limit"
+
+
+class StreamReplacedError(AttestError):
+    """An agent opened more Attest streams than `stream.max_streams_per_agent`: its oldest
+    stream is ended in favour of the new one (a reconnecting agent's old stream is dead)."""
+
+    code = "stream-replaced"
+
+
+class StreamIdleError(AttestError):
+    """An Attest stream sent no evidence within a challenge's lifetime after it opened."""
+
+    code = "stream-idle"
+
+
 class ProofError(AttestError):
     """A Merkle inclusion/consistency proof or a checkpoint does not verify."""
 

@@ -40,6 +40,13 @@ class StreamConfig:
     rate_per_s: float = 2.0
     rate_burst: int = 60
     max_streams: int = 20000
+    #: Concurrent calls on the enroll port (Enroll, health, reflection: open to anyone), a
+    #: budget apart from `max_streams`, so anonymous clients cannot starve enrolled agents.
+    anonymous_max_calls: int = 256
+    #: Concurrent calls of the services open to anyone, per client address (IPv6: per /64).
+    max_calls_per_peer: int = 16
+    #: Open Attest streams per agent; one more replaces (ends) the agent's oldest.
+    max_streams_per_agent: int = 2
     #: Agents with an open stream whose last checked GPU entries are kept (~1.7 KB each for 8
     #: GPUs): identical entries are then not checked again.
     gpu_check_cache_size: int = 2048
@@ -158,6 +165,11 @@ def _stream(t: tc.Table) -> StreamConfig:
         rate_per_s=t.get("rate_per_s", tc.number(0, 1e9, above=True), d.rate_per_s),
         rate_burst=t.get("rate_burst", _POSITIVE, d.rate_burst),
         max_streams=t.get("max_streams", _POSITIVE, d.max_streams),
+        anonymous_max_calls=t.get("anonymous_max_calls", _POSITIVE, d.anonymous_max_calls),
+        max_calls_per_peer=t.get("max_calls_per_peer", _POSITIVE, d.max_calls_per_peer),
+        max_streams_per_agent=t.get(
+            "max_streams_per_agent", tc.integer(1, 64), d.max_streams_per_agent
+        ),
         gpu_check_cache_size=t.get("gpu_check_cache_size", tc.integer(0), d.gpu_check_cache_size),
         key_cache_size=t.get("key_cache_size", tc.integer(0), d.key_cache_size),
         agent_bytes_per_hour=t.get(

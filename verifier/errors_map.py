@@ -56,6 +56,8 @@ _MAP: dict[type[errors.AttestError], Mapping] = {
     errors.EnrollmentError: Mapping(grpc.StatusCode.INVALID_ARGUMENT, retryable=False),
     # Capacity and infrastructure.
     errors.RateLimitedError: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, retryable=True),
+    errors.StreamReplacedError: Mapping(grpc.StatusCode.ABORTED, retryable=True),
+    errors.StreamIdleError: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, retryable=True),
     errors.StoreUnavailableError: Mapping(grpc.StatusCode.UNAVAILABLE, retryable=True),
     errors.StoreError: Mapping(grpc.StatusCode.UNAVAILABLE, retryable=True),
 }

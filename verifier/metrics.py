@@ -57,3 +57,22 @@ class Metrics:
         self.challenges = Counter(
             "gpu_attest_verifier_challenges_issued", "Challenge nonces issued.", registry=r
         )
+        self.store_up = Gauge(
+            "gpu_attest_verifier_store_up",
+            "1 while the store takes writes, 0 from a failed store operation until a probe "
+            "write succeeds (gRPC health is NOT_SERVING meanwhile).",
+            registry=r,
+        )
+        self.store_failures = Counter(
+            "gpu_attest_verifier_store_failures",
+            "Store operations that failed, by error code.",
+            ["code"],
+            registry=r,
+        )
+        self.calls_refused = Counter(
+            "gpu_attest_verifier_calls_refused",
+            "Calls and streams refused or ended by an admission limit, by reason "
+            "(peer-limit, stream-replaced, stream-idle).",
+            ["reason"],
+            registry=r,
+        )

@@ -1,11 +1,15 @@
 """`gpu-attest-verifier serve`: the imperative shell around the servicer.
 
 Transport: Python's grpc cannot ask for a client certificate without also requiring it, so the
-verifier listens on two TLS ports of one server. `listen` requires a client certificate issued
-by the verifier's CA (Attest, RotateKey); `enroll_listen` is server-authenticated TLS only, for
-Enroll by agents that have no certificate yet. Attest reached through the enroll port finds no
-client certificate and is refused (UNAUTHENTICATED), so the split cannot be used to skip mTLS.
+verifier listens on two TLS ports. `listen` requires a client certificate issued by the
+verifier's CA (Attest, RotateKey); `enroll_listen` is server-authenticated TLS only, for Enroll
+by agents that have no certificate yet, and is a gRPC server of its own with its own call budget
+(`_servers`). Attest reached through the enroll port finds no client certificate and is
+refused (UNAUTHENTICATED), so the split cannot be used to skip mTLS.
 `--insecure-plaintext` serves everything on `listen`, only on a loopback address, and warns.
+
+While the store fails, health is NOT_SERVING and the systemd watchdog is not fed
+(verifier/storehealth.py); a probe write every few seconds notices when it works again.
 
 Shutdown on SIGTERM/SIGINT: health NOT_SERVING, STOPPING=1 to systemd, stop accepting RPCs and
 give open streams a short grace, then drain the group-commit batcher (everything queued is
@@ -18,11 +22,13 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
+import functools
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +43,7 @@ from attest.hostport import require_loopback
 from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
+from verifier.admission import PeerCounter, PeerLimitInterceptor
 from verifier.ca import (
     load_or_create_ca,
     load_or_create_receipt_signer,
@@ -62,6 +69,11 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Attestation"].full_name
 SHUTDOWN_GRACE_S = 5.0
+ATTEST_METHOD = f"/{SERVICE_NAME}/Attest"
+#: How often the store is probed with a write (an already expired nonce nobody was sent).
+STORE_PROBE_S = 5.0
+#: The agent id of probe nonces: outside the agent id grammar, so no agent can ever use one.
+PROBE_AGENT_ID = "-store-probe-"
 
 
 def _utcnow() -> datetime:
@@ -153,7 +165,7 @@ def bound_heap_arenas(arenas: int = 1) -> bool:
 class Running:
     """A started verifier: the gRPC server, the ports it bound, its background tasks."""
 
-    server: grpc.aio.Server
+    servers: list[grpc.aio.Server]
     core: Core
     health: HealthServicer
     ports: dict[str, int]
@@ -163,7 +175,7 @@ class Running:
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """Graceful stop: refuse new work, drain the batcher, close the store."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -177,22 +189,52 @@ class Running:
             self.metrics_server.server_close()
 
 
-def _add_ports(
-    server: grpc.aio.Server, config: VerifierConfig, core_pems: tuple[bytes, bytes, bytes] | None
-) -> dict[str, int]:
-    if core_pems is None:
-        return {"listen": _bind("listen", config.listen, server.add_insecure_port)}
-    key_pem, cert_pem, ca_pem = core_pems
+def _servers(
+    config: VerifierConfig,
+    core: Core,
+    services: Callable[[grpc.aio.Server], None],
+    pems: tuple[bytes, bytes, bytes] | None,
+) -> tuple[list[grpc.aio.Server], dict[str, int]]:
+    """The mTLS port and the enroll port, each a gRPC server with `services` on it.
+
+    Two server objects, not one with an interceptor counting per port: grpc.aio's
+    `maximum_concurrent_rpcs` is per server and refuses calls over it before any Python runs,
+    which is what a flood needs; so the enroll port, open to anyone, gets a budget of its own
+    (`stream.anonymous_max_calls`) and cannot take the slots of enrolled agents' streams.
+    On either, calls other than Attest are capped per client address (admission.py)."""
+    s = config.stream
+    peers = PeerCounter(s.max_calls_per_peer)
+
+    def limited(exempt: frozenset[str]) -> PeerLimitInterceptor:
+        refused = core.metrics.calls_refused.labels(reason="peer-limit").inc
+        return PeerLimitInterceptor(peers, exempt, on_refused=refused)
+
+    agents = grpc.aio.server(
+        options=grpc_options(config), maximum_concurrent_rpcs=s.max_streams + 64,
+        interceptors=[limited(frozenset({ATTEST_METHOD}))],
+    )  # fmt: skip
+    services(agents)
+    if pems is None:  # --insecure-plaintext: everything on `listen`, loopback only
+        return [agents], {"listen": _bind("listen", config.listen, agents.add_insecure_port)}
+    key_pem, cert_pem, ca_pem = pems
     mtls = grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
     )
+    # Enroll requests are a few KB: an anonymous client gets no 4 MiB receive buffers.
+    options = [*grpc_options(config), ("grpc.max_receive_message_length", 64 * 1024)]
+    anonymous = grpc.aio.server(
+        options=options, maximum_concurrent_rpcs=s.anonymous_max_calls,
+        interceptors=[limited(frozenset())],
+    )  # fmt: skip
+    services(anonymous)
     tls = grpc.ssl_server_credentials([(key_pem, cert_pem)])
-    return {
-        "listen": _bind("listen", config.listen, lambda a: server.add_secure_port(a, mtls)),
+    ports = {
+        "listen": _bind("listen", config.listen, lambda a: agents.add_secure_port(a, mtls)),
         "enroll": _bind(
-            "enroll_listen", config.enroll_listen, lambda a: server.add_secure_port(a, tls)
+            "enroll_listen", config.enroll_listen, lambda a: anonymous.add_secure_port(a, tls)
         ),
     }
+    return [agents, anonymous], ports
 
 
 def _bind(key: str, address: str, add: Callable[[str], int]) -> int:
@@ -213,6 +255,7 @@ async def start(
     insecure_plaintext: bool = False,
     store: Store | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    notifier: Notifier | None = None,
 ) -> Running:
     """Create keys and certificates on first use, open the store, bind the ports, start."""
     check_transport(config, insecure_plaintext)
@@ -247,22 +290,25 @@ async def start(
         identify=identity_from_metadata if insecure_plaintext else identity_from_certificate,
         replica_id=replica_id, clock=clock,
     )  # fmt: skip
-    server = grpc.aio.server(
-        options=grpc_options(config), maximum_concurrent_rpcs=config.stream.max_streams + 64
-    )
-    pb_grpc.add_AttestationServicer_to_server(AttestationServicer(core), server)
+    servicer = AttestationServicer(core)
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+
+    def services(server: grpc.aio.Server) -> None:
+        pb_grpc.add_AttestationServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
     pems = None if insecure_plaintext else (identity.key_pem, identity.cert_pem, ca.pem)
-    ports = _add_ports(server, config, pems)
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = Running(server=server, core=core, health=health_servicer, ports=ports)
+    servers, ports = _servers(config, core, services, pems)
+    for server in servers:
+        await server.start()
+    await _publish_health(health_servicer, up=True)
+    core.store_health.bind(_publisher(health_servicer, notifier or Notifier({})))
+    running = Running(servers=servers, core=core, health=health_servicer, ports=ports)
     running.metrics_server = _start_metrics(config, metrics)
+    running.tasks.append(asyncio.create_task(_probe_loop(core), name="store-probe"))
     running.tasks.append(asyncio.create_task(_sweep_loop(core), name="findings-sweep"))
     log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
     return running
@@ -296,9 +342,39 @@ async def _sweep_loop(core: Core) -> None:
             core.metrics.findings_open.labels(rule=rule).set(count)
 
 
-async def _watchdog(notifier: Notifier, interval: float) -> None:
+async def _publish_health(health_servicer: HealthServicer, *, up: bool) -> None:
+    serving = health_pb2.HealthCheckResponse
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, serving.SERVING if up else serving.NOT_SERVING)
+
+
+def _publisher(
+    health_servicer: HealthServicer, notifier: Notifier
+) -> Callable[[bool], Awaitable[None]]:
+    async def publish(up: bool) -> None:
+        await _publish_health(health_servicer, up=up)
+        notifier.notify("STATUS=serving" if up else "STATUS=store failing; health NOT_SERVING")
+
+    return publish
+
+
+async def probe_store(core: Core) -> bool:
+    """Write a probe nonce (expired at birth, sent to nobody): a write, since a full disk
+    still answers reads. Return whether it took."""
+    record = core.nonce_record(PROBE_AGENT_ID)
+    record = dataclasses.replace(record, expires_at=record.issued_at)
+    return await core.store_health.probe(functools.partial(core.store.issue_nonces, [record]))
+
+
+async def _probe_loop(core: Core) -> None:
     while True:
-        notifier.watchdog()
+        await asyncio.sleep(STORE_PROBE_S)
+        await probe_store(core)
+
+
+async def _watchdog(notifier: Notifier, core: Core, interval: float) -> None:
+    while True:
+        core.store_health.feed_watchdog(notifier)
         await asyncio.sleep(interval)
 
 
@@ -307,14 +383,14 @@ async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: boo
     if not bound_heap_arenas():
         log.info("heap arenas left to the C library's default (it is not glibc)")
     notifier = Notifier()
-    running = await start(config, insecure_plaintext=insecure_plaintext)
+    running = await start(config, insecure_plaintext=insecure_plaintext, notifier=notifier)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     interval = notifier.watchdog_interval_s
     if interval is not None:
-        running.tasks.append(asyncio.create_task(_watchdog(notifier, interval)))
+        running.tasks.append(asyncio.create_task(_watchdog(notifier, running.core, interval)))
     notifier.ready(f"serving on {config.listen}")
     await stop.wait()
     log.info("shutting down: draining streams and the commit batcher")

@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 
@@ -24,6 +25,10 @@ from attest.errors import (
     AgentRevokedError,
     AgentUnknownError,
     AttestError,
+    RateLimitedError,
+    StoreError,
+    StreamIdleError,
+    StreamReplacedError,
     TransportIdentityError,
 )
 from attest.v1 import attest_pb2 as pb
@@ -41,6 +46,9 @@ from verifier.session import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Longest an agent's new stream waits for a token of its rate bucket before it is refused.
+_MAX_OPEN_WAIT_S = 2.0
 
 __all__ = [
     "PLAINTEXT_AGENT_HEADER",
@@ -83,6 +91,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
             )  # fmt: skip
         except AttestError as exc:
             core.metrics.enrollments.labels(rpc="enroll", result=exc.code).inc()
+            await self._store_failed(exc)
             await context.abort(status_for(exc), details_for(exc))
         core.metrics.enrollments.labels(rpc="enroll", result="ok").inc()
         return pb.EnrollResponse(
@@ -118,6 +127,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
             )  # fmt: skip
         except AttestError as exc:
             core.metrics.enrollments.labels(rpc="rotate", result=exc.code).inc()
+            await self._store_failed(exc)
             await context.abort(status_for(exc), details_for(exc))
         core.metrics.enrollments.labels(rpc="rotate", result="ok").inc()
         return pb.RotateKeyResponse(client_certificate=cert)
@@ -140,6 +150,13 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         core = self.core
         peer = core.identify(context)  # type: ignore[arg-type]
         agent_id = peer.agent_id
+        # Opening a stream costs a token of the agent's bucket: a stream writes a nonce row, and
+        # an agent opening stream after stream must not turn that into a flood of rows.
+        wait = core.limiter.acquire(agent_id, time.monotonic(), _MAX_OPEN_WAIT_S)
+        if wait is None:
+            raise RateLimitedError("too many streams opened by this agent; slow down")
+        if wait > 0:
+            await asyncio.sleep(wait)
         record = await asyncio.to_thread(core.store.get_agent, agent_id)
         if record is None:
             raise AgentUnknownError(f"agent {agent_id[:64]!r} is not enrolled here")
@@ -160,28 +177,98 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         core = self.core
         try:
             session = await self._open(context)
-            await context.write(await session.challenge())
         except AttestError as exc:
-            core.metrics.rejected.labels(code=exc.code).inc()
-            await context.abort(status_for(exc), details_for(exc))
+            await self._refuse(exc, context)
+        agent_id = session.agent.agent_id
+        session.task = asyncio.current_task()
+        for oldest in core.agent_streams.add(agent_id, session):
+            self._end(oldest, StreamReplacedError("a newer stream of this agent replaced it"))
+        watched = False
+        try:
+            try:
+                await context.write(await session.challenge())
+            except AttestError as exc:
+                await self._refuse(exc, context)
+            self._refresher.add(session)
+            watched = True
+            await self._serve(session, context)
+        except asyncio.CancelledError:
+            if session.ended_by is None:
+                raise  # the server is stopping
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # this cancellation was ours, and is handled here
+            await self._close_ended(session, context)
+        finally:
+            session.closed = True
+            if watched:
+                self._refresher.discard(session)
+            core.agent_streams.discard(agent_id, session)
+            if core.agent_streams.count(agent_id) == 0:
+                core.gpu_sections.pop(agent_id, None)
+
+    async def _serve(
+        self,
+        session: AttestSession,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
         # Each message is awaited directly (no task per message: this loop runs per envelope);
         # an idle stream's fresh challenge at ttl/2 comes from the servicer's one refresher,
         # and `session.writing` keeps its write apart from an answer to an envelope.
-        self._refresher.add(session)
-        try:
-            while True:
-                message: object = await context.read()  # EOF is a sentinel, not a message
-                if not isinstance(message, pb.AgentMessage):
-                    return  # EOF: the agent closed its side
+        while session.ended_by is None:
+            message: object = await context.read()  # EOF is a sentinel, not a message
+            if not isinstance(message, pb.AgentMessage):
+                return  # EOF: the agent closed its side
+            session.evidence_seen = True
+            session.answering = True
+            try:
                 async with session.writing:
                     await self._one(session, context, message.evidence)
-        finally:
-            session.closed = True
-            self._refresher.discard(session)
-            self.core.gpu_sections.pop(session.agent.agent_id, None)
+            finally:
+                session.answering = False
+        await self._close_ended(session, context)
+
+    def _end(self, session: AttestSession, error: AttestError) -> None:
+        """End `session` from another task: at once while it waits for a message (its task is
+        cancelled there, between envelopes), else right after the envelope it is answering."""
+        if session.ended_by is not None or session.closed:
+            return  # already ending: a second cancellation would cut its goodbye short
+        session.ended_by = error
+        if session.task is not None and not session.answering:
+            session.task.cancel()
+
+    async def _close_ended(
+        self,
+        session: AttestSession,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> None:
+        error = session.ended_by
+        assert error is not None
+        self.core.metrics.calls_refused.labels(reason=error.code).inc()
+        async with session.writing:  # never in the middle of an idle refresh's write
+            await context.abort(status_for(error), details_for(error))
+
+    async def _refuse(
+        self,
+        error: AttestError,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.VerifierMessage],
+    ) -> NoReturn:
+        self.core.metrics.rejected.labels(code=error.code).inc()
+        await self._store_failed(error)
+        await context.abort(status_for(error), details_for(error))
+
+    async def _store_failed(self, error: AttestError) -> None:
+        if isinstance(error, StoreError):
+            await self.core.store_health.failed(error)
 
     async def _refresh(self, session: AttestSession) -> None:
-        """Send a fresh challenge if the stream is still idle at its refresh time."""
+        """Send a fresh challenge if the stream is still idle at its refresh time; end a
+        stream that sent no evidence by the time its first challenge expired."""
+        deadline = session.opened + self.core.config.stream.challenge_ttl_s
+        if not session.evidence_seen and deadline <= time.monotonic():
+            if not session.closed:
+                self._end(session, StreamIdleError("no evidence within the challenge lifetime"))
+            return
         try:
             async with session.writing:
                 if not session.closed and session.refresh_at <= time.monotonic():
@@ -220,5 +307,6 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         except AttestError as exc:
             # Only the challenge failed (store unreachable): end the stream with the mapped
             # status and no Rejection, which would name an envelope that was not refused.
+            await self._store_failed(exc)
             await context.abort(status_for(exc), details_for(exc))
         await context.write(challenge)

@@ -29,6 +29,7 @@ from attest.keys import KeyCache, SoftwareSigner
 from attest.model import Challenge, Freshness, Receipt
 from attest.v1 import attest_pb2 as pb
 from verifier import pipeline
+from verifier.admission import AgentStreams
 from verifier.budget import ByteBudget
 from verifier.ca import CertificateAuthority, peer_from_certificate
 from verifier.config import VerifierConfig
@@ -38,6 +39,7 @@ from verifier.nonces import NonceIssuer, new_nonce
 from verifier.ratelimit import RateLimiter
 from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter
+from verifier.storehealth import StoreHealth
 from verifier.transparency import Checkpointer
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,16 @@ class Core:
         return ByteBudget(self.config.stream.agent_bytes_per_hour)
 
     @functools.cached_property
+    def agent_streams(self) -> AgentStreams[AttestSession]:
+        """Each agent's open Attest streams (at most `stream.max_streams_per_agent`)."""
+        return AgentStreams(self.config.stream.max_streams_per_agent)
+
+    @functools.cached_property
+    def store_health(self) -> StoreHealth:
+        """Whether the store takes writes; `serve` publishes it to health and systemd."""
+        return StoreHealth(self.metrics)
+
+    @functools.cached_property
     def accepted_counters(self) -> dict[Freshness, Counter]:
         """The accepted counter's child per freshness, bound once (labels() per call is not
         free on a path taken for every envelope)."""
@@ -164,6 +176,7 @@ class Core:
     ) -> None:
         self.metrics.rejected.labels(code=error.code).inc()
         if isinstance(error, StoreError):
+            await self.store_health.failed(error)
             return  # the store is what failed; there is nowhere to write the record
         record = AuditRecord(
             kind=AuditKind.REJECTION, at=self.clock(), agent_id=agent_id, code=error.code,
@@ -179,7 +192,8 @@ class AttestSession:
     """One Attest stream's state: the agent, its chain head, the nonces issued on it."""
 
     __slots__ = (
-        "agent", "closed", "context", "core", "head", "nonces", "refresh_at", "writing",
+        "agent", "answering", "closed", "context", "core", "ended_by", "evidence_seen", "head",
+        "nonces", "opened", "refresh_at", "task", "writing",
     )  # fmt: skip
 
     def __init__(
@@ -196,6 +210,15 @@ class AttestSession:
         self.nonces: dict[bytes, NonceRecord] = {}
         self.refresh_at = 0.0
         self.closed = False
+        self.opened = time.monotonic()
+        #: A stream that sent no envelope by the time its first challenge expires is ended
+        #: (`stream-idle`): held idle, it would only keep a slot and write nonce rows.
+        self.evidence_seen = False
+        #: Set while an envelope is being answered: the stream is then never cancelled.
+        self.answering = False
+        #: Why the servicer must end this stream (replaced, idle), set by another task.
+        self.ended_by: AttestError | None = None
+        self.task: asyncio.Task[None] | None = None
         #: Held while one envelope is answered or an idle challenge is sent: one write at a time.
         self.writing = asyncio.Lock()
 
@@ -207,7 +230,10 @@ class AttestSession:
         self.nonces[record.nonce] = record
         while len(self.nonces) > _STREAM_NONCES:
             del self.nonces[next(iter(self.nonces))]
-        self.refresh_at = time.monotonic() + self.core.config.stream.challenge_ttl_s / 2
+        ttl = self.core.config.stream.challenge_ttl_s
+        self.refresh_at = time.monotonic() + ttl / 2
+        if not self.evidence_seen:  # due no later than the first envelope's deadline
+            self.refresh_at = min(self.refresh_at, self.opened + ttl)
         return wire.challenge_to_pb(challenge)
 
     async def _nonce(self, nonce: bytes) -> NonceRecord | None:
