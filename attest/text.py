@@ -83,8 +83,8 @@ def escape_json(text: str) -> str:
     """A JSON document (as `json.dumps(..., ensure_ascii=False)` writes it) with every unsafe
     character, which JSON leaves raw outside C0, written as a `\\uXXXX` escape: the same JSON
     value, but a terminal or `less` shows no bidi override or C1 control from it."""
-    if text.isascii():
-        return text  # json.dumps already escaped C0 controls and DEL is harmless in JSON
+    if text.isascii() and "\x7f" not in text:
+        return text  # json.dumps already escaped the C0 controls, but not DEL
     out = []
     for char in text:
         if _unsafe(char):
