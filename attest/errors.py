@@ -293,6 +293,20 @@ class RegistryError(ConfigError):
     code = "registry-invalid"
 
 
+class PolicyError(ConfigError):
+    """A policy pack (docs/design.md §13) is malformed, has unknown keys or countries, floats,
+    overlapping date ranges or figures without a source. The message holds one line per
+    problem, each naming file, table and key."""
+
+    code = "policy-invalid"
+
+
+class PolicyNotFoundError(AttestError):
+    """No policy pack has the name asked for, or none is in force on the date asked for."""
+
+    code = "policy-unknown"
+
+
 class DuplicateSignatureError(SignatureError):
     """One key signed the same envelope twice: never needed, and it makes envelopes malleable."""
 
