@@ -59,6 +59,7 @@ CLI_MODULES = (
     "agent/inventory_cli.py",
     "verifier/cli.py",
     "verifier/log_cli.py",
+    "verifier/policy_cli.py",
     "attest/report_cli.py",
 )
 

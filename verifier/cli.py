@@ -30,6 +30,7 @@ from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
 from verifier.log_cli import add_log_parser, run_log_command
 from verifier.model import Finding, FindingStatus, Severity
+from verifier.policy_cli import add_policy_parser, run_policy_command
 from verifier.store.api import Store
 from verifier.views import (
     agent_line,
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true"
     )
     add_log_parser(sub, common)
+    add_policy_parser(sub, common)
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
     ca.add_parser("export", parents=[common], help="print the CA certificate PEM (agents' --ca)")
     return parser
@@ -323,6 +325,8 @@ _STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Stor
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "policy":  # packs are data shipped with the verifier: no state, no config
+        return run_policy_command(args)
     config = load_config(args.config)
     prepare_state(config, args.command, getattr(args, "action", None), config_source(args.config))
     if args.command == "serve":
