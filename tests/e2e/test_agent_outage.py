@@ -233,7 +233,7 @@ def test_enroll_retries_until_the_verifier_answers(tmp_path: Path, verifier: Ver
     assert enroll.stdout is not None
     try:
         out = LineReader(enroll.stdout)
-        out.wait_for("retrying in")  # the verifier is down: it waits
+        out.wait_for("retrying for up to")  # the verifier is down: it waits (--timeout 2m)
         verifier.start()
         out.wait_for("enrolled as agent agt-", timeout=60)
         assert enroll.wait(timeout=30) == AgentExit.OK
