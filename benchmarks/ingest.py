@@ -202,6 +202,8 @@ class Verifier:
             f'state_dir = "{self.workdir / "state"}"\ndatabase = "{self.database}"\n'
             'metrics_listen = ""\n'
             "[stream]\nrate_per_s = 100000.0\nrate_burst = 100000\nmax_streams = 60000\n"
+            # Every simulated host enrolls from 127.0.0.1, 64 at a time: one address, many hosts.
+            "max_calls_per_peer = 1024\n"
             f"[store]\nbatch_max = {batch_max}\ncommit_interval_ms = {commit_interval_ms}\n"
         )
         log = (self.workdir / "verifier.log").open("wb")
