@@ -37,7 +37,7 @@ from agent.config import AgentConfig, load_config
 from agent.exits import AgentExit, exit_code_for
 from agent.logs import get_logger, setup_logging
 from attest import errors, tomlconf
-from attest.files import write_secret_file
+from attest.files import require_private_dir, write_secret_file
 from attest.hostport import parse_host_port, require_loopback
 
 #: RotateKey attempts of `rotate-key` (retryable failures, with the configured backoff).
@@ -110,6 +110,9 @@ def _config(args: argparse.Namespace) -> tuple[AgentConfig, dict[str, object]]:
     if getattr(args, "insecure_plaintext", False):
         overrides["insecure_plaintext"] = True
     cfg = load_config(args.config).with_overrides(**overrides)
+    # agent.key and the spool live there: a directory others can enter is refused (exit 2, the
+    # unit does not restart on it) before any key is read or written.
+    require_private_dir(cfg.state_dir)
     return cfg, overrides
 
 

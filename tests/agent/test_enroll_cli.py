@@ -115,3 +115,16 @@ def test_once_refuses_to_write_binary_to_a_terminal(tmp_path: Path) -> None:
     assert done.returncode == AgentExit.CONFIG
     assert "terminal" in done.stderr and "--out" in done.stderr
     assert not (tmp_path / "agent").exists()  # checked before anything else
+
+
+@pytest.mark.parametrize("mode", [0o750, 0o705, 0o777])
+def test_a_state_dir_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
+    """agent.key and the spool live in the state directory: an agent command refuses one that
+    group or others can enter (exit 2, which the unit does not restart on) and writes nothing."""
+    state = tmp_path / "agent"
+    state.mkdir()
+    state.chmod(mode)
+    done = enroll(tmp_path, free_port(), "--timeout", "1s")
+    assert done.returncode == AgentExit.CONFIG
+    assert f"{mode:04o}" in done.stderr and "chmod 700" in done.stderr
+    assert list(state.iterdir()) == []
