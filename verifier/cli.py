@@ -168,7 +168,9 @@ def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -
     from verifier.ingest import ingest, read_envelope_file  # noqa: PLC0415
 
     s = config.stream
-    limits = pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+    limits = pipeline.Limits(
+        s.max_message_bytes, s.clock_skew, s.offline_max_age, s.nonce_retention
+    )
     files: list[tuple[str, bytes | AttestError]] = []
     for path in args.envelopes:
         try:

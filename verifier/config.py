@@ -68,6 +68,12 @@ class StreamConfig:
     def offline_max_age(self) -> timedelta:
         return timedelta(seconds=self.offline_max_age_s)
 
+    @property
+    def nonce_retention(self) -> timedelta:
+        """How long a nonce's row is kept at least after it was issued: the sweep purges nonces
+        that expired (issued + challenge_ttl) more than challenge_ttl ago."""
+        return 2 * self.challenge_ttl
+
 
 @dataclass(frozen=True)
 class FleetConfig:

@@ -60,6 +60,8 @@ class Limits:
     max_envelope_bytes: int
     clock_skew: timedelta
     offline_max_age: timedelta
+    #: a nonce's row is kept at least this long after it was issued (then purged)
+    nonce_retention: timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +223,7 @@ def check_state(
     evidence = auth.evidence
     # Chain first: an accepted envelope sent again must read as a replay, not as a nonce reuse.
     check_chain(auth, head, digest_at_seq)
-    freshness = check_nonce(evidence, nonce, now)
+    freshness = check_nonce(evidence, nonce, now, limits)
     check_time(evidence, freshness, nonce, head, now=now, limits=limits)
     return VerifiedEvidence(
         raw=auth.raw,
@@ -233,13 +235,21 @@ def check_state(
     )
 
 
-def check_nonce(evidence: CheckedEvidence, nonce: NonceRecord | None, now: datetime) -> Freshness:
-    """NONCE when bound to a live challenge of ours sent to this agent; OFFLINE when empty or
-    issued-but-expired. A nonce of another agent's challenge is refused, and stays usable by
-    that agent (the store consumes it only with evidence of the agent it was issued to)."""
+def check_nonce(
+    evidence: CheckedEvidence, nonce: NonceRecord | None, now: datetime, limits: Limits
+) -> Freshness:
+    """NONCE when bound to a live challenge of ours sent to this agent; OFFLINE when empty,
+    issued-but-expired, or too old for its nonce's row to be kept. A nonce of another agent's
+    challenge is refused, and stays usable by that agent (the store consumes it only with
+    evidence of the agent it was issued to)."""
     if not evidence.nonce:
         return Freshness.OFFLINE
     if nonce is None or nonce.nonce != evidence.nonce:
+        if evidence.created_at + limits.clock_skew < now - limits.nonce_retention:
+            # Answered a challenge whose row may have been purged since (a spooled envelope
+            # replayed after a long outage). Refusing it would lose evidence for good; OFFLINE
+            # grants it nothing an envelope without a nonce would not get.
+            return Freshness.OFFLINE
         raise NonceUnknownError("the evidence's nonce was not issued by this verifier fleet")
     if nonce.agent_id and nonce.agent_id != evidence.agent_id:
         raise NonceMismatchError("the evidence's nonce was issued to another agent's challenge")

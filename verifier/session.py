@@ -103,7 +103,9 @@ class Core:
     @functools.cached_property
     def limits(self) -> pipeline.Limits:
         s = self.config.stream
-        return pipeline.Limits(s.max_message_bytes, s.clock_skew, s.offline_max_age)
+        return pipeline.Limits(
+            s.max_message_bytes, s.clock_skew, s.offline_max_age, s.nonce_retention
+        )
 
     @functools.cached_property
     def key_cache(self) -> KeyCache:

@@ -93,6 +93,26 @@ def test_ingest_offline_envelopes(
     assert code == VerifierExit.REFUSED and json.loads(out)[0]["code"] == "signature-unknown-key"
 
 
+def test_ingest_of_an_envelope_whose_nonce_was_purged(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    """An agent's spool can hold an envelope that answered a challenge and was never receipted;
+    after a long outage the nonce's row is purged. Carried over by `ingest`, it is accepted as
+    offline evidence, not refused for good. A recent envelope with a nonce this fleet never
+    issued is still refused: its row would exist."""
+    agent_id, signer = _enroll_direct(config_file)
+    chain = Chain(agent_id, signer)
+    now = datetime.now(UTC)
+    old, recent = tmp_path / "old.bin", tmp_path / "recent.bin"
+    old.write_bytes(chain.next(b"\x09" * 32, now - timedelta(hours=2)))
+    recent.write_bytes(chain.next(b"\x0a" * 32, now))
+    code, out = run(capsys, config_file, "ingest", "--json", str(old))
+    rows = json.loads(out)
+    assert code == VerifierExit.OK and rows[0]["freshness"] == "offline", rows
+    code, out = run(capsys, config_file, "ingest", "--json", str(recent))
+    assert code == VerifierExit.REFUSED and json.loads(out)[0]["code"] == "nonce-unknown"
+
+
 def test_ca_export(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
     code, out = run(capsys, config_file, "ca", "export")
     assert code == VerifierExit.OK and out.startswith("-----BEGIN CERTIFICATE-----")

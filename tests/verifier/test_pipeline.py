@@ -28,7 +28,7 @@ from verifier.pipeline import (
     to_attestation,
 )
 
-LIMITS = Limits(64 * 1024, timedelta(minutes=5), timedelta(days=30))
+LIMITS = Limits(64 * 1024, timedelta(minutes=5), timedelta(days=30), timedelta(minutes=10))
 NONCE = b"\x07" * 32
 
 
@@ -174,6 +174,21 @@ def test_nonce_never_issued(signer: SoftwareSigner) -> None:
     auth = _auth(signer, Chain("agt-1", signer).next(NONCE, T0))
     with pytest.raises(errors.NonceUnknownError):
         check_state(auth, None, ChainHead(), None, now=T0, limits=LIMITS)
+
+
+def test_a_purged_nonce_on_old_evidence_is_offline_not_unknown(signer: SoftwareSigner) -> None:
+    """A spooled envelope that answered a challenge, replayed after an outage long enough for
+    the sweep to purge the nonce's row, must not be refused for good: it is OFFLINE evidence.
+    Up to the retention (10 min here) plus the skew (5 min) the row must still exist, so an
+    unknown nonce is refused until then."""
+    auth = _auth(signer, Chain("agt-1", signer).next(NONCE, T0))
+    edge = T0 + timedelta(minutes=15)
+    with pytest.raises(errors.NonceUnknownError):
+        check_state(auth, None, ChainHead(), None, now=edge, limits=LIMITS)
+    later = edge + timedelta(microseconds=1)
+    verified = check_state(auth, None, ChainHead(), None, now=later, limits=LIMITS)
+    assert verified.freshness is Freshness.OFFLINE
+    assert to_attestation(verified, later).nonce == b""  # nothing for the store to consume
 
 
 def test_nonce_record_for_another_nonce_is_unknown(signer: SoftwareSigner) -> None:

@@ -16,7 +16,7 @@ from tests.verifier.helpers import T0, Chain
 from verifier.errors_map import rejection_for, status_for
 from verifier.pipeline import ChainHead, Limits, PinnedAgent, authenticate, check_state
 
-LIMITS = Limits(16 * 1024, timedelta(minutes=5), timedelta(days=30))
+LIMITS = Limits(16 * 1024, timedelta(minutes=5), timedelta(days=30), timedelta(minutes=10))
 SIGNER = SoftwareSigner.generate()
 KEY = SIGNER.public_key
 AGENT = PinnedAgent("agt-1", "site-a", {KEY.keyid: KEY})
