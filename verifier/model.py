@@ -255,6 +255,7 @@ class AuditKind(enum.Enum):
     ENROLLMENT = "enrollment"
     REVOCATION = "revocation"
     ROTATION = "rotation"
+    REGISTRY = "registry"  # a `registry import`: message names version, importer and digest
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,20 @@ _VEU = _enum(VeuStatus, [m.value for m in VeuStatus])
 _KIND = _enum(AuthorizationKind, [m.value for m in AuthorizationKind])
 
 
+#: The longest per-site offline deadline: a year without evidence is not a deadline.
+MAX_OFFLINE_DEADLINE = timedelta(days=366)
+
+
+def _deadline(value: object) -> timedelta:
+    """A duration such as "7d" (attest.tomlconf.parse_duration), positive and at most a year."""
+    if not isinstance(value, str):
+        raise tc.Invalid(f"{tc.got(value)} is not a duration string such as '7d'")
+    deadline = tc.parse_duration(value)
+    if not timedelta(0) < deadline <= MAX_OFFLINE_DEADLINE:
+        raise tc.Invalid(f"{value!r} is not between 1s and {MAX_OFFLINE_DEADLINE.days}d")
+    return deadline
+
+
 def _public_key(value: object) -> PublicKey:
     """Base64 SubjectPublicKeyInfo DER of a supported key."""
     try:
@@ -85,6 +100,7 @@ def _site(t: tc.Table) -> Site:
         lat=t.get("lat", _LAT),
         lon=t.get("lon", _LON),
         facility_power_kw=t.opt("facility_power_kw", tc.number(0, 1e9)),
+        offline_deadline=t.opt("offline_deadline", _deadline),
     )
 
 

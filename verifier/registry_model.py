@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 
 class VeuStatus(enum.Enum):
@@ -43,6 +43,9 @@ class Site:
     lat: float
     lon: float
     facility_power_kw: float | None = None
+    # A site that reports only through `ingest` (offline) is judged against this deadline
+    # instead of the attestation deadline (`agent-stale`); None: the fleet-wide deadline.
+    offline_deadline: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,19 @@ class Registry:
     authorizations: tuple[Authorization, ...] = ()
     landmarks: tuple[Landmark, ...] = ()
     arrangements: tuple[Arrangement, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegistryVersion:
+    """One `registry import`, kept so a reconciliation `--at` a past date uses the registry of
+    that date: who imported it (the OS user or `--by`), when, and the SHA-256 of the file."""
+
+    version: int  # 1, 2, ... in import order
+    imported_at: datetime
+    imported_by: str
+    digest: bytes  # SHA-256 of the file bytes as read
+    entities: int
+    sites: int
+    authorizations: int
+    landmarks: int
+    arrangements: int

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from verifier.model import (
@@ -39,7 +39,7 @@ from verifier.model import (
     TokenRecord,
     VerifiedAttestation,
 )
-from verifier.registry_model import Registry
+from verifier.registry_model import Registry, RegistryVersion
 
 # --- options and the port ----------------------------------------------------------------------
 
@@ -217,11 +217,23 @@ class Store(Protocol):
 
     # registry
 
-    def import_registry(self, registry: Registry) -> None:
-        """Replace the stored registry with this one, atomically."""
+    def import_registry(
+        self, registry: Registry, now: datetime | None = None, *, by: str = "", source: bytes = b""
+    ) -> int:
+        """Replace the current registry with this one and keep it as a new version (imported
+        `now`, default the clock, by `by`, with the SHA-256 of the file bytes `source`),
+        audited, atomically; returns the version number (1, 2, ...)."""
 
-    def load_registry(self) -> Registry:
-        """The stored registry (empty if none was imported)."""
+    def load_registry(self, at: date | None = None) -> Registry:
+        """The current registry, or with `at` the registry as it stood at the end of that UTC
+        day (the latest import on or before it). Empty if none was imported (by then)."""
+
+    def registry_history(self) -> list[RegistryVersion]:
+        """Every imported registry version, oldest first."""
+
+    def present_gpus_by_site(self) -> dict[str, int]:
+        """Present GPUs of active agents per the site the agents enrolled at (sites holding
+        none are absent): what an import removing a site would orphan."""
 
     # lifecycle
 

@@ -8,7 +8,7 @@ import abc
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -32,7 +32,7 @@ from verifier.model import (
     TokenRecord,
     VerifiedAttestation,
 )
-from verifier.registry_model import Registry
+from verifier.registry_model import Registry, RegistryVersion
 from verifier.store import ops_accept, ops_agents, ops_fleet, ops_registry, ops_sweep
 from verifier.store.api import LIST_CHUNK, SWEEP_CHUNK, StoreOptions
 from verifier.store.migrations import apply_migrations
@@ -289,11 +289,27 @@ class SqlStore(abc.ABC):
     def list_audit(self, limit: int = 100) -> list[AuditRecord]:
         return self._transact(lambda db: ops_agents.list_audit(db, limit), write=False)
 
-    def import_registry(self, registry: Registry) -> None:
-        self._transact(lambda db: ops_registry.import_registry(db, registry), write=True)
+    def import_registry(
+        self, registry: Registry, now: datetime | None = None, *, by: str = "", source: bytes = b""
+    ) -> int:
+        now_us = to_micros(now or datetime.now(UTC))
+        return self._transact(
+            lambda db: ops_registry.import_registry(db, registry, now_us, by, source), write=True
+        )
 
-    def load_registry(self) -> Registry:
-        return self._transact(ops_registry.load_registry, write=False)
+    def load_registry(self, at: date | None = None) -> Registry:
+        if at is None:
+            return self._transact(ops_registry.load_registry, write=False)
+        # The end of that UTC day: an import at 23:59:59.999999 on `at` counts, one at
+        # midnight after it does not.
+        end_us = to_micros(datetime.combine(at + timedelta(days=1), time(), UTC))
+        return self._transact(lambda db: ops_registry.load_registry_at(db, end_us), write=False)
+
+    def registry_history(self) -> list[RegistryVersion]:
+        return self._transact(ops_registry.registry_history, write=False)
+
+    def present_gpus_by_site(self) -> dict[str, int]:
+        return self._transact(ops_registry.present_gpus_by_site, write=False)
 
 
 #: Envelopes named one by one in a log line about a batch; the rest are counted.

@@ -1,9 +1,16 @@
-"""Transaction bodies that replace and read the compliance registry tables."""
+"""Transaction bodies that replace and read the compliance registry: the current version in the
+reg_* tables, and every imported version in registry_versions (docs/design.md §6)."""
 
 from __future__ import annotations
 
-from datetime import date
+import base64
+import hashlib
+import json
+from datetime import date, timedelta
+from typing import Any
 
+from attest.errors import StoreError
+from verifier.model import AuditKind
 from verifier.registry_model import (
     Arrangement,
     Authorization,
@@ -11,15 +18,83 @@ from verifier.registry_model import (
     Entity,
     Landmark,
     Registry,
+    RegistryVersion,
     Site,
     VeuStatus,
 )
-from verifier.store.sqlbase import Db
+from verifier.store.ops_agents import audit
+from verifier.store.sqlbase import Db, from_micros
 
 _TABLES = ("reg_entities", "reg_sites", "reg_authorizations", "reg_landmarks", "reg_arrangements")
+_SECOND = timedelta(seconds=1)
 
 
-def import_registry(db: Db, registry: Registry) -> None:
+def import_registry(db: Db, registry: Registry, now_us: int, by: str, source: bytes) -> int:
+    """Replace the current registry and keep it as a new version; returns its number."""
+    _replace_current(db, registry)
+    digest = hashlib.sha256(source).digest()
+    row = db.one(
+        "INSERT INTO registry_versions (imported_at, imported_by, digest, source, content) "
+        "VALUES (?, ?, ?, ?, ?) RETURNING version",
+        (now_us, by, digest, source, json.dumps(_encode(registry), sort_keys=True)),
+    )
+    if row is None:
+        raise StoreError("registry version insert returned no row")
+    version = int(row[0])
+    audit(
+        db,
+        AuditKind.REGISTRY,
+        now_us,
+        "",
+        message=f"registry version {version} imported by {by}, sha256 {digest.hex()}",
+    )
+    return version
+
+
+def registry_history(db: Db) -> list[RegistryVersion]:
+    """Every imported version, oldest first (a registry is small and imported rarely)."""
+    return [
+        _version(r)
+        for r in db.all(
+            "SELECT version, imported_at, imported_by, digest, content FROM registry_versions "
+            "ORDER BY version"
+        )
+    ]
+
+
+def _version(r: tuple[Any, ...]) -> RegistryVersion:
+    content = json.loads(r[4])
+    return RegistryVersion(
+        version=int(r[0]),
+        imported_at=from_micros(r[1]),
+        imported_by=r[2],
+        digest=bytes(r[3]),
+        **{kind: len(content[kind]) for kind in _KINDS},
+    )
+
+
+def load_registry_at(db: Db, end_us: int) -> Registry:
+    """The registry of the latest import before `end_us` (exclusive); empty before any."""
+    row = db.one(
+        "SELECT content FROM registry_versions WHERE imported_at < ? "
+        "ORDER BY imported_at DESC, version DESC LIMIT 1",
+        (end_us,),
+    )
+    return Registry() if row is None else _decode(json.loads(row[0]))
+
+
+def present_gpus_by_site(db: Db) -> dict[str, int]:
+    """Present GPUs of active agents, counted per the site the agents enrolled at (SQL does the
+    counting: a fleet can hold a million GPUs)."""
+    rows = db.all(
+        "SELECT a.site_id, COUNT(*) FROM gpu_sightings g JOIN agents a "
+        "ON a.agent_id = g.agent_id WHERE g.present = 1 AND a.status = 'active' "
+        "GROUP BY a.site_id"
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _replace_current(db: Db, registry: Registry) -> None:
     for table in _TABLES:
         db.run(f"DELETE FROM {table}")
     db.many(
@@ -28,9 +103,20 @@ def import_registry(db: Db, registry: Registry) -> None:
         [(e.id, e.name, e.hq_country, e.parent_hq_country, e.veu.value) for e in registry.entities],
     )
     db.many(
-        "INSERT INTO reg_sites (id, entity, country, lat, lon, facility_power_kw) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(s.id, s.entity, s.country, s.lat, s.lon, s.facility_power_kw) for s in registry.sites],
+        "INSERT INTO reg_sites (id, entity, country, lat, lon, facility_power_kw, "
+        "offline_deadline_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                s.id,
+                s.entity,
+                s.country,
+                s.lat,
+                s.lon,
+                s.facility_power_kw,
+                _seconds(s.offline_deadline),
+            )
+            for s in registry.sites
+        ],
     )
     db.many(
         "INSERT INTO reg_authorizations (id, holder, kind, countries, sites, max_units, "
@@ -60,6 +146,14 @@ def import_registry(db: Db, registry: Registry) -> None:
     )
 
 
+def _seconds(deadline: timedelta | None) -> int | None:
+    return None if deadline is None else deadline // _SECOND
+
+
+def _deadline(seconds: object) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=int(str(seconds)))
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
 
@@ -72,11 +166,13 @@ def load_registry(db: Db) -> Registry:
         )
     )
     sites = tuple(
-        Site(r[0], r[1], r[2], float(r[3]), float(r[4]), None if r[5] is None else float(r[5]))
+        Site(r[0], r[1], r[2], float(r[3]), float(r[4]), None if r[5] is None else float(r[5]),
+             _deadline(r[6]))
         for r in db.all(
-            "SELECT id, entity, country, lat, lon, facility_power_kw FROM reg_sites ORDER BY id"
+            "SELECT id, entity, country, lat, lon, facility_power_kw, offline_deadline_s "
+            "FROM reg_sites ORDER BY id"
         )
-    )
+    )  # fmt: skip
     authorizations = tuple(
         Authorization(
             id=r[0],
@@ -103,3 +199,106 @@ def load_registry(db: Db) -> Registry:
         for r in db.all("SELECT country, since FROM reg_arrangements ORDER BY country, since")
     )
     return Registry(entities, sites, authorizations, landmarks, arrangements)
+
+
+# --- a version's content: the parsed registry as JSON ------------------------------------------
+
+_KINDS = ("entities", "sites", "authorizations", "landmarks", "arrangements")
+
+
+def _day(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _encode(registry: Registry) -> dict[str, list[dict[str, Any]]]:
+    """The registry as JSON values; `_decode` is its inverse (a round trip is tested)."""
+    return {
+        "entities": [
+            {"id": e.id, "name": e.name, "hq_country": e.hq_country,
+             "parent_hq_country": e.parent_hq_country, "veu": e.veu.value}
+            for e in registry.entities
+        ],
+        "sites": [
+            {"id": s.id, "entity": s.entity, "country": s.country, "lat": s.lat, "lon": s.lon,
+             "facility_power_kw": s.facility_power_kw,
+             "offline_deadline_s": _seconds(s.offline_deadline)}
+            for s in registry.sites
+        ],
+        "authorizations": [
+            {"id": a.id, "holder": a.holder, "kind": a.kind.value, "countries": list(a.countries),
+             "sites": list(a.sites), "max_units": a.max_units, "max_tpp": a.max_tpp,
+             "valid_from": a.valid_from.isoformat(), "valid_until": _day(a.valid_until)}
+            for a in registry.authorizations
+        ],
+        "landmarks": [
+            {"id": m.id, "lat": m.lat, "lon": m.lon,
+             "public_key": base64.b64encode(m.public_key).decode("ascii")}
+            for m in registry.landmarks
+        ],
+        "arrangements": [
+            {"country": g.country, "since": g.since.isoformat()} for g in registry.arrangements
+        ],
+    }  # fmt: skip
+
+
+def _decode(content: dict[str, list[dict[str, Any]]]) -> Registry:
+    """In the order the reg_* tables are read (by id), so either source gives equal values."""
+    content = {
+        kind: sorted(
+            items, key=lambda i: (i.get("id", ""), i.get("country", ""), i.get("since", ""))
+        )
+        for kind, items in content.items()
+    }
+
+    def opt_day(value: str | None) -> date | None:
+        return None if value is None else date.fromisoformat(value)
+
+    return Registry(
+        entities=tuple(
+            Entity(e["id"], e["name"], e["hq_country"], e["parent_hq_country"], VeuStatus(e["veu"]))
+            for e in content["entities"]
+        ),
+        sites=tuple(
+            Site(
+                s["id"],
+                s["entity"],
+                s["country"],
+                s["lat"],
+                s["lon"],
+                s["facility_power_kw"],
+                _deadline(s["offline_deadline_s"]),
+            )
+            for s in content["sites"]
+        ),
+        authorizations=tuple(
+            Authorization(
+                id=a["id"],
+                holder=a["holder"],
+                kind=AuthorizationKind(a["kind"]),
+                countries=tuple(a["countries"]),
+                sites=tuple(a["sites"]),
+                max_units=a["max_units"],
+                max_tpp=a["max_tpp"],
+                valid_from=date.fromisoformat(a["valid_from"]),
+                valid_until=opt_day(a["valid_until"]),
+            )
+            for a in content["authorizations"]
+        ),
+        landmarks=tuple(
+            Landmark(m["id"], m["lat"], m["lon"], base64.b64decode(m["public_key"]))
+            for m in content["landmarks"]
+        ),
+        arrangements=tuple(
+            Arrangement(g["country"], date.fromisoformat(g["since"]))
+            for g in content["arrangements"]
+        ),
+    )
+
+
+__all__ = [
+    "import_registry",
+    "load_registry",
+    "load_registry_at",
+    "present_gpus_by_site",
+    "registry_history",
+]
