@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from attest.errors import StoreError
+from attest.errors import StoreError, StoreUnavailableError
 from attest.sdnotify import Notifier
 from verifier.metrics import Metrics
 
@@ -43,9 +43,13 @@ class StoreHealth:
         self._publish = publish
 
     async def failed(self, error: StoreError) -> None:
-        """A store operation failed: the store is down until a probe write succeeds."""
+        """A store operation failed. When the store itself failed (StoreUnavailableError: the
+        database is unreachable, locked, full or failing I/O), it is down until a probe write
+        succeeds; any other StoreError is one item's values refused while the store works (the
+        accept path isolates it), which only counts: otherwise one hostile agent's envelope
+        could turn the whole verifier NOT_SERVING and starve its watchdog."""
         self._metrics.store_failures.labels(code=error.code).inc()
-        if not self.up:
+        if not self.up or not isinstance(error, StoreUnavailableError):
             return
         self.up = False
         self._metrics.store_up.set(0)

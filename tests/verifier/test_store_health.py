@@ -21,8 +21,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from attest.errors import StoreError, StoreUnavailableError
 from tests.verifier.sim import REPO, VerifierProcess, enroll_sim_agents, free_port
 from verifier.exits import VerifierExit
+from verifier.metrics import Metrics
+from verifier.storehealth import StoreHealth
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -162,3 +165,20 @@ async def test_a_failing_store_is_visible_and_starves_the_watchdog(tmp_path: Pat
     text = log.text()
     assert text.count("store failing") == 1, text
     assert text.count("store recovered") == 1, text
+
+
+async def test_one_items_refused_values_do_not_take_the_verifier_out_of_service() -> None:
+    """The accept path isolates an envelope whose values the database refuses (a plain
+    StoreError, its outcome alone) while the store takes everyone else's writes: that must not
+    turn health NOT_SERVING, or one hostile agent could take the verifier out of service and
+    starve its watchdog. Only a failing store (StoreUnavailableError) does."""
+    published: list[bool] = []
+
+    async def publish(up: bool) -> None:
+        published.append(up)
+
+    health = StoreHealth(Metrics(), publish)
+    await health.failed(StoreError("the store could not record seq 7 (logged)"))
+    assert (health.up, published) == (True, [])
+    await health.failed(StoreUnavailableError("SQLite store unavailable: disk I/O error"))
+    assert (health.up, published) == (False, [False])
