@@ -332,6 +332,13 @@ class SiteUnknownError(AttestError):
     code = "site-unknown"
 
 
+class RegistryChangeRefusedError(AttestError):
+    """A registry import would remove a site or entity still holding GPUs, or bring an
+    authorization already expired, and `--force` was not given (exit 1, REFUSED)."""
+
+    code = "registry-change-refused"
+
+
 class StateMissingError(ConfigError):
     """A command that reads the verifier's state found none where the configuration points (a
     wrong `--config`, or no `/etc/gpu-attest/verifier.toml`)."""

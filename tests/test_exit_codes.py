@@ -124,6 +124,10 @@ def test_agent_errors_map_to_codes(exc: errors.AttestError, code: AgentExit) -> 
         (errors.RegistryError("x"), VerifierExit.CONFIG),
         (errors.StoreUnavailableError("x"), VerifierExit.STORE),
         (errors.ProofError("x"), VerifierExit.REFUSED),
+        # `registry import` of a change that needs --force, `token create --site` of a site the
+        # registry lacks: refusals of a request, not configuration errors.
+        (errors.RegistryChangeRefusedError("x"), VerifierExit.REFUSED),
+        (errors.SiteUnknownError("x"), VerifierExit.REFUSED),
         (FileNotFoundError("x"), VerifierExit.REFUSED),
     ],
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import itertools
 import os
 import sys
@@ -31,6 +30,8 @@ from verifier.exits import VerifierExit, exit_code_for
 from verifier.log_cli import add_log_parser, run_log_command
 from verifier.model import Finding, FindingStatus, Severity
 from verifier.policy_cli import add_policy_parser, run_policy_command
+from verifier.registry_cli import add_registry_parser, run_registry_command
+from verifier.registry_model import Registry
 from verifier.store.api import Store
 from verifier.views import (
     agent_line,
@@ -94,7 +95,26 @@ def cmd_serve(args: argparse.Namespace, config: VerifierConfig) -> int:
     return asyncio.run(run_until_signalled(config, insecure_plaintext=args.insecure_plaintext))
 
 
+def _check_token_site(store: Store, site_id: str) -> None:
+    """The registry is the truth a token's site is checked against; before any import there
+    is nothing to check against (a deployment's first steps), so it only warns."""
+    registry = store.load_registry()
+    if any(site.id == site_id for site in registry.sites):
+        return
+    if registry == Registry() and not store.registry_history():
+        print(
+            f"gpu-attest-verifier: warning: no registry imported yet, site {site_id!r} "
+            "is not checked against it",
+            file=sys.stderr,
+        )
+        return
+    raise SiteUnknownError(
+        f"unknown site {site_id!r}: not in the registry (`registry show` lists its sites)"
+    )
+
+
 def cmd_token_create(args: argparse.Namespace, store: Store) -> int:
+    _check_token_site(store, args.site)
     now = _now()
     token = enroll.create_token(store, args.site, args.ttl, now)
     # The token is stored: from here on nothing may fail before it is shown (it was a
@@ -201,35 +221,6 @@ def cmd_ingest(args: argparse.Namespace, store: Store, config: VerifierConfig) -
     return VerifierExit.OK if all(o.error is None for o in outcomes) else VerifierExit.REFUSED
 
 
-def cmd_registry_import(args: argparse.Namespace, store: Store) -> int:
-    from verifier.registry import load_registry  # noqa: PLC0415
-
-    registry = load_registry(Path(args.file))
-    store.import_registry(registry)
-    counts = (
-        f"{len(registry.entities)} entities, {len(registry.sites)} sites, "
-        f"{len(registry.authorizations)} authorizations, {len(registry.landmarks)} landmarks"
-    )
-    print(f"imported {counts}")
-    return VerifierExit.OK
-
-
-def cmd_registry_show(args: argparse.Namespace, store: Store) -> int:
-    registry = store.load_registry()
-    view = jsonable(registry)
-    for landmark in view["landmarks"]:
-        raw = bytes.fromhex(landmark["public_key"])
-        landmark["public_key"] = base64.b64encode(raw).decode("ascii")
-    if args.json:
-        print_json(view)
-        return VerifierExit.OK
-    for kind in ("entities", "sites", "authorizations", "landmarks", "arrangements"):
-        print(f"{kind}: {len(view[kind])}")
-        for item in view[kind]:
-            print(f"  {escape(str(item.get('id', item.get('country'))))}")
-    return VerifierExit.OK
-
-
 def cmd_ca_export(_args: argparse.Namespace, config: VerifierConfig) -> int:
     from verifier.ca import load_or_create_ca  # noqa: PLC0415
 
@@ -299,15 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("envelopes", nargs="+", type=Path)
     ingest.add_argument("--json", action="store_true")
-    registry = sub.add_parser("registry", help="compliance registry").add_subparsers(
-        dest="action", required=True
-    )
-    registry.add_parser(
-        "import", parents=[common], help="replace the registry from TOML"
-    ).add_argument("file")
-    registry.add_parser("show", parents=[common], help="print the registry").add_argument(
-        "--json", action="store_true"
-    )
+    add_registry_parser(sub, common)
     add_log_parser(sub, common)
     add_policy_parser(sub, common)
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
@@ -321,8 +304,6 @@ _STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Stor
     ("agent", "revoke"): cmd_agent_revoke,
     ("fleet", None): cmd_fleet,
     ("findings", None): cmd_findings,
-    ("registry", "import"): cmd_registry_import,
-    ("registry", "show"): cmd_registry_show,
 }
 
 
@@ -341,6 +322,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_ingest(args, store, config)
         if args.command == "log":
             return run_log_command(args, store, config)
+        if args.command == "registry":
+            return run_registry_command(args, store)
         return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)
     finally:
         store.close()

@@ -179,6 +179,24 @@ def load_registry(path: Path) -> Registry:
     return _from_table(tc.load(path, RegistryError))
 
 
+def read_registry_file(path: Path) -> tuple[Registry, bytes]:
+    """The registry file at `path` parsed, and its bytes as read (what an import keeps and
+    digests: the parsed value is of exactly those bytes). Raises RegistryError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: cannot read the file: it does not exist") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read the file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(
+            f"{path}: cannot read the file: not UTF-8 text ({exc.reason})"
+        ) from None
+    return parse_registry(text, str(path)), raw
+
+
 def _from_table(root: tc.Table) -> Registry:
     registry = Registry(
         entities=_section(root, "entity", _entity),

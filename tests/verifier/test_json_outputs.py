@@ -76,6 +76,10 @@ def test_every_json_output_parses(
     assert len(verifier("findings", "--json", "--fail-on", "high", expected=5)) == 1
     assert verifier("findings", "--json", "--fail-on", "critical") != []
     assert verifier("registry", "show", "--json")["sites"]
+    assert verifier("registry", "show", "--json", "--at", "2020-01-01")["sites"] == []
+    assert [v["version"] for v in verifier("registry", "history", "--json")] == [1]
+    dry = ROOT / "examples/registry.toml"
+    assert verifier("registry", "import", "--dry-run", "--json", str(dry))["warnings"] == []
 
     key, checkpoint, proof = tmp_path / "log.pub", tmp_path / "log.cp", tmp_path / "e.tlog-proof"
     for args in (["log", "key", "--out", str(key)], ["log", "checkpoint", "--out", str(checkpoint)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -295,3 +295,24 @@ def test_mutated_files_only_ever_raise_registry_error(
     junk = data.draw(st.text(max_size=8))
     with contextlib.suppress(RegistryError):
         parse_registry(text[:position] + junk + text[position + 1 :])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [('"7d"', timedelta(days=7)), ('"36h"', timedelta(hours=36)), ('"366d"', timedelta(days=366))],
+)
+def test_a_site_offline_deadline_is_a_duration(value: str, expected: timedelta) -> None:
+    text = EXAMPLE.replace("facility_power_kw = 12000", f"offline_deadline = {value}")
+    assert parse_registry(text).sites[0].offline_deadline == expected
+    assert parse_registry(EXAMPLE).sites[0].offline_deadline is None  # optional
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [("7", "duration string"), ('"0s"', "between 1s and 366d"), ('"367d"', "between 1s and 366d"),
+     ('"a week"', "not a duration")],
+)  # fmt: skip
+def test_a_bad_offline_deadline_names_site_and_key(value: str, complaint: str) -> None:
+    text = EXAMPLE.replace("facility_power_kw = 12000", f"offline_deadline = {value}")
+    with pytest.raises(RegistryError, match=rf"\[site\[0\]\] offline_deadline: .*{complaint}"):
+        parse_registry(text)
