@@ -17,6 +17,7 @@ GPU_MISSING = "gpu-missing"
 AGENT_STALE = "agent-stale"
 EVIDENCE_GAP = "evidence-gap"
 EVIDENCE_FORK = "evidence-fork"
+SITE_CLAIM_MISMATCH = "site-claim-mismatch"
 
 #: The rules `sweep` owns: it raises them and resolves them when they no longer hold.
 SWEPT_RULES = (DUPLICATE_GPU, GPU_MISSING, AGENT_STALE)
@@ -163,6 +164,26 @@ def evidence_gap(
         subject=agent_subject(agent_id),
         message=f"agent {agent_id}: {what}",
         evidence=() if last_log_index is None else (last_log_index,),
+    )
+
+
+def site_claim_mismatch(
+    agent_id: str, enrolled_site: str, claimed_site: str, log_index: int
+) -> FindingDraft | None:
+    """`site-claim-mismatch` when the evidence claims another site than the one the agent's
+    enrollment token was issued for; None when they agree. The agent stays counted at its
+    enrolled site: the token, issued by the compliance team, is the stronger word."""
+    if claimed_site == enrolled_site:
+        return None
+    return FindingDraft(
+        rule=SITE_CLAIM_MISMATCH,
+        severity=Severity.HIGH,
+        subject=agent_subject(agent_id),
+        message=(
+            f"agent {agent_id} claims site {claimed_site!r} but enrolled at site "
+            f"{enrolled_site!r} (its token's site), where it is counted"
+        ),
+        evidence=(log_index,),
     )
 
 

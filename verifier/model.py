@@ -148,6 +148,9 @@ class VerifiedAttestation:
     created_at: datetime
     received_at: datetime
     gpus: tuple[GpuClaim, ...]
+    #: the site the evidence claims; the agent stays counted at its enrolled site, and a
+    #: different claim raises `site-claim-mismatch` ("" = no claim to check)
+    site_claim: str = ""
 
 
 @dataclass(frozen=True)

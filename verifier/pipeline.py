@@ -38,7 +38,6 @@ from attest.errors import (
     NonceReplayedError,
     NonceUnknownError,
     ReplayError,
-    SiteMismatchError,
     SizeLimitError,
     TimeReversedError,
 )
@@ -139,7 +138,9 @@ def authenticate(
     `known_gpus`, the GPU section of this agent's previous evidence, spares re-checking GPU
     entries that are byte for byte the same (wire.GpuSection); it never changes the outcome.
     Raises SizeLimitError, DecodeError, AgentUnknownError, AgentRevokedError, the SignatureError
-    family, InvariantError, IdentityMismatchError, SiteMismatchError.
+    family, InvariantError, IdentityMismatchError. A site claim other than the agent's enrolled
+    site is not refused here: the host stays counted at the site its token was issued for and
+    the store raises `site-claim-mismatch` (docs/design.md §5).
     """
     if len(raw) > limits.max_envelope_bytes:
         raise SizeLimitError(
@@ -156,12 +157,6 @@ def authenticate(
         raise IdentityMismatchError(
             f"evidence names agent {evidence.agent_id[:64]!r}, the connection is "
             f"{transport_agent_id!r}"
-        )
-    if evidence.site_id != agent.site_id:
-        # The key is pinned to the site it was enrolled for; a host that moved re-enrolls.
-        raise SiteMismatchError(
-            f"evidence claims site {evidence.site_id[:64]!r}, the agent is enrolled at "
-            f"{agent.site_id!r}"
         )
     check_invariants(evidence)
     return AuthenticatedEvidence(
@@ -360,4 +355,5 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
         created_at=evidence.created_at,
         received_at=received_at,
         gpus=tuple(claims),
+        site_claim=evidence.site_id,
     )

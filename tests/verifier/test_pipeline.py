@@ -141,10 +141,15 @@ def test_evidence_naming_another_agent(signer: SoftwareSigner) -> None:
         authenticate(raw, "agt-1", pinned(signer), LIMITS)
 
 
-def test_evidence_claiming_another_site_than_enrolled(signer: SoftwareSigner) -> None:
+def test_evidence_claiming_another_site_than_enrolled_passes_with_its_claim(
+    signer: SoftwareSigner,
+) -> None:
+    """Not refused: the agent stays counted at its enrolled site and the store raises
+    site-claim-mismatch from the claim carried here (tests/verifier/store/test_site_claims.py)."""
     raw = Chain("agt-1", signer).next(NONCE, T0, site_id="site-b")
-    with pytest.raises(errors.SiteMismatchError):
-        authenticate(raw, "agt-1", pinned(signer), LIMITS)
+    auth = authenticate(raw, "agt-1", pinned(signer), LIMITS)
+    verified = check_state(auth, issued(), ChainHead(), None, now=T0, limits=LIMITS)
+    assert to_attestation(verified, T0).site_claim == "site-b"
 
 
 def test_transport_identity_other_than_the_pinned_agent(signer: SoftwareSigner) -> None:

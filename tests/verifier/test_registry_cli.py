@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.verifier.helpers import Chain
 from tests.verifier.store import helpers as store_helpers
+from tests.verifier.test_cli import _enroll_direct
 from verifier.cli import main
 from verifier.config import load_config
 from verifier.exits import VerifierExit
@@ -205,3 +207,26 @@ def test_show_at_a_date_and_history(
     assert main(["--config", str(config_file), "registry", "show", "--at", "yesterday"]) == (
         VerifierExit.USAGE
     )
+
+
+def test_ingested_evidence_claiming_another_site_is_kept_at_the_token_site(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    """Real signed envelopes through `ingest`, offline: the claim is recorded as a finding,
+    the host stays at its token's site, and the finding resolves when the claim agrees."""
+    agent_id, signer = _enroll_direct(config_file)  # token for site-a
+    chain, now = Chain(agent_id, signer), datetime.now(UTC)
+    files = []
+    for index, claim in enumerate(("site-b", "site-a")):
+        path = tmp_path / f"e{index}.dsse"
+        path.write_bytes(chain.next(b"", now - timedelta(minutes=5 - index), site_id=claim))
+        files.append(str(path))
+    code, out, _ = cli(capsys, config_file, "ingest", "--json", files[0])
+    assert code == VerifierExit.OK and json.loads(out)[0]["result"] == "accepted"
+    [finding] = json.loads(cli(capsys, config_file, "findings", "--json")[1])
+    assert (finding["rule"], finding["subject"]) == ("site-claim-mismatch", f"agent:{agent_id}")
+    assert "claims site 'site-b' but enrolled at site 'site-a'" in finding["message"]
+    [host] = json.loads(cli(capsys, config_file, "fleet", "--json")[1])
+    assert host["site_id"] == "site-a"
+    assert cli(capsys, config_file, "ingest", files[1])[0] == VerifierExit.OK
+    assert json.loads(cli(capsys, config_file, "findings", "--json")[1]) == []

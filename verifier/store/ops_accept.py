@@ -31,6 +31,7 @@ from attest.errors import (
 from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
 from verifier.store.api import StoreOptions
+from verifier.store.ops_claims import settle_site_claims
 from verifier.store.ops_sightings import raise_duplicates, update_sightings
 from verifier.store.sqlbase import Db, from_micros, to_micros
 
@@ -82,6 +83,8 @@ class _Batch:
     inventory_changes: list[tuple[VerifiedAttestation, int, int, int | None, int | None]] = field(
         default_factory=list
     )
+    #: agent -> (enrolled site, latest claimed site, its log index), for site-claim-mismatch
+    site_claims: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
 
 def accept_batch(
@@ -120,6 +123,8 @@ def accept_batch(
         raise_duplicates(
             db, item=item, log_index=index, seen_us=seen, now_us=now_us, options=options
         )
+    if batch.site_claims:
+        settle_site_claims(db, batch.site_claims, now_us)
     return outcomes
 
 
@@ -196,6 +201,8 @@ def _accept_one(
     if not hmac.compare_digest(head.fingerprint, fingerprint):
         head.fingerprint = fingerprint
         batch.inventory_changes.append((item, log_index, head.last_seen, *previous))
+    if item.site_claim:
+        batch.site_claims[item.agent_id] = (head.site_id, item.site_claim, log_index)
     if item.nonce:
         batch.nonces[item.nonce] = (True, item.agent_id)
         batch.nonce_rows.append((now_us, item.nonce))
