@@ -127,6 +127,8 @@ class GpuClaim:
     uuid: str
     name: str = ""  # model name as NVML reported it; "" if unavailable
     pci_device_id: int | None = None  # (device << 16) | vendor
+    pci_subsystem_id: int | None = None  # (subsystem << 16) | subsystem vendor
+    power_limit_w: int = 0  # enforced power limit, whole watts; 0 when not reported
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ class VerifiedAttestation:
     #: the site the evidence claims; the agent stays counted at its enrolled site, and a
     #: different claim raises `site-claim-mismatch` ("" = no claim to check)
     site_claim: str = ""
+    #: the attested posture checks as (name, result) pairs, in evidence order
+    posture: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,8 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
             uuid=gpu.uuid,
             name=gpu.name if isinstance(gpu.name, str) else "",
             pci_device_id=gpu.pci_device_id,
+            pci_subsystem_id=gpu.pci_subsystem_id,
+            power_limit_w=(gpu.power_limit_mw or 0) // 1000,
         )
         for gpu in evidence.gpus
     ]
@@ -355,5 +357,6 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
         created_at=evidence.created_at,
         received_at=received_at,
         gpus=tuple(claims),
+        posture=tuple((p.name, p.result.value) for p in evidence.posture),
         site_claim=evidence.site_id,
     )

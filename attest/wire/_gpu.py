@@ -223,6 +223,8 @@ def _gpu_claim(msg: pb.Gpu, where: str) -> CheckedGpu:
         name=absent.get("name") or sys.intern(msg.name),
         pci_device_id=None if "pci" in absent else msg.pci.device_id,
         mig=absent.get("mig") or cast("model.MigInfo", rules.checked_subs["mig"]),
+        pci_subsystem_id=None if "pci" in absent else msg.pci.subsystem_id,
+        power_limit_mw=None if "power_limit_mw" in absent else msg.power_limit_mw,
     )
 
 
@@ -249,3 +251,6 @@ class CheckedGpu:
     name: model.Reading[str]
     pci_device_id: int | None
     mig: model.Reading[model.MigInfo]
+    # Compliance classifies by (device, subsystem) id and checks power against the model's.
+    pci_subsystem_id: int | None = None
+    power_limit_mw: int | None = None

@@ -39,6 +39,7 @@ from verifier.model import (
     TokenRecord,
     VerifiedAttestation,
 )
+from verifier.reconcile.model import HoldingRow, PostureRow
 from verifier.registry_model import Registry, RegistryVersion
 
 # --- options and the port ----------------------------------------------------------------------
@@ -179,6 +180,17 @@ class Store(Protocol):
 
     def gpu_sightings(self, uuid: str) -> list[GpuSighting]:
         """Every agent's claim on this GPU UUID."""
+
+    def holdings(self, at: date | None = None) -> Iterator[HoldingRow]:
+        """Present GPUs of active agents (or, with `at`, those whose latest evidence received
+        before the end of that UTC day placed them at an agent not revoked by then), counted
+        per (site, PCI device id, subsystem id) in SQL: sites x models rows, whatever the
+        fleet. A GPU two agents claim counts at each (duplicate-gpu flags it)."""
+
+    def postures(self, at: date | None = None, *, chunk: int = LIST_CHUNK) -> Iterator[PostureRow]:
+        """The latest attested posture of every active agent (or, with `at`, the latest received
+        before the end of that UTC day, of agents not revoked by then), by agent_id, `chunk`
+        agents at a time from one snapshot. Raises ValueError when chunk < 1."""
 
     # findings
 

@@ -32,8 +32,16 @@ from verifier.model import (
     TokenRecord,
     VerifiedAttestation,
 )
+from verifier.reconcile.model import HoldingRow, PostureRow
 from verifier.registry_model import Registry, RegistryVersion
-from verifier.store import ops_accept, ops_agents, ops_fleet, ops_registry, ops_sweep
+from verifier.store import (
+    ops_accept,
+    ops_agents,
+    ops_fleet,
+    ops_holdings,
+    ops_registry,
+    ops_sweep,
+)
 from verifier.store.api import LIST_CHUNK, SWEEP_CHUNK, StoreOptions
 from verifier.store.migrations import apply_migrations
 from verifier.store.sqlbase import Db, from_micros, read_agents, to_micros
@@ -222,6 +230,13 @@ class SqlStore(abc.ABC):
     def gpu_sightings(self, uuid: str) -> list[GpuSighting]:
         return self._transact(lambda db: ops_fleet.gpu_sightings(db, uuid), write=False)
 
+    def holdings(self, at: date | None = None) -> Iterator[HoldingRow]:
+        return iter(self._transact(lambda db: ops_holdings.holdings(db, at), write=False))
+
+    def postures(self, at: date | None = None, *, chunk: int = LIST_CHUNK) -> Iterator[PostureRow]:
+        page = partial(ops_holdings.postures_page, at=at)
+        return self._pages(page, _posture_agent, chunk)
+
     def upsert_findings(self, drafts: Sequence[FindingDraft], now: datetime) -> None:
         now_us = to_micros(now)
         self._transact(lambda db: ops_fleet.upsert_findings(db, drafts, now_us), write=True)
@@ -330,6 +345,10 @@ def _check_chunk(chunk: int) -> None:
 
 def _agent_id(agent: AgentRecord) -> str:
     return agent.agent_id
+
+
+def _posture_agent(row: PostureRow) -> str:
+    return row.agent_id
 
 
 def _recovered(

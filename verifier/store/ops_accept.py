@@ -32,6 +32,7 @@ from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
 from verifier.store.api import StoreOptions
 from verifier.store.ops_claims import settle_site_claims
+from verifier.store.ops_holdings import update_postures, update_presence, update_sighting_attrs
 from verifier.store.ops_sightings import raise_duplicates, update_sightings
 from verifier.store.sqlbase import Db, from_micros, to_micros
 
@@ -46,7 +47,9 @@ def leaf_hash(envelope: bytes) -> bytes:
 
 def inventory_fingerprint(gpus: Sequence[GpuClaim]) -> bytes:
     """A digest of the GPU list that fleet state keeps, independent of GPU order."""
-    rows = sorted((g.uuid, g.name, g.pci_device_id) for g in gpus)
+    rows = sorted(
+        (g.uuid, g.name, g.pci_device_id, g.pci_subsystem_id, g.power_limit_w) for g in gpus
+    )
     # repr of str/int/None tuples is unambiguous and C-fast; should it ever change between
     # Python versions, the cost is one full fleet-state rewrite per agent, not a wrong answer.
     return hashlib.sha256(repr(rows).encode("utf-8")).digest()
@@ -112,6 +115,7 @@ def accept_batch(
     _flush(db, batch, size)
     for item, index, seen, prev_seen, prev_index in batch.inventory_changes:
         site_id = batch.heads[item.agent_id].site_id
+        update_presence(db, item=item, site_id=site_id, log_index=index)
         update_sightings(
             db,
             item=item,
@@ -120,9 +124,13 @@ def accept_batch(
             seen_us=seen,
             previous=(prev_seen, prev_index),
         )
+        update_sighting_attrs(db, item=item)
         raise_duplicates(
             db, item=item, log_index=index, seen_us=seen, now_us=now_us, options=options
         )
+    # Posture is compared for every accepted item (one read per batch), written on change.
+    accepted = zip(items, outcomes, strict=True)
+    update_postures(db, [(i, o.log_index) for i, o in accepted if isinstance(o, Accepted)])
     if batch.site_claims:
         settle_site_claims(db, batch.site_claims, now_us)
     return outcomes

@@ -11,9 +11,11 @@ from verifier.store.api import Store
 from verifier.store.migrations import load_migrations, statements
 
 
-def test_migrations_are_numbered_from_one_without_holes() -> None:
+def test_migrations_are_numbered_from_one_in_order() -> None:
+    # Gaps are allowed: work on several migrations at once reserves their numbers, and a store
+    # applies whatever it lacks in version order.
     versions = [m.version for m in load_migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+    assert versions[0] == 1 and versions == sorted(set(versions))
 
 
 def test_statements_drop_comments_and_split() -> None:
