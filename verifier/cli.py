@@ -25,6 +25,7 @@ from attest.logfmt import setup_logging
 from attest.text import escape
 from verifier import enroll, pipeline
 from verifier.cli_state import config_source, describe_source, log, prepare_state
+from verifier.compliance_cli import add_compliance_parsers, run_compliance_command
 from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
 from verifier.log_cli import add_log_parser, run_log_command
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_parser(sub, common)
     add_log_parser(sub, common)
     add_policy_parser(sub, common)
+    add_compliance_parsers(sub, common)
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
     ca.add_parser("export", parents=[common], help="print the CA certificate PEM (agents' --ca)")
     return parser
@@ -322,6 +324,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_ingest(args, store, config)
         if args.command == "log":
             return run_log_command(args, store, config)
+        if args.command in ("reconcile", "holdings"):
+            return run_compliance_command(args, store)
         if args.command == "registry":
             return run_registry_command(args, store)
         return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)

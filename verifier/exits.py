@@ -33,7 +33,9 @@ class VerifierExit(ExitCode):
     )
     STORE = exit_code(4, "the store is unavailable or failed (a restart retries it)")
     FINDINGS = exit_code(
-        5, "findings --fail-on SEVERITY: an open finding of that severity or higher exists"
+        5,
+        "findings --fail-on SEVERITY: an open finding of that severity or higher exists; "
+        "reconcile: it raised a finding",
     )
 
 

@@ -76,6 +76,12 @@ def test_every_json_output_parses(
     assert len(verifier("findings", "--json", "--fail-on", "high", expected=5)) == 1
     assert verifier("findings", "--json", "--fail-on", "critical") != []
     assert verifier("registry", "show", "--json")["sites"]
+    for by in ("site", "country", "entity", "authorization", "model"):
+        assert verifier("holdings", "--by", by, "--json")["by"] == by
+    past = verifier("reconcile", "--at", "2025-02-01", "--json")  # before any evidence
+    assert (past["findings"], past["stored"]) == ([], False)
+    # site-a is not in the registry: its GPU needs a licence it does not have
+    assert verifier("reconcile", "--json", expected=5)["findings"]
     assert verifier("registry", "show", "--json", "--at", "2020-01-01")["sites"] == []
     assert [v["version"] for v in verifier("registry", "history", "--json")] == [1]
     dry = ROOT / "examples/registry.toml"

@@ -1,0 +1,221 @@
+"""`gpu-attest-verifier reconcile` and `holdings`: the fleet judged against the registry and a
+policy pack (docs/design.md §14), offline on a state directory or against PostgreSQL.
+
+    reconcile [--at DATE] [--policy ID|FILE] [--json]
+        holdings as of the end of DATE (UTC; default today), the registry as it stood then, the
+        pack in force then (or --policy); prints every finding with its arithmetic and the
+        totals. For today it also stores the findings and resolves the compliance findings it
+        no longer raises; a past --at only reports. Exit 5 when it raised a finding.
+    holdings [--at DATE] [--by site|country|entity|authorization|model] [--policy ID|FILE]
+             [--json]
+        GPUs and TPP per group (default: by country, with each country's tier).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from attest.text import escape
+from verifier.exits import VerifierExit
+from verifier.model import FindingDraft, FindingStatus
+from verifier.policy import COMPLIANCE_RULES, builtin_packs, find_pack, pack_in_force
+from verifier.policy.model import PolicyPack
+from verifier.reconcile import reconcile
+from verifier.reconcile.model import Reconciliation, Totals
+from verifier.registry_model import Registry
+from verifier.store.api import Store
+from verifier.views import jsonable, print_json
+
+GROUPINGS = ("site", "country", "entity", "authorization", "model")
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def parse_date(text: str) -> date:
+    """An --at argument: YYYY-MM-DD, not after today (UTC): holdings of a day to come are
+    not known yet."""
+    try:
+        on = date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a date is YYYY-MM-DD") from None
+    if on > _today():
+        raise argparse.ArgumentTypeError(f"{text!r} is after today (UTC)")
+    return on
+
+
+def add_compliance_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    rec = sub.add_parser(
+        "reconcile", parents=[common], help="judge holdings against the registry and a pack"
+    )
+    hold = sub.add_parser("holdings", parents=[common], help="GPUs and TPP per group")
+    for p in (rec, hold):
+        p.add_argument(
+            "--at",
+            type=parse_date,
+            metavar="DATE",
+            help="as of the end of this UTC day (YYYY-MM-DD; default today)",
+        )
+        p.add_argument(
+            "--policy",
+            metavar="ID|FILE",
+            help="a policy pack (default: the built-in pack in force at DATE)",
+        )
+        p.add_argument("--json", action="store_true")  # fmt: skip
+    hold.add_argument("--by", choices=GROUPINGS, default="country")
+
+
+def run_compliance_command(args: argparse.Namespace, store: Store) -> int:
+    """Run `reconcile` or `holdings`. Raises PolicyNotFoundError / PolicyError for a bad
+    --policy or no pack in force at the date, StoreError when the store fails."""
+    on: date = args.at or _today()
+    pack = find_pack(args.policy) if args.policy else pack_in_force(builtin_packs(), on)
+    current = on == _today()
+    registry = store.load_registry(on)
+    if args.command == "holdings":
+        result = _run(store, registry, pack, on, current=current, postures=False)
+        countries = {site.id: site.country for site in registry.sites}
+        return _holdings(args, result, pack, countries)
+    result = _run(store, registry, pack, on, current=current, postures=True)
+    resolved = _store_findings(store, result.findings) if current else None
+    _report(args.json, result, resolved)
+    return VerifierExit.FINDINGS if result.findings else VerifierExit.OK
+
+
+def _run(
+    store: Store, registry: Registry, pack: PolicyPack, on: date, *, current: bool, postures: bool
+) -> Reconciliation:
+    # Today reads the holdings the accept path keeps current; a past date reads the presence
+    # history as of the end of that day. Both are sites x models rows, never one per GPU.
+    at = None if current else on
+    return reconcile(
+        store.holdings(at),
+        store.postures(at) if postures else iter(()),
+        registry,
+        pack,
+        on,
+    )
+
+
+def _store_findings(store: Store, drafts: Iterable[FindingDraft]) -> list[tuple[str, str]]:
+    """Open or refresh what was raised; resolve the open compliance findings not raised again
+    (findings of the other rules are the pipeline's and the sweep's). Returns the resolved."""
+    now = datetime.now(UTC)
+    raised = list(drafts)
+    keys = {(d.rule, d.subject) for d in raised}
+    compliance = frozenset(COMPLIANCE_RULES)
+    stale = [
+        (f.rule, f.subject)
+        for f in store.iter_findings()
+        if f.rule in compliance
+        and f.status is not FindingStatus.RESOLVED
+        and (f.rule, f.subject) not in keys
+    ]
+    store.upsert_findings(raised, now)
+    if stale:
+        store.resolve_findings(stale, now)
+    return stale
+
+
+def _finding(d: FindingDraft) -> dict[str, Any]:
+    return {
+        "rule": d.rule,
+        "severity": d.severity.value,
+        "subject": d.subject,
+        "message": d.message,
+        "evidence": list(d.evidence),
+    }
+
+
+def _totals_text(t: Totals) -> str:
+    return (
+        f"{t.units:,} GPUs, {t.tpp:,} TPP ({t.controlled_units:,} controlled, "
+        f"{t.controlled_tpp:,} TPP)"
+    )
+
+
+def _report(as_json: bool, r: Reconciliation, resolved: list[tuple[str, str]] | None) -> None:
+    if as_json:
+        print_json(
+            {
+                "at": r.on.isoformat(),
+                "pack": r.pack_id,
+                "stored": resolved is not None,
+                "findings": [_finding(d) for d in r.findings],
+                "resolved": [{"rule": k[0], "subject": k[1]} for k in resolved or ()],
+                "totals": jsonable(r.total),
+                "by_country": [jsonable(c) for c in r.by_country.values()],
+                "authorizations": jsonable(r.authorizations),
+            }
+        )
+        return
+    print(f"reconciliation at the end of {r.on.isoformat()} (UTC) under {escape(r.pack_id)}")
+    print(f"holdings: {_totals_text(r.total)}")
+    for d in r.findings:
+        print(escape(f"{d.severity.value:8} {d.rule} {d.subject}: {d.message}"))
+    if not r.findings:
+        print("no findings")
+    if resolved is None:
+        print("a past date: reported only; the open findings were not changed")
+    else:
+        print(f"stored {len(r.findings)} finding(s); resolved {len(resolved)} that no longer hold")
+
+
+def _holdings(
+    args: argparse.Namespace, r: Reconciliation, pack: PolicyPack, countries: Mapping[str, str]
+) -> int:
+    rows = _holding_rows(args.by, r, pack, countries)
+    if args.json:
+        print_json(
+            {"at": r.on.isoformat(), "pack": r.pack_id, "by": args.by, "rows": rows,
+             "totals": jsonable(r.total)}
+        )  # fmt: skip
+        return VerifierExit.OK
+    print(f"holdings at the end of {r.on.isoformat()} (UTC) by {args.by}, {escape(r.pack_id)}")
+    for row in rows:
+        print(escape(_holding_line(args.by, row)))
+    if not rows:
+        print("no GPUs held")
+    print(f"total: {_totals_text(r.total)}")
+    return VerifierExit.OK
+
+
+def _holding_line(by: str, row: Mapping[str, Any]) -> str:
+    if by == "authorization":
+        limits = f"max {row['max_units']} units, {row['max_tpp']} TPP"
+        return (
+            f"{row['id']} ({row['kind']}, {row['holder']}, {row['state']}): "
+            f"{row['used_units']:,} GPUs, {row['used_tpp']:,} TPP; {limits}"
+        )
+    tier = f" (tier {row['tier']})" if row.get("tier") is not None else ""
+    country = f" in {row['country']}" if by == "site" and row.get("country") else ""
+    return (
+        f"{row[by]}{country}{tier}: {row['units']:,} GPUs, {row['tpp']:,} TPP "
+        f"({row['controlled_units']:,} controlled, {row['controlled_tpp']:,} TPP)"
+    )
+
+
+def _holding_rows(
+    by: str, r: Reconciliation, pack: PolicyPack, countries: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    if by == "authorization":
+        return [jsonable(a) for a in r.authorizations]
+    if by == "country":
+        return [
+            {"country": c.country, "tier": c.tier, **jsonable(c.totals)}
+            for c in r.by_country.values()
+        ]
+    groups: Mapping[str, Totals] = {"site": r.by_site, "entity": r.by_entity}.get(by, r.by_model)
+    rows = [{by: key, **jsonable(t)} for key, t in groups.items()]
+    if by == "site":
+        for row in rows:  # the site's country and its tier (None: not in the registry)
+            country = countries.get(row["site"])
+            row["country"] = country
+            row["tier"] = None if country is None else pack.tier_of(country, r.on)
+    return rows
