@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,3 +42,15 @@ def test_ingest_prints_its_figures() -> None:
 def test_fleet_memory_prints_its_figures() -> None:
     result = _run("benchmarks.fleet_memory", "--gpus", "400", "--chunk", "7", "--sweep")
     assert result["n_gpus"] == 400
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_reconcile_prints_its_figures(store: str) -> None:
+    result = _run(
+        "benchmarks.reconcile", "--gpus", "400", "--sites", "10", "--countries", "5",
+        "--entities", "6", "--store", store,
+    )  # fmt: skip
+    assert (result["gpus"], result["hosts"]) == (400, 50)
+    for key in ("full_reconcile_s", "full_reconcile_at_s", "incremental_update_ms", "peak_rss_mb"):
+        value = result[key]
+        assert isinstance(value, float) and value >= 0, key
