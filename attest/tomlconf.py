@@ -171,6 +171,16 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * DURATION_UNITS[match.group(2)])
 
 
+def format_duration(value: timedelta) -> str:
+    """A duration as `parse_duration` reads it: whole seconds in the largest unit of
+    DURATION_UNITS that divides them exactly ("7d", "36h", "90s")."""
+    seconds = int(value.total_seconds())
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda u: -u[1]):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 # --- tables ------------------------------------------------------------------------------------
 
 

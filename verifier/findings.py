@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from attest.tomlconf import format_duration
 from verifier.model import FindingDraft, Severity
 
 DUPLICATE_GPU = "duplicate-gpu"
@@ -44,12 +45,19 @@ class GpuClaimState:
 
 @dataclass(frozen=True)
 class AgentDeadline:
+    """When an agent is due. At a site the registry gives an `offline_deadline`, the agent
+    reports through `ingest` and `next_due` is its last evidence of any freshness (or its
+    enrollment) plus that deadline; elsewhere, its last nonce-fresh evidence plus the fleet's
+    attestation deadline."""
+
     agent_id: str
     hostname: str
     active: bool
     next_due: datetime
     last_fresh_at: datetime | None
     last_log_index: int | None
+    offline_deadline: timedelta | None = None
+    last_seen_at: datetime | None = None  # its latest evidence, offline included
 
 
 @dataclass(frozen=True)
@@ -100,15 +108,23 @@ def stale_agents(agents: Iterable[AgentDeadline], now: datetime) -> list[Finding
     for agent in sorted(agents, key=lambda a: a.agent_id):
         if not agent.active or agent.next_due > now:
             continue
-        since = agent.last_fresh_at.isoformat() if agent.last_fresh_at else "enrollment"
+        if agent.offline_deadline is None:
+            since = agent.last_fresh_at.isoformat() if agent.last_fresh_at else "enrollment"
+            what = f"sent no fresh evidence since {since}"
+        else:
+            since = agent.last_seen_at.isoformat() if agent.last_seen_at else "enrollment"
+            what = (
+                f"sent no evidence since {since}, longer ago than its site's offline deadline "
+                f"{format_duration(agent.offline_deadline)}"
+            )
         drafts.append(
             FindingDraft(
                 rule=AGENT_STALE,
                 severity=Severity.MEDIUM,
                 subject=agent_subject(agent.agent_id),
                 message=(
-                    f"agent {agent.agent_id} ({agent.hostname}) sent no fresh evidence since "
-                    f"{since}; it was due at {agent.next_due.isoformat()}"
+                    f"agent {agent.agent_id} ({agent.hostname}) {what}; it was due at "
+                    f"{agent.next_due.isoformat()}"
                 ),
                 evidence=() if agent.last_log_index is None else (agent.last_log_index,),
             )

@@ -18,12 +18,13 @@ import getpass
 import os
 import sys
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from attest.errors import RegistryChangeRefusedError
 from attest.text import escape
+from attest.tomlconf import format_duration
 from verifier.exits import VerifierExit
 from verifier.registry import read_registry_file
 from verifier.registry_diff import KINDS, RegistryDiff, diff_registries, import_warnings
@@ -136,15 +137,6 @@ def _print_diff(diff: RegistryDiff) -> None:
                 print(f"  {mark} {escape(item)}")
 
 
-def duration_text(value: timedelta) -> str:
-    """A duration as the registry file writes it: the largest unit that divides it exactly."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def registry_view(registry: Registry) -> dict[str, Any]:
     """The registry as JSON values: dates ISO, landmark keys base64 SPKI DER, a site's
     offline deadline as the file writes it ("7d") or null."""
@@ -159,7 +151,7 @@ def registry_view(registry: Registry) -> dict[str, Any]:
     )
     for site, item in zip(registry.sites, view["sites"], strict=True):
         deadline = site.offline_deadline
-        item["offline_deadline"] = None if deadline is None else duration_text(deadline)
+        item["offline_deadline"] = None if deadline is None else format_duration(deadline)
     for landmark in view["landmarks"]:
         raw = bytes.fromhex(landmark["public_key"])
         landmark["public_key"] = base64.b64encode(raw).decode("ascii")

@@ -265,3 +265,11 @@ def test_datetime_is_a_date_subclass_and_refused() -> None:
     assert isinstance(datetime(2025, 1, 1), date)
     with pytest.raises(tc.Invalid):
         tc.day(datetime(2025, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(90, "90s"), (900, "15m"), (129600, "36h"), (604800, "7d"), (61, "61s")]
+)
+def test_format_duration_is_what_parse_duration_reads(seconds: int, text: str) -> None:
+    assert tc.format_duration(timedelta(seconds=seconds)) == text
+    assert tc.parse_duration(text) == timedelta(seconds=seconds)

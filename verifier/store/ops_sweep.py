@@ -44,22 +44,54 @@ _AGENT_PREFIX = findings.agent_subject("")
 _GPU_PREFIX = findings.gpu_subject("")
 
 
+_OVERDUE = (
+    "SELECT a.agent_id, a.hostname, a.next_due, a.last_fresh_at, a.last_log_index, "
+    "r.offline_deadline_s, a.last_seen_at, a.enrolled_at FROM agents a "
+)
+#: An agent at a site with an offline deadline is due that long after its latest evidence of
+#: any freshness (it reports through `ingest`), or after its enrollment.
+_OFFLINE_DUE = "COALESCE(a.last_seen_at, a.enrolled_at) + r.offline_deadline_s * 1000000"
+
+
 def _overdue(
     db: Db, now_us: int, condition: str, params: Sequence[object], limit: int
 ) -> list[Row]:
-    """Active agents past their deadline that meet `condition`, by agent_id, at most `limit`."""
-    return db.all(
-        "SELECT agent_id, hostname, next_due, last_fresh_at, last_log_index FROM agents"
-        f"{where_all('status = ?', 'next_due <= ?', condition)} ORDER BY agent_id LIMIT ?",
-        [AgentStatus.ACTIVE.value, now_us, *params, limit],
+    """Active agents past their deadline that meet `condition`, by agent_id, at most `limit`:
+    those of sites without an offline deadline by the next_due index; those of sites with one
+    (registry `offline_deadline`) only when the registry has such a site."""
+    active = AgentStatus.ACTIVE.value
+    online_due = where_all("a.status = ?", "a.next_due <= ?", "r.offline_deadline_s IS NULL")
+    online = db.all(
+        f"{_OVERDUE}LEFT JOIN reg_sites r ON r.id = a.site_id{online_due}"
+        f"{' AND ' + condition if condition else ''} ORDER BY a.agent_id LIMIT ?",
+        [active, now_us, *params, limit],
     )
+    if db.one("SELECT 1 FROM reg_sites WHERE offline_deadline_s IS NOT NULL LIMIT 1") is None:
+        return online
+    offline_due = where_all(
+        "a.status = ?", "r.offline_deadline_s IS NOT NULL", f"{_OFFLINE_DUE} <= ?"
+    )
+    offline = db.all(
+        f"{_OVERDUE}JOIN reg_sites r ON r.id = a.site_id{offline_due}"
+        f"{' AND ' + condition if condition else ''} ORDER BY a.agent_id LIMIT ?",
+        [active, now_us, *params, limit],
+    )
+    return sorted(online + offline, key=lambda r: str(r[0]))[:limit]
 
 
 def _stale_drafts(rows: Sequence[Row], now_us: int) -> list[FindingDraft]:
-    deadlines = [
-        findings.AgentDeadline(r[0], r[1], True, from_micros(r[2]), opt_from_micros(r[3]), r[4])
-        for r in rows
-    ]
+    deadlines = []
+    for agent_id, hostname, next_due, fresh, index, offline_s, seen, enrolled in rows:
+        offline = None if offline_s is None else timedelta(seconds=int(offline_s))
+        due = from_micros(next_due)
+        if offline is not None:
+            due = from_micros(seen if seen is not None else enrolled) + offline
+        deadlines.append(
+            findings.AgentDeadline(
+                agent_id, hostname, True, due, opt_from_micros(fresh), index,
+                offline_deadline=offline, last_seen_at=opt_from_micros(seen),
+            )
+        )  # fmt: skip
     return findings.stale_agents(deadlines, from_micros(now_us))
 
 
@@ -89,7 +121,7 @@ def raise_stale_agents(db: Db, rules: SweepRules, *, after: str | None, limit: i
     if after is None:
         rows = _overdue(db, rules.now_us, "", (), limit)
     else:
-        rows = _overdue(db, rules.now_us, "agent_id > ?", (after,), limit)
+        rows = _overdue(db, rules.now_us, "a.agent_id > ?", (after,), limit)
     upsert_findings(db, _stale_drafts(rows, rules.now_us), rules.now_us)
     return str(rows[-1][0]) if len(rows) == limit else None
 
@@ -155,7 +187,7 @@ def _raised(db: Db, rules: SweepRules, rule: str, subjects: Sequence[str]) -> li
         ids = [s.removeprefix(_AGENT_PREFIX) for s in subjects if s.startswith(_AGENT_PREFIX)]
         if not ids:
             return []
-        rows = _overdue(db, rules.now_us, f"agent_id IN {db.in_list(len(ids))}", ids, len(ids))
+        rows = _overdue(db, rules.now_us, f"a.agent_id IN {db.in_list(len(ids))}", ids, len(ids))
         return _stale_drafts(rows, rules.now_us)
     uuids = [s.removeprefix(_GPU_PREFIX) for s in subjects if s.startswith(_GPU_PREFIX)]
     if not uuids:
