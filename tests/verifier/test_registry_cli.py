@@ -1,17 +1,21 @@
 """`registry import|show|history` and `token create --site` through the real CLI, offline (no
-server), on a state whose fleet holds GPUs: the registry is the truth the fleet is judged
-against, and every import is a version."""
+server), on a state whose fleet holds GPUs, on SQLite and on PostgreSQL: the registry is the
+truth the fleet is judged against, and every import is a version."""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.verifier.helpers import Chain
 from tests.verifier.store import helpers as store_helpers
+from tests.verifier.store.conftest import PG_ADMIN, pg_schema_url
 from tests.verifier.test_cli import _enroll_direct
 from verifier.cli import main
 from verifier.config import load_config
@@ -63,6 +67,27 @@ WITHOUT_BETA = (
 )
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def config(request: pytest.FixtureRequest, config_file: Path, tmp_path: Path) -> Iterator[Path]:
+    """The CLI's config on the default SQLite database, or on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield config_file
+        return
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    path = tmp_path / "verifier-pg.toml"
+    path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ndatabase = "{pg_schema_url(schema)}"\n'
+        'listen = "0.0.0.0:0"\nmetrics_listen = ""\n'
+    )
+    try:
+        yield path
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def cli(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str, str]:
     code = main(["--config", str(config), *args])
     said = capsys.readouterr()
@@ -90,29 +115,27 @@ def hold_gpus(config: Path, site: str, count: int) -> None:
 
 
 def test_token_site_is_checked_against_the_registry_once_one_is_imported(
-    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:
-    code, out, err = cli(capsys, config_file, "token", "create", "--site", "nowhere")
+    code, out, err = cli(capsys, config, "token", "create", "--site", "nowhere")
     assert code == VerifierExit.OK and out.startswith("gat1_")
     assert "warning: no registry imported yet, site 'nowhere' is not checked" in err
-    assert (
-        cli(capsys, config_file, "registry", "import", write(tmp_path, "r.toml", REGISTRY))[0] == 0
-    )
-    code, out, err = cli(capsys, config_file, "token", "create", "--site", "nowhere")
+    assert cli(capsys, config, "registry", "import", write(tmp_path, "r.toml", REGISTRY))[0] == 0
+    code, out, err = cli(capsys, config, "token", "create", "--site", "nowhere")
     assert (code, out) == (VerifierExit.REFUSED, "")
     assert err == (
         "gpu-attest-verifier: site-unknown: unknown site 'nowhere': not in the registry "
         "(`registry show` lists its sites)\n"
     )
-    code, out, err = cli(capsys, config_file, "token", "create", "--site", "beta-muc1")
+    code, out, err = cli(capsys, config, "token", "create", "--site", "beta-muc1")
     assert code == VerifierExit.OK and out.startswith("gat1_") and err == ""
 
 
 def test_dry_run_shows_the_change_and_stores_nothing(
-    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:
     first = write(tmp_path, "r1.toml", REGISTRY)
-    code, out, _ = cli(capsys, config_file, "registry", "import", first, "--dry-run", "--json")
+    code, out, _ = cli(capsys, config, "registry", "import", first, "--dry-run", "--json")
     shown = json.loads(out)
     assert code == VerifierExit.OK and shown["dry_run"] is True and shown["warnings"] == []
     assert shown["changes"]["sites"] == {
@@ -120,31 +143,29 @@ def test_dry_run_shows_the_change_and_stores_nothing(
         "removed": [],
         "changed": [],
     }
-    assert cli(capsys, config_file, "registry", "history", "--json")[1] == "[]\n"
-    assert cli(capsys, config_file, "registry", "import", first)[0] == 0
+    assert cli(capsys, config, "registry", "history", "--json")[1] == "[]\n"
+    assert cli(capsys, config, "registry", "import", first)[0] == 0
     changed = write(tmp_path, "r2.toml", REGISTRY.replace("lat = 48.14", "lat = 48.15"))
-    code, out, _ = cli(capsys, config_file, "registry", "import", changed, "--dry-run")
+    code, out, _ = cli(capsys, config, "registry", "import", changed, "--dry-run")
     assert out == "sites: 0 added, 0 removed, 1 changed\n  ~ beta-muc1\n"
-    code, out, _ = cli(capsys, config_file, "registry", "import", first, "--dry-run")
+    code, out, _ = cli(capsys, config, "registry", "import", first, "--dry-run")
     assert out == "no change\n"
 
 
 def test_removing_a_site_holding_gpus_needs_force(
-    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:
-    assert (
-        cli(capsys, config_file, "registry", "import", write(tmp_path, "r.toml", REGISTRY))[0] == 0
-    )
-    hold_gpus(config_file, "beta-muc1", 3)
+    assert cli(capsys, config, "registry", "import", write(tmp_path, "r.toml", REGISTRY))[0] == 0
+    hold_gpus(config, "beta-muc1", 3)
     smaller = write(tmp_path, "small.toml", WITHOUT_BETA)
-    code, out, err = cli(capsys, config_file, "registry", "import", smaller, "--dry-run", "--json")
+    code, out, err = cli(capsys, config, "registry", "import", smaller, "--dry-run", "--json")
     shown = json.loads(out)
     assert code == VerifierExit.OK and shown["needs_force"] is True
     assert shown["warnings"] == [
         "site beta-muc1 is removed but holds 3 GPU(s)",
         "entity beta is removed but its sites hold 3 GPU(s)",
     ]
-    code, out, err = cli(capsys, config_file, "registry", "import", smaller)
+    code, out, err = cli(capsys, config, "registry", "import", smaller)
     assert (code, out) == (VerifierExit.REFUSED, "")
     assert err.splitlines() == [
         "gpu-attest-verifier: warning: site beta-muc1 is removed but holds 3 GPU(s)",
@@ -154,79 +175,75 @@ def test_removing_a_site_holding_gpus_needs_force(
             "check the change with --dry-run and import with --force if it is meant"
         ),
     ]
-    assert len(json.loads(cli(capsys, config_file, "registry", "history", "--json")[1])) == 1
+    assert len(json.loads(cli(capsys, config, "registry", "history", "--json")[1])) == 1
     code, out, _ = cli(
-        capsys, config_file, "registry", "import", smaller, "--force", "--by", "carol", "--json"
+        capsys, config, "registry", "import", smaller, "--force", "--by", "carol", "--json"
     )
     shown = json.loads(out)
     assert code == VerifierExit.OK and (shown["version"], shown["forced"]) == (2, True)
-    history = json.loads(cli(capsys, config_file, "registry", "history", "--json")[1])
+    history = json.loads(cli(capsys, config, "registry", "history", "--json")[1])
     assert [(v["version"], v["sites"]) for v in history] == [(1, 2), (2, 1)]
     assert history[1]["imported_by"] == "carol" and len(history[1]["sha256"]) == 64
 
 
 def test_an_authorization_already_expired_needs_force(
-    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     expired = REGISTRY.replace("valid_until = 2099-12-31", f"valid_until = {yesterday}")
-    code, _, err = cli(
-        capsys, config_file, "registry", "import", write(tmp_path, "e.toml", expired)
-    )
+    code, _, err = cli(capsys, config, "registry", "import", write(tmp_path, "e.toml", expired))
     assert code == VerifierExit.REFUSED
     assert f"warning: authorization L-1 expired on {yesterday}" in err
     today = REGISTRY.replace(
         "valid_until = 2099-12-31", f"valid_until = {yesterday + timedelta(1)}"
     )
-    assert cli(capsys, config_file, "registry", "import", write(tmp_path, "t.toml", today))[0] == 0
+    assert cli(capsys, config, "registry", "import", write(tmp_path, "t.toml", today))[0] == 0
 
 
 def test_show_at_a_date_and_history(
-    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:
-    assert cli(capsys, config_file, "token", "create", "--site", "s")[0] == 0  # creates state
-    code, out, _ = cli(capsys, config_file, "registry", "history")
+    assert cli(capsys, config, "token", "create", "--site", "s")[0] == 0  # creates state
+    code, out, _ = cli(capsys, config, "registry", "history")
     assert (code, out) == (VerifierExit.OK, "no registry imported\n")
-    code, out, _ = cli(
-        capsys, config_file, "registry", "import", write(tmp_path, "r.toml", REGISTRY)
-    )
+    code, out, _ = cli(capsys, config, "registry", "import", write(tmp_path, "r.toml", REGISTRY))
     assert code == VerifierExit.OK and out.splitlines()[0] == (
         "imported version 1: 2 entities, 2 sites, 1 authorizations, 0 landmarks"
     )
     today = datetime.now(UTC).date()
-    shown = json.loads(cli(capsys, config_file, "registry", "show", "--json")[1])
+    shown = json.loads(cli(capsys, config, "registry", "show", "--json")[1])
     assert [s["offline_deadline"] for s in shown["sites"]] == ["7d", None]
-    at_today = cli(capsys, config_file, "registry", "show", "--json", "--at", today.isoformat())
+    at_today = cli(capsys, config, "registry", "show", "--json", "--at", today.isoformat())
     assert json.loads(at_today[1]) == shown
     before = json.loads(
-        cli(capsys, config_file, "registry", "show", "--json", "--at", str(date(2020, 1, 1)))[1]
+        cli(capsys, config, "registry", "show", "--json", "--at", str(date(2020, 1, 1)))[1]
     )
     assert before["sites"] == [] and before["entities"] == []
-    _code, out, _ = cli(capsys, config_file, "registry", "history")
+    _code, out, _ = cli(capsys, config, "registry", "history")
     assert out.startswith("version 1  ") and "2 entities, 2 sites, 1 authorizations" in out
-    assert main(["--config", str(config_file), "registry", "show", "--at", "yesterday"]) == (
+    assert main(["--config", str(config), "registry", "show", "--at", "yesterday"]) == (
         VerifierExit.USAGE
     )
 
 
 def test_ingested_evidence_claiming_another_site_is_kept_at_the_token_site(
-    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
 ) -> None:
     """Real signed envelopes through `ingest`, offline: the claim is recorded as a finding,
     the host stays at its token's site, and the finding resolves when the claim agrees."""
-    agent_id, signer = _enroll_direct(config_file)  # token for site-a
+    agent_id, signer = _enroll_direct(config)  # token for site-a
     chain, now = Chain(agent_id, signer), datetime.now(UTC)
     files = []
     for index, claim in enumerate(("site-b", "site-a")):
         path = tmp_path / f"e{index}.dsse"
         path.write_bytes(chain.next(b"", now - timedelta(minutes=5 - index), site_id=claim))
         files.append(str(path))
-    code, out, _ = cli(capsys, config_file, "ingest", "--json", files[0])
+    code, out, _ = cli(capsys, config, "ingest", "--json", files[0])
     assert code == VerifierExit.OK and json.loads(out)[0]["result"] == "accepted"
-    [finding] = json.loads(cli(capsys, config_file, "findings", "--json")[1])
+    [finding] = json.loads(cli(capsys, config, "findings", "--json")[1])
     assert (finding["rule"], finding["subject"]) == ("site-claim-mismatch", f"agent:{agent_id}")
     assert "claims site 'site-b' but enrolled at site 'site-a'" in finding["message"]
-    [host] = json.loads(cli(capsys, config_file, "fleet", "--json")[1])
+    [host] = json.loads(cli(capsys, config, "fleet", "--json")[1])
     assert host["site_id"] == "site-a"
-    assert cli(capsys, config_file, "ingest", files[1])[0] == VerifierExit.OK
-    assert json.loads(cli(capsys, config_file, "findings", "--json")[1]) == []
+    assert cli(capsys, config, "ingest", files[1])[0] == VerifierExit.OK
+    assert json.loads(cli(capsys, config, "findings", "--json")[1]) == []
