@@ -4,6 +4,7 @@ truth the fleet is judged against, and every import is a version."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import secrets
 from collections.abc import Iterator
@@ -184,6 +185,7 @@ def test_removing_a_site_holding_gpus_needs_force(
     history = json.loads(cli(capsys, config, "registry", "history", "--json")[1])
     assert [(v["version"], v["sites"]) for v in history] == [(1, 2), (2, 1)]
     assert history[1]["imported_by"] == "carol" and len(history[1]["sha256"]) == 64
+    assert history[0]["imported_by"] == getpass.getuser()  # without --by: the OS user
 
 
 def test_an_authorization_already_expired_needs_force(
