@@ -188,7 +188,11 @@ def _holdings(
 
 def _holding_line(by: str, row: Mapping[str, Any]) -> str:
     if by == "authorization":
-        limits = f"max {row['max_units']} units, {row['max_tpp']} TPP"
+        units, tpp = row["max_units"], row["max_tpp"]
+        limits = (
+            f"{'no unit limit' if units is None else f'at most {units:,} GPUs'}, "
+            f"{'no TPP limit' if tpp is None else f'at most {tpp:,} TPP'}"
+        )
         return (
             f"{row['id']} ({row['kind']}, {row['holder']}, {row['state']}): "
             f"{row['used_units']:,} GPUs, {row['used_tpp']:,} TPP; {limits}"

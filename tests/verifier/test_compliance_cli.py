@@ -87,6 +87,8 @@ def offline_session(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: 
     assert [(r["site"], r["country"], r["units"]) for r in by_site] == [("acme-fra1", "DE", 8)]
     for by in ("entity", "authorization", "model"):
         assert verifier(capsys, config, "holdings", "--by", by, "--json")["by"] == by
+    text = verifier(capsys, config, "holdings", "--by", "authorization")
+    assert "UVEU-2025-0001 (uveu, acme, valid): 8 GPUs, 126,656 TPP; at most 100,000 GPUs" in text
 
     # The day before: the evidence was received today, so nothing was held.
     yesterday = (today - timedelta(days=1)).isoformat()
