@@ -326,6 +326,19 @@ class InputFileError(AttestError):
     code = "input-unreadable"
 
 
+class FindingUnknownError(AttestError):
+    """`findings ack ID` named no current finding (never issued, or an episode that resolved
+    and recurred under a new id)."""
+
+    code = "finding-unknown"
+
+
+class FindingResolvedError(AttestError):
+    """`findings ack ID` named a finding that has resolved: nothing is left to acknowledge."""
+
+    code = "finding-resolved"
+
+
 class SiteUnknownError(AttestError):
     """A site named on a command line is neither in the registry nor any agent's site."""
 

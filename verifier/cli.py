@@ -28,6 +28,13 @@ from verifier.cli_state import config_source, describe_source, log, prepare_stat
 from verifier.compliance_cli import add_compliance_parsers, run_compliance_command
 from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
+from verifier.findings import GPU_MISSING
+from verifier.findings_cli import (
+    add_findings_ack_parser,
+    cmd_findings_ack,
+    fleet_catalogue,
+    missing_line,
+)
 from verifier.log_cli import add_log_parser, run_log_command
 from verifier.model import Finding, FindingStatus, Severity
 from verifier.policy_cli import add_policy_parser, run_policy_command
@@ -154,7 +161,7 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
             f"unknown site {args.site!r}: no agent enrolled there and not in the registry"
         )
     if args.json:
-        write_json_array(host_view(h) for h in hosts)
+        write_json_array(host_view(h, fleet_catalogue(_now().date())) for h in hosts)
         return VerifierExit.OK
     if not any_host:
         print(f"no hosts at site {args.site}" if args.site else "no hosts have reported")
@@ -180,8 +187,12 @@ def cmd_findings(args: argparse.Namespace, store: Store) -> int:
         write_json_array(finding_view(f) for f in findings)
     elif not any_finding:
         print("no findings" if args.all else "no open findings")
+    # Open gpu-missing findings come grouped by host after the others: one line per host.
     for f in () if args.json else findings:
-        print(finding_line(f))
+        if f.rule != GPU_MISSING or f.status is FindingStatus.RESOLVED:
+            print(finding_line(f))
+    for group in () if args.json else store.missing_by_host():
+        print(missing_line(group))
     return VerifierExit.FINDINGS if tripped else VerifierExit.OK
 
 
@@ -286,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 5 when an open finding of this severity or higher exists "
         "(critical, high, medium, low)",
     )  # fmt: skip
+    add_findings_ack_parser(findings, common)
     ingest = sub.add_parser(
         "ingest", parents=[common], help="verify and store offline envelope files"
     )
@@ -306,6 +318,7 @@ _STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Stor
     ("agent", "revoke"): cmd_agent_revoke,
     ("fleet", None): cmd_fleet,
     ("findings", None): cmd_findings,
+    ("findings", "ack"): cmd_findings_ack,
 }
 
 

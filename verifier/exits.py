@@ -22,7 +22,8 @@ class VerifierExit(ExitCode):
     REFUSED = exit_code(
         1,
         "a request was refused (e.g. an ingested envelope rejected, unknown agent or site, a log "
-        "index outside the log, a registry import that needs --force)",
+        "index outside the log, a registry import that needs --force, `findings ack` of an "
+        "unknown or resolved finding id)",
     )
     USAGE = exit_code(2, "usage error (bad arguments)", no_restart=True)
     CONFIG = exit_code(

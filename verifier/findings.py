@@ -19,9 +19,15 @@ AGENT_STALE = "agent-stale"
 EVIDENCE_GAP = "evidence-gap"
 EVIDENCE_FORK = "evidence-fork"
 SITE_CLAIM_MISMATCH = "site-claim-mismatch"
+GPU_LOST = "gpu-lost"
 
 #: The rules `sweep` owns: it raises them and resolves them when they no longer hold.
-SWEPT_RULES = (DUPLICATE_GPU, GPU_MISSING, AGENT_STALE)
+SWEPT_RULES = (DUPLICATE_GPU, GPU_MISSING, AGENT_STALE, GPU_LOST)
+#: The rules a revoked agent's findings may come from (its own subject or its GPUs'): they
+#: resolve with the reason "agent revoked" when it is revoked.
+FLEET_RULES = (*SWEPT_RULES, EVIDENCE_GAP, EVIDENCE_FORK)
+#: The reason recorded on the findings a revocation resolves.
+AGENT_REVOKED = "agent revoked"
 
 
 def gpu_subject(uuid: str) -> str:
@@ -68,6 +74,38 @@ class GpuLastSeen:
     agent_id: str
     last_seen: datetime
     log_index: int | None
+
+
+@dataclass(frozen=True)
+class LostGpu:
+    """A GPU an active agent reported fallen off the bus (lost), and the evidence that did."""
+
+    uuid: str
+    agent_id: str
+    log_index: int | None
+
+
+def lost_gpus(lost: Iterable[LostGpu]) -> list[FindingDraft]:
+    """`gpu-lost` for every GPU an active agent reports lost (one finding per UUID; evidence:
+    the log indices of the reports). It holds until the GPU is reported again or the agent is
+    revoked: a lost GPU is still held, so it stays counted."""
+    by_uuid: dict[str, list[LostGpu]] = {}
+    for gpu in lost:
+        by_uuid.setdefault(gpu.uuid, []).append(gpu)
+    drafts = []
+    for uuid in sorted(by_uuid):
+        reports = by_uuid[uuid]
+        agents = ", ".join(sorted({g.agent_id for g in reports}))
+        drafts.append(
+            FindingDraft(
+                rule=GPU_LOST,
+                severity=Severity.HIGH,
+                subject=gpu_subject(uuid),
+                message=f"GPU {uuid} fell off the bus (reported lost by agent {agents})",
+                evidence=tuple(sorted({g.log_index for g in reports if g.log_index is not None})),
+            )
+        )
+    return drafts
 
 
 def _is_fresh(claim: GpuClaimState, now: datetime, freshness: timedelta) -> bool:

@@ -127,6 +127,9 @@ class GpuClaim:
     uuid: str
     name: str = ""  # model name as NVML reported it; "" if unavailable
     pci_device_id: int | None = None  # (device << 16) | vendor
+    serial: str | None = None  # None when unreadable
+    board_part_number: str | None = None
+    lost: bool = False  # the agent reports it fallen off the bus (GpuState.LOST)
     pci_subsystem_id: int | None = None  # (subsystem << 16) | subsystem vendor
     power_limit_w: int = 0  # enforced power limit, whole watts; 0 when not reported
 
@@ -208,6 +211,10 @@ class GpuSighting:
     first_seen: datetime
     last_seen: datetime  # compaction-aware: the agent's last_seen while still present
     present: bool  # in the agent's latest inventory
+    pci_subsystem_id: int | None = None  # (subsystem << 16) | vendor; classifies the model
+    serial: str | None = None  # as the agent read it; None when unreadable
+    board_part_number: str | None = None
+    lost: bool = False  # reported fallen off the bus: counted, but not `present`
 
 
 @dataclass(frozen=True)
@@ -240,7 +247,11 @@ class FindingDraft:
 
 
 class FindingStatus(enum.Enum):
+    """open -> acknowledged (`findings ack`) -> resolved (the condition cleared); a resolved
+    finding that is raised again opens as a new episode with a new id."""
+
     OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
 
 
@@ -255,6 +266,23 @@ class Finding:
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None = None
+    id: int = 0  # stable per episode: `findings ack ID`
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    ack_reason: str | None = None
+    cleared_by: int | None = None  # log index of the accepted evidence that cleared it
+    resolved_reason: str | None = None  # why it resolved, e.g. "agent revoked"
+
+
+@dataclass(frozen=True)
+class MissingOnHost:
+    """The open `gpu-missing` findings of one host, for listings grouped by host."""
+
+    agent_id: str
+    hostname: str
+    site_id: str
+    count: int
+    first: tuple[tuple[int, str], ...]  # (finding id, GPU uuid) of the first few, by uuid
 
 
 class AuditKind(enum.Enum):
@@ -262,6 +290,7 @@ class AuditKind(enum.Enum):
     ENROLLMENT = "enrollment"
     REVOCATION = "revocation"
     ROTATION = "rotation"
+    FINDING = "finding"  # a finding's transition; code: opened, acknowledged, resolved
     REGISTRY = "registry"  # a `registry import`: message names version, importer and digest
 
 

@@ -340,6 +340,9 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
             uuid=gpu.uuid,
             name=gpu.name if isinstance(gpu.name, str) else "",
             pci_device_id=gpu.pci_device_id,
+            serial=gpu.serial,
+            board_part_number=gpu.board_part_number,
+            lost=gpu.lost,
             pci_subsystem_id=gpu.pci_subsystem_id,
             power_limit_w=(gpu.power_limit_mw or 0) // 1000,
         )

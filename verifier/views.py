@@ -21,7 +21,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from attest.text import escape
-from verifier.model import AgentRecord, Finding, HostFleet
+from verifier.model import AgentRecord, AgentStatus, Finding, GpuSighting, HostFleet
+from verifier.policy import Catalogue, CatalogueEntry, classify
 
 
 def jsonable(value: Any) -> Any:
@@ -76,7 +77,25 @@ def agent_view(agent: AgentRecord) -> dict[str, Any]:
     }
 
 
-def host_view(host: HostFleet) -> dict[str, Any]:
+def gpu_state(agent: AgentRecord, gpu: GpuSighting) -> str:
+    """A GPU's fleet state: `revoked` (its agent was revoked: out of the holdings), `lost`
+    (fallen off the bus: still held and counted), `present`, or `missing` (left the inventory)."""
+    if agent.status is AgentStatus.REVOKED:
+        return "revoked"
+    if gpu.lost:
+        return "lost"
+    return "present" if gpu.present else "missing"
+
+
+def model_class(gpu: GpuSighting, catalogue: Catalogue | None) -> str:
+    """The catalogue model of a GPU from its attested PCI ids (never its name string)."""
+    if catalogue is None:
+        return "unknown"
+    entry = classify(gpu.pci_device_id, gpu.pci_subsystem_id, catalogue)
+    return entry.model if isinstance(entry, CatalogueEntry) else "unknown"
+
+
+def host_view(host: HostFleet, catalogue: Catalogue | None = None) -> dict[str, Any]:
     agent = host.agent
     return {
         "agent_id": agent.agent_id,
@@ -92,6 +111,10 @@ def host_view(host: HostFleet) -> dict[str, Any]:
                 "first_seen": jsonable(g.first_seen),
                 "last_seen": jsonable(g.last_seen),
                 "present": g.present,
+                "state": gpu_state(agent, g),
+                "model": model_class(g, catalogue),
+                "serial": g.serial,
+                "board_part_number": g.board_part_number,
             }
             for g in host.gpus
         ],
@@ -100,6 +123,8 @@ def host_view(host: HostFleet) -> dict[str, Any]:
 
 def finding_view(finding: Finding) -> dict[str, Any]:
     return {
+        "id": finding.id,
+        "state": finding.status.value,
         "rule": finding.rule,
         "severity": finding.severity.value,
         "subject": finding.subject,
@@ -109,6 +134,11 @@ def finding_view(finding: Finding) -> dict[str, Any]:
         "opened_at": jsonable(finding.opened_at),
         "updated_at": jsonable(finding.updated_at),
         "resolved_at": jsonable(finding.resolved_at),
+        "acknowledged_at": jsonable(finding.acknowledged_at),
+        "acknowledged_by": finding.acknowledged_by,
+        "ack_reason": finding.ack_reason,
+        "cleared_by": finding.cleared_by,  # log index of the evidence that cleared it
+        "resolved_reason": finding.resolved_reason,
     }
 
 
@@ -134,13 +164,23 @@ def host_lines(host: HostFleet) -> Iterator[str]:
         f"agent={escape(a.agent_id)}  gpus={sum(g.present for g in host.gpus)}"
     )
     for g in host.gpus:
-        state = "present" if g.present else "gone"
+        state = gpu_state(a, g)
         name = escape(g.name) if g.name else "?"
         yield f"  {escape(g.uuid)}  {name}  {state}  last_seen={g.last_seen.isoformat()}"
 
 
 def finding_line(finding: Finding) -> str:
-    return (
-        f"[{finding.severity.value}] {escape(finding.rule)}  {escape(finding.subject)}  "
-        f"{finding.status.value}: {escape(finding.message)}"
+    line = (
+        f"id={finding.id} [{finding.severity.value}] {escape(finding.rule)}  "
+        f"{escape(finding.subject)}  {finding.status.value}: {escape(finding.message)}"
     )
+    if finding.acknowledged_at is not None:
+        line += (
+            f"  (acknowledged by {escape(finding.acknowledged_by or '')} at "
+            f"{finding.acknowledged_at.isoformat(timespec='seconds')}: "
+            f"{escape(finding.ack_reason or '')})"
+        )
+    if finding.resolved_at is not None:
+        cleared = "" if finding.cleared_by is None else f", log index {finding.cleared_by}"
+        line += f"  (resolved: {escape(finding.resolved_reason or '')}{cleared})"
+    return line

@@ -225,6 +225,9 @@ def _gpu_claim(msg: pb.Gpu, where: str) -> CheckedGpu:
         mig=absent.get("mig") or cast("model.MigInfo", rules.checked_subs["mig"]),
         pci_subsystem_id=None if "pci" in absent else msg.pci.subsystem_id,
         power_limit_mw=None if "power_limit_mw" in absent else msg.power_limit_mw,
+        lost=rules.state is model.GpuState.LOST,
+        serial=None if "serial" in absent else msg.serial,
+        board_part_number=None if "board_part_number" in absent else msg.board_part_number,
     )
 
 
@@ -254,3 +257,8 @@ class CheckedGpu:
     # Compliance classifies by (device, subsystem) id and checks power against the model's.
     pci_subsystem_id: int | None = None
     power_limit_mw: int | None = None
+    # Fleet state: a GPU fallen off the bus is `lost`; serial and board part number identify
+    # the board to a licence officer (None when the agent could not read them).
+    lost: bool = False
+    serial: str | None = None
+    board_part_number: str | None = None

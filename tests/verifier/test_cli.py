@@ -17,6 +17,7 @@ from verifier.ca import load_or_create_ca
 from verifier.cli import main, parse_duration
 from verifier.config import load_config
 from verifier.exits import VerifierExit
+from verifier.findings_cli import fleet_catalogue
 from verifier.model import FindingDraft, Severity
 from verifier.server import open_configured_store
 from verifier.views import finding_view, host_view
@@ -175,7 +176,8 @@ def test_fleet_and_findings_are_streamed_as_the_documented_documents(
             store.accept([store_helpers.Chain(f"a{i}", inventory=inventory).next(at)], at)
         draft = FindingDraft("evidence-gap", Severity.HIGH, "agent:a1", 'a "quoted"\nmessage')
         store.upsert_findings([draft], store_helpers.T0)
-        hosts = [host_view(h) for h in store.iter_fleet()]
+        catalogue = fleet_catalogue(datetime.now(UTC).date())  # what `fleet` classifies by
+        hosts = [host_view(h, catalogue) for h in store.iter_fleet()]
         findings = [finding_view(f) for f in store.iter_findings()]
     finally:
         store.close()

@@ -70,11 +70,15 @@ def test_every_json_output_parses(
     rows = verifier("ingest", "--json", envelopes[0])
     assert [r["result"] for r in rows] == ["already-accepted"]
     assert len(verifier("agents", "--json")) == 1
-    assert len(verifier("fleet", "--json")) == 1
+    [host] = verifier("fleet", "--json")
+    assert {"state", "model", "serial", "board_part_number"} <= set(host["gpus"][0])
     assert verifier("fleet", "--json", "--site", "acme-iad1") == []  # in the registry, empty
     assert len(verifier("findings", "--json", "--all")) == 1
     assert len(verifier("findings", "--json", "--fail-on", "high", expected=5)) == 1
     assert verifier("findings", "--json", "--fail-on", "critical") != []
+    [gap] = verifier("findings", "--json")
+    acked = verifier("findings", "ack", str(gap["id"]), "--by", "ops", "--reason", "r", "--json")
+    assert (acked["state"], acked["already_acknowledged"]) == ("acknowledged", False)
     assert verifier("registry", "show", "--json")["sites"]
     for by in ("site", "country", "entity", "authorization", "model"):
         assert verifier("holdings", "--by", by, "--json")["by"] == by

@@ -34,6 +34,7 @@ from verifier.model import (
     GpuSighting,
     HostFleet,
     LogEntry,
+    MissingOnHost,
     NewToken,
     NonceRecord,
     TokenRecord,
@@ -195,10 +196,35 @@ class Store(Protocol):
     # findings
 
     def upsert_findings(self, drafts: Sequence[FindingDraft], now: datetime) -> None:
-        """Open or refresh findings by (rule, subject); a resolved one is reopened."""
+        """Open or refresh findings by (rule, subject); never a second row for a key. An open
+        or acknowledged finding is refreshed in place (an acknowledgment stands while its
+        condition holds); a resolved one opens again as a new episode with a new id. Each
+        opening is audited (kind `finding`)."""
 
-    def resolve_findings(self, keys: Sequence[tuple[str, str]], now: datetime) -> None:
-        """Mark the open findings with these (rule, subject) keys resolved."""
+    def resolve_findings(
+        self,
+        keys: Sequence[tuple[str, str]],
+        now: datetime,
+        *,
+        reason: str = "condition cleared",
+        cleared_by: int | None = None,
+    ) -> None:
+        """Mark the open (or acknowledged) findings with these (rule, subject) keys resolved,
+        recording `reason` and `cleared_by`, the log index of the accepted evidence that cleared
+        them when there is one; each resolution is audited (kind `finding`)."""
+
+    def acknowledge_finding(self, finding_id: int, by: str, reason: str, now: datetime) -> Finding:
+        """Acknowledge the open finding with this id (audited); returns it. Acknowledging an
+        acknowledged finding changes nothing and returns the first acknowledgment. Raises
+        FindingUnknownError (no current finding has this id), FindingResolvedError."""
+
+    def get_finding(self, finding_id: int) -> Finding | None:
+        """The finding whose current episode has this id, or None."""
+
+    def missing_by_host(self, first: int = 3) -> list[MissingOnHost]:
+        """Open `gpu-missing` findings grouped by host (active agents claiming the GPU; a GPU
+        two hosts claim counts at each), by agent_id, each with its count and the finding ids
+        and uuids of its first `first` GPUs; aggregated in SQL (O(hosts) rows)."""
 
     def iter_findings(
         self, include_resolved: bool = False, *, chunk: int = LIST_CHUNK

@@ -27,6 +27,7 @@ from verifier.model import (
     GpuSighting,
     HostFleet,
     LogEntry,
+    MissingOnHost,
     NewToken,
     NonceRecord,
     TokenRecord,
@@ -37,6 +38,7 @@ from verifier.registry_model import Registry, RegistryVersion
 from verifier.store import (
     ops_accept,
     ops_agents,
+    ops_findings,
     ops_fleet,
     ops_holdings,
     ops_registry,
@@ -241,9 +243,33 @@ class SqlStore(abc.ABC):
         now_us = to_micros(now)
         self._transact(lambda db: ops_fleet.upsert_findings(db, drafts, now_us), write=True)
 
-    def resolve_findings(self, keys: Sequence[tuple[str, str]], now: datetime) -> None:
+    def resolve_findings(
+        self,
+        keys: Sequence[tuple[str, str]],
+        now: datetime,
+        *,
+        reason: str = ops_findings.CLEARED,
+        cleared_by: int | None = None,
+    ) -> None:
         now_us = to_micros(now)
-        self._transact(lambda db: ops_fleet.resolve_findings(db, keys, now_us), write=True)
+        self._transact(
+            lambda db: ops_findings.resolve_findings(
+                db, keys, now_us, reason=reason, cleared_by=cleared_by
+            ),
+            write=True,
+        )
+
+    def acknowledge_finding(self, finding_id: int, by: str, reason: str, now: datetime) -> Finding:
+        now_us = to_micros(now)
+        return self._transact(
+            lambda db: ops_findings.acknowledge(db, finding_id, by, reason, now_us), write=True
+        )
+
+    def get_finding(self, finding_id: int) -> Finding | None:
+        return self._transact(lambda db: ops_findings.get_finding(db, finding_id), write=False)
+
+    def missing_by_host(self, first: int = 3) -> list[MissingOnHost]:
+        return self._transact(lambda db: ops_findings.missing_by_host(db, first), write=False)
 
     def iter_findings(
         self, include_resolved: bool = False, *, chunk: int = LIST_CHUNK

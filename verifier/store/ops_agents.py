@@ -17,6 +17,7 @@ from attest.errors import (
     TokenInvalidError,
     TokenUsedError,
 )
+from verifier import findings
 from verifier.model import (
     AgentRecord,
     AgentStatus,
@@ -29,6 +30,7 @@ from verifier.model import (
     TokenRecord,
 )
 from verifier.store.api import StoreOptions
+from verifier.store.ops_findings import resolve_findings
 from verifier.store.sqlbase import (
     Db,
     from_micros,
@@ -153,7 +155,29 @@ def revoke_agent(db: Db, agent_id: str, now_us: int, reason: str) -> AgentRecord
         (AgentStatus.REVOKED.value, now_us, agent_id),
     )
     audit(db, AuditKind.REVOCATION, now_us, agent_id, message=reason)
+    _resolve_revoked(db, agent_id, now_us)
     return _must_get_agent(db, agent_id)
+
+
+def _resolve_revoked(db: Db, agent_id: str, now_us: int) -> None:
+    """Resolve the fleet findings the revoked agent caused, on itself or on the GPUs it
+    claimed, recording the reason: its GPUs left the holdings (state `revoked`). A GPU another
+    active agent still holds is judged again by the next sweep."""
+    uuids = [
+        str(r[0]) for r in db.all("SELECT uuid FROM gpu_sightings WHERE agent_id = ?", (agent_id,))
+    ]
+    subjects = [findings.agent_subject(agent_id), *(findings.gpu_subject(u) for u in uuids)]
+    keys: list[tuple[str, str]] = []
+    for start in range(0, len(subjects), 900):
+        page = subjects[start : start + 900]
+        rows = db.all(
+            f"SELECT rule, subject FROM findings WHERE status = 'open' "
+            f"AND rule IN {db.in_list(len(findings.FLEET_RULES))} "
+            f"AND subject IN {db.in_list(len(page))}",
+            [*findings.FLEET_RULES, *page],
+        )
+        keys += [(str(r[0]), str(r[1])) for r in rows]
+    resolve_findings(db, keys, now_us, reason=findings.AGENT_REVOKED)
 
 
 def rotate_key(

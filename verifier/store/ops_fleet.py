@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from attest.errors import ForkError, GapError
 from attest.model import Freshness
 from verifier import findings
@@ -13,107 +11,42 @@ from verifier.model import (
     AuditKind,
     AuditRecord,
     Finding,
-    FindingDraft,
-    FindingStatus,
     GpuSighting,
     HostFleet,
     LogEntry,
-    Severity,
+)
+from verifier.store.ops_findings import (
+    FindingKey,
+    findings_page,
+    resolve_findings,
+    upsert_findings,
 )
 from verifier.store.sqlbase import (
     Db,
     Row,
     from_micros,
-    opt_from_micros,
     read_agents,
     to_micros,
     where_all,
 )
+
+# The lifecycle lives in ops_findings; these names stay importable from here.
+__all__ = ["FindingKey", "findings_page", "resolve_findings", "upsert_findings"]
 
 # A present claim is as fresh as its agent's last attestation (heartbeat compaction).
 SEEN_SQL = "CASE WHEN {s}.present = 1 AND {a}.last_seen_at IS NOT NULL THEN {a}.last_seen_at ELSE {s}.last_seen END"  # noqa: E501
 INDEX_SQL = "CASE WHEN {s}.present = 1 THEN {a}.last_log_index ELSE {s}.last_log_index END"
 _SIGHTING_SELECT = (
     "SELECT s.uuid, s.agent_id, s.site_id, s.name, s.pci_device_id, s.first_seen, "
-    f"{SEEN_SQL.format(s='s', a='a')}, s.present FROM gpu_sightings s "
+    f"{SEEN_SQL.format(s='s', a='a')}, s.present, s.serial, s.board_part_number, s.lost, "
+    "s.pci_subsystem_id "
+    "FROM gpu_sightings s "
     "JOIN agents a ON a.agent_id = s.agent_id"
 )
 
 
-def _evidence_text(evidence: Sequence[int]) -> str:
-    return ",".join(str(i) for i in evidence)
-
-
-def upsert_findings(db: Db, drafts: Sequence[FindingDraft], now_us: int) -> None:
-    """Open or refresh each draft; a row is rewritten only when something about it changed."""
-    db.many(
-        "INSERT INTO findings (rule, subject, severity, message, evidence, status, opened_at, "
-        "updated_at, resolved_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, NULL) "
-        "ON CONFLICT (rule, subject) DO UPDATE SET severity = excluded.severity, "
-        "message = excluded.message, evidence = excluded.evidence, "
-        "opened_at = CASE WHEN findings.status = 'open' THEN findings.opened_at "
-        "ELSE excluded.opened_at END, status = 'open', updated_at = excluded.updated_at, "
-        "resolved_at = NULL WHERE findings.status <> 'open' "
-        "OR findings.message <> excluded.message OR findings.evidence <> excluded.evidence "
-        "OR findings.severity <> excluded.severity",
-        [
-            (
-                d.rule,
-                d.subject,
-                d.severity.value,
-                d.message,
-                _evidence_text(d.evidence),
-                now_us,
-                now_us,
-            )
-            for d in drafts
-        ],
-    )
-
-
-def resolve_findings(db: Db, keys: Sequence[tuple[str, str]], now_us: int) -> None:
-    db.many(
-        "UPDATE findings SET status = 'resolved', resolved_at = ?, updated_at = ? "
-        "WHERE rule = ? AND subject = ? AND status = 'open'",
-        [(now_us, now_us, rule, subject) for rule, subject in keys],
-    )
-
-
-#: A findings page's position: (opened_at, rule, subject) of its last row, the listing's order.
-FindingKey = tuple[int, str, str]
-
-
 def finding_key(finding: Finding) -> FindingKey:
     return (to_micros(finding.opened_at), finding.rule, finding.subject)
-
-
-def findings_page(
-    db: Db, include_resolved: bool, *, after: FindingKey | None, limit: int
-) -> list[Finding]:
-    """The first `limit` findings after `after` in (opened_at, rule, subject) order, a unique
-    order (rule, subject is the key) that the findings_listing index serves."""
-    status = "" if include_resolved else "status = 'open'"
-    page = "" if after is None else "(opened_at, rule, subject) > (?, ?, ?)"
-    rows = db.all(
-        "SELECT rule, subject, severity, message, evidence, status, opened_at, updated_at, "
-        f"resolved_at FROM findings{where_all(status, page)} "
-        "ORDER BY opened_at, rule, subject LIMIT ?",
-        [*(after or ()), limit],
-    )
-    return [
-        Finding(
-            rule=r[0],
-            subject=r[1],
-            severity=Severity(r[2]),
-            message=r[3],
-            evidence=tuple(int(i) for i in r[4].split(",") if i),
-            status=FindingStatus(r[5]),
-            opened_at=from_micros(r[6]),
-            updated_at=from_micros(r[7]),
-            resolved_at=opt_from_micros(r[8]),
-        )
-        for r in rows
-    ]
 
 
 def _sighting(row: Row) -> GpuSighting:
@@ -126,6 +59,10 @@ def _sighting(row: Row) -> GpuSighting:
         first_seen=from_micros(row[5]),
         last_seen=from_micros(row[6]),
         present=bool(row[7]),
+        serial=row[8],
+        board_part_number=row[9],
+        lost=bool(row[10]),
+        pci_subsystem_id=None if row[11] is None else int(row[11]),
     )
 
 

@@ -4,6 +4,7 @@ another agent still freshly claims (raised here so they appear within one attest
 
 from __future__ import annotations
 
+from attest.identifiers import PLACEHOLDER_UUID
 from verifier import findings
 from verifier.model import AgentStatus, VerifiedAttestation
 from verifier.store.api import StoreOptions
@@ -22,7 +23,14 @@ def update_sightings(
     seen_us: int,
     previous: tuple[int | None, int | None],
 ) -> None:
-    """Upsert a present sighting for every reported GPU; mark the ones that left absent."""
+    """Upsert a present sighting for every reported GPU; mark the ones that left absent.
+
+    A GPU fallen off the bus usually comes back as a placeholder (`unknown-gpu-index-N`, state
+    LOST): it names no identity, so it is not stored; the GPUs that left the inventory in that
+    same attestation are the ones that fell off, and are marked lost instead of gone. A GPU
+    whose UUID was still readable comes with its own UUID and the lost flag."""
+    fell_off = any(g.lost and PLACEHOLDER_UUID.match(g.uuid) for g in item.gpus)
+    claims = [g for g in item.gpus if not (g.lost and PLACEHOLDER_UUID.match(g.uuid))]
     present = {
         r[0]
         for r in db.all(
@@ -31,26 +39,33 @@ def update_sightings(
     }
     db.many(
         "INSERT INTO gpu_sightings (uuid, agent_id, site_id, name, pci_device_id, first_seen, "
-        "last_seen, present, last_log_index) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
+        "last_seen, present, last_log_index, serial, board_part_number, lost) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?) "
         "ON CONFLICT (uuid, agent_id) DO UPDATE SET site_id = excluded.site_id, "
         "name = excluded.name, pci_device_id = excluded.pci_device_id, "
-        "last_seen = excluded.last_seen, present = 1, last_log_index = excluded.last_log_index",
+        "last_seen = excluded.last_seen, present = 1, last_log_index = excluded.last_log_index, "
+        "serial = excluded.serial, board_part_number = excluded.board_part_number, "
+        "lost = excluded.lost",
         [
-            (g.uuid, item.agent_id, site_id, g.name, g.pci_device_id, seen_us, seen_us, log_index)
-            for g in item.gpus
+            (g.uuid, item.agent_id, site_id, g.name, g.pci_device_id, seen_us, seen_us,
+             log_index, g.serial, g.board_part_number, int(g.lost))
+            for g in claims
         ],
-    )
-    reported = {g.uuid for g in item.gpus}
+    )  # fmt: skip
+    reported = {g.uuid for g in claims}
     prev_seen, prev_index = previous
-    # A GPU that left the inventory was last seen by the previous attestation.
+    # A GPU that left the inventory was last seen by the previous attestation; one that fell
+    # off the bus keeps as its evidence this attestation, the one that reported the loss.
+    gone_index = log_index if fell_off else prev_index or 0
     db.many(
-        "UPDATE gpu_sightings SET present = 0, last_seen = ?, last_log_index = ? "
+        "UPDATE gpu_sightings SET present = 0, lost = ?, last_seen = ?, last_log_index = ? "
         "WHERE uuid = ? AND agent_id = ?",
         [
-            (prev_seen if prev_seen is not None else seen_us, prev_index or 0, uuid, item.agent_id)
+            (int(fell_off), prev_seen if prev_seen is not None else seen_us, gone_index,
+             uuid, item.agent_id)
             for uuid in sorted(present - reported)
         ],
-    )
+    )  # fmt: skip
 
 
 def raise_duplicates(

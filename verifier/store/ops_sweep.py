@@ -37,7 +37,8 @@ class SweepRules:
 
 _GPU_ROWS = (
     f"SELECT s.uuid, s.agent_id, {SEEN_SQL.format(s='s', a='a')}, "
-    f"{INDEX_SQL.format(s='s', a='a')}, s.present, a.status, a.last_seen_at, a.last_log_index "
+    f"{INDEX_SQL.format(s='s', a='a')}, s.present, a.status, a.last_seen_at, a.last_log_index, "
+    "s.lost "
     "FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id"
 )
 _AGENT_PREFIX = findings.agent_subject("")
@@ -96,15 +97,24 @@ def _stale_drafts(rows: Sequence[Row], now_us: int) -> list[FindingDraft]:
 
 
 def _gpu_drafts(rows: Sequence[Row], rules: SweepRules) -> list[FindingDraft]:
-    """gpu-missing and duplicate-gpu over every sighting of some UUIDs (rows by uuid)."""
+    """gpu-missing, duplicate-gpu and gpu-lost over every sighting of some UUIDs (rows by
+    uuid). A revoked agent's GPUs left the holdings (state `revoked`), and a lost GPU raises
+    gpu-lost: neither is missing."""
     latest: dict[str, findings.GpuLastSeen] = {}
     claims = []
-    for uuid, agent_id, seen, index, present, status, agent_seen, agent_index in rows:
+    lost = []
+    for uuid, agent_id, seen, index, present, status, agent_seen, agent_index, is_lost in rows:
+        active = status == AgentStatus.ACTIVE.value
+        if active and is_lost:
+            lost.append(findings.LostGpu(uuid, agent_id, index))
         candidate = findings.GpuLastSeen(uuid, agent_id, from_micros(seen), index)
-        if uuid not in latest or candidate.last_seen > latest[uuid].last_seen:
+        if (
+            active
+            and not is_lost
+            and (uuid not in latest or candidate.last_seen > latest[uuid].last_seen)
+        ):
             latest[uuid] = candidate
         if present:
-            active = status == AgentStatus.ACTIVE.value
             claims.append(
                 findings.GpuClaimState(
                     uuid, agent_id, active, opt_from_micros(agent_seen), agent_index
@@ -112,7 +122,10 @@ def _gpu_drafts(rows: Sequence[Row], rules: SweepRules) -> list[FindingDraft]:
             )
     now = from_micros(rules.now_us)
     missing = findings.missing_gpus(latest.values(), now, rules.gpu_missing_grace)
-    return missing + findings.duplicate_gpu(claims, now, rules.claim_freshness)
+    lost_uuids = {g.uuid for g in lost}
+    missing = [d for d in missing if d.subject.removeprefix(_GPU_PREFIX) not in lost_uuids]
+    duplicates = findings.duplicate_gpu(claims, now, rules.claim_freshness)
+    return missing + duplicates + findings.lost_gpus(lost)
 
 
 def raise_stale_agents(db: Db, rules: SweepRules, *, after: str | None, limit: int) -> str | None:
@@ -177,8 +190,32 @@ def resolve_page(
         return None
     subjects = [str(r[0]) for r in rows]
     raised = {d.subject for d in _raised(db, rules, rule, subjects)}
-    resolve_findings(db, [(rule, s) for s in subjects if s not in raised], rules.now_us)
+    cleared = [s for s in subjects if s not in raised]
+    if cleared:
+        evidence = {(rule, s): i for s, i in _latest_evidence(db, rule, cleared).items()}
+        resolve_findings(db, [(rule, s) for s in cleared], rules.now_us, cleared_by=evidence)
     return subjects[-1] if len(subjects) == limit else None
+
+
+def _latest_evidence(db: Db, rule: str, subjects: Sequence[str]) -> dict[str, int]:
+    """The log index of the latest accepted evidence about each subject: the evidence that
+    cleared its finding (a fresh attestation, a GPU reported again or by one agent only)."""
+    if rule == findings.AGENT_STALE:
+        ids = [s.removeprefix(_AGENT_PREFIX) for s in subjects if s.startswith(_AGENT_PREFIX)]
+        rows = db.all(
+            "SELECT agent_id, last_log_index FROM agents "
+            f"WHERE agent_id IN {db.in_list(len(ids))}",
+            ids,
+        ) if ids else []  # fmt: skip
+        return {_AGENT_PREFIX + str(r[0]): int(r[1]) for r in rows if r[1] is not None}
+    uuids = [s.removeprefix(_GPU_PREFIX) for s in subjects if s.startswith(_GPU_PREFIX)]
+    rows = db.all(
+        f"SELECT s.uuid, MAX({INDEX_SQL.format(s='s', a='a')}) FROM gpu_sightings s "
+        f"JOIN agents a ON a.agent_id = s.agent_id WHERE s.uuid IN {db.in_list(len(uuids))} "
+        "GROUP BY s.uuid",
+        uuids,
+    ) if uuids else []  # fmt: skip
+    return {_GPU_PREFIX + str(r[0]): int(r[1]) for r in rows if r[1] is not None}
 
 
 def _raised(db: Db, rules: SweepRules, rule: str, subjects: Sequence[str]) -> list[FindingDraft]:
