@@ -25,7 +25,7 @@ GPU_LOST = "gpu-lost"
 SWEPT_RULES = (DUPLICATE_GPU, GPU_MISSING, AGENT_STALE, GPU_LOST)
 #: The rules a revoked agent's findings may come from (its own subject or its GPUs'): they
 #: resolve with the reason "agent revoked" when it is revoked.
-FLEET_RULES = (*SWEPT_RULES, EVIDENCE_GAP, EVIDENCE_FORK)
+FLEET_RULES = (*SWEPT_RULES, EVIDENCE_GAP, EVIDENCE_FORK, SITE_CLAIM_MISMATCH)
 #: The reason recorded on the findings a revocation resolves.
 AGENT_REVOKED = "agent revoked"
 

@@ -41,6 +41,19 @@ def test_a_claim_other_than_the_token_site_raises_and_clears(store: Store) -> No
     assert isinstance(cleared, Accepted)
     [(subject, status, _, _)] = _claims(store)
     assert (subject, status) == ("agent:a1", FindingStatus.RESOLVED)
+    [finding] = [f for f in store.iter_findings(include_resolved=True) if f.subject == subject]
+    assert finding.cleared_by == cleared.log_index  # the evidence that cleared it
+
+
+def test_revoking_the_agent_resolves_its_site_claim_finding(store: Store) -> None:
+    enroll(store, "a1", site="fra")
+    [moved] = store.accept([replace(Chain("a1").next(T0), site_claim="iad")], T0)
+    assert isinstance(moved, Accepted)
+    store.revoke_agent("a1", T0 + timedelta(minutes=1), "decommissioned")
+    [finding] = [
+        f for f in store.iter_findings(include_resolved=True) if f.rule == SITE_CLAIM_MISMATCH
+    ]
+    assert (finding.status, finding.resolved_reason) == (FindingStatus.RESOLVED, "agent revoked")
 
 
 def test_the_latest_claim_in_a_batch_decides(store: Store) -> None:
