@@ -33,6 +33,29 @@ def import_registry(db: Db, registry: Registry, now_us: int, by: str, source: by
     """Replace the current registry and keep it as a new version; returns its number."""
     _replace_current(db, registry)
     digest = hashlib.sha256(source).digest()
+    return _add_version(db, registry, now_us, by=by, source=source, digest=digest)
+
+
+#: Who "imported" the registry a store held when migration 0005 gave registries a history.
+BEFORE_HISTORY = "migration 0005 (imported before registry history was kept)"
+
+
+def version_unversioned(db: Db, now_us: int) -> None:
+    """Migration 0005's data step: a registry imported before versions were kept becomes the
+    first version, dated at the migration. Its real import date is unknown, so a date before
+    the migration reads no registry (fail closed) rather than a guessed one. No file was kept:
+    the digest is of the stored content."""
+    registry = load_registry(db)
+    if registry == Registry():
+        return
+    content = json.dumps(_encode(registry), sort_keys=True).encode("utf-8")
+    digest = hashlib.sha256(content).digest()
+    _add_version(db, registry, now_us, by=BEFORE_HISTORY, source=b"", digest=digest)
+
+
+def _add_version(
+    db: Db, registry: Registry, now_us: int, *, by: str, source: bytes, digest: bytes
+) -> int:
     row = db.one(
         "INSERT INTO registry_versions (imported_at, imported_by, digest, source, content) "
         "VALUES (?, ?, ?, ?, ?) RETURNING version",

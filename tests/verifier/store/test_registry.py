@@ -4,15 +4,23 @@ tests/verifier/test_registry.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
+import psycopg
+
+from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import Chain, enroll, gpus
 from tests.verifier.test_registry import EXAMPLE
 from verifier.model import AuditKind
 from verifier.registry import parse_registry
-from verifier.registry_model import Registry
+from verifier.registry_model import Entity, Registry, Site, VeuStatus
 from verifier.store.api import Store
+from verifier.store.migrations import load_migrations, statements
+from verifier.store.ops_registry import BEFORE_HISTORY
+from verifier.store.sqlbase import POSTGRES, SQLITE
 
 
 def test_registry_round_trips_through_the_store(store: Store) -> None:
@@ -74,3 +82,53 @@ def test_present_gpus_are_counted_by_the_agents_site(store: Store) -> None:
         assert not isinstance(outcome, Exception)
     store.revoke_agent("a4", now, "test")
     assert store.present_gpus_by_site() == {"fra": 3, "iad": 1}
+
+
+def _run_raw(backend: Backend, sql: list[str]) -> None:
+    """Statements on the backend's database without the store (building an older schema)."""
+    if backend.name == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as db:
+            for statement in sql:
+                db.execute(statement)
+            db.commit()
+        return
+    with psycopg.connect(backend.url, autocommit=True) as conn:
+        for statement in sql:
+            conn.execute(statement)
+
+
+def test_a_registry_imported_before_history_becomes_the_first_version(backend: Backend) -> None:
+    """A store at schema 4 holding a registry: migration 0005 keeps it as version 1, dated at
+    the migration, so today reads it and an earlier date reads none (its import date is not
+    known; fail closed)."""
+    dialect = SQLITE if backend.name == "sqlite" else POSTGRES
+    schema_version = (
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at BIGINT NOT NULL)"
+    )
+    sql = [schema_version]
+    for migration in [m for m in load_migrations() if m.version < 5]:
+        sql += [
+            s.format(bytes=dialect.bytes_type, auto_id=dialect.auto_id,
+                     without_rowid=dialect.without_rowid)
+            for s in statements(migration.sql)
+        ]  # fmt: skip
+        sql.append(f"INSERT INTO schema_version VALUES ({migration.version}, 'm', 0)")
+    sql += [
+        "INSERT INTO reg_entities VALUES ('acme', 'Acme', 'US', 'US', 'none')",
+        "INSERT INTO reg_sites VALUES ('fra', 'acme', 'DE', 50.5, 8.5, NULL)",
+    ]
+    _run_raw(backend, sql)
+    before = datetime.now(UTC).date() - timedelta(days=1)
+    store = backend.open()
+    current = Registry(
+        entities=(Entity("acme", "Acme", "US", "US", VeuStatus.NONE),),
+        sites=(Site("fra", "acme", "DE", 50.5, 8.5),),
+    )
+    assert store.load_registry() == current
+    [version] = store.registry_history()
+    assert (version.version, version.imported_by, version.sites) == (1, BEFORE_HISTORY, 1)
+    assert store.load_registry(version.imported_at.date()) == current
+    assert store.load_registry(before) == Registry()
+    # The next import is version 2.
+    assert store.import_registry(Registry()) == 2

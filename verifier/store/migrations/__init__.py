@@ -9,6 +9,7 @@ caller runs the whole check-and-apply inside one write transaction that other op
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -44,6 +45,15 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+def _data_steps() -> dict[int, Callable[[Db, int], None]]:
+    """Steps that SQL written once for both dialects cannot express, by the migration they
+    belong to. They run after every migration of the same call, in the same transaction, so
+    the store code they use (imported here) meets the schema it was written for."""
+    from verifier.store.ops_registry import version_unversioned  # noqa: PLC0415
+
+    return {5: version_unversioned}
+
+
 def apply_migrations(db: Db, applied_at_micros: int) -> list[int]:
     """Apply the migrations `db` lacks, inside the caller's transaction; returns their versions."""
     db.run(
@@ -52,6 +62,7 @@ def apply_migrations(db: Db, applied_at_micros: int) -> list[int]:
     )
     done = {int(row[0]) for row in db.all("SELECT version FROM schema_version")}
     applied: list[int] = []
+    steps = _data_steps()
     for migration in load_migrations():
         if migration.version in done:
             continue
@@ -68,6 +79,9 @@ def apply_migrations(db: Db, applied_at_micros: int) -> list[int]:
             (migration.version, migration.name, applied_at_micros),
         )
         applied.append(migration.version)
+    for version in applied:
+        if version in steps:
+            steps[version](db, applied_at_micros)
     return applied
 
 
