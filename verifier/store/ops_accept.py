@@ -48,8 +48,10 @@ def leaf_hash(envelope: bytes) -> bytes:
 def inventory_fingerprint(gpus: Sequence[GpuClaim]) -> bytes:
     """A digest of the GPU list that fleet state keeps, independent of GPU order."""
     rows = sorted(
-        (g.uuid, g.name, g.pci_device_id, g.pci_subsystem_id, g.power_limit_w) for g in gpus
-    )
+        (g.uuid, g.name, g.pci_device_id, g.pci_subsystem_id, g.power_limit_w, g.lost, g.serial,
+         g.board_part_number)
+        for g in gpus
+    )  # fmt: skip
     # repr of str/int/None tuples is unambiguous and C-fast; should it ever change between
     # Python versions, the cost is one full fleet-state rewrite per agent, not a wrong answer.
     return hashlib.sha256(repr(rows).encode("utf-8")).digest()

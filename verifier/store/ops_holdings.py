@@ -32,22 +32,23 @@ def update_presence(db: Db, *, item: VerifiedAttestation, site_id: str, log_inde
     of every GPU that left or changed attributes, open one for every GPU that came or changed,
     and keep the sightings' classification columns current. Runs only on a changed inventory."""
     received_us = to_micros(item.received_at)
-    before: dict[str, _Attrs] = {
-        r[0]: (r[1], r[2], int(r[3]))
-        for r in db.all(
-            "SELECT uuid, pci_device_id, pci_subsystem_id, power_limit_w FROM gpu_sightings "
-            "WHERE agent_id = ? AND present = 1",
-            (item.agent_id,),
-        )
-    }
-    # A placeholder (a GPU fallen off the bus without a readable UUID) names no GPU: the GPU
-    # it was is the one that left the inventory, and its interval closes.
+    held = db.all(
+        "SELECT uuid, pci_device_id, pci_subsystem_id, power_limit_w, lost FROM gpu_sightings "
+        "WHERE agent_id = ? AND (present = 1 OR lost = 1)",
+        (item.agent_id,),
+    )
+    before: dict[str, _Attrs] = {r[0]: (r[1], r[2], int(r[3])) for r in held}
+    # A placeholder (a GPU fallen off the bus without a readable UUID) names no GPU: the GPUs
+    # that left the inventory with it fell off the bus. A lost GPU is still held (docs/design.md
+    # §5): its interval stays open until it is reported again or its agent is revoked.
     now: dict[str, _Attrs] = {
         g.uuid: (g.pci_device_id, g.pci_subsystem_id, g.power_limit_w)
         for g in item.gpus
         if not PLACEHOLDER_UUID.match(g.uuid)
     }
-    closing = sorted(u for u, attrs in before.items() if now.get(u) != attrs)
+    fell_off = any(g.lost and PLACEHOLDER_UUID.match(g.uuid) for g in item.gpus)
+    lost = {str(r[0]) for r in held if (r[4] or fell_off) and r[0] not in now}
+    closing = sorted(u for u, attrs in before.items() if u not in lost and now.get(u) != attrs)
     opening = sorted(u for u, attrs in now.items() if before.get(u) != attrs)
     db.many(
         "UPDATE gpu_presence SET to_us = ? WHERE uuid = ? AND agent_id = ? AND to_us IS NULL",
@@ -147,7 +148,7 @@ _CURRENT = (
     "SELECT s.site_id, s.pci_device_id, s.pci_subsystem_id, COUNT(*), SUM(s.power_limit_w), "
     "MIN(COALESCE(s.first_received, s.first_seen)), MIN(s.last_log_index), "
     "MAX(a.last_log_index) FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id "
-    "WHERE s.present = 1 AND a.status = ? "
+    "WHERE (s.present = 1 OR s.lost = 1) AND a.status = ? "
     "GROUP BY s.site_id, s.pci_device_id, s.pci_subsystem_id"
 )
 # An interval counts at the end of the day when it opened before and had not closed by then;

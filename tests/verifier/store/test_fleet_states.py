@@ -4,7 +4,8 @@ reason recorded; gpu-missing grouped by host."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import date, timedelta
 
 from tests.verifier.store.helpers import H100, T0, Chain, enroll, gpus, nonce
 from verifier.model import FindingStatus, GpuClaim
@@ -109,3 +110,40 @@ def test_gpu_missing_grouped_by_host(store: Store) -> None:
     assert [u for _, u in groups[0].first] == ["GPU-0", "GPU-1", "GPU-2"]
     ids = {f.subject: f.id for f in store.iter_findings()}
     assert groups[1].first == ((ids["gpu:GPU-9"], "GPU-9"),)
+
+
+def _held(store: Store, at: date | None = None) -> int:
+    return sum(row.count for row in store.holdings(at))
+
+
+def test_a_lost_gpu_stays_counted_in_the_holdings(store: Store) -> None:
+    enroll(store, "a1")
+    chain = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
+    store.accept([chain.next(T0)], T0)
+    t1 = T0 + timedelta(seconds=30)
+    store.accept([chain.next(t1, inventory=(gpus("GPU-1")[0], LOST_PLACEHOLDER))], t1)
+    assert (_held(store), _held(store, T0.date())) == (2, 2)  # lost: still held
+    t2 = t1 + timedelta(seconds=30)
+    store.accept([chain.next(t2, inventory=(gpus("GPU-1")[0], LOST_PLACEHOLDER))], t2)
+    assert (_held(store), _held(store, T0.date())) == (2, 2)
+    t3 = t2 + timedelta(seconds=30)
+    store.accept([chain.next(t3, inventory=gpus("GPU-1", "GPU-2"))], t3)  # back: one interval
+    assert (_held(store), _held(store, T0.date())) == (2, 2)
+    t4 = t3 + timedelta(seconds=30)
+    store.accept([chain.next(t4, inventory=gpus("GPU-1"))], t4)  # removed, not lost
+    assert (_held(store), _held(store, T0.date())) == (1, 1)
+    store.revoke_agent("a1", t4, "gone")
+    assert _held(store) == 0
+
+
+def test_a_gpu_that_turns_lost_under_its_own_uuid_is_seen_at_once(store: Store) -> None:
+    """Nothing else about the GPU changes: the lost flag alone is an inventory change."""
+    enroll(store, "a1")
+    ok = GpuClaim(uuid="GPU-7", pci_device_id=H100, serial="1651")
+    chain = Chain("a1", inventory=(ok,))
+    store.accept([chain.next(T0)], T0)
+    assert _sighting(store, "GPU-7") == (True, False)
+    t1 = T0 + timedelta(seconds=30)
+    store.accept([chain.next(t1, inventory=(replace(ok, lost=True),))], t1)
+    assert _sighting(store, "GPU-7") == (True, True)
+    assert _held(store) == 1
