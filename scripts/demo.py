@@ -1,11 +1,13 @@
-"""`make demo`: a verifier, four simulated GPU hosts and a regulator, over loopback, end to end.
+"""`make demo`: a verifier, five simulated GPU hosts and a regulator, over loopback, end to end.
 
 Starts `gpu-attest-verifier serve` (embedded SQLite, TLS, its own CA), imports the example
-registry, enrolls four simulated hosts with one-time tokens (8x H100 SXM, 8x H200, 4x GB200, and
-a host that reports a cloned GPU UUID), runs their agents, waits until the verifier has stored
-every GPU, prints the fleet and findings as the verifier stored them, verifies the log's signed
-checkpoint and one envelope's inclusion proof as a regulator would (offline, key only), and shuts
-everything down.
+registry, enrolls five simulated hosts with one-time tokens (8x H100 SXM, 8x H200 and 4x GB200 in
+Frankfurt, a host in Virginia that reports a cloned GPU UUID, and 8x H200 in Abu Dhabi held under
+a licence for 4), runs their agents, waits until the verifier has stored every GPU, prints the
+fleet and findings as the verifier stored them, shows the AI Diffusion policy pack in short and
+reconciles the fleet against it (the planted licence and UVEU-share violations, with their
+arithmetic), verifies the log's signed checkpoint and one envelope's inclusion proof as a
+regulator would (offline, key only), and shuts everything down.
 Exits 0 when all of that happened, 1 otherwise. Everything stays on 127.0.0.1.
 """
 
@@ -33,7 +35,11 @@ HOSTS = {  # machine file -> GPUs it reports
     "h200-node.toml": 8,
     "gb200-node.toml": 4,
     "clone-node.toml": 2,
+    "auh-node.toml": 8,
 }
+SITES = {"clone-node": "acme-iad1", "auh-node": "globex-auh1"}  # the others: acme-fra1
+#: What reconciling the demo fleet under the published AI Diffusion rule must find.
+PLANTED = {"licence-exceeded": "authorization:D1234567", "uveu-us-share": "entity:acme@US"}
 CLONED_UUID = "GPU-9303fa81-971e-427a-073f-68bae45210bd"
 DEADLINE_S = 90.0
 
@@ -98,7 +104,7 @@ def write_verifier_config(state: Path) -> Demo:
 def start_agent(demo: Demo, machine: str, log: Any) -> subprocess.Popen[bytes]:
     name = machine.removesuffix(".toml")
     state_dir = demo.state / name
-    site = "acme-iad1" if name == "clone-node" else "acme-fra1"
+    site = SITES.get(name, "acme-fra1")
     token = demo.verifier("token", "create", "--site", site, "--ttl", "1h").strip()
     agent = str(BIN / "gpu-attest-agent")
     ca = str(demo.state / "ca.pem")
@@ -153,6 +159,37 @@ def wait_for_duplicate(demo: Demo) -> list[dict[str, Any]]:
     raise SystemExit("no duplicate-gpu finding for the cloned UUID within 30 s")
 
 
+def show_policy(demo: Demo) -> None:
+    """The pack's headline lines: tiers, caps, shares, thresholds (not sources or catalogue)."""
+    for line in demo.verifier("policy", "show", "aidr-2025").splitlines():
+        if line.startswith("catalogue"):
+            print(f"{line}; `gpu-attest-verifier policy show aidr-2025` lists them")
+            return
+        if not line.startswith("    "):
+            print(line[:160])
+
+
+def reconcile(demo: Demo) -> bool:
+    """Reconcile under aidr-2025 (the pack in force today, baseline-2025-05, sets no UVEU
+    shares) and check the planted violations were found; print what a licence officer reads."""
+    cmd = [str(BIN / "gpu-attest-verifier"), "--config", str(demo.verifier_toml)]
+    done = subprocess.run(
+        [*cmd, "reconcile", "--policy", "aidr-2025"], capture_output=True, text=True, check=False
+    )
+    print(done.stdout.rstrip())
+    found = json.loads(
+        subprocess.run(
+            [*cmd, "reconcile", "--policy", "aidr-2025", "--json"],
+            capture_output=True, text=True, check=False,
+        ).stdout
+    )["findings"]  # fmt: skip
+    raised = {(f["rule"], f["subject"]) for f in found}
+    missing = [rule for rule, subject in PLANTED.items() if (rule, subject) not in raised]
+    if missing:
+        print(f"   planted violations not found: {', '.join(missing)}")
+    return not missing
+
+
 def check_log_offline(demo: Demo) -> bool:
     """What a regulator does with files it was handed: verify them with the log's public key."""
     key, checkpoint = demo.state / "verifier.pub", demo.state / "log.checkpoint"
@@ -183,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     ok = False
     try:
-        say("registry: entity acme, sites acme-fra1 (DE) and acme-iad1 (US)")
+        say("registry: acme (UVEU) in DE and US; globex in AE, licensed for 4 GPUs")
         print(demo.verifier("registry", "import", str(ROOT / "examples" / "registry.toml")))
         say(f"verifier: mTLS on 127.0.0.1:{demo.attest_port}, enrollment on :{demo.enroll_port}")
         serve = [str(BIN / "gpu-attest-verifier"), "--config", str(demo.verifier_toml), "serve"]
@@ -202,12 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         print(demo.verifier("agents"))
         say("findings")
         print(demo.verifier("findings"))
+        say("policy pack aidr-2025 (the AI Diffusion rule as published), in short")
+        show_policy(demo)
+        say("reconcile: the fleet against the registry and aidr-2025")
+        planted_ok = reconcile(demo)
         say("regulator: the log's signed checkpoint and one envelope's inclusion proof, offline")
         regulator_ok = check_log_offline(demo)
         gpus = sum(len(h["gpus"]) for h in hosts)
         dup = [f for f in findings if f["rule"] == "duplicate-gpu"]
         print(f"{len(hosts)} hosts, {gpus} GPU records; duplicate-gpu: {dup[0]['subject']}")
-        ok = regulator_ok and any(CLONED_UUID in f["subject"] for f in dup)
+        ok = planted_ok and regulator_ok and any(CLONED_UUID in f["subject"] for f in dup)
     finally:
         say("shutting down (SIGTERM)")
         for what, proc in reversed(procs):
