@@ -108,6 +108,10 @@ async def test_enrolled_agents_attest_and_enroll_works_during_a_flood(flooded: R
                 await call.read()
             assert ended.value.code() == grpc.StatusCode.ABORTED
             assert (ended.value.details() or "").startswith("stream-replaced")
+        for _ in range(200):  # replaced handlers may still be unwinding: bounded wait
+            if running.core.agent_streams.count(hostile.agent_id) == 2:
+                break
+            await asyncio.sleep(0.05)
         assert running.core.agent_streams.count(hostile.agent_id) == 2
         # Meanwhile honest agents enroll and attest, and get receipts.
         for _ in range(3):
@@ -167,6 +171,12 @@ async def test_a_stream_that_sends_no_evidence_is_closed(tmp_path: Path) -> None
                     assert message.HasField("challenge")
             assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert (ended.value.details() or "").startswith("stream-idle")
+        # The server's handler may still be unwinding when the client sees the status: wait
+        # (bounded) for it to release the stream's slot rather than race it.
+        for _ in range(200):
+            if running.core.agent_streams.count(agent.agent_id) == 0:
+                break
+            await asyncio.sleep(0.05)
         assert running.core.agent_streams.count(agent.agent_id) == 0
     finally:
         await running.stop(0)
