@@ -9,7 +9,7 @@ from verifier import findings
 from verifier.model import AgentStatus, VerifiedAttestation
 from verifier.store.api import StoreOptions
 from verifier.store.ops_fleet import upsert_findings
-from verifier.store.sqlbase import Db, from_micros, opt_from_micros
+from verifier.store.sqlbase import Db, from_micros, opt_from_micros, to_micros
 
 _IN_CHUNK = 500
 
@@ -57,15 +57,42 @@ def update_sightings(
     # A GPU that left the inventory was last seen by the previous attestation; one that fell
     # off the bus keeps as its evidence this attestation, the one that reported the loss.
     gone_index = log_index if fell_off else prev_index or 0
+    # A GPU already reported lost under its own UUID stays lost when it drops out of the
+    # inventory (a driver reload stops listing it): still held until reported again, as the
+    # presence intervals (ops_holdings.update_presence) count it.
     db.many(
-        "UPDATE gpu_sightings SET present = 0, lost = ?, last_seen = ?, last_log_index = ? "
-        "WHERE uuid = ? AND agent_id = ?",
+        "UPDATE gpu_sightings SET present = 0, lost = CASE WHEN lost = 1 THEN 1 ELSE ? END, "
+        "last_seen = ?, last_log_index = ? WHERE uuid = ? AND agent_id = ?",
         [
             (int(fell_off), prev_seen if prev_seen is not None else seen_us, gone_index,
              uuid, item.agent_id)
             for uuid in sorted(present - reported)
         ],
     )  # fmt: skip
+    release_lost_elsewhere(db, item=item, reported=sorted(reported))
+
+
+def release_lost_elsewhere(db: Db, *, item: VerifiedAttestation, reported: list[str]) -> None:
+    """A lost GPU stays held by the agent that lost it until it is reported again, by any agent:
+    a repaired board installed in another host is that host's now. Otherwise it would count at
+    both sites (no `duplicate-gpu`, which looks at present claims only) until the first agent
+    is revoked. The sweep resolves `gpu-lost` once no agent holds the GPU as lost."""
+    received_us = to_micros(item.received_at)
+    for start in range(0, len(reported), _IN_CHUNK):
+        chunk = reported[start : start + _IN_CHUNK]
+        released = db.all(
+            "SELECT uuid, agent_id FROM gpu_sightings WHERE present = 0 AND lost = 1 "
+            f"AND agent_id <> ? AND uuid IN {db.in_list(len(chunk))}",
+            (item.agent_id, *chunk),
+        )
+        db.many(
+            "UPDATE gpu_presence SET to_us = ? WHERE uuid = ? AND agent_id = ? AND to_us IS NULL",
+            [(received_us, uuid, agent) for uuid, agent in released],
+        )
+        db.many(
+            "UPDATE gpu_sightings SET lost = 0 WHERE uuid = ? AND agent_id = ?",
+            [(uuid, agent) for uuid, agent in released],
+        )
 
 
 def raise_duplicates(

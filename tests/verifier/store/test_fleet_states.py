@@ -147,3 +147,42 @@ def test_a_gpu_that_turns_lost_under_its_own_uuid_is_seen_at_once(store: Store) 
     store.accept([chain.next(t1, inventory=(replace(ok, lost=True),))], t1)
     assert _sighting(store, "GPU-7") == (True, True)
     assert _held(store) == 1
+
+
+def test_a_gpu_lost_under_its_own_uuid_then_unlisted_stays_lost_and_held(store: Store) -> None:
+    """NVML first reports the GPU LOST under its UUID; after a driver reload it is not listed at
+    all. It is still held and lost (not gone), now and --at alike, until reported again."""
+    enroll(store, "a1")
+    ok, other = GpuClaim(uuid="GPU-7", pci_device_id=H100), GpuClaim("GPU-8", pci_device_id=H100)
+    chain = Chain("a1", inventory=(ok, other))
+    store.accept([chain.next(T0)], T0)
+    t1 = T0 + timedelta(seconds=30)
+    store.accept([chain.next(t1, inventory=(replace(ok, lost=True), other))], t1)
+    t2 = t1 + timedelta(seconds=30)
+    store.accept([chain.next(t2, inventory=(other,))], t2)
+    assert _sighting(store, "GPU-7") == (False, True)
+    assert (_held(store), _held(store, t2.date())) == (2, 2)
+
+
+def test_a_lost_gpu_reported_by_another_host_is_that_hosts_alone(store: Store) -> None:
+    """A repaired board installed in another host: held there, no longer by the host that lost
+    it, so it is not counted at both sites; gpu-lost resolves at the next sweep."""
+    enroll(store, "a1", "site-a")
+    enroll(store, "b1", "site-b")
+    a1 = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
+    store.accept([a1.next(T0)], T0)
+    t1 = T0 + timedelta(seconds=30)
+    store.accept([a1.next(t1, inventory=(gpus("GPU-1")[0], LOST_PLACEHOLDER))], t1)
+    store.sweep(t1 + GRACE * 2, GRACE)
+    assert ("gpu-lost", "gpu:GPU-2") in _open(store)
+    t2 = t1 + timedelta(days=1)
+    b1 = Chain("b1", inventory=gpus("GPU-2"))
+    store.accept([b1.next(t2)], t2)
+    t3 = t2 + timedelta(seconds=30)
+    store.accept([a1.next(t3, inventory=gpus("GPU-1"))], t3)
+    assert sorted((r.site_id, r.count) for r in store.holdings()) == [("site-a", 1), ("site-b", 1)]
+    assert _held(store, t3.date()) == 2
+    assert _held(store, t1.date()) == 2  # the day it was lost it was still a1's
+    assert _sighting(store, "GPU-2", "a1") == (False, False)
+    store.sweep(t3, GRACE)
+    assert ("gpu-lost", "gpu:GPU-2") not in _open(store)
