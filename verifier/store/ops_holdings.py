@@ -188,15 +188,21 @@ def holdings(db: Db, at: date | None) -> list[HoldingRow]:
 def postures_page(db: Db, *, at: date | None, after: str | None, limit: int) -> list[PostureRow]:
     """One keyset page of postures by agent_id: the stored latest of active agents, or the
     latest accepted before the end of `at` of agents not revoked by then."""
-    page, params = ("", []) if after is None else (" AND p.agent_id > ?", [after])
     if at is None:
+        # An agent that holds GPUs but never attested a posture (none stored yet) is listed
+        # with no checks: every required check is then missing, and missing fails (fail
+        # closed), rather than its GPUs escaping the safeguard rules.
+        page, params = ("", []) if after is None else (" AND a.agent_id > ?", [after])
         rows = db.all(
-            "SELECT p.agent_id, a.site_id, p.checks, p.log_index FROM agent_posture p "
-            f"JOIN agents a ON a.agent_id = p.agent_id WHERE a.status = ?{page} "
-            "ORDER BY p.agent_id LIMIT ?",
+            "SELECT a.agent_id, a.site_id, p.checks, p.log_index FROM agents a "
+            "LEFT JOIN agent_posture p ON p.agent_id = a.agent_id WHERE a.status = ? "
+            "AND (p.agent_id IS NOT NULL OR EXISTS (SELECT 1 FROM gpu_sightings s WHERE "
+            f"s.agent_id = a.agent_id AND (s.present = 1 OR s.lost = 1))){page} "
+            "ORDER BY a.agent_id LIMIT ?",
             [AgentStatus.ACTIVE.value, *params, limit],
         )
     else:
+        page, params = ("", []) if after is None else (" AND p.agent_id > ?", [after])
         end = end_of_day_us(at)
         rows = db.all(
             "SELECT p.agent_id, a.site_id, p.checks, p.log_index FROM posture_history p "
@@ -210,8 +216,8 @@ def postures_page(db: Db, *, at: date | None, after: str | None, limit: int) -> 
         PostureRow(
             site_id=site,
             agent_id=agent_id,
-            checks=json.loads(checks),
-            evidence=(int(index),),
+            checks={} if checks is None else json.loads(checks),
+            evidence=() if index is None else (int(index),),
         )
         for agent_id, site, checks, index in rows
     ]

@@ -160,6 +160,20 @@ def test_postures_now_and_at_a_date_keep_history_only_on_change(backend: Backend
     assert [p.agent_id for p in store.postures(date(2026, 3, 2))] == ["a1", "b1"]
 
 
+def test_an_agent_holding_gpus_without_a_stored_posture_is_judged_with_none(
+    backend: Backend,
+) -> None:
+    """Agents that last attested before postures were stored hold GPUs but have no posture row:
+    they are listed with no checks, so the safeguard rules find every required check missing
+    (fail closed) instead of skipping them. An agent holding nothing is not listed."""
+    store = backend.open()
+    enroll(store, "a1", "site-a")
+    enroll(store, "b1", "site-b")  # enrolled, never attested
+    send(store, Chain("a1"), DAY1, (gpu("GPU-1"),), posture=(("secure-boot", "pass"),))
+    assert backend.query("DELETE FROM agent_posture RETURNING agent_id") == [("a1",)]
+    assert list(store.postures()) == [PostureRow("site-a", "a1", {}, ())]
+
+
 def test_a_placeholder_names_no_gpu_and_is_not_held(store: Store) -> None:
     enroll(store, "a1")
     chain = Chain("a1")
