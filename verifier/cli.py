@@ -338,7 +338,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "log":
             return run_log_command(args, store, config)
         if args.command in ("reconcile", "holdings"):
-            return run_compliance_command(args, store)
+            return run_compliance_command(args, store, config.policy)
         if args.command == "registry":
             return run_registry_command(args, store)
         return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)

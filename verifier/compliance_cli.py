@@ -4,8 +4,10 @@ policy pack (docs/design.md §14), offline on a state directory or against Postg
     reconcile [--at DATE] [--policy ID|FILE] [--json]
         holdings as of the end of DATE (UTC; default today), the registry as it stood then, the
         pack in force then (or --policy); prints every finding with its arithmetic and the
-        totals. For today it also stores the findings and resolves the compliance findings it
-        no longer raises; a past --at only reports. Exit 5 when it raised a finding.
+        totals. For today, under the pack in force, it also stores the findings and resolves
+        the compliance findings it no longer raises; a past --at, or another pack named by
+        --policy, only reports (so trying a pack never rewrites the findings' history). Exit 5
+        when it raised a finding.
     holdings [--at DATE] [--by site|country|entity|authorization|model] [--policy ID|FILE]
              [--json]
         GPUs and TPP per group (default: by country, with each country's tier).
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from attest.errors import PolicyNotFoundError
 from attest.text import escape
 from verifier.exits import VerifierExit
 from verifier.model import FindingDraft, FindingStatus
@@ -71,11 +74,18 @@ def add_compliance_parsers(
     hold.add_argument("--by", choices=GROUPINGS, default="country")
 
 
-def run_compliance_command(args: argparse.Namespace, store: Store) -> int:
-    """Run `reconcile` or `holdings`. Raises PolicyNotFoundError / PolicyError for a bad
-    --policy or no pack in force at the date, StoreError when the store fails."""
+def run_compliance_command(args: argparse.Namespace, store: Store, configured: str = "") -> int:
+    """Run `reconcile` or `holdings`. `configured` is the config's `policy` ("" = the built-in
+    pack in force at the date). Raises PolicyNotFoundError / PolicyError for a bad pack or no
+    pack in force at the date, StoreError when the store fails."""
     on: date = args.at or _today()
-    pack = find_pack(args.policy) if args.policy else pack_in_force(builtin_packs(), on)
+    in_force = find_pack(configured) if configured else _pack_in_force(on)
+    if args.policy:
+        pack = find_pack(args.policy)
+    elif in_force is not None:
+        pack = in_force
+    else:
+        pack = pack_in_force(builtin_packs(), on)  # raises: no pack in force at that date
     current = on == _today()
     registry = store.load_registry(on)
     if args.command == "holdings":
@@ -83,9 +93,24 @@ def run_compliance_command(args: argparse.Namespace, store: Store) -> int:
         countries = {site.id: site.country for site in registry.sites}
         return _holdings(args, result, pack, countries)
     result = _run(store, registry, pack, on, current=current, postures=True)
-    resolved = _store_findings(store, result.findings) if current else None
-    _report(args.json, result, resolved)
+    # The stored findings follow the regime in force: a finding resolved only because another
+    # pack was tried would lose its id and history, and reopen as a new one when tried back.
+    if not current:
+        why = "a past date"
+    elif in_force is None or pack.id != in_force.id:
+        why = f"not the pack in force ({in_force.id if in_force else 'none'})"
+    else:
+        why = ""
+    resolved = None if why else _store_findings(store, result.findings)
+    _report(args.json, result, resolved, why)
     return VerifierExit.FINDINGS if result.findings else VerifierExit.OK
+
+
+def _pack_in_force(on: date) -> PolicyPack | None:
+    try:
+        return pack_in_force(builtin_packs(), on)
+    except PolicyNotFoundError:
+        return None
 
 
 def _run(
@@ -140,13 +165,16 @@ def _totals_text(t: Totals) -> str:
     )
 
 
-def _report(as_json: bool, r: Reconciliation, resolved: list[tuple[str, str]] | None) -> None:
+def _report(
+    as_json: bool, r: Reconciliation, resolved: list[tuple[str, str]] | None, why: str
+) -> None:
     if as_json:
         print_json(
             {
                 "at": r.on.isoformat(),
                 "pack": r.pack_id,
                 "stored": resolved is not None,
+                "not_stored_because": why,
                 "findings": [_finding(d) for d in r.findings],
                 "resolved": [{"rule": k[0], "subject": k[1]} for k in resolved or ()],
                 "totals": jsonable(r.total),
@@ -162,7 +190,7 @@ def _report(as_json: bool, r: Reconciliation, resolved: list[tuple[str, str]] | 
     if not r.findings:
         print("no findings")
     if resolved is None:
-        print("a past date: reported only; the open findings were not changed")
+        print(f"{why}: reported only; the open findings were not changed")
     else:
         print(f"stored {len(r.findings)} finding(s); resolved {len(resolved)} that no longer hold")
 

@@ -112,6 +112,10 @@ class VerifierConfig:
     metrics_listen: str = "127.0.0.1:9464"
     #: origin line of the log's signed checkpoints; "" derives one from the receipt key id
     log_origin: str = ""
+    #: the policy pack `reconcile` stores findings under: a built-in id or a pack file; ""
+    #: takes the built-in pack in force at the date. `reconcile --policy` with another pack
+    #: only reports (docs/design.md §14).
+    policy: str = ""
     tls: TlsConfig = field(default_factory=TlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
@@ -219,6 +223,7 @@ def _from_table(t: tc.Table) -> VerifierConfig:
         database=t.get("database", _database, d.database),
         metrics_listen=t.get("metrics_listen", _address(empty=True), d.metrics_listen),
         log_origin=t.get("log_origin", tc.text(empty=True), d.log_origin),
+        policy=t.get("policy", tc.text(max_len=4096, empty=True), d.policy),
         tls=_tls(t.table("tls")),
         stream=_stream(t.table("stream")),
         fleet=_fleet(t.table("fleet")),

@@ -102,20 +102,30 @@ def offline_session(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: 
     # Under the AI Diffusion rule as published, a US-headquartered UVEU holding everything in
     # Germany is below the 50% it must hold in the US.
     code, aidr = VerifierExit.FINDINGS, ("--policy", "aidr-2025")
-    now = verifier(capsys, config, "reconcile", *aidr, "--json", expected=code)
+    tried = verifier(capsys, config, "reconcile", *aidr, "--json", expected=code)
+    # Another pack than the one in force only reports: trying a pack never rewrites the stored
+    # findings' history.
+    assert tried["stored"] is False and "not the pack in force" in tried["not_stored_because"]
+    assert verifier(capsys, config, "findings", "--json") == []
+    # A team that runs under the published rule says so in its configuration.
+    plain = config.read_text()
+    config.write_text('policy = "aidr-2025"\n' + plain)
+    now = verifier(capsys, config, "reconcile", "--json", expected=code)
     assert now["totals"]["units"] == 8 and now["stored"] is True
+    assert now["findings"] == tried["findings"]
     raised = {(f["rule"], f["subject"]) for f in now["findings"]}
     assert ("uveu-us-share", "entity:acme@US") in raised, now["findings"]
     for f in now["findings"]:
         assert {"rule", "severity", "subject", "message", "evidence"} <= set(f)
     stored = {(f["rule"], f["subject"]) for f in verifier(capsys, config, "findings", "--json")}
     assert raised <= stored
-    again = verifier(capsys, config, "reconcile", *aidr, "--json", expected=code)  # no duplicate
+    again = verifier(capsys, config, "reconcile", "--json", expected=code)  # no duplicate
     assert again["findings"] == now["findings"] and again["resolved"] == []
     assert len(verifier(capsys, config, "findings", "--json")) == len(stored)
     text = verifier(capsys, config, "reconcile", "--at", yesterday, *aidr)
     assert "reported only" in text and "no findings" in text
-    # Back under the pack in force: the compliance findings no longer hold and are resolved.
+    # Back under the built-in pack in force: the compliance findings no longer hold.
+    config.write_text(plain)
     cleared = verifier(capsys, config, "reconcile", "--json")
     assert {(r["rule"], r["subject"]) for r in cleared["resolved"]} == raised
     assert verifier(capsys, config, "findings", "--json") == []
