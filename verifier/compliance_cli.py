@@ -16,6 +16,7 @@ policy pack (docs/design.md §14), offline on a state directory or against Postg
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -39,13 +40,19 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
+#: YYYY-MM-DD only: date.fromisoformat would also take 20250630 and 2025-W26-1.
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_date(text: str) -> date:
     """An --at argument: YYYY-MM-DD, not after today (UTC): holdings of a day to come are
     not known yet."""
+    if not _ISO_DAY.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a date is YYYY-MM-DD")
     try:
         on = date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a date is YYYY-MM-DD") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date") from None
     if on > _today():
         raise argparse.ArgumentTypeError(f"{text!r} is after today (UTC)")
     return on

@@ -16,6 +16,7 @@ import argparse
 import base64
 import getpass
 import os
+import re
 import sys
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -32,13 +33,18 @@ from verifier.registry_model import Registry, RegistryVersion
 from verifier.store.api import Store
 from verifier.views import jsonable, print_json
 
+#: YYYY-MM-DD only: date.fromisoformat would also take 20250630 and 2025-W26-1.
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
 
 def parse_day(text: str) -> date:
     """A --at argument: an ISO date (YYYY-MM-DD), a usage error otherwise."""
+    if not _ISO_DAY.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a date is YYYY-MM-DD")
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date") from None
 
 
 def add_registry_parser(
@@ -101,6 +107,7 @@ def _import(args: argparse.Namespace, store: Store) -> int:
             print_json(view)
         else:
             _print_diff(diff)
+            print("dry run: nothing stored" + ("; importing needs --force" if warnings else ""))
         return VerifierExit.OK
     if warnings and not args.force:
         raise RegistryChangeRefusedError(

@@ -156,12 +156,18 @@ def agent_line(agent: AgentRecord) -> str:
     )
 
 
+def _gpu_counts(host: HostFleet) -> str:
+    present = sum(g.present for g in host.gpus)
+    others = len(host.gpus) - present
+    return f"{present}" + (f" (+{others} not present, listed below)" if others else "")
+
+
 def host_lines(host: HostFleet) -> Iterator[str]:
     """A host's line, then one indented line per GPU."""
     a = host.agent
     yield (
         f"{escape(a.hostname or a.agent_id)}  site={escape(a.site_id)}  "
-        f"agent={escape(a.agent_id)}  gpus={sum(g.present for g in host.gpus)}"
+        f"agent={escape(a.agent_id)}  gpus={_gpu_counts(host)}"
     )
     for g in host.gpus:
         state = gpu_state(a, g)

@@ -4,6 +4,7 @@ directory and no server, the example registry imported, envelopes made by
 
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,10 @@ from tests.verifier.store.conftest import PG_ADMIN, pg_schema_url
 from verifier import enroll
 from verifier.ca import load_or_create_ca
 from verifier.cli import main
+from verifier.compliance_cli import parse_date
 from verifier.config import load_config
 from verifier.exits import VerifierExit
+from verifier.registry_cli import parse_day
 from verifier.server import open_configured_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,3 +166,16 @@ def test_a_date_after_today_is_a_usage_error(
     assert main(["--config", str(config_file), "reconcile", "--at", tomorrow]) == 2
     assert main(["--config", str(config_file), "holdings", "--at", "2026-13-01"]) == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("20250630", "YYYY-MM-DD"), ("2025-W26-1", "YYYY-MM-DD"), ("2025-02-30", "calendar date")],
+)
+def test_at_takes_calendar_dates_written_yyyy_mm_dd_only(text: str, why: str) -> None:
+    """date.fromisoformat alone takes 20250630 and ISO week dates, which the help does not
+    promise; an impossible day names itself as such, not as a format error."""
+    with pytest.raises(argparse.ArgumentTypeError, match=why):
+        parse_date(text)
+    with pytest.raises(argparse.ArgumentTypeError, match=why):
+        parse_day(text)

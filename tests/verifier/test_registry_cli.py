@@ -148,9 +148,9 @@ def test_dry_run_shows_the_change_and_stores_nothing(
     assert cli(capsys, config, "registry", "import", first)[0] == 0
     changed = write(tmp_path, "r2.toml", REGISTRY.replace("lat = 48.14", "lat = 48.15"))
     code, out, _ = cli(capsys, config, "registry", "import", changed, "--dry-run")
-    assert out == "sites: 0 added, 0 removed, 1 changed\n  ~ beta-muc1\n"
+    assert out == "sites: 0 added, 0 removed, 1 changed\n  ~ beta-muc1\ndry run: nothing stored\n"
     code, out, _ = cli(capsys, config, "registry", "import", first, "--dry-run")
-    assert out == "no change\n"
+    assert out == "no change\ndry run: nothing stored\n"
 
 
 def test_removing_a_site_holding_gpus_needs_force(
