@@ -158,6 +158,10 @@ class VerifiedAttestation:
     site_claim: str = ""
     #: the attested posture checks as (name, result) pairs, in evidence order
     posture: tuple[tuple[str, str], ...] = ()
+    #: False when the agent could not read its inventory cleanly (no NVML library, no driver,
+    #: an NVML error): GPUs missing from it then fell out of sight, they did not leave, and are
+    #: held as lost (counted, `gpu-lost`) until reported again
+    inventory_read: bool = True
 
 
 @dataclass(frozen=True)

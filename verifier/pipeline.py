@@ -362,4 +362,5 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
         gpus=tuple(claims),
         posture=tuple((p.name, p.result.value) for p in evidence.posture),
         site_claim=evidence.site_id,
+        inventory_read=evidence.inventory.state is InventoryState.OK,
     )

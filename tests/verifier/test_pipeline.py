@@ -165,6 +165,19 @@ def test_gpus_without_a_driver_break_an_invariant(signer: SoftwareSigner) -> Non
         authenticate(raw, "agt-1", pinned(signer), LIMITS)
 
 
+def test_an_unreadable_inventory_is_carried_to_the_store(signer: SoftwareSigner) -> None:
+    """No driver, no GPUs listed: the store must learn that the inventory was not read, so that
+    the host's GPUs are held as lost instead of gone."""
+    status = InventoryStatus(InventoryState.DRIVER_NOT_LOADED, "no driver", 0)
+    raw = seal(signer, replace(evidence("agt-1", 1, b"", NONCE, T0, uuids=()), inventory=status))
+    auth = authenticate(raw, "agt-1", pinned(signer), LIMITS)
+    verified = check_state(auth, issued(), ChainHead(), None, now=T0, limits=LIMITS)
+    assert to_attestation(verified, T0).inventory_read is False
+    read = _auth(signer, Chain("agt-1", signer).next(NONCE, T0))
+    ok = check_state(read, issued(), ChainHead(), None, now=T0, limits=LIMITS)
+    assert to_attestation(ok, T0).inventory_read is True
+
+
 def test_duplicate_gpu_uuid_is_refused(signer: SoftwareSigner) -> None:
     raw = seal(signer, evidence("agt-1", 1, b"", NONCE, T0, uuids=("GPU-a", "GPU-a")))
     with pytest.raises(errors.InvariantError):

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from attest.identifiers import PLACEHOLDER_UUID
 from verifier.model import AgentStatus, VerifiedAttestation
 from verifier.reconcile.model import HoldingRow, PostureRow
+from verifier.store.ops_sightings import fell_out_of_sight
 from verifier.store.sqlbase import Db, from_micros, to_micros
 
 _IN_CHUNK = 500
@@ -46,7 +47,7 @@ def update_presence(db: Db, *, item: VerifiedAttestation, site_id: str, log_inde
         for g in item.gpus
         if not PLACEHOLDER_UUID.match(g.uuid)
     }
-    fell_off = any(g.lost and PLACEHOLDER_UUID.match(g.uuid) for g in item.gpus)
+    fell_off = fell_out_of_sight(item)
     lost = {str(r[0]) for r in held if (r[4] or fell_off) and r[0] not in now}
     closing = sorted(u for u, attrs in before.items() if u not in lost and now.get(u) != attrs)
     opening = sorted(u for u, attrs in now.items() if before.get(u) != attrs)

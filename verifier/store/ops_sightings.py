@@ -29,7 +29,7 @@ def update_sightings(
     LOST): it names no identity, so it is not stored; the GPUs that left the inventory in that
     same attestation are the ones that fell off, and are marked lost instead of gone. A GPU
     whose UUID was still readable comes with its own UUID and the lost flag."""
-    fell_off = any(g.lost and PLACEHOLDER_UUID.match(g.uuid) for g in item.gpus)
+    fell_off = fell_out_of_sight(item)
     claims = [g for g in item.gpus if not (g.lost and PLACEHOLDER_UUID.match(g.uuid))]
     present = {
         r[0]
@@ -70,6 +70,17 @@ def update_sightings(
         ],
     )  # fmt: skip
     release_lost_elsewhere(db, item=item, reported=sorted(reported))
+
+
+def fell_out_of_sight(item: VerifiedAttestation) -> bool:
+    """Whether the GPUs that left the inventory in this attestation are lost rather than gone:
+    a LOST placeholder (a GPU fallen off the bus, UUID unreadable) says they fell off the bus,
+    and an inventory the agent could not read cleanly (no driver, an NVML error) says nothing
+    about them at all. Either way they stay held: unloading the driver must not take a host's
+    GPUs out of the holdings."""
+    if not item.inventory_read:
+        return True
+    return any(g.lost and PLACEHOLDER_UUID.match(g.uuid) for g in item.gpus)
 
 
 def release_lost_elsewhere(db: Db, *, item: VerifiedAttestation, reported: list[str]) -> None:

@@ -186,3 +186,24 @@ def test_a_lost_gpu_reported_by_another_host_is_that_hosts_alone(store: Store) -
     assert _sighting(store, "GPU-2", "a1") == (False, False)
     store.sweep(t3, GRACE)
     assert ("gpu-lost", "gpu:GPU-2") not in _open(store)
+
+
+def test_gpus_out_of_sight_of_an_unreadable_inventory_stay_held_as_lost(store: Store) -> None:
+    """An agent without a working driver attests an inventory it could not read (no GPUs
+    listed). Its GPUs did not leave: they stay held and counted, as lost (gpu-lost), until
+    reported again; unloading the driver must not take them out of the holdings."""
+    enroll(store, "a1")
+    chain = Chain("a1", inventory=gpus("GPU-1", "GPU-2"))
+    store.accept([chain.next(T0)], T0)
+    t1 = T0 + timedelta(seconds=30)
+    blind = replace(chain.next(t1, inventory=()), inventory_read=False)
+    store.accept([blind], t1)
+    assert (_sighting(store, "GPU-1"), _sighting(store, "GPU-2")) == ((False, True),) * 2
+    assert (_held(store), _held(store, t1.date())) == (2, 2)
+    store.sweep(t1 + GRACE * 2, GRACE)
+    assert {("gpu-lost", "gpu:GPU-1"), ("gpu-lost", "gpu:GPU-2")} <= set(_open(store))
+    t2 = t1 + GRACE * 3
+    store.accept([chain.next(t2, inventory=gpus("GPU-1", "GPU-2"))], t2)
+    assert _sighting(store, "GPU-1") == (True, False)
+    store.sweep(t2, GRACE)
+    assert not any(rule == "gpu-lost" for rule, _ in _open(store))
