@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from attest.errors import PolicyNotFoundError
 from attest.text import escape
+from verifier.compliance import judge, pack_configured, store_findings
 from verifier.exits import VerifierExit
-from verifier.model import FindingDraft, FindingStatus
-from verifier.policy import COMPLIANCE_RULES, builtin_packs, find_pack, pack_in_force
+from verifier.model import FindingDraft
+from verifier.policy import builtin_packs, find_pack, pack_in_force
 from verifier.policy.model import PolicyPack
-from verifier.reconcile import reconcile
 from verifier.reconcile.model import Reconciliation, Totals
-from verifier.registry_model import Registry
 from verifier.store.api import Store
 from verifier.views import jsonable, print_json
 
@@ -86,7 +84,7 @@ def run_compliance_command(args: argparse.Namespace, store: Store, configured: s
     pack in force at the date). Raises PolicyNotFoundError / PolicyError for a bad pack or no
     pack in force at the date, StoreError when the store fails."""
     on: date = args.at or _today()
-    in_force = find_pack(configured) if configured else _pack_in_force(on)
+    in_force = pack_configured(configured, on)
     if args.policy:
         pack = find_pack(args.policy)
     elif in_force is not None:
@@ -96,10 +94,10 @@ def run_compliance_command(args: argparse.Namespace, store: Store, configured: s
     current = on == _today()
     registry = store.load_registry(on)
     if args.command == "holdings":
-        result = _run(store, registry, pack, on, current=current, postures=False)
+        result = judge(store, registry, pack, on, current=current, postures=False)
         countries = {site.id: site.country for site in registry.sites}
         return _holdings(args, result, pack, countries)
-    result = _run(store, registry, pack, on, current=current, postures=True)
+    result = judge(store, registry, pack, on, current=current)
     # The stored findings follow the regime in force: a finding resolved only because another
     # pack was tried would lose its id and history, and reopen as a new one when tried back.
     if not current:
@@ -108,51 +106,9 @@ def run_compliance_command(args: argparse.Namespace, store: Store, configured: s
         why = f"not the pack in force ({in_force.id if in_force else 'none'})"
     else:
         why = ""
-    resolved = None if why else _store_findings(store, result.findings)
+    resolved = None if why else store_findings(store, result.findings, datetime.now(UTC))
     _report(args.json, result, resolved, why)
     return VerifierExit.FINDINGS if result.findings else VerifierExit.OK
-
-
-def _pack_in_force(on: date) -> PolicyPack | None:
-    try:
-        return pack_in_force(builtin_packs(), on)
-    except PolicyNotFoundError:
-        return None
-
-
-def _run(
-    store: Store, registry: Registry, pack: PolicyPack, on: date, *, current: bool, postures: bool
-) -> Reconciliation:
-    # Today reads the holdings the accept path keeps current; a past date reads the presence
-    # history as of the end of that day. Both are sites x models rows, never one per GPU.
-    at = None if current else on
-    return reconcile(
-        store.holdings(at),
-        store.postures(at) if postures else iter(()),
-        registry,
-        pack,
-        on,
-    )
-
-
-def _store_findings(store: Store, drafts: Iterable[FindingDraft]) -> list[tuple[str, str]]:
-    """Open or refresh what was raised; resolve the open compliance findings not raised again
-    (findings of the other rules are the pipeline's and the sweep's). Returns the resolved."""
-    now = datetime.now(UTC)
-    raised = list(drafts)
-    keys = {(d.rule, d.subject) for d in raised}
-    compliance = frozenset(COMPLIANCE_RULES)
-    stale = [
-        (f.rule, f.subject)
-        for f in store.iter_findings()
-        if f.rule in compliance
-        and f.status is not FindingStatus.RESOLVED
-        and (f.rule, f.subject) not in keys
-    ]
-    store.upsert_findings(raised, now)
-    if stale:
-        store.resolve_findings(stale, now)
-    return stale
 
 
 def _finding(d: FindingDraft) -> dict[str, Any]:

@@ -82,6 +82,10 @@ class FleetConfig:
     gpu_missing_grace_s: int = 3600
     agent_deadline_s: int = 900
     sweep_interval_s: int = 30
+    #: `serve` reconciles today under the pack in force (docs/design.md §14) at most this often,
+    #: and only after it accepted evidence since the last time; 0 leaves it to `reconcile`.
+    #: A full reconciliation of 1,000,000 GPUs takes ~2-3 s (docs/performance.md §10).
+    reconcile_interval_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,9 @@ def _fleet(t: tc.Table) -> FleetConfig:
         gpu_missing_grace_s=t.get("gpu_missing_grace_s", _POSITIVE, d.gpu_missing_grace_s),
         agent_deadline_s=t.get("agent_deadline_s", _POSITIVE, d.agent_deadline_s),
         sweep_interval_s=t.get("sweep_interval_s", _POSITIVE, d.sweep_interval_s),
+        reconcile_interval_s=t.get(
+            "reconcile_interval_s", tc.integer(0, 86400), d.reconcile_interval_s
+        ),
     )
     t.done()
     return config

@@ -38,7 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from attest.errors import AttestError, ConfigError
+from attest.errors import AttestError, ConfigError, PolicyNotFoundError
 from attest.hostport import require_loopback
 from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
@@ -49,6 +49,7 @@ from verifier.ca import (
     load_or_create_receipt_signer,
     load_or_create_server_identity,
 )
+from verifier.compliance import pack_configured, reconcile_and_store
 from verifier.config import VerifierConfig, listen_address
 from verifier.exits import VerifierExit
 from verifier.metrics import Metrics
@@ -259,6 +260,7 @@ async def start(
 ) -> Running:
     """Create keys and certificates on first use, open the store, bind the ports, start."""
     check_transport(config, insecure_plaintext)
+    _check_policy(config)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = clock()
     ca = load_or_create_ca(config.state_dir, now)
@@ -269,10 +271,12 @@ async def start(
     receipt_signer = load_or_create_receipt_signer(config.state_dir)
     checkpointer = Checkpointer(store, receipt_signer, checkpoint_origin(config, receipt_signer))
     metrics = Metrics()
+    accepted = [0]  # envelopes committed since start: the reconcile loop's "anything new?"
 
     def on_commit(results: Sequence[Accepted]) -> None:
         metrics.transactions.inc()
         checkpointer.observe(results)
+        accepted[0] += len(results)
 
     interval = config.store.commit_interval.total_seconds()
     committer = GroupCommitter(
@@ -310,6 +314,9 @@ async def start(
     running.metrics_server = _start_metrics(config, metrics)
     running.tasks.append(asyncio.create_task(_probe_loop(core), name="store-probe"))
     running.tasks.append(asyncio.create_task(_sweep_loop(core), name="findings-sweep"))
+    if config.fleet.reconcile_interval_s:
+        loop = _reconcile_loop(core, lambda: accepted[0])
+        running.tasks.append(asyncio.create_task(loop, name="reconcile"))
     log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
     return running
 
@@ -340,6 +347,44 @@ async def _sweep_loop(core: Core) -> None:
         core.metrics.findings_open.clear()
         for rule, count in counts.items():
             core.metrics.findings_open.labels(rule=rule).set(count)
+
+
+def _check_policy(config: VerifierConfig) -> None:
+    """A configured policy pack that cannot be had is a configuration error at start, not a
+    warning every reconciliation."""
+    if not config.policy:
+        return
+    try:
+        pack_configured(config.policy, _utcnow().date())
+    except PolicyNotFoundError as exc:
+        raise ConfigError(f"policy: {exc}") from None
+
+
+async def _reconcile_loop(core: Core, accepted: Callable[[], int]) -> None:
+    """Compliance findings follow the evidence without anyone running `reconcile`: today's
+    reconciliation under the pack in force (docs/design.md §14), at most once per
+    fleet.reconcile_interval_s, and only after evidence was accepted since the last one (the
+    first one runs whatever was accepted, so findings left by an import are brought up to
+    date). A full run reads sites x models rows, never one per GPU."""
+    interval = core.config.fleet.reconcile_interval_s
+    done = -1
+    while True:
+        await asyncio.sleep(interval)
+        seen = accepted()
+        if seen == done:
+            continue
+        now = core.clock()
+        try:
+            pack = pack_configured(core.config.policy, now.date())
+            if pack is None:
+                log.warning("reconciliation skipped: no policy pack in force on %s", now.date())
+                continue
+            result = await asyncio.to_thread(reconcile_and_store, core.store, pack, now)
+        except AttestError as exc:
+            log.warning("reconciliation failed: %s", exc)
+            continue
+        done = seen
+        log.info("reconciled under %s: %d compliance finding(s)", pack.id, len(result.findings))
 
 
 async def _publish_health(health_servicer: HealthServicer, *, up: bool) -> None:
