@@ -14,56 +14,32 @@ number of replicas. Bounds the growth rate a hostile agent can cause; not an exa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from attest.errors import ByteBudgetError
+from verifier.ratelimit import AgentBuckets
 
 _HOUR_S = 3600.0
 
 
-@dataclass
-class _Bucket:
-    available: float
-    updated: float
-
-
 class ByteBudget:
-    """Buckets of `bytes_per_hour` per agent; agents whose bucket is full again are forgotten
-    when the table reaches `max_tracked`, so memory follows the number of busy agents."""
+    """Buckets of `bytes_per_hour` per agent (the rate limiter's buckets, counting bytes)."""
 
     def __init__(self, bytes_per_hour: int, max_tracked: int = 100_000) -> None:
-        self.capacity = float(bytes_per_hour)
-        self.rate = bytes_per_hour / _HOUR_S
-        self.max_tracked = max_tracked
-        self._buckets: dict[str, _Bucket] = {}
+        self.capacity = bytes_per_hour
+        self._buckets = AgentBuckets(float(bytes_per_hour), bytes_per_hour / _HOUR_S, max_tracked)
 
     def reserve(self, agent_id: str, size: int, now: float) -> None:
         """Take `size` bytes from the agent's bucket at monotonic time `now`, or raise
         ByteBudgetError and take nothing."""
-        bucket = self._buckets.get(agent_id)
-        if bucket is None:
-            if len(self._buckets) >= self.max_tracked:
-                self._forget_full(now)
-            bucket = self._buckets[agent_id] = _Bucket(self.capacity, now)
-        else:
-            elapsed = max(0.0, now - bucket.updated)
-            bucket.available = min(self.capacity, bucket.available + elapsed * self.rate)
-            bucket.updated = now
-        if size > bucket.available:
+        bucket = self._buckets.refilled(agent_id, now)
+        if size > bucket.tokens:
             raise ByteBudgetError(
                 f"an envelope of {size} bytes would exceed this agent's budget of "
-                f"{int(self.capacity)} bytes of evidence per hour; slow down"
+                f"{self.capacity} bytes of evidence per hour; slow down"
             )
-        bucket.available -= size
+        bucket.tokens -= size
 
     def refund(self, agent_id: str, size: int) -> None:
         """Give back a reservation whose envelope was not accepted after all."""
         bucket = self._buckets.get(agent_id)
         if bucket is not None:
-            bucket.available = min(self.capacity, bucket.available + size)
-
-    def _forget_full(self, now: float) -> None:
-        refill = self.capacity / self.rate
-        stale = [k for k, b in self._buckets.items() if now - b.updated >= refill]
-        for key in stale:
-            del self._buckets[key]
+            bucket.tokens = min(self._buckets.capacity, bucket.tokens + size)
