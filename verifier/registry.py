@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from attest import tomlconf as tc
 from attest.errors import KeyMaterialError, RegistryError
 from attest.keys import PublicKey
+from verifier.policy.countries import iso_country
 from verifier.registry_model import (
     Arrangement,
     Authorization,
@@ -28,7 +29,6 @@ from verifier.registry_model import (
 )
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _TEXT = tc.text(max_len=1000, printable=True)
 _LAT = tc.number(-90, 90)
 _LON = tc.number(-180, 180)
@@ -46,7 +46,9 @@ def _matching(pattern: re.Pattern[str], what: str) -> tc.Check[str]:
 
 
 _IDENT = _matching(_ID, "an id (letters, digits, . _ : / -)")
-_ISO_COUNTRY = _matching(_COUNTRY, "an ISO 3166-1 alpha-2 code (e.g. 'DE')")
+# The policy packs' list of assigned codes, not just two letters: a registry site in "UK"
+# would match no tier of any pack and count as the default tier instead of GB's.
+_ISO_COUNTRY = iso_country
 
 
 def _enum(kind: Callable[[str], T], names: list[str]) -> tc.Check[T]:

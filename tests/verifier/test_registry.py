@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from attest.errors import RegistryError
 from attest.keys import SoftwareSigner
+from verifier.policy.countries import ISO_3166_ALPHA2
 from verifier.registry import parse_registry
 from verifier.registry_model import (
     Arrangement,
@@ -92,6 +93,9 @@ def test_the_design_example_parses() -> None:
         (("sites = []", 'sites = ["nowhere"]'), "unknown site"),
         (('countries = ["AE"]', "countries = []"), "scope is empty"),
         (('country = "DE"', 'country = "Germany"'), "ISO 3166"),
+        # Two letters but no assigned code: no policy pack could ever place it in a tier.
+        (('country = "DE"', 'country = "UK"'), "ISO 3166"),
+        (('hq_country = "US"', 'hq_country = "XX"'), "ISO 3166"),
         (
             ("lat = 50.11\nlon = 8.68\nfacility", "lat = 91.0\nlon = 8.68\nfacility"),
             "between -90 and 90",
@@ -128,7 +132,7 @@ def test_duplicate_ids_and_bad_toml() -> None:
 # --- property tests --------------------------------------------------------------------------
 
 IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,12}", fullmatch=True)
-COUNTRIES = st.from_regex(r"[A-Z]{2}", fullmatch=True)
+COUNTRIES = st.sampled_from(sorted(ISO_3166_ALPHA2))
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1).filter(
     lambda s: s.strip() != "" and s.isprintable()
 )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from attest import tomlconf as tc
+
 _CODES: Final = """
     AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ
     BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
@@ -36,3 +38,11 @@ _CODES: Final = """
 """
 
 ISO_3166_ALPHA2: Final = frozenset(_CODES.split())
+
+
+def iso_country(value: object) -> str:
+    """A config check (attest/tomlconf.py): an assigned ISO 3166-1 alpha-2 code, as policy packs
+    and the registry both need, so a country one of them names is one the other can match."""
+    if not isinstance(value, str) or value not in ISO_3166_ALPHA2:
+        raise tc.Invalid(f"{tc.got(value)} is not an ISO 3166-1 alpha-2 country code")
+    return value

@@ -24,7 +24,7 @@ from verifier.policy.catalogue import (
     SourceLabel,
     Thresholds,
 )
-from verifier.policy.countries import ISO_3166_ALPHA2
+from verifier.policy.countries import iso_country
 from verifier.policy.model import (
     COMPLIANCE_RULES,
     SAFEGUARD_CHECKS,
@@ -69,12 +69,6 @@ def _share(value: object) -> Fraction:
             f'must be a fraction "N/D" from 0 to 1 such as "7/100", got {tc.got(value)}'
         )
     return Fraction(int(match.group(1)), int(match.group(2)))
-
-
-def _country(value: object) -> str:
-    if not isinstance(value, str) or value not in ISO_3166_ALPHA2:
-        raise tc.Invalid(f"{tc.got(value)} is not an ISO 3166-1 alpha-2 country code")
-    return value
 
 
 def _pci_device_id(value: object) -> int:
@@ -136,13 +130,15 @@ def read_tiers_header(t: tc.Table) -> tuple[int, tuple[int, ...], tuple[str, str
 
 def read_tier(t: tc.Table) -> TierListing:
     start, end = _range(t)
-    countries = t.get("countries", tc.list_of(_country, unique=True))
+    countries = t.get("countries", tc.list_of(iso_country, unique=True))
     return TierListing(t.get("tier", _TIER), countries, start, end, _source(t))
 
 
 def read_alias(t: tc.Table) -> CountryAlias:
     alias = CountryAlias(
-        t.get("country", _country), t.get("resolves_to", _country), t.get("valid_from", tc.day),
+        t.get("country", iso_country),
+        t.get("resolves_to", iso_country),
+        t.get("valid_from", tc.day),
         _source(t),
     )  # fmt: skip
     if alias.country == alias.resolves_to:
