@@ -22,8 +22,6 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import dataclasses
-import functools
 import logging
 import os
 import signal
@@ -38,18 +36,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from attest.errors import AttestError, ConfigError, PolicyNotFoundError
+from attest.errors import ConfigError
 from attest.hostport import require_loopback
 from attest.sdnotify import Notifier
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
+from verifier import background
 from verifier.admission import PeerCounter, PeerLimitInterceptor
 from verifier.ca import (
     load_or_create_ca,
     load_or_create_receipt_signer,
     load_or_create_server_identity,
 )
-from verifier.compliance import pack_configured, reconcile_and_store
 from verifier.config import VerifierConfig, listen_address
 from verifier.exits import VerifierExit
 from verifier.metrics import Metrics
@@ -71,10 +69,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Attestation"].full_name
 SHUTDOWN_GRACE_S = 5.0
 ATTEST_METHOD = f"/{SERVICE_NAME}/Attest"
-#: How often the store is probed with a write (an already expired nonce nobody was sent).
-STORE_PROBE_S = 5.0
-#: The agent id of probe nonces: outside the agent id grammar, so no agent can ever use one.
-PROBE_AGENT_ID = "-store-probe-"
 
 
 def _utcnow() -> datetime:
@@ -260,7 +254,7 @@ async def start(
 ) -> Running:
     """Create keys and certificates on first use, open the store, bind the ports, start."""
     check_transport(config, insecure_plaintext)
-    _check_policy(config)
+    background.check_policy(config)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = clock()
     ca = load_or_create_ca(config.state_dir, now)
@@ -312,10 +306,10 @@ async def start(
     core.store_health.bind(_publisher(health_servicer, notifier or Notifier({})))
     running = Running(servers=servers, core=core, health=health_servicer, ports=ports)
     running.metrics_server = _start_metrics(config, metrics)
-    running.tasks.append(asyncio.create_task(_probe_loop(core), name="store-probe"))
-    running.tasks.append(asyncio.create_task(_sweep_loop(core), name="findings-sweep"))
+    running.tasks.append(asyncio.create_task(background.probe_loop(core), name="store-probe"))
+    running.tasks.append(asyncio.create_task(background.sweep_loop(core), name="findings-sweep"))
     if config.fleet.reconcile_interval_s:
-        loop = _reconcile_loop(core, lambda: accepted[0])
+        loop = background.reconcile_loop(core, lambda: accepted[0])
         running.tasks.append(asyncio.create_task(loop, name="reconcile"))
     log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
     return running
@@ -329,62 +323,6 @@ def _start_metrics(config: VerifierConfig, metrics: Metrics) -> Any:
     address = listen_address(config.metrics_listen)
     server, _thread = start_http_server(address.port, addr=address.host, registry=metrics.registry)
     return server
-
-
-async def _sweep_loop(core: Core) -> None:
-    """Periodic findings (agent-stale, gpu-missing, duplicate-gpu) and nonce clean-up."""
-    fleet = core.config.fleet
-    grace = timedelta(seconds=fleet.gpu_missing_grace_s)
-    while True:
-        await asyncio.sleep(fleet.sweep_interval_s)
-        now = core.clock()
-        try:
-            counts = await asyncio.to_thread(core.store.sweep, now, grace)
-            await asyncio.to_thread(core.store.purge_nonces, now - core.config.stream.challenge_ttl)
-        except AttestError as exc:
-            log.warning("findings sweep failed: %s", exc)
-            continue
-        core.metrics.findings_open.clear()
-        for rule, count in counts.items():
-            core.metrics.findings_open.labels(rule=rule).set(count)
-
-
-def _check_policy(config: VerifierConfig) -> None:
-    """A configured policy pack that cannot be had is a configuration error at start, not a
-    warning every reconciliation."""
-    if not config.policy:
-        return
-    try:
-        pack_configured(config.policy, _utcnow().date())
-    except PolicyNotFoundError as exc:
-        raise ConfigError(f"policy: {exc}") from None
-
-
-async def _reconcile_loop(core: Core, accepted: Callable[[], int]) -> None:
-    """Compliance findings follow the evidence without anyone running `reconcile`: today's
-    reconciliation under the pack in force (docs/design.md §14), at most once per
-    fleet.reconcile_interval_s, and only after evidence was accepted since the last one (the
-    first one runs whatever was accepted, so findings left by an import are brought up to
-    date). A full run reads sites x models rows, never one per GPU."""
-    interval = core.config.fleet.reconcile_interval_s
-    done = -1
-    while True:
-        await asyncio.sleep(interval)
-        seen = accepted()
-        if seen == done:
-            continue
-        now = core.clock()
-        try:
-            pack = pack_configured(core.config.policy, now.date())
-            if pack is None:
-                log.warning("reconciliation skipped: no policy pack in force on %s", now.date())
-                continue
-            result = await asyncio.to_thread(reconcile_and_store, core.store, pack, now)
-        except AttestError as exc:
-            log.warning("reconciliation failed: %s", exc)
-            continue
-        done = seen
-        log.info("reconciled under %s: %d compliance finding(s)", pack.id, len(result.findings))
 
 
 async def _publish_health(health_servicer: HealthServicer, *, up: bool) -> None:
@@ -403,26 +341,6 @@ def _publisher(
     return publish
 
 
-async def probe_store(core: Core) -> bool:
-    """Write a probe nonce (expired at birth, sent to nobody): a write, since a full disk
-    still answers reads. Return whether it took."""
-    record = core.nonce_record(PROBE_AGENT_ID)
-    record = dataclasses.replace(record, expires_at=record.issued_at)
-    return await core.store_health.probe(functools.partial(core.store.issue_nonces, [record]))
-
-
-async def _probe_loop(core: Core) -> None:
-    while True:
-        await asyncio.sleep(STORE_PROBE_S)
-        await probe_store(core)
-
-
-async def _watchdog(notifier: Notifier, core: Core, interval: float) -> None:
-    while True:
-        core.store_health.feed_watchdog(notifier)
-        await asyncio.sleep(interval)
-
-
 async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: bool) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; return the exit status."""
     if not bound_heap_arenas():
@@ -435,7 +353,9 @@ async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: boo
         loop.add_signal_handler(sig, stop.set)
     interval = notifier.watchdog_interval_s
     if interval is not None:
-        running.tasks.append(asyncio.create_task(_watchdog(notifier, running.core, interval)))
+        running.tasks.append(
+            asyncio.create_task(background.watchdog(notifier, running.core, interval))
+        )
     notifier.ready(f"serving on {config.listen}")
     await stop.wait()
     log.info("shutting down: draining streams and the commit batcher")

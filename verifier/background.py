@@ -1,0 +1,107 @@
+"""What `serve` runs beside its RPCs: the findings sweep with nonce clean-up, reconciliation
+after accepted evidence, the store probe and the systemd watchdog (fed only while the store takes
+writes). Each loop runs until `serve` cancels it at shutdown; a failed round is logged and the
+next one tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from attest.errors import AttestError, ConfigError, PolicyNotFoundError
+from attest.sdnotify import Notifier
+from verifier.compliance import pack_configured, reconcile_and_store
+from verifier.config import VerifierConfig
+from verifier.session import Core
+
+log = logging.getLogger(__name__)
+
+#: How often the store is probed with a write (an already expired nonce nobody was sent).
+STORE_PROBE_S = 5.0
+#: The agent id of probe nonces: outside the agent id grammar, so no agent can ever use one.
+PROBE_AGENT_ID = "-store-probe-"
+
+
+def check_policy(config: VerifierConfig) -> None:
+    """A configured policy pack that cannot be had is a configuration error at start, not a
+    warning every reconciliation."""
+    if not config.policy:
+        return
+    try:
+        pack_configured(config.policy, datetime.now(UTC).date())
+    except PolicyNotFoundError as exc:
+        raise ConfigError(f"policy: {exc}") from None
+
+
+async def sweep_loop(core: Core) -> None:
+    """Periodic findings (agent-stale, gpu-missing, duplicate-gpu) and nonce clean-up."""
+    fleet = core.config.fleet
+    grace = timedelta(seconds=fleet.gpu_missing_grace_s)
+    while True:
+        await asyncio.sleep(fleet.sweep_interval_s)
+        now = core.clock()
+        try:
+            counts = await asyncio.to_thread(core.store.sweep, now, grace)
+            # A nonce expires challenge_ttl after issue; its row is kept nonce_retention after
+            # issue, which the pipeline relies on to tell a purged nonce from a forged one.
+            stream = core.config.stream
+            expired_before = now - (stream.nonce_retention - stream.challenge_ttl)
+            await asyncio.to_thread(core.store.purge_nonces, expired_before)
+        except AttestError as exc:
+            log.warning("findings sweep failed: %s", exc)
+            continue
+        core.metrics.findings_open.clear()
+        for rule, count in counts.items():
+            core.metrics.findings_open.labels(rule=rule).set(count)
+
+
+async def reconcile_loop(core: Core, accepted: Callable[[], int]) -> None:
+    """Compliance findings follow the evidence without anyone running `reconcile`: today's
+    reconciliation under the pack in force (docs/design.md §14), at most once per
+    fleet.reconcile_interval_s, and only after evidence was accepted since the last one (the
+    first one runs whatever was accepted, so findings left by an import are brought up to
+    date). A full run reads sites x models rows, never one per GPU."""
+    interval = core.config.fleet.reconcile_interval_s
+    done = -1
+    while True:
+        await asyncio.sleep(interval)
+        seen = accepted()
+        if seen == done:
+            continue
+        now = core.clock()
+        try:
+            pack = pack_configured(core.config.policy, now.date())
+            if pack is None:
+                log.warning("reconciliation skipped: no policy pack in force on %s", now.date())
+                continue
+            result = await asyncio.to_thread(reconcile_and_store, core.store, pack, now)
+        except AttestError as exc:
+            log.warning("reconciliation failed: %s", exc)
+            continue
+        done = seen
+        log.info("reconciled under %s: %d compliance finding(s)", pack.id, len(result.findings))
+
+
+async def probe_store(core: Core) -> bool:
+    """Write a probe nonce (expired at birth, sent to nobody): a write, since a full disk
+    still answers reads. Return whether it took."""
+    record = core.nonce_record(PROBE_AGENT_ID)
+    record = dataclasses.replace(record, expires_at=record.issued_at)
+    return await core.store_health.probe(functools.partial(core.store.issue_nonces, [record]))
+
+
+async def probe_loop(core: Core) -> None:
+    while True:
+        await asyncio.sleep(STORE_PROBE_S)
+        await probe_store(core)
+
+
+async def watchdog(notifier: Notifier, core: Core, interval: float) -> None:
+    while True:
+        core.store_health.feed_watchdog(notifier)
+        await asyncio.sleep(interval)
