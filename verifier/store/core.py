@@ -241,7 +241,7 @@ class SqlStore(abc.ABC):
 
     def upsert_findings(self, drafts: Sequence[FindingDraft], now: datetime) -> None:
         now_us = to_micros(now)
-        self._transact(lambda db: ops_fleet.upsert_findings(db, drafts, now_us), write=True)
+        self._transact(lambda db: ops_findings.upsert_findings(db, drafts, now_us), write=True)
 
     def resolve_findings(
         self,
@@ -274,7 +274,7 @@ class SqlStore(abc.ABC):
     def iter_findings(
         self, include_resolved: bool = False, *, chunk: int = LIST_CHUNK
     ) -> Iterator[Finding]:
-        page = partial(ops_fleet.findings_page, include_resolved=include_resolved)
+        page = partial(ops_findings.findings_page, include_resolved=include_resolved)
         return self._pages(page, ops_fleet.finding_key, chunk)
 
     def sweep(

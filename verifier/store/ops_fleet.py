@@ -15,12 +15,7 @@ from verifier.model import (
     HostFleet,
     LogEntry,
 )
-from verifier.store.ops_findings import (
-    FindingKey,
-    findings_page,
-    resolve_findings,
-    upsert_findings,
-)
+from verifier.store.ops_findings import FindingKey, upsert_findings
 from verifier.store.sqlbase import (
     Db,
     Row,
@@ -29,9 +24,6 @@ from verifier.store.sqlbase import (
     to_micros,
     where_all,
 )
-
-# The lifecycle lives in ops_findings; these names stay importable from here.
-__all__ = ["FindingKey", "findings_page", "resolve_findings", "upsert_findings"]
 
 # A present claim is as fresh as its agent's last attestation (heartbeat compaction).
 SEEN_SQL = "CASE WHEN {s}.present = 1 AND {a}.last_seen_at IS NOT NULL THEN {a}.last_seen_at ELSE {s}.last_seen END"  # noqa: E501

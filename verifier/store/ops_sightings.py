@@ -8,7 +8,7 @@ from attest.identifiers import PLACEHOLDER_UUID
 from verifier import findings
 from verifier.model import AgentStatus, VerifiedAttestation
 from verifier.store.api import StoreOptions
-from verifier.store.ops_fleet import upsert_findings
+from verifier.store.ops_findings import upsert_findings
 from verifier.store.sqlbase import Db, from_micros, opt_from_micros, to_micros
 
 _IN_CHUNK = 500

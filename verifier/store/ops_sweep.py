@@ -19,7 +19,8 @@ from datetime import timedelta
 
 from verifier import findings
 from verifier.model import AgentStatus, FindingDraft
-from verifier.store.ops_fleet import INDEX_SQL, SEEN_SQL, resolve_findings, upsert_findings
+from verifier.store.ops_findings import resolve_findings, upsert_findings
+from verifier.store.ops_fleet import INDEX_SQL, SEEN_SQL
 from verifier.store.sqlbase import Db, Row, from_micros, opt_from_micros, where_all
 
 #: Pages that become an IN list stay under SQLite's oldest bound-parameter limit (999).
