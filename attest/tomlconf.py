@@ -171,6 +171,20 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * DURATION_UNITS[match.group(2)])
 
 
+#: YYYY-MM-DD only: date.fromisoformat would also take 20250630 and 2025-W26-1.
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_day(value: str) -> date:
+    """A calendar date written YYYY-MM-DD (command-line dates); raise Invalid."""
+    if not _ISO_DAY.fullmatch(value):
+        raise Invalid(f"{value!r}: a date is YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{value!r} is not a calendar date") from None
+
+
 def format_duration(value: timedelta) -> str:
     """A duration as `parse_duration` reads it: whole seconds in the largest unit of
     DURATION_UNITS that divides them exactly ("7d", "36h", "90s")."""

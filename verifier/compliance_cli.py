@@ -16,11 +16,11 @@ policy pack (docs/design.md §14), offline on a state directory or against Postg
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from attest import tomlconf as tc
 from attest.text import escape
 from verifier.compliance import judge, pack_configured, store_findings
 from verifier.exits import VerifierExit
@@ -38,19 +38,13 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-#: YYYY-MM-DD only: date.fromisoformat would also take 20250630 and 2025-W26-1.
-_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
 def parse_date(text: str) -> date:
     """An --at argument: YYYY-MM-DD, not after today (UTC): holdings of a day to come are
     not known yet."""
-    if not _ISO_DAY.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: a date is YYYY-MM-DD")
     try:
-        on = date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date") from None
+        on = tc.parse_day(text)
+    except tc.Invalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if on > _today():
         raise argparse.ArgumentTypeError(f"{text!r} is after today (UTC)")
     return on

@@ -16,13 +16,13 @@ import argparse
 import base64
 import getpass
 import os
-import re
 import sys
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from attest import tomlconf as tc
 from attest.errors import RegistryChangeRefusedError
 from attest.text import escape
 from attest.tomlconf import format_duration
@@ -33,18 +33,13 @@ from verifier.registry_model import Registry, RegistryVersion
 from verifier.store.api import Store
 from verifier.views import jsonable, print_json
 
-#: YYYY-MM-DD only: date.fromisoformat would also take 20250630 and 2025-W26-1.
-_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
 
 def parse_day(text: str) -> date:
     """A --at argument: an ISO date (YYYY-MM-DD), a usage error otherwise."""
-    if not _ISO_DAY.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: a date is YYYY-MM-DD")
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date") from None
+        return tc.parse_day(text)
+    except tc.Invalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_registry_parser(
