@@ -3,6 +3,7 @@ lots and their attribution, and the questions asked of them (tier, applicability
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -10,7 +11,7 @@ from verifier.model import FindingDraft, Severity
 from verifier.policy import PolicyPack
 from verifier.reconcile.attribution import Piece
 from verifier.reconcile.tally import Group, Lot
-from verifier.registry_model import Entity, Registry, Site, VeuStatus
+from verifier.registry_model import Authorization, Entity, Registry, Site, VeuStatus
 
 #: Severity per rule (docs/design.md §14): a Tier 3 destination or holder is what the regime
 #: exists to stop; caps and licences are the legal limits; shares, power and posture are
@@ -43,10 +44,21 @@ class Context:
     pieces: list[Piece] = field(default_factory=list)
     sites: dict[str, Site] = field(default_factory=dict)
     entities: dict[str, Entity] = field(default_factory=dict)
+    authorizations: dict[str, Authorization] = field(default_factory=dict)
+    held_by: dict[str, list[Authorization]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sites = {s.id: s for s in self.registry.sites}
         self.entities = {e.id: e for e in self.registry.entities}
+        self.authorizations = {a.id: a for a in self.registry.authorizations}
+        for auth in self.registry.authorizations:
+            self.held_by.setdefault(auth.holder, []).append(auth)
+
+    def scoped(self, lots: list[Lot]) -> Context:
+        """This context over some lots only (one holder's), their attribution not yet made."""
+        part = copy.copy(self)
+        part.lots, part.pieces = lots, []
+        return part
 
     def resolve(self, country: str) -> str:
         return self.pack.resolve_country(country, self.on)

@@ -13,7 +13,7 @@ from verifier.model import FindingDraft
 from verifier.policy import COMPLIANCE_RULES, PolicyPack, UnknownModel, classify
 from verifier.policy.catalogue import Eccn
 from verifier.reconcile import rules, rules_veu
-from verifier.reconcile.attribution import attribute, state_on, tpp_limit
+from verifier.reconcile.attribution import Piece, attribute, state_on, tpp_limit
 from verifier.reconcile.context import Context
 from verifier.reconcile.model import (
     AuthorizationUsage,
@@ -153,6 +153,75 @@ def _usage(ctx: Context) -> tuple[AuthorizationUsage, ...]:
     )
 
 
+#: One holder's share of the fleet: ("entity", id), or ("site", id) for a site not in the
+#: registry (it has no holder). Every rule but the country cap and the safeguards is decided
+#: within one holder: attribution uses only the holder's authorizations, shares and
+#: allocations are the holder's, and a site belongs to one holder.
+PartKey = tuple[str, str]
+
+
+def part_of(ctx: Context, site_id: str) -> PartKey:
+    site = ctx.sites.get(site_id)
+    return ("site", site_id) if site is None else ("entity", site.entity)
+
+
+@dataclass(slots=True)
+class Judged:
+    """One holder's findings, its attribution, and what it adds to each country's cap."""
+
+    findings: list[FindingDraft]
+    pieces: list[Piece]
+    caps: dict[str, Group]
+
+
+def judge_holder(ctx: Context, rows: Iterable[HoldingRow]) -> Judged:
+    """Every rule decided within one holder, over the holding rows of its sites."""
+    lots, unknown = _lots(rows, ctx)
+    part = ctx.scoped(lots)
+    entity = next((lot.entity for lot in lots if lot.entity is not None), None)
+    held = [] if entity is None else ctx.held_by.get(entity.id, [])
+    part.pieces = attribute(lots, held, ctx.on, ctx.resolve)
+    findings = [
+        *rules.tier3_destination(part),
+        *rules.tier3_headquarters(part),
+        *rules_veu.uveu_shares(part),
+        *rules_veu.nveu_allocation(part),
+        *rules.licence_exceeded(part),
+        *rules.licence_expired(part),
+        *rules.unlicensed_gpu(part),
+        *rules.power_implausible(part),
+        *_unknown_models(part, unknown),
+    ]
+    return Judged(findings, part.pieces, rules.cap_groups(part))
+
+
+def judge_caps(
+    ctx: Context, parts: Iterable[Judged], countries: Iterable[str]
+) -> list[FindingDraft]:
+    """`country-cap-exceeded` for `countries`, over the holders' merged cap groups."""
+    wanted = set(countries)
+    merged: dict[str, Group] = {}
+    for judged in parts:
+        for country, g in judged.caps.items():
+            if country in wanted:
+                merged.setdefault(country, Group()).merge(g)
+    found = (rules.country_cap(ctx, c, g) for c, g in sorted(merged.items()))
+    return [f for f in found if f is not None]
+
+
+def by_part(ctx: Context, rows: Iterable[HoldingRow]) -> dict[PartKey, list[HoldingRow]]:
+    out: dict[PartKey, list[HoldingRow]] = {}
+    for row in rows:
+        out.setdefault(part_of(ctx, row.site_id), []).append(row)
+    return out
+
+
+def ordered(findings: Iterable[FindingDraft]) -> list[FindingDraft]:
+    """Findings by rule (docs/design.md §5 order), then subject."""
+    order = {rule: i for i, rule in enumerate(COMPLIANCE_RULES)}
+    return sorted(findings, key=lambda f: (order[f.rule], f.subject))
+
+
 def reconcile(
     holdings: Iterable[HoldingRow],
     postures: Iterable[PostureRow],
@@ -161,33 +230,29 @@ def reconcile(
     on: date,
 ) -> Reconciliation:
     """Every rule of docs/design.md §5 that inventory can decide, judged on `on` (holdings as
-    of the end of that day) against `pack`; findings ordered by rule (§5 order) and subject."""
+    of the end of that day) against `pack`; findings ordered by rule (§5 order) and subject.
+    Judged holder by holder, as `verifier.reconcile.live` does for one holder at a time."""
     ctx = Context(pack, registry, on)
-    ctx.lots, unknown = _lots(holdings, ctx)
-    ctx.pieces = attribute(ctx.lots, registry.authorizations, on, ctx.resolve)
-    findings = [
-        *rules.tier3_destination(ctx),
-        *rules.tier3_headquarters(ctx),
-        *rules.country_cap(ctx),
-        *rules_veu.uveu_shares(ctx),
-        *rules_veu.nveu_allocation(ctx),
-        *rules.licence_exceeded(ctx),
-        *rules.licence_expired(ctx),
-        *rules.unlicensed_gpu(ctx),
-        *rules.power_implausible(ctx),
-        *rules.safeguard_failed(ctx, postures),
-        *_unknown_models(ctx, unknown),
-    ]
-    order = {rule: i for i, rule in enumerate(COMPLIANCE_RULES)}
-    findings.sort(key=lambda f: (order[f.rule], f.subject))
-    total, by, countries = _totals(ctx)
+    rows = list(holdings)
+    parts = [judge_holder(ctx, part) for _, part in sorted(by_part(ctx, rows).items())]
+    ctx.lots, _ = _lots(rows, ctx)
+    ctx.pieces = [piece for judged in parts for piece in judged.pieces]
+    countries = {c for judged in parts for c in judged.caps}
+    findings = ordered(
+        [
+            *(f for judged in parts for f in judged.findings),
+            *judge_caps(ctx, parts, countries),
+            *rules.safeguard_failed(ctx, postures),
+        ]
+    )
+    total, by, country_totals = _totals(ctx)
     return Reconciliation(
         on=on,
         pack_id=pack.id,
         findings=tuple(findings),
         total=total,
         by_site=by["site"],
-        by_country=countries,
+        by_country=country_totals,
         by_entity=by["entity"],
         by_model=by["model"],
         authorizations=_usage(ctx),

@@ -8,11 +8,12 @@ authorizations), never O(GPUs): a row carries a count, not GPUs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from verifier.model import FindingDraft
+from verifier.registry_model import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,47 @@ class HoldingRow:
     power_limit_w: int  # sum of the GPUs' enforced power limits, watts (0 if unknown)
     first_received: date  # earliest first-received date among them
     evidence: tuple[int, ...] = ()  # a few transparency-log indices behind the row
+
+
+@dataclass(frozen=True, slots=True)
+class HoldingDelta:
+    """What one accepted attestation changed in the GPUs held at one site of one PCI identity
+    (signed counts): written to the holdings journal in the accept transaction, applied by
+    incremental reconciliation (`verifier.reconcile.live`)."""
+
+    site_id: str
+    pci_device_id: int | None
+    pci_subsystem_id: int | None
+    count: int  # GPUs gained (positive) or no longer held (negative)
+    power_limit_w: int  # change in the summed enforced power limits, watts
+    received: date  # receipt day of the attestation
+    log_index: int  # the attestation's transparency-log index
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceChanges:
+    """What changed the holdings and postures from one log position to another: `Store.
+    compliance_changes`. `epoch` moves with changes made outside the log (a revocation, a
+    registry import); rows below `floor` were pruned. Either, when it is not what the reader
+    expects, means: start again from `Store.current_compliance`."""
+
+    epoch: int
+    floor: int
+    position: int  # the log size these changes bring the reader to
+    deltas: tuple[HoldingDelta, ...] = ()
+    postures: tuple[PostureRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentCompliance:
+    """Today's holdings and postures read in one snapshot, with the log position and epoch
+    they stand at (`Store.current_compliance`); `postures` is read page by page."""
+
+    epoch: int
+    position: int
+    registry: Registry  # the registry in force now
+    holdings: list[HoldingRow]
+    postures: Iterator[PostureRow]
 
 
 @dataclass(frozen=True, slots=True)

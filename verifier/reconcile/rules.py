@@ -57,9 +57,10 @@ def _lpp_exempt(ctx: Context, kind: AuthorizationKind | None) -> bool:
     return kind is AuthorizationKind.LPP and lpp is not None and not lpp.counts_against_country_cap
 
 
-def country_cap(ctx: Context) -> list[FindingDraft]:
+def cap_groups(ctx: Context) -> dict[str, Group]:
     """Holdings of holders without VEU status, by resolved country (HK counts as CN), less GPUs
-    held under LPP where the pack says LPP does not count against the cap."""
+    held under LPP where the pack says LPP does not count against the cap. Each holder's part
+    is summed on its own (`verifier.reconcile.engine`), then merged per country."""
     groups: dict[str, Group] = {}
     for piece in ctx.pieces:
         e, site = piece.lot.entity, piece.lot.site
@@ -70,23 +71,25 @@ def country_cap(ctx: Context) -> list[FindingDraft]:
         if not piece.expired and _lpp_exempt(ctx, None if piece.auth is None else piece.auth.kind):
             continue
         groups.setdefault(ctx.resolve(site.country), Group()).add(piece.lot, piece.units)
-    out = []
-    for country, g in sorted(groups.items()):
-        since = [
-            a.since
-            for a in ctx.registry.arrangements
-            if ctx.resolve(a.country) == country and a.since <= ctx.on
-        ]
-        cap = ctx.pack.country_cap_tpp(country, ctx.on, arrangement=bool(since))
-        if cap is None or g.tpp <= cap:
-            continue
-        doubled = f" (under the arrangement in force since {min(since)})" if since else ""
-        message = (
-            f"{country} non-VEU holdings {n(g.tpp)} TPP ({g.arithmetic()}) exceed the country "
-            f"cap {n(cap)} TPP{doubled} by {n(g.tpp - cap)} TPP"
-        )
-        out.append(ctx.finding("country-cap-exceeded", f"country:{country}", message, g))
-    return out
+    return groups
+
+
+def country_cap(ctx: Context, country: str, g: Group) -> FindingDraft | None:
+    """The finding of one resolved country whose merged non-VEU holdings are `g`, if over."""
+    since = [
+        a.since
+        for a in ctx.registry.arrangements
+        if ctx.resolve(a.country) == country and a.since <= ctx.on
+    ]
+    cap = ctx.pack.country_cap_tpp(country, ctx.on, arrangement=bool(since))
+    if cap is None or g.tpp <= cap:
+        return None
+    doubled = f" (under the arrangement in force since {min(since)})" if since else ""
+    message = (
+        f"{country} non-VEU holdings {n(g.tpp)} TPP ({g.arithmetic()}) exceed the country "
+        f"cap {n(cap)} TPP{doubled} by {n(g.tpp - cap)} TPP"
+    )
+    return ctx.finding("country-cap-exceeded", f"country:{country}", message, g)
 
 
 def _usage(ctx: Context, *, expired: bool) -> dict[str, Group]:
@@ -98,7 +101,7 @@ def _usage(ctx: Context, *, expired: bool) -> dict[str, Group]:
 
 
 def licence_exceeded(ctx: Context) -> list[FindingDraft]:
-    auths = {a.id: a for a in ctx.registry.authorizations}
+    auths = ctx.authorizations
     out = []
     for auth_id, g in sorted(_usage(ctx, expired=False).items()):
         auth = auths[auth_id]
@@ -120,7 +123,7 @@ def licence_exceeded(ctx: Context) -> list[FindingDraft]:
 
 
 def licence_expired(ctx: Context) -> list[FindingDraft]:
-    auths = {a.id: a for a in ctx.registry.authorizations}
+    auths = ctx.authorizations
     groups: dict[str, Group] = {}
     for piece in ctx.pieces:
         if piece.auth is None or not piece.expired or not ctx.licence_needed(piece.lot):

@@ -28,12 +28,7 @@ def _by_entity_country(ctx: Context, kind: VeuStatus) -> dict[str, dict[str, Gro
 def _total(groups: dict[str, Group]) -> Group:
     total = Group()
     for g in groups.values():
-        for model, (units, tpp) in g.models.items():
-            held_units, _ = total.models.get(model, (0, tpp))
-            total.models[model] = (held_units + units, tpp)
-        total.units += g.units
-        total.tpp += g.tpp
-        total.evidence.update(g.evidence)
+        total.merge(g)
     return total
 
 

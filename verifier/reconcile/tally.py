@@ -53,6 +53,15 @@ class Group:
         self.models[lot.model] = (held + units, lot.unit_tpp)
         self.evidence.update(lot.evidence)
 
+    def merge(self, other: Group) -> None:
+        """Add another group's GPUs (of other lots) to this one."""
+        self.units += other.units
+        self.tpp += other.tpp
+        for model, (units, tpp) in other.models.items():
+            held, _ = self.models.get(model, (0, tpp))
+            self.models[model] = (held + units, tpp)
+        self.evidence.update(other.evidence)
+
     def arithmetic(self) -> str:
         """'51,020 x H100-SXM at 15,832 + 3 x A100 at 4,992', largest unit TPP first."""
         parts = sorted(self.models.items(), key=lambda kv: (-kv[1][1], kv[0]))
