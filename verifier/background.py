@@ -1,5 +1,5 @@
-"""What `serve` runs beside its RPCs: the findings sweep with nonce clean-up, reconciliation
-after accepted evidence, the store probe and the systemd watchdog (fed only while the store takes
+"""What `serve` runs beside its RPCs: the findings sweep with nonce clean-up, live reconciliation
+of accepted evidence, the store probe and the systemd watchdog (fed only while the store takes
 writes). Each loop runs until `serve` cancels it at shutdown; a failed round is logged and the
 next one tries again.
 """
@@ -7,15 +7,15 @@ next one tries again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from attest.errors import AttestError, ConfigError, PolicyNotFoundError
 from attest.sdnotify import Notifier
-from verifier.compliance import pack_configured, reconcile_and_store
+from verifier.compliance import LiveCompliance, pack_configured
 from verifier.config import VerifierConfig
 from verifier.session import Core
 
@@ -60,31 +60,35 @@ async def sweep_loop(core: Core) -> None:
             core.metrics.findings_open.labels(rule=rule).set(count)
 
 
-async def reconcile_loop(core: Core, accepted: Callable[[], int]) -> None:
-    """Compliance findings follow the evidence without anyone running `reconcile`: today's
-    reconciliation under the pack in force (docs/design.md §14), at most once per
-    fleet.reconcile_interval_s, and only after evidence was accepted since the last one (the
-    first one runs whatever was accepted, so findings left by an import are brought up to
-    date). A full run reads sites x models rows, never one per GPU."""
+async def compliance_loop(core: Core, wake: asyncio.Event) -> None:
+    """Compliance findings follow the evidence without anyone running `reconcile`
+    (docs/design.md §14): a full reconciliation at start, then a `LiveCompliance` step after
+    every commit of accepted evidence (`wake`; commits made during a step are taken by the
+    next), and at least every fleet.reconcile_interval_s, which picks up what other replicas
+    accepted and what a registry import or a revocation changed."""
     interval = core.config.fleet.reconcile_interval_s
-    done = -1
+    live = LiveCompliance(core.store, core.config.policy)
+    pack = ""
     while True:
-        await asyncio.sleep(interval)
-        seen = accepted()
-        if seen == done:
-            continue
+        wake.clear()
         now = core.clock()
         try:
-            pack = pack_configured(core.config.policy, now.date())
-            if pack is None:
-                log.warning("reconciliation skipped: no policy pack in force on %s", now.date())
-                continue
-            result = await asyncio.to_thread(reconcile_and_store, core.store, pack, now)
+            changed = await asyncio.to_thread(live.step, now)
+        except PolicyNotFoundError as exc:
+            log.warning("reconciliation skipped: %s", exc)
         except AttestError as exc:
             log.warning("reconciliation failed: %s", exc)
-            continue
-        done = seen
-        log.info("reconciled under %s: %d compliance finding(s)", pack.id, len(result.findings))
+        else:
+            if changed is None or live.pack_id != pack:
+                pack = live.pack_id
+                log.info("reconciled in full under %s", pack)
+            elif changed:
+                log.info(
+                    "reconciled under %s: %d finding(s) raised or refreshed, %d resolved",
+                    pack, len(changed.raised), len(changed.cleared),
+                )  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=interval)
 
 
 async def probe_store(core: Core) -> bool:

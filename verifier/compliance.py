@@ -1,9 +1,10 @@
 """Reconciliation against the store: which pack is in force, the fleet judged today or at a past
 date, and the compliance findings kept in step with it (docs/design.md §14).
 
-Both `gpu-attest-verifier reconcile` and `serve` (which reconciles by itself after accepted
-evidence, at most once per `fleet.reconcile_interval_s`) go through here, so the stored findings
-follow one rule: only today's reconciliation under the pack in force changes them.
+Both `gpu-attest-verifier reconcile` and `serve` (which keeps the findings in step with every
+accepted attestation, `LiveCompliance`) go through here, so the stored findings follow one
+rule: only today's reconciliation under the pack in force changes them, and a judgment derived
+at an earlier log position never overwrites a later one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from verifier.model import FindingDraft, FindingStatus
 from verifier.policy import COMPLIANCE_RULES, builtin_packs, find_pack, pack_in_force
 from verifier.policy.model import PolicyPack
 from verifier.reconcile import reconcile
-from verifier.reconcile.model import Reconciliation
+from verifier.reconcile.live import FindingChanges, LiveReconciliation
+from verifier.reconcile.model import ComplianceChanges, Reconciliation
 from verifier.registry_model import Registry
 from verifier.store.api import Store
 
@@ -55,31 +57,108 @@ def judge(
     )
 
 
-def store_findings(
-    store: Store, drafts: Iterable[FindingDraft], now: datetime
-) -> list[tuple[str, str]]:
-    """Open or refresh what was raised; resolve the open compliance findings not raised again
-    (findings of the other rules are the pipeline's and the sweep's). Returns the resolved."""
-    raised = list(drafts)
+def _stale(store: Store, raised: Iterable[FindingDraft]) -> list[tuple[str, str]]:
+    """Open compliance findings not raised again (the other rules' are the pipeline's and the
+    sweep's)."""
     keys = {(d.rule, d.subject) for d in raised}
     compliance = frozenset(COMPLIANCE_RULES)
-    stale = [
+    return [
         (f.rule, f.subject)
         for f in store.iter_findings()
         if f.rule in compliance
         and f.status is not FindingStatus.RESOLVED
         and (f.rule, f.subject) not in keys
     ]
-    store.upsert_findings(raised, now)
-    if stale:
-        store.resolve_findings(stale, now)
-    return stale
 
 
-def reconcile_and_store(store: Store, pack: PolicyPack, now: datetime) -> Reconciliation:
-    """Today's reconciliation under the pack in force, with the findings stored (what `serve`
-    runs after accepted evidence). Raises StoreError when the store fails."""
+def reconcile_today(
+    store: Store, pack: PolicyPack, now: datetime
+) -> tuple[Reconciliation, list[tuple[str, str]] | None]:
+    """Today's full reconciliation under the pack in force, from one snapshot, with the
+    findings stored: open or refresh what was raised, resolve what was not. Returns the result
+    and the findings resolved (None: a newer judgment was stored meanwhile, by a live
+    reconciliation further on; this one was not stored). Raises StoreError."""
     today = now.date()
-    result = judge(store, store.load_registry(today), pack, today, current=True)
-    store_findings(store, result.findings, now)
-    return result
+    with store.current_compliance() as state:
+        result = reconcile(state.holdings, state.postures, state.registry, pack, today)
+    stale = _stale(store, result.findings)
+    stored = store.store_compliance_findings(
+        result.findings, stale, epoch=state.epoch, position=state.position, now=now
+    )
+    return result, stale if stored else None
+
+
+def _latest(changes: ComplianceChanges) -> int | None:
+    """The log index of the newest change: the evidence that cleared what was cleared."""
+    indices = [d.log_index for d in changes.deltas]
+    indices += [p.evidence[-1] for p in changes.postures if p.evidence]
+    return max(indices, default=None)
+
+
+class LiveCompliance:
+    """Today's compliance findings in step with every accepted attestation (docs/design.md
+    §14): the first step reconciles in full and keeps the judgment; each later step applies
+    the holdings journal from the log position it stands at, judges again only the holders
+    and agents it touches, and stores only the findings that changed. A step with nothing new
+    reads one indexed range and writes nothing. It starts again in full on a new day, when
+    the compliance epoch moved (a revocation, a registry import), or when its findings could
+    not be stored. Not thread-safe: one caller steps it."""
+
+    def __init__(self, store: Store, configured: str) -> None:
+        self._store = store
+        self._configured = configured
+        self._live: LiveReconciliation | None = None
+        self._epoch = 0
+        self._position = 0
+        self._pack = ""
+
+    @property
+    def pack_id(self) -> str:
+        return self._pack
+
+    def step(self, now: datetime) -> FindingChanges | None:
+        """Bring the stored findings up to `now`; returns what changed (None: it reconciled
+        in full). Raises StoreError, PolicyNotFoundError / PolicyError, or
+        PolicyNotFoundError when no pack is in force today."""
+        live = self._live
+        if live is None or live.on != now.date():
+            self._rebase(now)
+            return None
+        changes = self._store.compliance_changes(self._position)
+        if changes.epoch != self._epoch or changes.floor > self._position:
+            self._rebase(now)
+            return None
+        self._position = changes.position
+        if not changes.deltas and not changes.postures:
+            return FindingChanges()
+        found = live.apply(changes.deltas, changes.postures)
+        if found and not self._store.store_compliance_findings(
+            found.raised,
+            found.cleared,
+            epoch=self._epoch,
+            position=changes.position,
+            now=now,
+            cleared_by=_latest(changes),
+        ):
+            self._live = None  # another judgment is further on: start again next step
+        return found
+
+    def _rebase(self, now: datetime) -> None:
+        self._live = None
+        today = now.date()
+        pack = pack_configured(self._configured, today)
+        if pack is None:
+            raise PolicyNotFoundError(f"no policy pack in force on {today}")
+        with self._store.current_compliance() as state:
+            live = LiveReconciliation(state.holdings, state.postures, state.registry, pack, today)
+        raised = live.findings()
+        stored = self._store.store_compliance_findings(
+            raised,
+            _stale(self._store, raised),
+            epoch=state.epoch,
+            position=state.position,
+            now=now,
+        )
+        if stored:
+            self._live, self._epoch, self._position = live, state.epoch, state.position
+            self._pack = pack.id

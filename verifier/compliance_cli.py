@@ -22,7 +22,7 @@ from typing import Any
 
 from attest import tomlconf as tc
 from attest.text import escape
-from verifier.compliance import judge, pack_configured, store_findings
+from verifier.compliance import judge, pack_configured, reconcile_today
 from verifier.exits import VerifierExit
 from verifier.model import FindingDraft
 from verifier.policy import builtin_packs, find_pack, pack_in_force
@@ -91,7 +91,6 @@ def run_compliance_command(args: argparse.Namespace, store: Store, configured: s
         result = judge(store, registry, pack, on, current=current, postures=False)
         countries = {site.id: site.country for site in registry.sites}
         return _holdings(args, result, pack, countries)
-    result = judge(store, registry, pack, on, current=current)
     # The stored findings follow the regime in force: a finding resolved only because another
     # pack was tried would lose its id and history, and reopen as a new one when tried back.
     if not current:
@@ -100,7 +99,13 @@ def run_compliance_command(args: argparse.Namespace, store: Store, configured: s
         why = f"not the pack in force ({in_force.id if in_force else 'none'})"
     else:
         why = ""
-    resolved = None if why else store_findings(store, result.findings, datetime.now(UTC))
+    resolved: list[tuple[str, str]] | None = None
+    if why:
+        result = judge(store, registry, pack, on, current=current)
+    else:
+        result, resolved = reconcile_today(store, pack, datetime.now(UTC))
+        if resolved is None:
+            why = "serve stored a judgment of later evidence meanwhile"
     _report(args.json, result, resolved, why)
     return VerifierExit.FINDINGS if result.findings else VerifierExit.OK
 

@@ -82,10 +82,10 @@ class FleetConfig:
     gpu_missing_grace_s: int = 3600
     agent_deadline_s: int = 900
     sweep_interval_s: int = 30
-    #: `serve` reconciles today under the pack in force (docs/design.md §14) at most this often,
-    #: and only after it accepted evidence since the last time; 0 leaves it to `reconcile`.
-    #: A full reconciliation of 1,000,000 GPUs takes ~2-3 s (docs/performance.md §10).
-    reconcile_interval_s: int = 300
+    #: `serve` judges each commit of accepted evidence as it happens (docs/design.md §14), and
+    #: also at least this often, which picks up what other replicas accepted, registry imports,
+    #: revocations and a new day; 0 leaves compliance findings to `reconcile`.
+    reconcile_interval_s: int = 60
 
 
 @dataclass(frozen=True)

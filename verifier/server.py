@@ -265,12 +265,13 @@ async def start(
     receipt_signer = load_or_create_receipt_signer(config.state_dir)
     checkpointer = Checkpointer(store, receipt_signer, checkpoint_origin(config, receipt_signer))
     metrics = Metrics()
-    accepted = [0]  # envelopes committed since start: the reconcile loop's "anything new?"
+    accepted = asyncio.Event()  # evidence was committed: the compliance loop steps
 
     def on_commit(results: Sequence[Accepted]) -> None:
         metrics.transactions.inc()
         checkpointer.observe(results)
-        accepted[0] += len(results)
+        if results:
+            accepted.set()
 
     interval = config.store.commit_interval.total_seconds()
     committer = GroupCommitter(
@@ -309,7 +310,7 @@ async def start(
     running.tasks.append(asyncio.create_task(background.probe_loop(core), name="store-probe"))
     running.tasks.append(asyncio.create_task(background.sweep_loop(core), name="findings-sweep"))
     if config.fleet.reconcile_interval_s:
-        loop = background.reconcile_loop(core, lambda: accepted[0])
+        loop = background.compliance_loop(core, accepted)
         running.tasks.append(asyncio.create_task(loop, name="reconcile"))
     log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
     return running

@@ -17,6 +17,7 @@ Conventions every implementation keeps:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -40,7 +41,12 @@ from verifier.model import (
     TokenRecord,
     VerifiedAttestation,
 )
-from verifier.reconcile.model import HoldingRow, PostureRow
+from verifier.reconcile.model import (
+    ComplianceChanges,
+    CurrentCompliance,
+    HoldingRow,
+    PostureRow,
+)
 from verifier.registry_model import Registry, RegistryVersion
 
 # --- options and the port ----------------------------------------------------------------------
@@ -194,6 +200,34 @@ class Store(Protocol):
         agents at a time from one snapshot. Raises ValueError when chunk < 1."""
 
     # findings
+
+    def current_compliance(
+        self, *, chunk: int = LIST_CHUNK
+    ) -> contextlib.AbstractContextManager[CurrentCompliance]:
+        """Today's holdings (as `holdings()`) and postures (as `postures()`, read page by page
+        while the block runs) in one snapshot, with the log size and compliance epoch they
+        stand at: where a live reconciliation starts (docs/design.md §14)."""
+
+    def compliance_changes(self, after: int) -> ComplianceChanges:
+        """The holdings journal and posture changes of log indices `after` up to the log size
+        now, in log order, with the compliance epoch and journal floor (a reader whose epoch
+        differs, or whose position is below the floor, starts again from
+        `current_compliance`)."""
+
+    def store_compliance_findings(
+        self,
+        raised: Sequence[FindingDraft],
+        cleared: Sequence[tuple[str, str]],
+        *,
+        epoch: int,
+        position: int,
+        now: datetime,
+        cleared_by: int | None = None,
+    ) -> bool:
+        """Open or refresh `raised` and resolve `cleared` (with the log index that cleared
+        them), derived at (`epoch`, log `position`), in one transaction; nothing is written,
+        and False returned, when the epoch moved on or findings derived at a later position
+        are stored already (a lagging replica never overwrites a newer judgment)."""
 
     def upsert_findings(self, drafts: Sequence[FindingDraft], now: datetime) -> None:
         """Open or refresh findings by (rule, subject); never a second row for a key. An open

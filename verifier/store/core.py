@@ -33,11 +33,17 @@ from verifier.model import (
     TokenRecord,
     VerifiedAttestation,
 )
-from verifier.reconcile.model import HoldingRow, PostureRow
+from verifier.reconcile.model import (
+    ComplianceChanges,
+    CurrentCompliance,
+    HoldingRow,
+    PostureRow,
+)
 from verifier.registry_model import Registry, RegistryVersion
 from verifier.store import (
     ops_accept,
     ops_agents,
+    ops_compliance,
     ops_findings,
     ops_fleet,
     ops_holdings,
@@ -239,6 +245,53 @@ class SqlStore(abc.ABC):
         page = partial(ops_holdings.postures_page, at=at)
         return self._pages(page, _posture_agent, chunk)
 
+    @contextlib.contextmanager
+    def current_compliance(self, *, chunk: int = LIST_CHUNK) -> Iterator[CurrentCompliance]:
+        _check_chunk(chunk)
+        with self._snapshot() as read:
+            epoch, _, _ = read(ops_compliance.state)
+            size = read(ops_fleet.log_size)
+            registry = read(ops_registry.load_registry)
+            rows = read(lambda db: ops_holdings.holdings(db, None))
+
+            def postures() -> Iterator[PostureRow]:
+                after: str | None = None
+                while True:
+                    page = read(
+                        partial(ops_holdings.postures_page, at=None, after=after, limit=chunk)
+                    )
+                    yield from page
+                    if len(page) < chunk:
+                        return
+                    after = page[-1].agent_id
+
+            yield CurrentCompliance(epoch, size, registry, rows, postures())
+
+    def compliance_changes(self, after: int) -> ComplianceChanges:
+        def read(db: Db) -> ComplianceChanges:
+            return ops_compliance.changes(db, after, ops_fleet.log_size(db))
+
+        return self._transact(read, write=False)
+
+    def store_compliance_findings(
+        self,
+        raised: Sequence[FindingDraft],
+        cleared: Sequence[tuple[str, str]],
+        *,
+        epoch: int,
+        position: int,
+        now: datetime,
+        cleared_by: int | None = None,
+    ) -> bool:
+        now_us = to_micros(now)
+        return self._transact(
+            lambda db: ops_compliance.store_findings(
+                db, raised, cleared, epoch=epoch, position=position, now_us=now_us,
+                cleared_by=cleared_by,
+            ),
+            write=True,
+        )  # fmt: skip
+
     def upsert_findings(self, drafts: Sequence[FindingDraft], now: datetime) -> None:
         now_us = to_micros(now)
         self._transact(lambda db: ops_findings.upsert_findings(db, drafts, now_us), write=True)
@@ -288,6 +341,8 @@ class SqlStore(abc.ABC):
             self._write_pages(partial(ops_sweep.resolve_page, rules=rules, rule=rule), chunk)
         self._write_pages(partial(ops_sweep.raise_stale_agents, rules=rules), chunk)
         self._write_pages(partial(ops_sweep.raise_gpu_rules, rules=rules), chunk)
+        before_us = to_micros(now) - ops_compliance.JOURNAL_RETENTION_US
+        self._transact(lambda db: ops_compliance.prune(db, before_us), write=True)
         return self._transact(ops_sweep.open_counts, write=False)
 
     # paging

@@ -30,6 +30,7 @@ from attest.errors import (
 )
 from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
+from verifier.store import ops_compliance
 from verifier.store.api import StoreOptions
 from verifier.store.ops_claims import settle_site_claims
 from verifier.store.ops_holdings import update_postures, update_presence, update_sighting_attrs
@@ -117,8 +118,9 @@ def accept_batch(
     _flush(db, batch, size)
     for item, index, seen, prev_seen, prev_index in batch.inventory_changes:
         site_id = batch.heads[item.agent_id].site_id
+        before = ops_compliance.agent_holdings(db, item.agent_id)
         update_presence(db, item=item, site_id=site_id, log_index=index)
-        update_sightings(
+        released = update_sightings(
             db,
             item=item,
             site_id=site_id,
@@ -129,6 +131,18 @@ def accept_batch(
         update_sighting_attrs(db, item=item)
         raise_duplicates(
             db, item=item, log_index=index, seen_us=seen, now_us=now_us, options=options
+        )
+        # What the host's holdings became, less what they were, and the lost GPUs released
+        # elsewhere: the holdings journal that incremental reconciliation applies.
+        for _, site, device, subsystem, power in released:
+            units, watts = before.get((site, device, subsystem), (0, 0))
+            before[(site, device, subsystem)] = (units + 1, watts + power)
+        ops_compliance.journal(
+            db,
+            log_index=index,
+            received_us=to_micros(item.received_at),
+            before=before,
+            after=ops_compliance.agent_holdings(db, item.agent_id),
         )
     # Posture is compared for every accepted item (one read per batch), written on change.
     accepted = zip(items, outcomes, strict=True)

@@ -29,6 +29,7 @@ from verifier.model import (
     NonceRecord,
     TokenRecord,
 )
+from verifier.store import ops_compliance
 from verifier.store.api import StoreOptions
 from verifier.store.ops_findings import resolve_findings
 from verifier.store.sqlbase import (
@@ -156,6 +157,7 @@ def revoke_agent(db: Db, agent_id: str, now_us: int, reason: str) -> AgentRecord
     )
     audit(db, AuditKind.REVOCATION, now_us, agent_id, message=reason)
     _resolve_revoked(db, agent_id, now_us)
+    ops_compliance.new_epoch(db)  # its GPUs left the holdings outside the log
     return _must_get_agent(db, agent_id)
 
 

@@ -22,6 +22,7 @@ from verifier.registry_model import (
     Site,
     VeuStatus,
 )
+from verifier.store import ops_compliance
 from verifier.store.ops_agents import audit
 from verifier.store.sqlbase import Db, from_micros
 
@@ -32,6 +33,7 @@ _SECOND = timedelta(seconds=1)
 def import_registry(db: Db, registry: Registry, now_us: int, by: str, source: bytes) -> int:
     """Replace the current registry and keep it as a new version; returns its number."""
     _replace_current(db, registry)
+    ops_compliance.new_epoch(db)  # holdings are judged against another registry from now
     digest = hashlib.sha256(source).digest()
     return _add_version(db, registry, now_us, by=by, source=source, digest=digest)
 

@@ -22,8 +22,9 @@ def update_sightings(
     log_index: int,
     seen_us: int,
     previous: tuple[int | None, int | None],
-) -> None:
+) -> list[Released]:
     """Upsert a present sighting for every reported GPU; mark the ones that left absent.
+    Returns the lost GPUs of other agents that this report released (`release_lost_elsewhere`).
 
     A GPU fallen off the bus usually comes back as a placeholder (`unknown-gpu-index-N`, state
     LOST): it names no identity, so it is not stored; the GPUs that left the inventory in that
@@ -69,7 +70,7 @@ def update_sightings(
             for uuid in sorted(present - reported)
         ],
     )  # fmt: skip
-    release_lost_elsewhere(db, item=item, reported=sorted(reported))
+    return release_lost_elsewhere(db, item=item, reported=sorted(reported))
 
 
 def fell_out_of_sight(item: VerifiedAttestation) -> bool:
@@ -83,27 +84,44 @@ def fell_out_of_sight(item: VerifiedAttestation) -> bool:
     return any(g.lost and PLACEHOLDER_UUID.match(g.uuid) for g in item.gpus)
 
 
-def release_lost_elsewhere(db: Db, *, item: VerifiedAttestation, reported: list[str]) -> None:
+#: A released GPU: the agent that held it as lost, its site, PCI ids and enforced power limit.
+Released = tuple[str, str, int | None, int | None, int]
+
+
+def release_lost_elsewhere(
+    db: Db, *, item: VerifiedAttestation, reported: list[str]
+) -> list[Released]:
     """A lost GPU stays held by the agent that lost it until it is reported again, by any agent:
     a repaired board installed in another host is that host's now. Otherwise it would count at
     both sites (no `duplicate-gpu`, which looks at present claims only) until the first agent
     is revoked. The sweep resolves `gpu-lost` once no agent holds the GPU as lost."""
     received_us = to_micros(item.received_at)
+    out: list[Released] = []
     for start in range(0, len(reported), _IN_CHUNK):
         chunk = reported[start : start + _IN_CHUNK]
         released = db.all(
-            "SELECT uuid, agent_id FROM gpu_sightings WHERE present = 0 AND lost = 1 "
+            "SELECT uuid, agent_id, site_id, pci_device_id, pci_subsystem_id, power_limit_w "
+            "FROM gpu_sightings WHERE present = 0 AND lost = 1 "
             f"AND agent_id <> ? AND uuid IN {db.in_list(len(chunk))}",
             (item.agent_id, *chunk),
         )
         db.many(
             "UPDATE gpu_presence SET to_us = ? WHERE uuid = ? AND agent_id = ? AND to_us IS NULL",
-            [(received_us, uuid, agent) for uuid, agent in released],
+            [(received_us, r[0], r[1]) for r in released],
         )
         db.many(
             "UPDATE gpu_sightings SET lost = 0 WHERE uuid = ? AND agent_id = ?",
-            [(uuid, agent) for uuid, agent in released],
+            [(r[0], r[1]) for r in released],
         )
+        out += [
+            (str(agent), str(site), _opt(device), _opt(subsystem), int(power or 0))
+            for _, agent, site, device, subsystem, power in released
+        ]
+    return out
+
+
+def _opt(value: object) -> int | None:
+    return None if value is None else int(str(value))
 
 
 def raise_duplicates(
