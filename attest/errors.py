@@ -107,12 +107,6 @@ class IdentityMismatchError(VerificationError):
     code = "identity-mismatch"
 
 
-class SiteMismatchError(IdentityMismatchError):
-    """The evidence claims another site than the one the agent's key was enrolled for."""
-
-    code = "site-mismatch"
-
-
 class NonceError(VerificationError):
     code = "nonce-invalid"
 
