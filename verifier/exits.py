@@ -21,9 +21,9 @@ class VerifierExit(ExitCode):
     OK = exit_code(0, "success; `serve` also exits 0 after SIGTERM/SIGINT once shut down")
     REFUSED = exit_code(
         1,
-        "a request was refused (e.g. an ingested envelope rejected, unknown agent or site, a log "
-        "index outside the log, a registry import that needs --force, `findings ack` of an "
-        "unknown or resolved finding id)",
+        "a request was refused (e.g. an ingested envelope rejected, unknown agent, site or "
+        "policy pack, a log index outside the log, a registry import that needs --force, "
+        "`findings ack` of an unknown or resolved finding id)",
     )
     USAGE = exit_code(2, "usage error (bad arguments)", no_restart=True)
     CONFIG = exit_code(

@@ -203,15 +203,19 @@ def postures_page(db: Db, *, at: date | None, after: str | None, limit: int) -> 
             [AgentStatus.ACTIVE.value, *params, limit],
         )
     else:
-        page, params = ("", []) if after is None else (" AND p.agent_id > ?", [after])
+        # As now: an agent that held GPUs at the end of that day but had attested no posture
+        # by then is listed with no checks (fail closed).
+        page, params = ("", []) if after is None else (" AND a.agent_id > ?", [after])
         end = end_of_day_us(at)
         rows = db.all(
-            "SELECT p.agent_id, a.site_id, p.checks, p.log_index FROM posture_history p "
-            "JOIN agents a ON a.agent_id = p.agent_id "
-            "WHERE (a.revoked_at IS NULL OR a.revoked_at >= ?) AND p.from_us = "
-            "(SELECT MAX(h.from_us) FROM posture_history h WHERE h.agent_id = p.agent_id "
-            f"AND h.from_us < ?){page} ORDER BY p.agent_id LIMIT ?",
-            [end, end, *params, limit],
+            "SELECT a.agent_id, a.site_id, p.checks, p.log_index FROM agents a "
+            "LEFT JOIN posture_history p ON p.agent_id = a.agent_id AND p.from_us = "
+            "(SELECT MAX(h.from_us) FROM posture_history h WHERE h.agent_id = a.agent_id "
+            "AND h.from_us < ?) WHERE (a.revoked_at IS NULL OR a.revoked_at >= ?) "
+            "AND (p.agent_id IS NOT NULL OR EXISTS (SELECT 1 FROM gpu_presence g "
+            "WHERE g.agent_id = a.agent_id AND g.from_us < ? "
+            f"AND (g.to_us IS NULL OR g.to_us >= ?))){page} ORDER BY a.agent_id LIMIT ?",
+            [end, end, end, end, *params, limit],
         )
     return [
         PostureRow(

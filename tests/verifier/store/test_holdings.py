@@ -172,6 +172,10 @@ def test_an_agent_holding_gpus_without_a_stored_posture_is_judged_with_none(
     send(store, Chain("a1"), DAY1, (gpu("GPU-1"),), posture=(("secure-boot", "pass"),))
     assert backend.query("DELETE FROM agent_posture RETURNING agent_id") == [("a1",)]
     assert list(store.postures()) == [PostureRow("site-a", "a1", {}, ())]
+    # The same at a past date: a1 held GPU-1 at the end of 1 March with no posture history.
+    assert backend.query("DELETE FROM posture_history RETURNING agent_id") == [("a1",)]
+    assert list(store.postures(date(2026, 3, 1))) == [PostureRow("site-a", "a1", {}, ())]
+    assert list(store.postures(date(2026, 2, 28))) == []  # it held nothing yet
 
 
 def test_a_placeholder_names_no_gpu_and_is_not_held(store: Store) -> None:

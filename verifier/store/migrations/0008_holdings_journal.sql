@@ -13,6 +13,8 @@ CREATE TABLE holdings_journal (
 );
 CREATE INDEX holdings_journal_log ON holdings_journal (log_index);
 CREATE INDEX posture_history_log ON posture_history (log_index);
+-- An agent's presence intervals, for its holdings at a past date when it had no posture yet.
+CREATE INDEX gpu_presence_agent ON gpu_presence (agent_id, from_us);
 
 -- One row. `epoch` changes with what changes holdings or their judgment outside the log (a
 -- revocation, a registry import): a live reconciliation of another epoch starts again in full.
