@@ -132,7 +132,12 @@ class LiveCompliance:
         if not changes.deltas and not changes.postures:
             return FindingChanges()
         found = live.apply(changes.deltas, changes.postures)
-        if found and not self._store.store_compliance_findings(
+        if not found:
+            return found
+        # The judgment moved on in memory: unless its findings are stored, start again in full
+        # next step, or what this step raised or cleared would never reach the store.
+        self._live = None
+        if self._store.store_compliance_findings(
             found.raised,
             found.cleared,
             epoch=self._epoch,
@@ -140,7 +145,7 @@ class LiveCompliance:
             now=now,
             cleared_by=_latest(changes),
         ):
-            self._live = None  # another judgment is further on: start again next step
+            self._live = live
         return found
 
     def _rebase(self, now: datetime) -> None:
