@@ -2,15 +2,15 @@
 checks of receipts and certificates.
 
 Files (docs/protocol.md §10): agent.key (0600, signs evidence and is the mTLS client key),
-agent.crt, ca.pem, verifier.pub (PEM SPKI of the receipt-signing key) and identity.toml (agent_id,
-site_id, verifier address). How agent.key and agent.crt are replaced is agent.rotation's.
+agent.crt, ca.pem, verifier.pub (PEM SPKI of the verifier's log key, which signs the checkpoints
+receipts carry) and identity.toml (agent_id, site_id, verifier address). How agent.key and
+agent.crt are replaced is agent.rotation's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hmac
 import json
 import os
 from collections.abc import Iterator
@@ -24,8 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from attest import tomlconf
-from attest.envelope import RECEIPT_PAYLOAD_TYPE, verify
+from attest import receipts, tomlconf
 from attest.errors import (
     ConfigError,
     KeyMaterialError,
@@ -36,7 +35,7 @@ from attest.errors import (
 from attest.files import write_secret_file
 from attest.keys import AGENT_URI_PREFIX, PublicKey, SoftwareSigner, certificate_spki
 from attest.model import Receipt
-from attest.wire import decode_envelope, decode_receipt
+from attest.wire import decode_receipt
 
 KEY_FILE = "agent.key"
 CERT_FILE = "agent.crt"
@@ -158,24 +157,24 @@ def load_tls(state_dir: Path, signer: SoftwareSigner) -> TlsMaterial:
     return material
 
 
-def verify_receipt(raw: bytes, verifier_key: PublicKey, agent_id: str) -> Receipt:
-    """Verify a receipt envelope against the pinned verifier key; return its body.
+def read_receipt(raw: bytes) -> Receipt:
+    """Parse receipt bytes (untrusted, nothing verified yet: only to find the spooled entry it
+    answers). Raises DecodeError (and subclasses)."""
+    return decode_receipt(raw)
 
-    Raises SignatureError (and subclasses), DecodeError, or ReceiptMismatchError when the
-    receipt names another agent.
+
+def verify_receipt(raw: bytes, envelope: bytes, verifier_key: PublicKey, agent_id: str) -> Receipt:
+    """Verify a receipt for the spooled `envelope` against the pinned verifier (log) key.
+
+    The checkpoint must carry the key's note signature over its origin, and the receipt's
+    inclusion proof must lead from the leaf hash of `envelope` at its log index to that
+    checkpoint's root (docs/protocol.md §6). Raises DecodeError, ProofError, or
+    ReceiptMismatchError when the receipt names another agent or envelope.
     """
-    envelope = decode_envelope(raw)
-    payload = verify(envelope, RECEIPT_PAYLOAD_TYPE, {verifier_key.keyid: verifier_key})
-    receipt = decode_receipt(payload.payload)
+    receipt = receipts.verify_receipt(raw, envelope, verifier_key).receipt
     if receipt.agent_id != agent_id:
         raise ReceiptMismatchError(f"receipt names agent {receipt.agent_id!r}, not {agent_id!r}")
     return receipt
-
-
-def check_receipt_answers(receipt: Receipt, entry_hash: bytes) -> None:
-    """Raise ReceiptMismatchError unless the receipt is for the envelope with `entry_hash`."""
-    if not hmac.compare_digest(receipt.envelope_hash, entry_hash):
-        raise ReceiptMismatchError(f"receipt for seq {receipt.seq} names another envelope")
 
 
 @contextlib.contextmanager

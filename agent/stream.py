@@ -15,7 +15,7 @@ from datetime import datetime
 import grpc
 
 from agent.client import AGENT_ID_METADATA, Backoff, open_channel, utcnow
-from agent.identity import Identity, TlsMaterial, check_receipt_answers, verify_receipt
+from agent.identity import Identity, TlsMaterial, read_receipt, verify_receipt
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
 from agent.spool import ChainHead, Spool
@@ -235,14 +235,17 @@ class StreamClient:
         self._sent_through = challenge.last_seq
 
     def _on_receipt(self, raw: bytes) -> None:
+        """An entry leaves the spool only for a receipt whose checkpoint is signed by the pinned
+        verifier key and whose inclusion proof shows this entry's bytes in that checkpoint's
+        tree; any other receipt is refused and logged, and the entry stays spooled."""
         s = self.settings
         try:
-            receipt = verify_receipt(raw, s.verifier_key, s.identity.agent_id)
-            entry = self._spool.get(receipt.seq)
+            seq = read_receipt(raw).seq
+            entry = self._spool.get(seq)
             if entry is None:
-                log.info("receipt for seq %d, which is no longer spooled", receipt.seq)
+                log.info("receipt for seq %d, which is no longer spooled", seq)
                 return
-            check_receipt_answers(receipt, entry.hash)
+            receipt = verify_receipt(raw, entry.envelope, s.verifier_key, s.identity.agent_id)
         except errors.AttestError as exc:
             log.error("rejecting a receipt: %s (%s)", exc, exc.code)  # noqa: TRY400
             self._metrics.count("error")

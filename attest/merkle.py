@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -309,3 +309,54 @@ class Frontier:
         while parts:
             result = node_hash(parts.pop(), result)
         return result
+
+
+def frontier_nodes(frontier: Frontier) -> tuple[Node, ...]:
+    """The perfect subtrees of a frontier as nodes (level, index, hash), largest first.
+
+    For a leaf at index >= frontier.size, every sibling on its inclusion path that lies wholly
+    before frontier.size is one of these, or a node completed by later appends
+    (`Frontier.append_with_nodes`): proofs for recent leaves need no older node.
+    """
+    nodes: list[Node] = []
+    start = 0
+    for level in range(frontier.size.bit_length() - 1, -1, -1):
+        if frontier.size >> level & 1:
+            nodes.append(Node(level, start >> level, frontier.hashes[len(nodes)]))
+            start += 1 << level
+    return tuple(nodes)
+
+
+@dataclass(frozen=True)
+class NodeHashes:
+    """A `HashSource` over known perfect subtree hashes keyed by (level, index); raises
+    ProofError for a subtree it does not hold."""
+
+    nodes: Mapping[tuple[int, int], bytes]
+
+    def subtree(self, level: int, index: int) -> bytes:
+        try:
+            return self.nodes[level, index]
+        except KeyError:
+            raise ProofError(f"subtree ({level}, {index}) is not held") from None
+
+
+def inclusion_ranges(index: int, size: int) -> tuple[tuple[int, int], ...]:
+    """The leaf ranges [start, end) whose roots MTH(D[start:end]) are PATH(index, D[size]), in
+    proof order (leaf sibling first). They are disjoint and cover [0, size) but `index`, so one
+    pass over the leaves with a `Frontier` per range computes a proof in O(log n) memory.
+
+    Raises ProofError when index is not below size.
+    """
+    _check_sizes(index, size, "inclusion proof")
+    ranges: list[tuple[int, int]] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _largest_power_of_two_below(end - start)
+        if index - start < k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+    return tuple(reversed(ranges))

@@ -17,7 +17,6 @@ import grpc
 from prometheus_client import Counter
 
 from attest import wire
-from attest.envelope import RECEIPT_PAYLOAD_TYPE, sign
 from attest.errors import (
     AttestError,
     ChainError,
@@ -169,10 +168,6 @@ class Core:
         self.metrics.challenges.inc()
         return Challenge(record.nonce, record.expires_at, head.last_seq, head.last_hash)
 
-    def sign_receipt(self, receipt: Receipt) -> bytes:
-        body = wire.encode_receipt(receipt)
-        return wire.encode_envelope(sign(RECEIPT_PAYLOAD_TYPE, body, [self.receipt_signer]))
-
     async def audit_rejection(
         self, agent_id: str, error: AttestError, seq: int, envelope_hash: bytes
     ) -> None:
@@ -261,7 +256,7 @@ class AttestSession:
         )
 
     async def accept(self, raw: bytes) -> pb.VerifierMessage:
-        """Verify, make durable, and answer with the signed receipt and the next challenge,
+        """Verify, make durable, and answer with the receipt and the next challenge,
         whose nonce became durable in the same transaction (one message); raise AttestError."""
         core = self.core
         wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
@@ -298,11 +293,14 @@ class AttestSession:
         core.keep_gpu_section(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
-        checkpoint = await core.checkpointer.covering(accepted.log_index)
+        # No signature per envelope: the checkpoint (signed once per tree size) and the entry's
+        # inclusion proof in its tree are the receipt's proof (docs/protocol.md §6).
+        inclusion = await core.checkpointer.prove(accepted.log_index)
         receipt = Receipt(
             agent_id=accepted.agent_id, seq=accepted.seq, envelope_hash=accepted.envelope_hash,
-            log_index=accepted.log_index, checkpoint=checkpoint, accepted_at=accepted.accepted_at,
-            freshness=accepted.freshness,
+            log_index=accepted.log_index, checkpoint=inclusion.checkpoint,
+            accepted_at=accepted.accepted_at, freshness=accepted.freshness,
+            inclusion_proof=inclusion.proof,
         )  # fmt: skip
         challenge = self._sent(core.challenge_for(next_nonce, self.head), next_nonce)
-        return pb.VerifierMessage(receipt=core.sign_receipt(receipt), next_challenge=challenge)
+        return pb.VerifierMessage(receipt=wire.encode_receipt(receipt), next_challenge=challenge)

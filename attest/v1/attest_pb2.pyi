@@ -896,8 +896,11 @@ Global___LandmarkMeasurement: _TypeAlias = LandmarkMeasurement  # noqa: Y015
 @_typing.final
 class ReceiptBody(_message.Message):
     """---------------------------------------------------------------------------------------------
-    Receipt payload (payload_type "application/vnd.gpu-attest.receipt.v1+protobuf"), signed by
-    the verifier: its promise that the envelope is durable and logged.
+    Receipt: the verifier's proof that the envelope is durable and logged. It is not signed by
+    itself: the signed checkpoint (one signature per tree size, shared by every receipt of a
+    group-commit batch) and the inclusion proof of the envelope's leaf hash
+    SHA-256(0x00 || envelope bytes) at log_index in that checkpoint's tree are the proof
+    (docs/protocol.md §6). Until protocol v1.1 it travelled signed, in a DSSE envelope.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -928,16 +931,21 @@ class ReceiptBody(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     FRESHNESS_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     seq: _builtins.int
     envelope_hash: _builtins.bytes
     """SHA-256 of the envelope as received"""
     log_index: _builtins.int
     checkpoint: _builtins.bytes
-    """signed checkpoint (C2SP note) covering log_index, when available"""
+    """signed checkpoint (C2SP note) whose tree includes log_index"""
     freshness: Global___ReceiptBody.Freshness.ValueType
     @_builtins.property
     def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 PATH(log_index, D[checkpoint size]): leaf sibling first, root child last."""
+
     def __init__(
         self,
         *,
@@ -948,10 +956,11 @@ class ReceiptBody(_message.Message):
         checkpoint: _builtins.bytes = ...,
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         freshness: Global___ReceiptBody.Freshness.ValueType = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "agent_id", b"agent_id", "checkpoint", b"checkpoint", "envelope_hash", b"envelope_hash", "freshness", b"freshness", "log_index", b"log_index", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "agent_id", b"agent_id", "checkpoint", b"checkpoint", "envelope_hash", b"envelope_hash", "freshness", b"freshness", "inclusion_proof", b"inclusion_proof", "log_index", b"log_index", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1006,7 +1015,7 @@ class EnrollResponse(_message.Message):
     ca_certificate: _builtins.bytes
     """PEM of the verifier CA"""
     verifier_public_key: _builtins.bytes
-    """SPKI DER of the key that signs receipts"""
+    """SPKI DER of the key that signs checkpoints"""
     def __init__(
         self,
         *,
@@ -1170,11 +1179,11 @@ class VerifierMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHALLENGE_FIELD_NUMBER: _builtins.int
-    RECEIPT_FIELD_NUMBER: _builtins.int
     REJECTION_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     NEXT_CHALLENGE_FIELD_NUMBER: _builtins.int
     receipt: _builtins.bytes
-    """serialized Envelope, payload: ReceiptBody"""
+    """serialized ReceiptBody (no DSSE envelope: see ReceiptBody)"""
     @_builtins.property
     def challenge(self) -> Global___Challenge: ...
     @_builtins.property
@@ -1189,15 +1198,15 @@ class VerifierMessage(_message.Message):
         self,
         *,
         challenge: Global___Challenge | None = ...,
-        receipt: _builtins.bytes = ...,
         rejection: Global___Rejection | None = ...,
+        receipt: _builtins.bytes = ...,
         next_challenge: Global___Challenge | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "next_challenge", b"next_challenge", "receipt", b"receipt", "rejection", b"rejection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "next_challenge", b"next_challenge", "receipt", b"receipt", "rejection", b"rejection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["challenge", "receipt", "rejection"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["challenge", "rejection", "receipt"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

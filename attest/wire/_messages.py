@@ -5,6 +5,7 @@ from __future__ import annotations
 from attest import model
 from attest.envelope import Envelope, EnvelopeSignature
 from attest.errors import DecodeError, InvariantError, SizeLimitError
+from attest.merkle import MAX_PROOF_HASHES
 from attest.v1 import attest_pb2 as pb
 from attest.wire._common import HASH_LEN, MAX_ENVELOPE_BYTES, NONCE_LEN, _from_ts, _parse, _ts
 
@@ -36,6 +37,9 @@ def decode_envelope(raw: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope
 
 # --- receipts, challenges, rejections ----------------------------------------------------------
 
+#: A receipt is ~0.3 KB plus its checkpoint note (<= 64 KiB) and at most 128 proof hashes.
+MAX_RECEIPT_BYTES = 80 * 1024
+
 _FRESHNESS = {
     model.Freshness.NONCE: pb.ReceiptBody.FRESHNESS_NONCE,
     model.Freshness.OFFLINE: pb.ReceiptBody.FRESHNESS_OFFLINE,
@@ -52,13 +56,22 @@ def encode_receipt(receipt: model.Receipt) -> bytes:
         checkpoint=receipt.checkpoint,
         accepted_at=_ts(receipt.accepted_at),
         freshness=_FRESHNESS[receipt.freshness],
+        inclusion_proof=receipt.inclusion_proof,
     ).SerializeToString(deterministic=True)
 
 
 def decode_receipt(payload: bytes) -> model.Receipt:
+    """Parse serialized ReceiptBody bytes (untrusted; structure only, nothing verified: see
+    attest.receipts). Raise SizeLimitError, DecodeError or InvariantError."""
+    if len(payload) > MAX_RECEIPT_BYTES:
+        raise SizeLimitError(f"receipt of {len(payload)} bytes exceeds {MAX_RECEIPT_BYTES}")
     msg = _parse(pb.ReceiptBody(), payload, "receipt")
     if msg.freshness not in _FRESHNESS_BACK or len(msg.envelope_hash) != HASH_LEN:
         raise InvariantError("receipt has an unknown freshness or a malformed hash")
+    if len(msg.inclusion_proof) > MAX_PROOF_HASHES or any(
+        len(h) != HASH_LEN for h in msg.inclusion_proof
+    ):
+        raise InvariantError("receipt inclusion proof is too long or holds a malformed hash")
     return model.Receipt(
         agent_id=msg.agent_id,
         seq=msg.seq,
@@ -67,6 +80,7 @@ def decode_receipt(payload: bytes) -> model.Receipt:
         checkpoint=msg.checkpoint,
         accepted_at=_from_ts(msg.accepted_at, "receipt accepted_at"),
         freshness=_FRESHNESS_BACK[msg.freshness],
+        inclusion_proof=tuple(msg.inclusion_proof),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import urllib.request
@@ -16,55 +17,80 @@ from agent.identity import (
     CA_FILE,
     CERT_FILE,
     Identity,
-    check_receipt_answers,
     load_identity,
     load_tls,
     make_csr,
+    read_receipt,
     save_enrollment,
     verify_receipt,
 )
 from agent.metrics import AgentMetrics
-from attest.envelope import RECEIPT_PAYLOAD_TYPE, sign
+from attest import merkle
+from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.errors import (
-    BadSignatureError,
+    AttestError,
     EnrollmentError,
     KeyMaterialError,
     NotEnrolledError,
+    ProofError,
     ReceiptMismatchError,
     TokenExpiredError,
-    UnknownKeyError,
 )
 from attest.keys import SoftwareSigner
 from attest.logfmt import JournaldFormatter, JsonFormatter
 from attest.model import Freshness, Receipt
-from attest.wire import encode_envelope, encode_receipt
+from attest.wire import encode_receipt
 from tests.verifier.sim import free_port
 
 from .helpers import self_signed_cert
 
-HASH = b"h" * 32
+ORIGIN = "verifier.test/log"
+#: The log: three other entries, then the agent's envelope at index 3.
+ENVELOPE = b"the spooled envelope bytes"
+LEAVES = [merkle.leaf_hash(b"entry-%d" % i) for i in range(3)] + [merkle.leaf_hash(ENVELOPE)]
 
 
-def _receipt(signer: SoftwareSigner, agent_id: str = "agt-1", digest: bytes = HASH) -> bytes:
-    body = Receipt(agent_id, 3, digest, 7, b"", datetime(2026, 6, 1, tzinfo=UTC), Freshness.NONCE)
-    return encode_envelope(sign(RECEIPT_PAYLOAD_TYPE, encode_receipt(body), [signer]))
+def _receipt(
+    signer: SoftwareSigner,
+    agent_id: str = "agt-1",
+    envelope: bytes = ENVELOPE,
+    origin: str = ORIGIN,
+    proof: tuple[bytes, ...] | None = None,
+) -> bytes:
+    checkpoint = Checkpoint(origin, len(LEAVES), merkle.root(LEAVES))
+    note = sign_checkpoint(checkpoint, origin, signer)
+    path = merkle.inclusion_proof(3, len(LEAVES), LEAVES) if proof is None else proof
+    body = Receipt(
+        agent_id, 3, hashlib.sha256(envelope).digest(), 3, note,
+        datetime(2026, 6, 1, tzinfo=UTC), Freshness.NONCE, path,
+    )  # fmt: skip
+    return encode_receipt(body)
 
 
 def test_receipts_are_checked_against_the_pinned_key_and_the_entry() -> None:
-    verifier = SoftwareSigner.generate()
-    receipt = verify_receipt(_receipt(verifier), verifier.public_key, "agt-1")
-    assert (receipt.seq, receipt.log_index) == (3, 7)
-    check_receipt_answers(receipt, HASH)
-    with pytest.raises(ReceiptMismatchError):
-        check_receipt_answers(receipt, b"x" * 32)
-    with pytest.raises(ReceiptMismatchError):
-        verify_receipt(_receipt(verifier), verifier.public_key, "agt-2")
-    with pytest.raises(UnknownKeyError):
-        verify_receipt(_receipt(SoftwareSigner.generate()), verifier.public_key, "agt-1")
+    verifier = SoftwareSigner.generate("ed25519")
+    key = verifier.public_key
+    receipt = verify_receipt(_receipt(verifier), ENVELOPE, key, "agt-1")
+    assert (receipt.seq, receipt.log_index, len(receipt.inclusion_proof)) == (3, 3, 2)
+    assert read_receipt(_receipt(verifier)) == receipt
+    with pytest.raises(ReceiptMismatchError):  # for another envelope
+        verify_receipt(_receipt(verifier), b"another envelope", key, "agt-1")
+    with pytest.raises(ReceiptMismatchError):  # for another agent
+        verify_receipt(_receipt(verifier), ENVELOPE, key, "agt-2")
+    with pytest.raises(ProofError):  # checkpoint signed by another key
+        verify_receipt(_receipt(SoftwareSigner.generate("ed25519")), ENVELOPE, key, "agt-1")
+    bad_path = (b"\x00" * 32, merkle.inclusion_proof(3, 4, LEAVES)[1])
+    with pytest.raises(ProofError):  # the proof does not lead to the signed root
+        verify_receipt(_receipt(verifier, proof=bad_path), ENVELOPE, key, "agt-1")
+    with pytest.raises(ProofError):  # a proof of the wrong length
+        verify_receipt(_receipt(verifier, proof=()), ENVELOPE, key, "agt-1")
+    # The hash names an envelope, but the log's leaf at index 3 is something else.
+    with pytest.raises(ProofError):
+        verify_receipt(_receipt(verifier, envelope=b"entry-2"), b"entry-2", key, "agt-1")
     raw = bytearray(_receipt(verifier))
-    raw[10] ^= 1
-    with pytest.raises((BadSignatureError, ReceiptMismatchError, UnknownKeyError)):
-        verify_receipt(bytes(raw), verifier.public_key, "agt-1")
+    raw[-40] ^= 1
+    with pytest.raises(AttestError):
+        verify_receipt(bytes(raw), ENVELOPE, key, "agt-1")
 
 
 def test_identity_files(tmp_path: Path) -> None:

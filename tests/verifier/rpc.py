@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
 from attest import model, wire
-from attest.checkpoint import NoteKey, parse_note, verify_checkpoint
-from attest.envelope import RECEIPT_PAYLOAD_TYPE, envelope_hash, verify
 from attest.keys import PublicKey, SoftwareSigner
+from attest.receipts import verify_receipt
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from tests.verifier.helpers import T0
@@ -90,17 +89,12 @@ async def enroll_at(
 
 
 def check_receipt(agent: Enrolled, raw_receipt: bytes, raw_envelope: bytes) -> model.Receipt:
-    """Verify the receipt like an agent does: pinned verifier key, then the envelope hash."""
-    key = agent.verifier_key
-    payload = verify(wire.decode_envelope(raw_receipt), RECEIPT_PAYLOAD_TYPE, {key.keyid: key})
-    receipt = wire.decode_receipt(payload.payload)
-    assert receipt.envelope_hash == envelope_hash(raw_envelope)
+    """Verify the receipt like an agent does: the checkpoint signed by the pinned verifier key,
+    the envelope hash, and the inclusion proof of the envelope's leaf in that checkpoint."""
+    verified = verify_receipt(raw_receipt, raw_envelope, agent.verifier_key)
+    receipt = verified.receipt
     assert receipt.agent_id == agent.agent_id
-    if receipt.checkpoint:
-        note = parse_note(receipt.checkpoint)
-        origin = note.text.split("\n", 1)[0]
-        checkpoint = verify_checkpoint(receipt.checkpoint, NoteKey(origin, key), origin)
-        assert checkpoint.size > receipt.log_index
+    assert verified.checkpoint.size > receipt.log_index
     return receipt
 
 

@@ -152,7 +152,7 @@ async def _attest_on(call: Call, nonce: bytes, chain: Chain) -> None:
     message = await call.read()
     assert isinstance(message, pb.VerifierMessage)
     assert message.WhichOneof("kind") == "receipt", message
-    assert wire.decode_envelope(message.receipt).payload
+    assert wire.decode_receipt(message.receipt).checkpoint
 
 
 async def test_a_stream_that_sends_no_evidence_is_closed(tmp_path: Path) -> None:

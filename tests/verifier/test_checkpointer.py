@@ -14,7 +14,7 @@ from tests.verifier.store.helpers import T0, Chain, enroll, gpus
 from verifier.model import Accepted
 from verifier.store.api import Store
 from verifier.store.batch import GroupCommitter
-from verifier.transparency import Checkpointer, leaf_hashes
+from verifier.transparency import Checkpointer, Inclusion, leaf_hashes
 
 ORIGIN = "test.example/log"
 
@@ -81,3 +81,59 @@ async def test_an_entry_not_in_the_log_is_refused(store: Store) -> None:
         assert "entry 0" in str(exc)
     else:
         raise AssertionError("a checkpoint for an entry the log does not hold")
+
+
+def _check_proof(store: Store, signer: SoftwareSigner, inclusion: Inclusion, index: int) -> None:
+    """The inclusion proof leads from the stored leaf at `index` to the signed root."""
+    checkpoint = verify_checkpoint(inclusion.checkpoint, NoteKey(ORIGIN, signer.public_key))
+    assert checkpoint.size == inclusion.size > index
+    leaf = next(leaf_hashes(store, index, index + 1))
+    merkle.verify_inclusion(leaf, index, checkpoint.size, inclusion.proof, checkpoint.root)
+
+
+async def test_inclusion_proofs_of_own_commits_come_from_memory(backend: Backend) -> None:
+    store = backend.open()
+    signer = SoftwareSigner.generate("ed25519")
+    checkpointer = Checkpointer(store, signer, ORIGIN)
+    chains = [Chain(f"a{i:02}", inventory=gpus(f"GPU-{i}")) for i in range(7)]
+    for chain in chains:
+        enroll(store, chain.agent_id)
+    committer = GroupCommitter(store, max_batch=3, on_commit=checkpointer.observe)
+    await committer.start()
+    accepted = [a for _ in range(3) for a in await _commit_round(committer, chains)]
+    await committer.close()
+    store.close()  # every proof must come from memory now
+    proofs = {a.log_index: await checkpointer.prove(a.log_index) for a in accepted}
+    reader = backend.open()
+    for index, inclusion in proofs.items():
+        _check_proof(reader, signer, inclusion, index)
+    assert sorted(proofs) == list(range(21))
+
+
+async def test_proofs_past_the_window_and_across_replicas_come_from_the_store(
+    backend: Backend,
+) -> None:
+    mine, theirs = backend.open(), backend.open()
+    signer = SoftwareSigner.generate("ed25519")
+    checkpointer = Checkpointer(mine, signer, ORIGIN, window=3)
+    own = [Chain(f"m{i}") for i in range(4)]
+    other = [Chain(f"o{i}") for i in range(5)]
+    for chain in own + other:
+        enroll(mine, chain.agent_id)
+    committer = GroupCommitter(mine, on_commit=checkpointer.observe)
+    their_committer = GroupCommitter(theirs)
+    await committer.start()
+    await their_committer.start()
+    answered: list[Accepted] = []
+    for _ in range(3):
+        await _commit_round(their_committer, other)
+        for accepted in await _commit_round(committer, own):
+            _check_proof(mine, signer, await checkpointer.prove(accepted.log_index),
+                         accepted.log_index)  # fmt: skip
+            answered.append(accepted)
+    await committer.close()
+    await their_committer.close()
+    # Long after: the window has moved on, so these proofs are read from the store's leaves.
+    for accepted in answered:
+        _check_proof(mine, signer, await checkpointer.prove(accepted.log_index),
+                     accepted.log_index)  # fmt: skip

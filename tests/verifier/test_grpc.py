@@ -271,7 +271,7 @@ async def test_challenge_is_reissued_before_expiry(tmp_path: Path) -> None:
             await stream.send(raw)  # the older, still valid nonce is accepted too
             message = await stream.recv()
             assert message.WhichOneof("kind") == "receipt"
-            assert wire.decode_envelope(message.receipt).payload
+            assert wire.decode_receipt(message.receipt).checkpoint
     finally:
         await running.stop(0)
 
