@@ -11,6 +11,9 @@
                                  regulator already holds) is a prefix of the log now, plus the
                                  signed checkpoint of now that the proof leads to
 
+Roots and proofs are read from the Merkle nodes the store keeps beside the leaves (O(log n)
+rows, docs/design.md §9), never from every leaf, so each command costs the same at any log size.
+
 A regulator checks the output offline with `gpu-attest-report checkpoint verify` and
 `gpu-attest-report proof verify`, holding only the key from `log key`.
 """
@@ -28,7 +31,7 @@ from verifier.ca import load_or_create_receipt_signer
 from verifier.config import VerifierConfig
 from verifier.exits import VerifierExit
 from verifier.store.api import Store
-from verifier.transparency import checkpoint_origin, leaf_hashes
+from verifier.transparency import checkpoint_origin
 
 
 def add_log_parser(
@@ -62,7 +65,8 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     """Run `log key|checkpoint|proof|consistency`.
 
     Raises ProofError for an empty log or an index or size outside it, StoreError when the
-    store fails or an entry's envelope is missing or does not hash to its leaf.
+    store fails, lacks a Merkle node, or an entry's envelope is missing or does not hash to
+    its leaf.
     """
     signer = load_or_create_receipt_signer(config.state_dir)
     if args.action == "key":
@@ -73,16 +77,15 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     size = store.log_size()
     if size == 0:
         raise ProofError("the transparency log is empty: nothing to sign or prove")
-    leaves = list(leaf_hashes(store, 0, size))
     origin = checkpoint_origin(config, signer)
-    note = sign_checkpoint(Checkpoint(origin, size, merkle.root(leaves)), origin, signer)
+    note = sign_checkpoint(Checkpoint(origin, size, store.log_root(size)), origin, signer)
     if args.action == "checkpoint":
         _emit(note, args.out)
         return VerifierExit.OK
     if args.action == "consistency":
         if not 0 < args.old_size <= size:
             raise ProofError(f"older size {args.old_size} is not within the log (size {size})")
-        hashes = merkle.consistency_proof(args.old_size, size, leaves)
+        hashes = store.log_consistency_proof(args.old_size, size)
         args.checkpoint.write_bytes(note)
         _emit(ConsistencyProof(args.old_size, size, hashes).to_bytes(), args.out)
         return VerifierExit.OK
@@ -93,6 +96,6 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     envelope = store.get_blob(entry.envelope_hash)
     if envelope is None or merkle.leaf_hash(envelope) != entry.leaf_hash:
         raise StoreError(f"the envelope of log entry {index} is missing or does not match")
-    hashes = merkle.inclusion_proof(index, size, leaves)
+    hashes = store.log_inclusion_proof(index, size)
     _emit(TlogProof(index, hashes, note, extra=envelope).to_bytes(), args.out)
     return VerifierExit.OK

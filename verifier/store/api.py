@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from attest import merkle
 from verifier.model import (
     AcceptOutcome,
     AgentRecord,
@@ -175,6 +176,27 @@ class Store(Protocol):
 
     def log_entries(self, start: int, stop: int) -> list[LogEntry]:
         """Log entries with start <= log_index < stop, in order."""
+
+    def log_root(self, size: int) -> bytes:
+        """MTH (RFC 9162) of the log's first `size` entries, from the stored Merkle nodes in
+        one query of popcount(size) rows. Raises ProofError when size is negative or beyond
+        the log, StoreError when a stored node is missing."""
+
+    def log_inclusion_proof(self, index: int, size: int) -> tuple[bytes, ...]:
+        """PATH(index, D[size]) of RFC 9162 §2.1.3.1, leaf sibling first, read from the stored
+        Merkle nodes in one query of O(log n) rows. Raises ProofError unless
+        0 <= index < size <= log_size(), StoreError when a stored node is missing."""
+
+    def log_consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
+        """PROOF(old_size, D[new_size]) of RFC 9162 §2.1.4.1 (empty when old_size is 0 or
+        new_size), read as `log_inclusion_proof`. Raises ProofError unless
+        0 <= old_size <= new_size <= log_size(), StoreError when a stored node is missing."""
+
+    def log_frontier(self, size: int) -> merkle.Frontier:
+        """The compact range of the log's first `size` entries (one hash per set bit of size),
+        from which appends continue and roots are signed: what a checkpointer catches up from.
+        Raises ProofError when size is negative or beyond the log, StoreError when a stored
+        node is missing."""
 
     # fleet state
 

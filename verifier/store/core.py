@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import TypeVar
 
+from attest import merkle
 from attest.errors import ReplayError, StoreError, StoreUnavailableError
 from verifier import findings
 from verifier.model import (
@@ -47,6 +48,7 @@ from verifier.store import (
     ops_findings,
     ops_fleet,
     ops_holdings,
+    ops_log,
     ops_registry,
     ops_sweep,
 )
@@ -226,6 +228,20 @@ class SqlStore(abc.ABC):
 
     def log_entries(self, start: int, stop: int) -> list[LogEntry]:
         return self._transact(lambda db: ops_fleet.log_entries(db, start, stop), write=False)
+
+    def log_root(self, size: int) -> bytes:
+        return self._transact(lambda db: ops_log.root(db, size), write=False)
+
+    def log_inclusion_proof(self, index: int, size: int) -> tuple[bytes, ...]:
+        return self._transact(lambda db: ops_log.inclusion_proof(db, index, size), write=False)
+
+    def log_consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
+        return self._transact(
+            lambda db: ops_log.consistency_proof(db, old_size, new_size), write=False
+        )
+
+    def log_frontier(self, size: int) -> merkle.Frontier:
+        return self._transact(lambda db: ops_log.frontier(db, size), write=False)
 
     # fleet state and findings
 

@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 from attest.errors import (
     AgentRevokedError,
@@ -30,7 +31,7 @@ from attest.errors import (
 )
 from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
-from verifier.store import ops_compliance
+from verifier.store import ops_compliance, ops_log
 from verifier.store.api import StoreOptions
 from verifier.store.ops_claims import settle_site_claims
 from verifier.store.ops_holdings import update_postures, update_presence, update_sighting_attrs
@@ -324,6 +325,10 @@ def _flush(db: Db, batch: _Batch, size: int) -> None:
         "log_entries",
         (("log_index", "bigint"), ("leaf_hash", "bytea"), ("envelope_hash", "bytea")),
         batch.log_rows,
+    )
+    # The Merkle nodes these leaves complete, in the same transaction (docs/design.md §9).
+    ops_log.append_leaves(
+        db, size - len(batch.log_rows), [cast(bytes, row[1]) for row in batch.log_rows]
     )
     db.run("UPDATE log_head SET size = ? WHERE id = 1", (size,))
 

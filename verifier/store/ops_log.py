@@ -1,0 +1,194 @@
+"""Transaction bodies for the transparency log's Merkle tree (docs/design.md §9): roots, proofs
+and frontiers read in O(log n) rows, and the interior nodes written as leaves are appended.
+
+Level 0 of the tree is the leaf hashes of `log_entries`; `log_nodes` (migration 0009) holds
+the hash of every complete aligned subtree of level >= 1, inserted in the accept transaction
+that appends the leaf completing it. The table is therefore always exactly the perfect subtrees
+of the committed log: a batch that rolls back takes its nodes with it. A read runs the proof
+math of `attest.merkle` twice: once over a source that only records which (level, index)
+subtrees it asks for, then over those subtrees fetched in one query (at most about 2·log2 n
+rows, whatever the log size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from attest import merkle
+from attest.errors import ProofError, StoreError
+from verifier.store.sqlbase import Db
+
+T = TypeVar("T")
+
+_NODE_COLUMNS = (("level", "integer"), ("node_index", "bigint"), ("hash", "bytea"))
+#: Leaves read per query while backfilling, and node rows per insert.
+_BACKFILL_CHUNK = 8192
+_PLACEHOLDER = bytes(merkle.HASH_LEN)
+
+
+@dataclass
+class _Wanted:
+    """A `merkle.HashSource` that answers zeros and records which subtrees were asked for."""
+
+    keys: set[tuple[int, int]] = field(default_factory=set)
+
+    def subtree(self, level: int, index: int) -> bytes:
+        self.keys.add((level, index))
+        return _PLACEHOLDER
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A `merkle.HashSource` over the subtrees one query returned."""
+
+    hashes: dict[tuple[int, int], bytes]
+
+    def subtree(self, level: int, index: int) -> bytes:
+        return self.hashes[level, index]
+
+
+def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The hashes of these subtrees (level 0: leaf hashes), in one query; StoreError when the
+    store lacks one (a log written without its nodes is refused, never guessed at)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    leaves = [index for level, index in wanted if level == 0]
+    nodes = [(level, index) for level, index in wanted if level > 0]
+    parts: list[str] = []
+    params: list[object] = []
+    if leaves:
+        parts.append(
+            "SELECT 0, log_index, leaf_hash FROM log_entries "
+            f"WHERE log_index IN {db.in_list(len(leaves))}"
+        )
+        params += leaves
+    if nodes:
+        terms = " OR ".join(["(level = ? AND node_index = ?)"] * len(nodes))
+        parts.append(f"SELECT level, node_index, hash FROM log_nodes WHERE {terms}")
+        params += [value for node in nodes for value in node]
+    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in db.all(" UNION ALL ".join(parts), params)}
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        level, index = missing[0]
+        raise StoreError(
+            f"the log's Merkle tree lacks {len(missing)} stored subtree(s), first "
+            f"level {level} index {index}: the node table does not match the log"
+        )
+    return found
+
+
+def _over_stored(db: Db, compute: Callable[[merkle.HashSource], T]) -> T:
+    wanted = _Wanted()
+    compute(wanted)
+    return compute(_Fetched(_fetch(db, wanted.keys)))
+
+
+def _log_size(db: Db) -> int:
+    row = db.one("SELECT size FROM log_head WHERE id = 1")
+    if row is None:
+        raise StoreError("log head row is missing")
+    return int(row[0])
+
+
+def _check_size(db: Db, size: int, what: str) -> None:
+    if size < 0:
+        raise ProofError(f"{what}: tree size {size} is negative")
+    current = _log_size(db)
+    if size > current:
+        raise ProofError(f"{what}: tree size {size} is beyond the log (size {current})")
+
+
+def _peaks(size: int) -> list[tuple[int, int]]:
+    """The (level, index) of the perfect subtrees of the compact range [0, size), largest
+    first: one per set bit of size."""
+    peaks: list[tuple[int, int]] = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            peaks.append((level, start >> level))
+            start += 1 << level
+    return peaks
+
+
+def _frontier(db: Db, size: int) -> merkle.Frontier:
+    peaks = _peaks(size)
+    found = _fetch(db, peaks)
+    return merkle.Frontier(size, tuple(found[key] for key in peaks))
+
+
+def frontier(db: Db, size: int) -> merkle.Frontier:
+    """The compact range of the log's first `size` entries (popcount(size) rows read).
+
+    Raises ProofError when size is negative or beyond the log."""
+    _check_size(db, size, "log frontier")
+    return _frontier(db, size)
+
+
+def root(db: Db, size: int) -> bytes:
+    """MTH of the log's first `size` entries. Raises ProofError when size is out of range."""
+    _check_size(db, size, "log root")
+    return _frontier(db, size).root()
+
+
+def inclusion_proof(db: Db, index: int, size: int) -> tuple[bytes, ...]:
+    """PATH(index, D[size]) over the stored tree. Raises ProofError unless
+    0 <= index < size <= the log's size."""
+    _check_size(db, size, "inclusion proof")
+    if not 0 <= index < size:
+        raise ProofError(f"inclusion proof: log index {index} is outside the log (size {size})")
+    return _over_stored(db, lambda source: merkle.inclusion_proof(index, size, source))
+
+
+def consistency_proof(db: Db, old_size: int, new_size: int) -> tuple[bytes, ...]:
+    """PROOF(old_size, D[new_size]) over the stored tree (empty when old_size is 0 or equal).
+    Raises ProofError unless 0 <= old_size <= new_size <= the log's size."""
+    _check_size(db, new_size, "consistency proof")
+    if not 0 <= old_size <= new_size:
+        raise ProofError(f"consistency proof: sizes {old_size} -> {new_size} are not in order")
+    return _over_stored(db, lambda source: merkle.consistency_proof(old_size, new_size, source))
+
+
+def append_leaves(db: Db, start: int, leaves: Sequence[bytes]) -> None:
+    """Insert the interior nodes that appending `leaves` at log indices start, start+1, ...
+    completes; the caller inserts the leaves themselves, in the same transaction. Reads the
+    frontier of `start` from stored nodes (O(log n) rows)."""
+    if not leaves:
+        return
+    _insert_nodes(db, _completed(_frontier(db, start), leaves)[1])
+
+
+def _completed(
+    tree: merkle.Frontier, leaves: Iterable[bytes]
+) -> tuple[merkle.Frontier, list[tuple[int, int, bytes]]]:
+    rows: list[tuple[int, int, bytes]] = []
+    for leaf in leaves:
+        tree, nodes = tree.append_with_nodes(leaf)
+        rows += [(node.level, node.index, node.hash) for node in nodes[1:]]
+    return tree, rows
+
+
+def _insert_nodes(db: Db, rows: Sequence[tuple[int, int, bytes]]) -> None:
+    db.insert_rows("log_nodes", _NODE_COLUMNS, rows)
+
+
+def backfill_nodes(db: Db, applied_at_micros: int) -> None:
+    """Data step of migration 0009: the nodes of a log written before it, from its leaves,
+    `_BACKFILL_CHUNK` leaves at a time (memory stays O(chunk + log n))."""
+    del applied_at_micros  # the nodes do not depend on when they were derived
+    size = _log_size(db)
+    tree = merkle.Frontier()
+    while tree.size < size:
+        rows = db.all(
+            "SELECT log_index, leaf_hash FROM log_entries WHERE log_index >= ? "
+            "ORDER BY log_index LIMIT ?",
+            (tree.size, min(_BACKFILL_CHUNK, size - tree.size)),
+        )
+        if not rows or int(rows[0][0]) != tree.size:
+            raise StoreError(f"the log has no entry {tree.size} below its size {size}")
+        if int(rows[-1][0]) != tree.size + len(rows) - 1:
+            raise StoreError(f"the log has a gap after entry {tree.size}")
+        tree, nodes = _completed(tree, (bytes(r[1]) for r in rows))
+        _insert_nodes(db, nodes)
