@@ -5,7 +5,7 @@ Needs only `cryptography`, the standard library and `attest` (no gRPC, no protob
     gpu-attest-report checkpoint verify CHECKPOINT --key VERIFIER.pub [--origin O]
     gpu-attest-report proof verify FILE.tlog-proof --key VERIFIER.pub [--entry ENTRY] [--origin O]
     gpu-attest-report consistency OLD.checkpoint NEW.checkpoint --proof FILE --key VERIFIER.pub
-    gpu-attest-report verify R.json --key VERIFIER.pub     (not in this version: exits 2)
+    gpu-attest-report verify R.json --key REPORT.pub [--since-checkpoint OLD] [--log-key LOG.pub]
 
 The key file holds the log's Ed25519 public key as PEM, as base64 SubjectPublicKeyInfo, or as a
 note verifier key `<name>+<key id>+<base64>`. Unless a verifier key names it, the key name is the
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attest import checkpoint as cp
+from attest import report_verify
 from attest.errors import AttestError, DecodeError
 from attest.exits import ReportExit
 from attest.keys import PublicKey
@@ -127,11 +128,28 @@ def _cmd_consistency(opts: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_verify(opts: argparse.Namespace) -> dict[str, object]:
-    raise UsageError(
-        f"cannot verify {opts.report}: signed report verification is not in this version of "
-        "gpu-attest-report; it arrives with the reporting feature. Use `checkpoint verify`, "
-        "`proof verify` and `consistency` to check the log."
-    )
+    """Every check of a signed report (attest/report_verify.py); one failure line each."""
+    data = _read(opts.report)
+    try:
+        key = PublicKey.from_pem(_read(opts.key).strip())
+        log_key = None if opts.log_key is None else PublicKey.from_pem(_read(opts.log_key).strip())
+    except AttestError as exc:
+        raise UsageError(f"cannot use the key file: {exc}") from exc
+    since = None if opts.since_checkpoint is None else _read(opts.since_checkpoint)
+    check = report_verify.verify_report(data, key, since=since, log_key=log_key)
+    if not check.valid:
+        raise ReportInvalidError(check)
+    return dict(check.facts)
+
+
+class ReportInvalidError(AttestError):
+    """A report failed one or more checks: `check.failures` says which, one line each."""
+
+    code = "report-invalid"
+
+    def __init__(self, check: report_verify.ReportCheck) -> None:
+        super().__init__("; ".join(f"{what}: {line}" for what, line in check.failures))
+        self.check = check
 
 
 def _key_options(parser: argparse.ArgumentParser) -> None:
@@ -174,11 +192,15 @@ def _parser() -> argparse.ArgumentParser:
     _key_options(consistency)
     consistency.set_defaults(run=_cmd_consistency)
 
-    report = commands.add_parser("verify", help="verify a signed report (not in this version)")
+    report = commands.add_parser("verify", help="verify a signed report and its evidence")
     report.add_argument("report")
     report.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    report.add_argument("--key", help="the verifier's public key")
-    report.add_argument("--since-checkpoint", help="the last checkpoint you saw")
+    report.add_argument("--key", required=True, help="the verifier's report key (PEM)")
+    report.add_argument(
+        "--since-checkpoint",
+        help="a checkpoint (or an older report) you kept: the log must extend it",
+    )
+    report.add_argument("--log-key", help="pin the log key (PEM) instead of the report's")
     report.set_defaults(run=_cmd_verify)
     return parser
 
@@ -196,6 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"valid": False, "code": "usage", "error": str(exc)}, sort_keys=True))
         print(f"gpu-attest-report: {exc}", file=sys.stderr)
         return ReportExit.USAGE
+    except ReportInvalidError as exc:
+        failures = [{"check": what, "error": line} for what, line in exc.check.failures]
+        if opts.json:
+            print(json.dumps({"valid": False, "code": exc.code, "failures": failures}))
+        for what, line in exc.check.failures:
+            print(f"INVALID ({what}): {line}", file=sys.stderr)
+        return ReportExit.INVALID
     except AttestError as exc:
         if opts.json:
             print(json.dumps({"valid": False, "code": exc.code, "error": str(exc)}))

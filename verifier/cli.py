@@ -40,6 +40,7 @@ from verifier.model import Finding, FindingStatus, Severity
 from verifier.policy_cli import add_policy_parser, run_policy_command
 from verifier.registry_cli import add_registry_parser, run_registry_command
 from verifier.registry_model import Registry
+from verifier.report_cli import add_report_parser, run_report_command
 from verifier.store.api import Store
 from verifier.views import (
     agent_line,
@@ -307,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_parser(sub, common)
     add_policy_parser(sub, common)
     add_compliance_parsers(sub, common)
+    add_report_parser(sub, common)
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
     ca.add_parser("export", parents=[common], help="print the CA certificate PEM (agents' --ca)")
     return parser
@@ -341,6 +343,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return run_compliance_command(args, store, config.policy)
         if args.command == "registry":
             return run_registry_command(args, store)
+        if args.command == "report":
+            return run_report_command(args, store, config)
         return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)
     finally:
         store.close()

@@ -329,6 +329,11 @@ class Store(Protocol):
         """Present GPUs of active agents per the site the agents enrolled at (sites holding
         none are absent): what an import removing a site would orphan."""
 
+    def attested_by_site(self, at: date) -> dict[str, tuple[int, int]]:
+        """Per site: the GPUs held at the end of UTC day `at` (as `holdings(at)` counts them)
+        and how many of those sit at an agent with accepted evidence received during that day;
+        aggregated in SQL, O(sites) rows (reports, docs/design.md §15)."""
+
     # lifecycle
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ from verifier.store import (
     ops_holdings,
     ops_log,
     ops_registry,
+    ops_reports,
     ops_sweep,
 )
 from verifier.store.api import LIST_CHUNK, SWEEP_CHUNK, StoreOptions
@@ -422,6 +423,9 @@ class SqlStore(abc.ABC):
 
     def present_gpus_by_site(self) -> dict[str, int]:
         return self._transact(ops_registry.present_gpus_by_site, write=False)
+
+    def attested_by_site(self, at: date) -> dict[str, tuple[int, int]]:
+        return self._transact(lambda db: ops_reports.attested_by_site(db, at), write=False)
 
 
 #: Envelopes named one by one in a log line about a batch; the rest are counted.

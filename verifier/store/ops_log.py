@@ -163,11 +163,20 @@ def append_leaves(db: Db, start: int, leaves: Sequence[bytes]) -> None:
 def _completed(
     tree: merkle.Frontier, leaves: Iterable[bytes]
 ) -> tuple[merkle.Frontier, list[tuple[int, int, bytes]]]:
+    """`Frontier.append_with_nodes` over many leaves without a Frontier value per leaf (it
+    checks its hashes when made): the tree after them, and the nodes of level >= 1 they
+    complete as (level, index, hash) rows."""
+    hashes, size = list(tree.hashes), tree.size
     rows: list[tuple[int, int, bytes]] = []
     for leaf in leaves:
-        tree, nodes = tree.append_with_nodes(leaf)
-        rows += [(node.level, node.index, node.hash) for node in nodes[1:]]
-    return tree, rows
+        merged, level = leaf, 0
+        while size >> level & 1:
+            merged = merkle.node_hash(hashes.pop(), merged)
+            level += 1
+            rows.append((level, size >> level, merged))
+        hashes.append(merged)
+        size += 1
+    return merkle.Frontier(size, tuple(hashes)), rows
 
 
 def _insert_nodes(db: Db, rows: Sequence[tuple[int, int, bytes]]) -> None:

@@ -1,0 +1,110 @@
+"""`report key` and `report create` on a real state directory (SQLite, then PostgreSQL): the
+example registry imported, envelopes made by `gpu-attest-agent once` ingested; the report then
+verified offline by `gpu-attest-report verify` (attest/report_verify.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from attest.report_cli import main as report_main
+from tests.verifier.store.conftest import PG_ADMIN, pg_schema_url
+from tests.verifier.test_compliance_cli import ROOT, agent_envelopes, verifier
+from verifier.cli import main
+
+
+def _world(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path, count: int) -> None:
+    registry = str(ROOT / "examples/registry.toml")
+    assert main(["--config", str(config), "registry", "import", registry]) == 0
+    capsys.readouterr()
+    rows = verifier(capsys, config, "ingest", "--json", *agent_envelopes(tmp_path, config, count))
+    assert {r["result"] for r in rows} == {"accepted"}
+
+
+def _create(
+    capsys: pytest.CaptureFixture[str], config: Path, out: Path, *extra: str
+) -> dict[str, object]:
+    month = datetime.now(UTC).strftime("%Y-%m")
+    argv = ["report", "create", "--entity", "acme", "--period", month, "--out", str(out)]
+    verifier(capsys, config, *argv, *extra)
+    document = json.loads(out.read_text())
+    statement = json.loads(base64.b64decode(document["payload"]))
+    return dict(statement["predicate"])
+
+
+def _verify(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+    code = report_main(["--json", "verify", *argv])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def report_session(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    _world(capsys, config, tmp_path, 2)
+    key = tmp_path / "report.pub"
+    verifier(capsys, config, "report", "key", "--out", str(key))
+    first = tmp_path / "r1.json"
+    page = tmp_path / "r1.html"
+    predicate = _create(capsys, config, first, "--html", str(page))
+    sites = {s["id"]: s for s in predicate["sites"]}  # type: ignore[attr-defined]
+    site = sites["acme-fra1"]
+    assert all(s["units"] == 0 for k, s in sites.items() if k != "acme-fra1")
+    assert (site["id"], site["country"], site["units"]) == ("acme-fra1", "DE", 8)
+    assert site["attested_last_day"] == {"gpus": 8, "of": 8}
+    assert site["location"]["status"] == "unverified"
+    assert [m["model"] for m in site["models"]] == ["H100-SXM"]
+    assert len(predicate["samples"]) == 1  # type: ignore[arg-type]
+    assert any("trust" in t for t in predicate["trust_model"])  # type: ignore[attr-defined]
+    assert "<svg" in page.read_text()
+    code, result = _verify(capsys, str(first), "--key", str(key))
+    assert code == 0, result
+    assert result["valid"] is True and result["entity"] == "acme"
+
+    # The log grows; the next report proves it only grew since the first.
+    (tmp_path / "b").mkdir()
+    rows = verifier(capsys, config, "ingest", "--json", *agent_envelopes(tmp_path / "b", config, 1))
+    assert rows[0]["result"] == "accepted"
+    second = tmp_path / "r2.json"
+    later = _create(capsys, config, second, "--previous", str(first))
+    assert later["log"]["previous"] is not None  # type: ignore[index]
+    code, result = _verify(capsys, str(second), "--key", str(key), "--since-checkpoint", str(first))
+    assert code == 0, result
+    # A report changed after signing fails, with a line that says what failed.
+    document = json.loads(second.read_text())
+    statement = json.loads(base64.b64decode(document["payload"]))
+    statement["predicate"]["sites"][0]["units"] += 1
+    document["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(document))
+    code, result = _verify(capsys, str(forged), "--key", str(key))
+    assert code == 1
+    assert result["failures"][0]["check"] == "report-signature"  # type: ignore[index]
+
+
+def test_report_create_and_verify_on_sqlite(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    report_session(capsys, config_file, tmp_path)
+
+
+@pytest.mark.postgres
+def test_report_create_and_verify_on_postgresql(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    config = tmp_path / "verifier.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ndatabase = "{pg_schema_url(schema)}"\n'
+        'listen = "0.0.0.0:0"\nmetrics_listen = ""\n'
+    )
+    try:
+        report_session(capsys, config, tmp_path)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
