@@ -31,7 +31,7 @@ public API.
 - `root_ms`: `Store.log_root(size)` at the full size, median.
 - `fill_s`: the direct-SQL fill (not a figure of the product).
 - `peak_rss_mb`: the process's peak resident set (ru_maxrss), fill included.
-- `report_s`, `report_peak_rss_mb`: when `benchmarks/report.py` provides
+- `report_s`, `report_peak_rss_mb`: when module `benchmarks.report` provides
   `report_figures(gpus, store)` and `--report-gpus` is not 0, its figures for a fleet of that
   many GPUs on the same kind of store, merged into the line; without that module (or when it
   fails, said on stderr) the line simply has no such keys.
