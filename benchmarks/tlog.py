@@ -30,7 +30,8 @@ public API.
   older sizes.
 - `root_ms`: `Store.log_root(size)` at the full size, median.
 - `fill_s`: the direct-SQL fill (not a figure of the product).
-- `peak_rss_mb`: the process's peak resident set (ru_maxrss), fill included.
+- `peak_rss_mb`: the process's peak resident set (ru_maxrss), fill included, taken before
+  the report figures below.
 - `report_s`, `report_peak_rss_mb`: when module `benchmarks.report` provides
   `report_figures(gpus, store)` and `--report-gpus` is not 0, its figures for a fleet of that
   many GPUs on the same kind of store, merged into the line; without that module (or when it
@@ -338,8 +339,9 @@ def main() -> None:
     if args.entries < 1:
         parser.error("--entries must be at least 1")
     figures = run(args)
-    figures.update(report(args))
+    # Before the report benchmark runs in this process: its peak is its own figure.
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures.update(report(args))
     print(json.dumps(figures))
 
 
