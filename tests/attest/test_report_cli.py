@@ -101,7 +101,8 @@ def test_checkpoint_verify_json(files: dict[str, str], capsys: pytest.CaptureFix
             INVALID,
         ),
         (["consistency", "{old}", "{new}", "--proof", "{garbage}", "--key", "{pem}"], INVALID),
-        (["verify", "{new}", "--key", "{pem}"], USAGE),
+        (["verify", "{new}", "--key", "{pem}"], INVALID),  # a checkpoint is not a report
+        (["verify", "{new}", "--key", "{garbage}"], USAGE),
         (["frobnicate"], USAGE),
         ([], USAGE),
     ],
@@ -110,11 +111,10 @@ def test_exit_codes(files: dict[str, str], argv: list[str], code: int) -> None:
     assert main([arg.format(**files) for arg in argv]) == code
 
 
-def test_verify_says_it_is_not_in_this_version(
-    files: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["verify", files["new"], "--key", files["pem"]]) == USAGE
-    assert "not in this version" in capsys.readouterr().err
+def test_verify_says_what_failed(files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Reports themselves: tests/attest/test_report_verify.py, tests/verifier/test_report_cli.py."""
+    assert main(["verify", files["new"], "--key", files["pem"]]) == INVALID
+    assert "INVALID (report-signature): the report does not verify" in capsys.readouterr().err
 
 
 def test_needs_neither_grpc_nor_protobuf(files: dict[str, str]) -> None:

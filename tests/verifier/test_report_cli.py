@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,6 +75,10 @@ def report_session(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: P
     assert later["log"]["previous"] is not None  # type: ignore[index]
     code, result = _verify(capsys, str(second), "--key", str(key), "--since-checkpoint", str(first))
     assert code == 0, result
+    # The same checks by docs/verify_report.py, which imports nothing of this project.
+    script = [sys.executable, str(ROOT / "docs/verify_report.py"), str(second), str(key)]
+    done = subprocess.run(script, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert (done.returncode, done.stdout.split(":")[0]) == (0, "OK"), done.stdout + done.stderr
     # A report changed after signing fails, with a line that says what failed.
     document = json.loads(second.read_text())
     statement = json.loads(base64.b64decode(document["payload"]))
@@ -83,6 +89,9 @@ def report_session(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: P
     code, result = _verify(capsys, str(forged), "--key", str(key))
     assert code == 1
     assert result["failures"][0]["check"] == "report-signature"  # type: ignore[index]
+    script = [sys.executable, str(ROOT / "docs/verify_report.py"), str(forged), str(key)]
+    done = subprocess.run(script, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (1, "report signature fails")
 
 
 def test_report_create_and_verify_on_sqlite(

@@ -1,0 +1,162 @@
+"""Tampering with a real report: a changed byte of the signed report, of an embedded entry, of
+a proof or of a checkpoint makes `verify_report` fail with a line that says what failed, also
+when the verifier itself re-signs the tampered statement with its report key; a log that
+rewrote an entry between two reports fails the consistency check."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attest.errors import DecodeError
+from attest.keys import PublicKey, SoftwareSigner, load_private_key
+from attest.report_entries import fields
+from attest.report_verify import encode_report, verify_report
+from tests.verifier.test_compliance_cli import ROOT, agent_envelopes
+from verifier.cli import main
+
+REGISTRY = ROOT / "examples/registry.toml"
+
+Report = tuple[bytes, SoftwareSigner]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """One real report (module scope: hypothesis draws many examples from it)."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    config = tmp_path / "verifier.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ndatabase = "{tmp_path / "v.db"}"\n'
+        'listen = "0.0.0.0:0"\nmetrics_listen = ""\n'
+    )
+    month = datetime.now(UTC).strftime("%Y-%m")
+    out = tmp_path / "r.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--config", str(config), "registry", "import", str(REGISTRY)]) == 0
+        assert main(["--config", str(config), "ingest", *agent_envelopes(tmp_path, config, 2)]) == 0
+        argv = ["report", "create", "--entity", "acme", "--period", month, "--out", str(out)]
+        assert main(["--config", str(config), *argv]) == 0
+    return out.read_bytes(), load_private_key(tmp_path / "state" / "report.key")
+
+
+def _statement(data: bytes) -> dict[str, Any]:
+    return dict(json.loads(base64.b64decode(json.loads(data)["payload"])))
+
+
+def _resign(statement: dict[str, Any], signer: SoftwareSigner) -> bytes:
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+    return encode_report(payload, signer.sign, signer.public_key.keyid)
+
+
+def _checks(data: bytes, key: PublicKey) -> set[str]:
+    return {what for what, _ in verify_report(data, key).failures}
+
+
+def test_the_untouched_report_verifies(made: Report) -> None:
+    data, signer = made
+    assert verify_report(data, signer.public_key).failures == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_changed_payload_byte_fails_the_report_signature(made: Report, data: Any) -> None:
+    raw, signer = made
+    document = json.loads(raw)
+    payload = bytearray(base64.b64decode(document["payload"]))
+    index = data.draw(st.integers(0, len(payload) - 1))
+    payload[index] ^= data.draw(st.integers(1, 255))
+    document["payload"] = base64.b64encode(bytes(payload)).decode()
+    assert _checks(json.dumps(document).encode(), signer.public_key) == {"report-signature"}
+
+
+def _flip_b64(text: str, index: int) -> str:
+    raw = bytearray(base64.b64decode(text))
+    raw[index % len(raw)] ^= 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def _flip_hex(text: str) -> str:
+    return ("0" if text[0] != "0" else "1") + text[1:]
+
+
+Tamper = Callable[[dict[str, Any], int], None]
+
+
+def _entry(p: dict[str, Any], i: int) -> None:
+    sample = p["samples"][0]
+    sample["envelope"] = _flip_b64(sample["envelope"], i)
+
+
+def _proof(p: dict[str, Any], _i: int) -> None:
+    sample = p["samples"][0]
+    sample["inclusion"][0] = _flip_hex(sample["inclusion"][0])
+
+
+def _checkpoint(p: dict[str, Any], _i: int) -> None:
+    lines = p["log"]["checkpoint"].split("\n")
+    lines[1] = str(int(lines[1]) + 1)
+    p["log"]["checkpoint"] = "\n".join(lines)
+
+
+def _totals(p: dict[str, Any], _i: int) -> None:
+    for site in p["sites"]:
+        if site["units"]:
+            site["units"] -= 1
+            site["models"][0]["units"] -= 1
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        (_entry, {"inclusion", "agent-signature"}),
+        (_proof, {"inclusion"}),
+        (_checkpoint, {"checkpoint"}),
+        (_totals, {"totals"}),
+    ],
+)
+def test_a_resigned_tampered_statement_fails_the_check_it_breaks(
+    made: Report, tamper: Tamper, expected: set[str]
+) -> None:
+    """The verifier holding the report key still cannot change an entry, a proof, the
+    checkpoint or the totals an entry supports without the check naming it."""
+    raw, signer = made
+    statement = _statement(raw)
+    tamper(statement["predicate"], 7)
+    failed = _checks(_resign(statement, signer), signer.public_key)
+    assert failed & expected, failed
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_any_changed_entry_byte_fails_inclusion(made: Report, data: Any) -> None:
+    raw, signer = made
+    statement = _statement(raw)
+    sample = statement["predicate"]["samples"][0]
+    entry = bytearray(base64.b64decode(sample["envelope"]))
+    entry[data.draw(st.integers(0, len(entry) - 1))] ^= data.draw(st.integers(1, 255))
+    sample["envelope"] = base64.b64encode(bytes(entry)).decode()
+    assert "inclusion" in _checks(_resign(statement, signer), signer.public_key)
+
+
+@given(st.binary(max_size=200))
+def test_the_protobuf_reader_takes_any_bytes_without_crashing(raw: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        fields(raw)
+
+
+def test_a_rewritten_log_fails_consistency(made: Report) -> None:
+    """A previous checkpoint with another root for the same size: a log that rewrote history."""
+    raw, signer = made
+    statement = _statement(raw)
+    log = statement["predicate"]["log"]
+    log["previous"] = {"checkpoint": log["checkpoint"], "consistency": ["00" * 32]}
+    assert "consistency" in _checks(_resign(statement, signer), signer.public_key)
