@@ -14,11 +14,15 @@ terminal.
     gpu-attest-agent inventory [--json] [--simulate M.toml]
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
     gpu-attest-agent rotate-key [--config F] [--state-dir D]
+    gpu-attest-agent receipts [--json] [--out DIR] [--config F] [--state-dir D]
 
 `once` refuses (exit 2) while `run` or `rotate-key` holds the state dir: the chain has one writer.
 `rotate-key` replaces agent.key and the client certificate now, as `run` does by itself once
 less than a third of the certificate's lifetime is left (stop `run` first; the spool must be
 empty, or a rotation left unfinished by a crash is completed).
+`receipts` lists the verifier's receipts the spool keeps (the last 1000, each verified when it
+arrived: docs/protocol.md §6); `--out DIR` also writes each as DIR/<seq>.receipt, which
+`gpu-attest-report proof verify` checks with the envelope's bytes.
 
 Exit codes: agent/exits.py (`AgentExit`), listed by `--help`; `inventory` uses 0 and 2-5.
 """
@@ -97,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     rotate = sub.add_parser("rotate-key", help="replace the agent key and client certificate")
     rotate.add_argument("--config", type=Path, default=None)
     rotate.add_argument("--state-dir", type=Path, default=None)
+    receipts = sub.add_parser("receipts", help="list the verifier's receipts the spool keeps")
+    receipts.add_argument("--config", type=Path, default=None)
+    receipts.add_argument("--state-dir", type=Path, default=None)
+    receipts.add_argument("--json", action="store_true", help="print them as JSON")
+    receipts.add_argument("--out", type=Path, default=None, metavar="DIR",
+                          help="also write each receipt to DIR/<seq>.receipt")  # fmt: skip
     sub.add_parser("inventory", help="what NVML sees, unsigned", add_help=False)
     return parser
 
@@ -212,6 +222,66 @@ def _cmd_rotate_key(args: argparse.Namespace) -> int:
     return AgentExit.OK
 
 
+def _receipt_fields(seq: int, raw: bytes) -> dict[str, object]:
+    """What a kept receipt says (verified when it arrived; a receipt of the DSSE form before
+    protocol v1.1 no longer decodes and shows as nulls)."""
+    from attest.checkpoint import parse_checkpoint_text, parse_note  # noqa: PLC0415
+    from attest.receipts import parse_receipt  # noqa: PLC0415
+
+    fields: dict[str, object] = {
+        "seq": seq, "log_index": None, "envelope_hash": None, "checkpoint_size": None,
+        "accepted_at": None,
+    }  # fmt: skip
+    try:
+        receipt = parse_receipt(raw)
+        size = parse_checkpoint_text(parse_note(receipt.checkpoint).text).size
+    except errors.DecodeError:
+        return fields
+    fields.update(
+        log_index=receipt.log_index, envelope_hash=receipt.envelope_hash.hex(),
+        checkpoint_size=size, accepted_at=receipt.accepted_at.isoformat(),
+    )  # fmt: skip
+    return fields
+
+
+def _cmd_receipts(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from agent.spool import SPOOL_FILE, Spool  # noqa: PLC0415
+
+    cfg, _ = _config(args)
+    kept = []
+    if (cfg.state_dir / SPOOL_FILE).exists():  # listing never creates a spool
+        spool = Spool.open(cfg.state_dir, cfg.spool_max_bytes)
+        try:
+            kept = spool.receipts()
+        finally:
+            spool.close()
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            for item in kept:
+                (args.out / f"{item.seq}.receipt").write_bytes(item.receipt)
+        except OSError as exc:
+            raise errors.ConfigError(f"cannot write to --out {args.out}: {exc}") from exc
+    rows = [
+        {**_receipt_fields(item.seq, item.receipt), "received_at": item.received_at}
+        for item in kept
+    ]
+    if args.json:
+        print(json.dumps({"receipts": rows}, indent=2))
+        return AgentExit.OK
+    print(f"{'SEQ':>8} {'LOG INDEX':>10} {'CHECKPOINT':>10}  ACCEPTED AT                ENVELOPE")
+    for row in rows:
+        print(
+            f"{row['seq']:>8} {row['log_index'] if row['log_index'] is not None else '-':>10} "
+            f"{row['checkpoint_size'] if row['checkpoint_size'] is not None else '-':>10}  "
+            f"{row['accepted_at'] or '-':<26} {row['envelope_hash'] or '-'}"
+        )
+    print(f"{len(rows)} receipt(s) kept")
+    return AgentExit.OK
+
+
 def _refuse_or_retire(cfg: AgentConfig, force: bool) -> None:
     from agent.client import utcnow  # noqa: PLC0415
     from agent.identity import load_identity, retire_enrollment  # noqa: PLC0415
@@ -250,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "once": _cmd_once,
         "enroll": _cmd_enroll,
         "rotate-key": _cmd_rotate_key,
+        "receipts": _cmd_receipts,
     }
     # Whatever the operator's umask, what the agent creates is private (0700 / 0600).
     umask = os.umask(0o077)

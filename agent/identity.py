@@ -35,7 +35,6 @@ from attest.errors import (
 from attest.files import write_secret_file
 from attest.keys import AGENT_URI_PREFIX, PublicKey, SoftwareSigner, certificate_spki
 from attest.model import Receipt
-from attest.wire import decode_receipt
 
 KEY_FILE = "agent.key"
 CERT_FILE = "agent.crt"
@@ -160,7 +159,7 @@ def load_tls(state_dir: Path, signer: SoftwareSigner) -> TlsMaterial:
 def read_receipt(raw: bytes) -> Receipt:
     """Parse receipt bytes (untrusted, nothing verified yet: only to find the spooled entry it
     answers). Raises DecodeError (and subclasses)."""
-    return decode_receipt(raw)
+    return receipts.parse_receipt(raw)
 
 
 def verify_receipt(raw: bytes, envelope: bytes, verifier_key: PublicKey, agent_id: str) -> Receipt:

@@ -69,6 +69,16 @@ class SpoolEntry:
     envelope: bytes
 
 
+@dataclass(frozen=True)
+class KeptReceipt:
+    """A receipt kept after its entry left the spool: verified when it arrived."""
+
+    seq: int
+    envelope_hash: bytes
+    receipt: bytes  # serialized ReceiptBody (attest.receipts; docs/protocol.md §6)
+    received_at: str  # ISO 8601, the agent's clock
+
+
 def is_disk_full(exc: sqlite3.Error) -> bool:
     """True when SQLite reports SQLITE_FULL (disk full, or max_page_count reached)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -198,6 +208,16 @@ class Spool:
     def receipt(self, seq: int) -> bytes | None:
         row = self._db.execute("SELECT receipt FROM receipts WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def receipts(self) -> list[KeptReceipt]:
+        """The kept receipts (at most RECEIPTS_KEPT, the newest seqs), in seq order."""
+        try:
+            rows = self._db.execute(
+                "SELECT seq, envelope_hash, receipt, received_at FROM receipts ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"spool {self.path}: cannot read receipts: {exc}") from exc
+        return [KeptReceipt(int(r[0]), bytes(r[1]), bytes(r[2]), str(r[3])) for r in rows]
 
     def integrity_ok(self) -> bool:
         return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

@@ -339,24 +339,3 @@ class NodeHashes:
             return self.nodes[level, index]
         except KeyError:
             raise ProofError(f"subtree ({level}, {index}) is not held") from None
-
-
-def inclusion_ranges(index: int, size: int) -> tuple[tuple[int, int], ...]:
-    """The leaf ranges [start, end) whose roots MTH(D[start:end]) are PATH(index, D[size]), in
-    proof order (leaf sibling first). They are disjoint and cover [0, size) but `index`, so one
-    pass over the leaves with a `Frontier` per range computes a proof in O(log n) memory.
-
-    Raises ProofError when index is not below size.
-    """
-    _check_sizes(index, size, "inclusion proof")
-    ranges: list[tuple[int, int]] = []
-    start, end = 0, size
-    while end - start > 1:
-        k = _largest_power_of_two_below(end - start)
-        if index - start < k:
-            ranges.append((start + k, end))
-            end = start + k
-        else:
-            ranges.append((start, start + k))
-            start += k
-    return tuple(reversed(ranges))

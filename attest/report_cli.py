@@ -4,6 +4,7 @@ Needs only `cryptography`, the standard library and `attest` (no gRPC, no protob
 
     gpu-attest-report checkpoint verify CHECKPOINT --key VERIFIER.pub [--origin O]
     gpu-attest-report proof verify FILE.tlog-proof --key VERIFIER.pub [--entry ENTRY] [--origin O]
+    gpu-attest-report proof verify SEQ.receipt --entry ENVELOPE --key VERIFIER.pub [--origin O]
     gpu-attest-report consistency OLD.checkpoint NEW.checkpoint --proof FILE --key VERIFIER.pub
     gpu-attest-report verify R.json --key REPORT.pub [--since-checkpoint OLD] [--log-key LOG.pub]
 
@@ -26,10 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attest import checkpoint as cp
-from attest import report_verify
+from attest import receipts, report_verify
 from attest.errors import AttestError, DecodeError
 from attest.exits import ReportExit
 from attest.keys import PublicKey
+from attest.model import Receipt
 
 #: No file this tool reads is legitimately larger; bigger input is refused before parsing.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -94,6 +96,13 @@ def _cmd_checkpoint(opts: argparse.Namespace) -> dict[str, object]:
 
 def _cmd_proof(opts: argparse.Namespace) -> dict[str, object]:
     data = _read(opts.proof)
+    if not data.startswith(cp.TLOG_PROOF_HEADER.encode()):
+        try:
+            receipt = receipts.parse_receipt(data)
+        except DecodeError:
+            receipt = None  # neither: the .tlog-proof parser below says what is wrong
+        if receipt is not None:
+            return _receipt_proof(data, receipt, opts)
     try:
         parsed = cp.parse_tlog_proof(data)
     except DecodeError:
@@ -114,6 +123,27 @@ def _cmd_proof(opts: argparse.Namespace) -> dict[str, object]:
         "checkpoint": _checkpoint_fields(checkpoint),
         "key": key.vkey(),
     }
+
+
+def _receipt_proof(data: bytes, receipt: Receipt, opts: argparse.Namespace) -> dict[str, object]:
+    """A verifier's receipt (`gpu-attest-agent receipts --out`): its checkpoint and the
+    inclusion proof of the envelope's leaf at its log index (attest/receipts.py)."""
+    if opts.entry is None:
+        raise UsageError("a receipt carries no entry bytes: pass --entry ENVELOPE")
+    entry = _read(opts.entry)
+    key = _load_key(opts.key, opts.key_name, receipt.checkpoint)
+    verified = receipts.verify_receipt(data, entry, key, opts.origin)
+    return {
+        "index": receipt.log_index,
+        "entry_sha256": _sha256_hex(entry),
+        "checkpoint": _checkpoint_fields(verified.checkpoint),
+        "key": key.vkey(),
+        "receipt": {
+            "agent_id": receipt.agent_id, "seq": receipt.seq,
+            "accepted_at": receipt.accepted_at.isoformat(),
+            "freshness": receipt.freshness.value,
+        },
+    }  # fmt: skip
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -177,11 +207,13 @@ def _parser() -> argparse.ArgumentParser:
     _key_options(verify_cp)
     verify_cp.set_defaults(run=_cmd_checkpoint)
 
-    proof = commands.add_parser("proof", help="inclusion proofs (.tlog-proof)")
+    proof = commands.add_parser("proof", help="inclusion proofs (.tlog-proof, or a receipt)")
     proof_verbs = proof.add_subparsers(dest="verb", required=True)
     verify_proof = proof_verbs.add_parser("verify", help="check an entry's inclusion proof")
     verify_proof.add_argument("proof")
-    verify_proof.add_argument("--entry", help="the logged entry bytes (default: the proof's extra)")
+    verify_proof.add_argument(
+        "--entry", help="the logged entry bytes (default: the proof's extra; a receipt's envelope)"
+    )
     _key_options(verify_proof)
     verify_proof.set_defaults(run=_cmd_proof)
 

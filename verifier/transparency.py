@@ -14,7 +14,8 @@ path lies wholly before a, and is then a subtree of the frontier at size a, or e
 and is completed by an append after a (`merkle.Frontier.append_with_nodes`). So the frontier's
 subtrees at the window start a plus the nodes completed since are all a proof needs. The window
 holds two generations of at most WINDOW_LEAVES leaves each; a proof for an older entry (one
-answered late, or before a catch-up that skipped past it) is computed from the store's leaves.
+answered late, or before a catch-up that skipped past it) is read from the store's Merkle nodes
+(`Store.log_inclusion_proof`), as is the frontier a catch-up past the window starts from.
 """
 
 from __future__ import annotations
@@ -120,12 +121,13 @@ class Checkpointer:
                 break  # entries of another replica come first
 
     def _read_log(self, frontier: merkle.Frontier) -> tuple[merkle.Frontier, list[bytes]]:
-        """The log's entries after `frontier` (blocking: store reads): the frontier extended up
-        to the last `window` entries, and those entries' leaf hashes."""
+        """The log's entries after `frontier` (blocking: store reads): the log's frontier up to
+        the last `window` entries (from the store's Merkle nodes when that skips any), and those
+        entries' leaf hashes."""
         stop = self._store.log_size()
         cut = max(frontier.size, stop - self._window)
-        for leaf in leaf_hashes(self._store, frontier.size, cut):
-            frontier = frontier.append(leaf)
+        if cut > frontier.size:
+            frontier = self._store.log_frontier(cut)
         return frontier, list(leaf_hashes(self._store, cut, stop))
 
     def _catch_up(self, cut: merkle.Frontier, tail: Sequence[bytes]) -> None:
@@ -179,13 +181,8 @@ class Checkpointer:
         return merkle.inclusion_proof(index, size, merkle.NodeHashes(nodes))
 
     def _proof_from_store(self, index: int, size: int) -> tuple[bytes, ...]:
-        """The proof from the store's leaves in one pass, O(log n) memory (blocking). Computed
-        from `log_entries` until the store answers proofs from its own node hashes."""
-        roots: dict[tuple[int, int], bytes] = {}
-        ranges = merkle.inclusion_ranges(index, size)
-        for start, stop in sorted(ranges):
-            frontier = merkle.Frontier()
-            for leaf in leaf_hashes(self._store, start, stop):
-                frontier = frontier.append(leaf)
-            roots[start, stop] = frontier.root()
-        return tuple(roots[r] for r in ranges)
+        """The proof from the store's Merkle nodes, O(log n) rows (blocking)."""
+        try:
+            return self._store.log_inclusion_proof(index, size)
+        except ProofError as exc:  # the checkpoint's size is in the log: a store fault
+            raise StoreError(f"the log cannot prove entry {index} at size {size}: {exc}") from exc

@@ -53,13 +53,3 @@ def test_a_leaf_before_the_window_has_no_proof_from_it() -> None:
     window = merkle.NodeHashes(_window_nodes(5, 9))
     with pytest.raises(ProofError):
         merkle.inclusion_proof(2, 9, window)
-
-
-@given(st.integers(1, len(LEAVES)).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))))
-def test_inclusion_ranges_are_the_proof(case: tuple[int, int]) -> None:
-    index, size = case
-    ranges = merkle.inclusion_ranges(index, size)
-    roots = tuple(merkle.root(LEAVES[a:b]) for a, b in ranges)
-    assert roots == merkle.inclusion_proof(index, size, LEAVES[:size])
-    covered = sorted(i for a, b in ranges for i in range(a, b))
-    assert covered == [i for i in range(size) if i != index]
