@@ -21,7 +21,7 @@ terminal.
 less than a third of the certificate's lifetime is left (stop `run` first; the spool must be
 empty, or a rotation left unfinished by a crash is completed).
 `receipts` lists the verifier's receipts the spool keeps (the last 1000, each verified when it
-arrived: docs/protocol.md §6); `--out DIR` also writes each as DIR/<seq>.receipt, which
+arrived: docs/protocol.md §5); `--out DIR` also writes each as DIR/<seq>.receipt, which
 `gpu-attest-report proof verify` checks with the envelope's bytes.
 
 Exit codes: agent/exits.py (`AgentExit`), listed by `--help`; `inventory` uses 0 and 2-5.
@@ -223,8 +223,8 @@ def _cmd_rotate_key(args: argparse.Namespace) -> int:
 
 
 def _receipt_fields(seq: int, raw: bytes) -> dict[str, object]:
-    """What a kept receipt says (verified when it arrived; a receipt of the DSSE form before
-    protocol v1.1 no longer decodes and shows as nulls)."""
+    """What a kept receipt says (verified when it arrived; one kept in the earlier, DSSE-signed
+    form no longer decodes and shows as nulls)."""
     from attest.checkpoint import parse_checkpoint_text, parse_note  # noqa: PLC0415
     from attest.receipts import parse_receipt  # noqa: PLC0415
 

@@ -167,7 +167,7 @@ def verify_receipt(raw: bytes, envelope: bytes, verifier_key: PublicKey, agent_i
 
     The checkpoint must carry the key's note signature over its origin, and the receipt's
     inclusion proof must lead from the leaf hash of `envelope` at its log index to that
-    checkpoint's root (docs/protocol.md §6). Raises DecodeError, ProofError, or
+    checkpoint's root (docs/protocol.md §5). Raises DecodeError, ProofError, or
     ReceiptMismatchError when the receipt names another agent or envelope.
     """
     receipt = receipts.verify_receipt(raw, envelope, verifier_key).receipt

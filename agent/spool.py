@@ -75,7 +75,7 @@ class KeptReceipt:
 
     seq: int
     envelope_hash: bytes
-    receipt: bytes  # serialized ReceiptBody (attest.receipts; docs/protocol.md §6)
+    receipt: bytes  # serialized ReceiptBody (attest.receipts; docs/protocol.md §5)
     received_at: str  # ISO 8601, the agent's clock
 
 

@@ -229,7 +229,7 @@ class Receipt:
     accepted_at: datetime
     freshness: Freshness
     #: PATH(log_index, D[checkpoint size]) of RFC 9162: with the signed checkpoint it proves
-    #: the envelope is in the log (docs/protocol.md §6); no signature of its own.
+    #: the envelope is in the log (docs/protocol.md §5); no signature of its own.
     inclusion_proof: tuple[bytes, ...] = ()
 
 

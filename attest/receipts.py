@@ -1,6 +1,6 @@
 """Verify a verifier's receipt for an envelope: a signed checkpoint plus an inclusion proof.
 
-A receipt (docs/protocol.md §6) carries no signature of its own. It proves that the envelope is
+A receipt (docs/protocol.md §5) carries no signature of its own. It proves that the envelope is
 in the verifier's transparency log by the C2SP checkpoint that covers it, signed once per tree
 size with the verifier's log key, and by the RFC 9162 inclusion proof of the envelope's leaf
 hash SHA-256(0x00 || envelope bytes) at the receipt's log index in that checkpoint's tree.

@@ -294,7 +294,7 @@ class AttestSession:
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
         # No signature per envelope: the checkpoint (signed once per tree size) and the entry's
-        # inclusion proof in its tree are the receipt's proof (docs/protocol.md §6).
+        # inclusion proof in its tree are the receipt's proof (docs/protocol.md §5).
         inclusion = await core.checkpointer.prove(accepted.log_index)
         receipt = Receipt(
             agent_id=accepted.agent_id, seq=accepted.seq, envelope_hash=accepted.envelope_hash,

@@ -6,7 +6,7 @@ RFC 6962). This process keeps the log's compact frontier (O(log n) hashes). The 
 hands it the entries each of its own transactions appended (`observe`), so a lone replica never
 reads the log back; only when another replica's entries sit in between does it catch up from
 the store. It signs one C2SP checkpoint per tree size, shared by every receipt that size covers,
-and answers each receipt with an inclusion proof in that tree (docs/protocol.md §6): a receipt
+and answers each receipt with an inclusion proof in that tree (docs/protocol.md §5): a receipt
 costs one signature per batch, not one per envelope.
 
 Proofs come from memory. For a leaf at index i >= a in a tree of size n, every sibling on its

@@ -900,7 +900,7 @@ class ReceiptBody(_message.Message):
     itself: the signed checkpoint (one signature per tree size, shared by every receipt of a
     group-commit batch) and the inclusion proof of the envelope's leaf hash
     SHA-256(0x00 || envelope bytes) at log_index in that checkpoint's tree are the proof
-    (docs/protocol.md §6). Until protocol v1.1 it travelled signed, in a DSSE envelope.
+    (docs/protocol.md §5). Earlier verifiers sent it signed, in a DSSE envelope (field 2 below).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
