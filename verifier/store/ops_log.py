@@ -49,15 +49,13 @@ class _Fetched:
         return self.hashes[level, index]
 
 
-def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The hashes of these subtrees (level 0: leaf hashes), in one query; StoreError when the
-    store lacks one (a log written without its nodes is refused, never guessed at)."""
+def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> tuple[int, dict[tuple[int, int], bytes]]:
+    """The log's size and the hashes of these subtrees (level 0: leaf hashes), in one
+    statement: a proof costs one round trip inside its transaction, whatever the log size."""
     wanted = sorted(set(keys))
-    if not wanted:
-        return {}
     leaves = [index for level, index in wanted if level == 0]
     nodes = [(level, index) for level, index in wanted if level > 0]
-    parts: list[str] = []
+    parts = ["SELECT -1, size, NULL FROM log_head WHERE id = 1"]
     params: list[object] = []
     if leaves:
         parts.append(
@@ -66,11 +64,33 @@ def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], byt
         )
         params += leaves
     if nodes:
-        terms = " OR ".join(["(level = ? AND node_index = ?)"] * len(nodes))
-        parts.append(f"SELECT level, node_index, hash FROM log_nodes WHERE {terms}")
+        # PostgreSQL plans a long OR slowly and SQLite scans the table for a row-value IN:
+        # each gets the form it answers with one primary-key lookup per node.
+        if db.dialect.name == "postgres":
+            pairs = ", ".join(["(?, ?)"] * len(nodes))
+            where = f"(level, node_index) IN (VALUES {pairs})"
+        else:
+            where = " OR ".join(["(level = ? AND node_index = ?)"] * len(nodes))
+        parts.append(f"SELECT level, node_index, hash FROM log_nodes WHERE {where}")
         params += [value for node in nodes for value in node]
-    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in db.all(" UNION ALL ".join(parts), params)}
-    missing = [key for key in wanted if key not in found]
+    size: int | None = None
+    found: dict[tuple[int, int], bytes] = {}
+    for level, index, hashed in db.all(" UNION ALL ".join(parts), params):
+        if level == -1:
+            size = int(index)
+        else:
+            found[int(level), int(index)] = bytes(hashed)
+    if size is None:
+        raise StoreError("log head row is missing")
+    return size, found
+
+
+def _complete(
+    wanted: Iterable[tuple[int, int]], found: dict[tuple[int, int], bytes]
+) -> dict[tuple[int, int], bytes]:
+    """`found`, or StoreError when it lacks a wanted subtree (a log whose nodes were not
+    written is refused, never guessed at)."""
+    missing = sorted(key for key in set(wanted) if key not in found)
     if missing:
         level, index = missing[0]
         raise StoreError(
@@ -80,10 +100,17 @@ def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], byt
     return found
 
 
-def _over_stored(db: Db, compute: Callable[[merkle.HashSource], T]) -> T:
+def _over_stored(db: Db, size: int, what: str, compute: Callable[[merkle.HashSource], T]) -> T:
+    """`compute` over the stored subtrees it asks for, once `size` is known to be within the
+    log (ProofError otherwise)."""
+    if size < 0:
+        raise ProofError(f"{what}: tree size {size} is negative")
     wanted = _Wanted()
     compute(wanted)
-    return compute(_Fetched(_fetch(db, wanted.keys)))
+    current, found = _fetch(db, wanted.keys)
+    if size > current:
+        raise ProofError(f"{what}: tree size {size} is beyond the log (size {current})")
+    return compute(_Fetched(_complete(wanted.keys, found)))
 
 
 def _log_size(db: Db) -> int:
@@ -91,14 +118,6 @@ def _log_size(db: Db) -> int:
     if row is None:
         raise StoreError("log head row is missing")
     return int(row[0])
-
-
-def _check_size(db: Db, size: int, what: str) -> None:
-    if size < 0:
-        raise ProofError(f"{what}: tree size {size} is negative")
-    current = _log_size(db)
-    if size > current:
-        raise ProofError(f"{what}: tree size {size} is beyond the log (size {current})")
 
 
 def _peaks(size: int) -> list[tuple[int, int]]:
@@ -113,42 +132,46 @@ def _peaks(size: int) -> list[tuple[int, int]]:
     return peaks
 
 
-def _frontier(db: Db, size: int) -> merkle.Frontier:
-    peaks = _peaks(size)
-    found = _fetch(db, peaks)
-    return merkle.Frontier(size, tuple(found[key] for key in peaks))
+def _peaks_source(size: int) -> Callable[[merkle.HashSource], merkle.Frontier]:
+    def read(source: merkle.HashSource) -> merkle.Frontier:
+        return merkle.Frontier(size, tuple(source.subtree(*key) for key in _peaks(size)))
+
+    return read
 
 
 def frontier(db: Db, size: int) -> merkle.Frontier:
     """The compact range of the log's first `size` entries (popcount(size) rows read).
 
     Raises ProofError when size is negative or beyond the log."""
-    _check_size(db, size, "log frontier")
-    return _frontier(db, size)
+    return _over_stored(db, size, "log frontier", _peaks_source(size))
 
 
 def root(db: Db, size: int) -> bytes:
     """MTH of the log's first `size` entries. Raises ProofError when size is out of range."""
-    _check_size(db, size, "log root")
-    return _frontier(db, size).root()
+    return frontier(db, size).root()
 
 
 def inclusion_proof(db: Db, index: int, size: int) -> tuple[bytes, ...]:
     """PATH(index, D[size]) over the stored tree. Raises ProofError unless
     0 <= index < size <= the log's size."""
-    _check_size(db, size, "inclusion proof")
     if not 0 <= index < size:
         raise ProofError(f"inclusion proof: log index {index} is outside the log (size {size})")
-    return _over_stored(db, lambda source: merkle.inclusion_proof(index, size, source))
+    return _over_stored(
+        db, size, "inclusion proof", lambda source: merkle.inclusion_proof(index, size, source)
+    )
 
 
 def consistency_proof(db: Db, old_size: int, new_size: int) -> tuple[bytes, ...]:
     """PROOF(old_size, D[new_size]) over the stored tree (empty when old_size is 0 or equal).
     Raises ProofError unless 0 <= old_size <= new_size <= the log's size."""
-    _check_size(db, new_size, "consistency proof")
     if not 0 <= old_size <= new_size:
         raise ProofError(f"consistency proof: sizes {old_size} -> {new_size} are not in order")
-    return _over_stored(db, lambda source: merkle.consistency_proof(old_size, new_size, source))
+    return _over_stored(
+        db,
+        new_size,
+        "consistency proof",
+        lambda source: merkle.consistency_proof(old_size, new_size, source),
+    )
 
 
 def append_leaves(db: Db, start: int, leaves: Sequence[bytes]) -> None:
@@ -157,7 +180,8 @@ def append_leaves(db: Db, start: int, leaves: Sequence[bytes]) -> None:
     frontier of `start` from stored nodes (O(log n) rows)."""
     if not leaves:
         return
-    _insert_nodes(db, _completed(_frontier(db, start), leaves)[1])
+    tree = _over_stored(db, start, "log append", _peaks_source(start))
+    _insert_nodes(db, _completed(tree, leaves)[1])
 
 
 def _completed(
