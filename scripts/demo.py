@@ -7,7 +7,8 @@ a licence for 4), runs their agents, waits until the verifier has stored every G
 fleet and findings as the verifier stored them, shows the AI Diffusion policy pack in short and
 reconciles the fleet against it (the planted licence and UVEU-share violations, with their
 arithmetic), verifies the log's signed checkpoint and one envelope's inclusion proof as a
-regulator would (offline, key only), and shuts everything down.
+regulator would (offline, key only), writes acme's signed report for this month (JSON and HTML)
+and verifies it with `gpu-attest-report verify`, and shuts everything down.
 Exits 0 when all of that happened, 1 otherwise. Everything stays on 127.0.0.1.
 """
 
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,22 @@ def check_log_offline(demo: Demo) -> bool:
     return all(results)
 
 
+def write_report(demo: Demo) -> bool:
+    """A signed report of acme for this month (JSON and a page to read), verified offline as
+    a regulator would, with nothing but the report key (docs/verify.md)."""
+    month = datetime.now(UTC).strftime("%Y-%m")
+    out, page, key = demo.state / "acme.json", demo.state / "acme.html", demo.state / "report.pub"
+    demo.verifier("report", "key", "--out", str(key))
+    create = ["report", "create", "--entity", "acme", "--period", month, "--out", str(out)]
+    print(f"$ gpu-attest-verifier {' '.join(create[:-1])} acme.json --html acme.html")
+    print(demo.verifier(*create, "--html", str(page)).rstrip())
+    cmd = [str(BIN / "gpu-attest-report"), "verify", str(out), "--key", str(key)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    print("$ gpu-attest-report verify acme.json --key report.pub")
+    print(done.stdout.rstrip() or done.stderr.rstrip())
+    return done.returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="emptied, then used")
@@ -245,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         planted_ok = reconcile(demo)
         say("regulator: the log's signed checkpoint and one envelope's inclusion proof, offline")
         regulator_ok = check_log_offline(demo)
+        say("report: acme's holdings this month, signed, and verified offline")
+        regulator_ok = write_report(demo) and regulator_ok
         gpus = sum(len(h["gpus"]) for h in hosts)
         dup = [f for f in findings if f["rule"] == "duplicate-gpu"]
         print(f"{len(hosts)} hosts, {gpus} GPU records; duplicate-gpu: {dup[0]['subject']}")
