@@ -114,9 +114,27 @@ def _totals(p: dict[str, Any], _i: int) -> None:
             site["models"][0]["units"] -= 1
 
 
+def _choice(p: dict[str, Any], _i: int) -> None:
+    """Candidates that the checkpoint root would not lead to the sampled entry."""
+    for site in p["sites"]:
+        if site["units"]:
+            site["evidence_candidates"] = [p["samples"][0]["log_index"] + 1000]
+
+
+def _dropped(p: dict[str, Any], _i: int) -> None:
+    p["samples"] = []
+
+
+def _agent_key(p: dict[str, Any], _i: int) -> None:
+    p["samples"][0]["agent_keys"] = [p["log"]["public_key"].split("\n")[1]]
+
+
 @pytest.mark.parametrize(
     ("tamper", "expected"),
     [
+        (_choice, {"sample-choice"}),
+        (_dropped, {"samples"}),
+        (_agent_key, {"agent-signature"}),
         (_entry, {"inclusion", "agent-signature"}),
         (_proof, {"inclusion"}),
         (_checkpoint, {"checkpoint"}),
