@@ -327,15 +327,46 @@ def frontier_nodes(frontier: Frontier) -> tuple[Node, ...]:
     return tuple(nodes)
 
 
-@dataclass(frozen=True)
-class NodeHashes:
-    """A `HashSource` over known perfect subtree hashes keyed by (level, index); raises
-    ProofError for a subtree it does not hold."""
+def edge_roots(frontier: Frontier) -> dict[tuple[int, int], bytes]:
+    """MTH(D[start:size]) keyed (start, size) for each `start` where one of the frontier's
+    subtrees begins: the roots of the tree's right edge, which inclusion proofs of recent leaves
+    need. O(log n)."""
+    roots: dict[tuple[int, int], bytes] = {}
+    merged: bytes | None = None
+    for node in reversed(frontier_nodes(frontier)):
+        merged = node.hash if merged is None else node_hash(node.hash, merged)
+        roots[node.index << node.level, frontier.size] = merged
+    return roots
 
-    nodes: Mapping[tuple[int, int], bytes]
 
-    def subtree(self, level: int, index: int) -> bytes:
-        try:
-            return self.nodes[level, index]
-        except KeyError:
-            raise ProofError(f"subtree ({level}, {index}) is not held") from None
+def inclusion_proof_from_nodes(
+    index: int,
+    size: int,
+    subtree: Callable[[int, int], bytes | None],
+    edges: Mapping[tuple[int, int], bytes],
+) -> tuple[bytes, ...]:
+    """PATH(index, D[size]) like `inclusion_proof`, from perfect subtree hashes (`subtree(level,
+    index)`, None when unknown) and the tree's `edge_roots` at `size`: every sibling on a path
+    is a perfect subtree or a right-edge range [start, size). O(log n) lookups, no hashing.
+
+    Raises ProofError when index is not below size or a needed node is unknown.
+    """
+    _check_sizes(index, size, "inclusion proof")
+    path: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _largest_power_of_two_below(end - start)
+        if index - start < k:
+            low, high, end = start + k, end, start + k
+        else:
+            low, high, start = start, start + k, start + k
+        width = high - low
+        if width & (width - 1) == 0:
+            level = width.bit_length() - 1
+            found = subtree(level, low >> level)
+        else:  # not perfect: it ends at the tree's right edge
+            found = edges.get((low, high))
+        if found is None:
+            raise ProofError(f"inclusion proof for index {index}: node [{low}, {high}) unknown")
+        path.append(found)
+    return tuple(reversed(path))

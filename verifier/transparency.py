@@ -11,8 +11,10 @@ costs one signature per batch, not one per envelope.
 
 Proofs come from memory. For a leaf at index i >= a in a tree of size n, every sibling on its
 path lies wholly before a, and is then a subtree of the frontier at size a, or ends in (a, n]
-and is completed by an append after a (`merkle.Frontier.append_with_nodes`). So the frontier's
-subtrees at the window start a plus the nodes completed since are all a proof needs. The window
+and is either completed by an append after a (`merkle.Frontier.append_with_nodes`) or a range
+on the tree's right edge, whose roots are folded once per signed size (`merkle.edge_roots`). So
+the frontier's subtrees at the window start a, the nodes completed since and the edge roots are
+all a proof needs: O(log n) lookups and no hashing per receipt. The window
 holds two generations of at most WINDOW_LEAVES leaves each; a proof for an older entry (one
 answered late, or before a catch-up that skipped past it) is read from the store's Merkle nodes
 (`Store.log_inclusion_proof`), as is the frontier a catch-up past the window starts from.
@@ -21,7 +23,6 @@ answered late, or before a catch-up that skipped past it) is read from the store
 from __future__ import annotations
 
 import asyncio
-from collections import ChainMap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,8 @@ WINDOW_LEAVES = 4096
 class SignedCheckpoint:
     size: int
     note: bytes
+    #: merkle.edge_roots of the tree at `size`: shared by the proofs of every receipt it covers
+    edges: dict[tuple[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,8 @@ class Checkpointer:
     def _sign(self) -> SignedCheckpoint:
         frontier = self._frontier
         checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
-        return SignedCheckpoint(
-            frontier.size, sign_checkpoint(checkpoint, self.origin, self._signer)
-        )
+        note = sign_checkpoint(checkpoint, self.origin, self._signer)
+        return SignedCheckpoint(frontier.size, note, merkle.edge_roots(frontier))
 
     async def _covering(self, log_index: int) -> SignedCheckpoint:
         latest = self._latest
@@ -168,17 +170,23 @@ class Checkpointer:
         in that tree, from memory when the entry is in the window; raise StoreError."""
         latest = await self._covering(log_index)
         try:
-            proof = self._proof_in_memory(log_index, latest.size)
+            proof = self._proof_in_memory(log_index, latest)
         except ProofError:
             proof = await asyncio.to_thread(self._proof_from_store, log_index, latest.size)
         return Inclusion(latest.note, latest.size, proof)
 
-    def _proof_in_memory(self, index: int, size: int) -> tuple[bytes, ...]:
-        """Raise ProofError when the window does not reach back to `index`."""
+    def _proof_in_memory(self, index: int, latest: SignedCheckpoint) -> tuple[bytes, ...]:
+        """O(log n) lookups, no hashing; raise ProofError when the window does not reach back
+        to `index`."""
         if index < self._old.start:
             raise ProofError(f"entry {index} is before the in-memory window")
-        nodes = ChainMap(self._cur.nodes, self._old.nodes)
-        return merkle.inclusion_proof(index, size, merkle.NodeHashes(nodes))
+        cur, old = self._cur.nodes, self._old.nodes
+
+        def subtree(level: int, number: int) -> bytes | None:
+            found = cur.get((level, number))
+            return old.get((level, number)) if found is None else found
+
+        return merkle.inclusion_proof_from_nodes(index, latest.size, subtree, latest.edges)
 
     def _proof_from_store(self, index: int, size: int) -> tuple[bytes, ...]:
         """The proof from the store's Merkle nodes, O(log n) rows (blocking)."""

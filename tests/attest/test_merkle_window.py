@@ -4,6 +4,7 @@ give the same inclusion proofs as the whole tree (verifier/transparency.py relie
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -15,7 +16,10 @@ from attest.errors import ProofError
 LEAVES = [hashlib.sha256(bytes([i])).digest() for i in range(70)]
 
 
-def _window_nodes(start: int, size: int) -> dict[tuple[int, int], bytes]:
+def _window(
+    start: int, size: int
+) -> tuple[dict[tuple[int, int], bytes], dict[tuple[int, int], bytes]]:
+    """The nodes a checkpointer holds for the window [start, size), and the edge roots at size."""
     frontier = merkle.Frontier()
     for leaf in LEAVES[:start]:
         frontier = frontier.append(leaf)
@@ -23,7 +27,11 @@ def _window_nodes(start: int, size: int) -> dict[tuple[int, int], bytes]:
     for leaf in LEAVES[start:size]:
         frontier, completed = frontier.append_with_nodes(leaf)
         nodes.update({(n.level, n.index): n.hash for n in completed})
-    return nodes
+    return nodes, merkle.edge_roots(frontier)
+
+
+def _lookup(nodes: dict[tuple[int, int], bytes]) -> Callable[[int, int], bytes | None]:
+    return lambda level, index: nodes.get((level, index))
 
 
 def test_frontier_nodes_are_the_frontier_subtrees() -> None:
@@ -36,6 +44,9 @@ def test_frontier_nodes_are_the_frontier_subtrees() -> None:
         tree = merkle.LeafHashes(LEAVES[:size])
         assert all(tree.subtree(n.level, n.index) == n.hash for n in nodes)
         assert sum(1 << n.level for n in nodes) == size
+        edges = merkle.edge_roots(frontier)
+        assert all(root == merkle.root(LEAVES[a:b]) and b == size for (a, b), root in edges.items())
+        assert edges.get((0, size), merkle.EMPTY_ROOT) == frontier.root()
 
 
 @given(st.data())
@@ -43,13 +54,17 @@ def test_window_proofs_equal_whole_tree_proofs(data: st.DataObject) -> None:
     size = data.draw(st.integers(1, len(LEAVES)))
     start = data.draw(st.integers(0, size - 1))
     index = data.draw(st.integers(start, size - 1))
-    window = merkle.NodeHashes(_window_nodes(start, size))
-    proof = merkle.inclusion_proof(index, size, window)
+    nodes, edges = _window(start, size)
+    proof = merkle.inclusion_proof_from_nodes(index, size, _lookup(nodes), edges)
     assert proof == merkle.inclusion_proof(index, size, LEAVES[:size])
     merkle.verify_inclusion(LEAVES[index], index, size, proof, merkle.root(LEAVES[:size]))
 
 
-def test_a_leaf_before_the_window_has_no_proof_from_it() -> None:
-    window = merkle.NodeHashes(_window_nodes(5, 9))
+def test_a_proof_outside_the_window_is_refused() -> None:
+    nodes, edges = _window(5, 9)
+    with pytest.raises(ProofError):  # before the window
+        merkle.inclusion_proof_from_nodes(2, 9, _lookup(nodes), edges)
+    with pytest.raises(ProofError):  # edge roots of another size
+        merkle.inclusion_proof_from_nodes(0, 7, _lookup(_window(0, 9)[0]), edges)
     with pytest.raises(ProofError):
-        merkle.inclusion_proof(2, 9, window)
+        merkle.inclusion_proof_from_nodes(9, 9, _lookup(nodes), edges)
