@@ -61,7 +61,12 @@ def _b64(text: object, what: str) -> bytes:
 
 def encode_report(statement: bytes, sign: Callable[[bytes], bytes], keyid: str) -> bytes:
     """The DSSE JSON envelope around `statement` (serialized once, signed as is)."""
-    sig = sign(dsse.pae(PAYLOAD_TYPE, statement))
+    return _envelope_bytes(statement, keyid, sign(dsse.pae(PAYLOAD_TYPE, statement)))
+
+
+def _envelope_bytes(statement: bytes, keyid: str, sig: bytes) -> bytes:
+    """The one encoding of a report file: a byte changed outside the signed payload (spacing,
+    key order, base64 padding) is refused too, so every byte of the file is checked."""
     document = {
         "payloadType": PAYLOAD_TYPE,
         "payload": base64.b64encode(statement).decode("ascii"),
@@ -83,13 +88,15 @@ def open_report(data: bytes, key: PublicKey) -> dict[str, Any]:
     signatures = document.get("signatures")
     if not isinstance(signatures, list) or not signatures:
         raise SignatureError("the report carries no signature")
-    message = dsse.pae(PAYLOAD_TYPE, payload)
-    for entry in signatures:
-        if isinstance(entry, dict) and entry.get("keyid") == key.keyid:
-            key.verify(_b64(entry.get("sig"), "the report signature"), message)
-            break
-    else:
+    if len(signatures) != 1 or not isinstance(signatures[0], dict):
+        raise SignatureError("a report carries exactly one signature")
+    if signatures[0].get("keyid") != key.keyid:
         raise SignatureError(f"no signature by the report key {key.keyid[:16]}")
+    sig = _b64(signatures[0].get("sig"), "the report signature")
+    key.verify(sig, dsse.pae(PAYLOAD_TYPE, payload))
+    if data != _envelope_bytes(payload, key.keyid, sig):
+        raise DecodeError("the report file is not in its one encoding: bytes outside the signed "
+                          "payload were changed")  # fmt: skip
     try:
         statement = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

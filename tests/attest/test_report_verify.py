@@ -78,6 +78,38 @@ def test_any_changed_payload_byte_fails_the_report_signature(made: Report, data:
     assert _checks(json.dumps(document).encode(), signer.public_key) == {"report-signature"}
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_any_changed_byte_of_the_file_fails(made: Report, data: Any) -> None:
+    raw, signer = made
+    changed = bytearray(raw)
+    changed[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    failures = verify_report(bytes(changed), signer.public_key).failures
+    assert [what for what, _ in failures] == ["report-signature"], failures
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_any_changed_checkpoint_or_proof_byte_fails_even_resigned(made: Report, data: Any) -> None:
+    """The verifier's own report key cannot cover a changed checkpoint or inclusion proof."""
+    raw, signer = made
+    statement = _statement(raw)
+    predicate = statement["predicate"]
+    if data.draw(st.booleans()):
+        text = bytearray(predicate["log"]["checkpoint"].encode())
+        text[data.draw(st.integers(0, len(text) - 1))] ^= data.draw(st.integers(1, 127))
+        predicate["log"]["checkpoint"] = text.decode("utf-8", "replace")
+        expected = "checkpoint"
+    else:
+        hashes = predicate["samples"][0]["inclusion"]
+        which = data.draw(st.integers(0, len(hashes) - 1))
+        digest = bytearray(bytes.fromhex(hashes[which]))
+        digest[data.draw(st.integers(0, 31))] ^= data.draw(st.integers(1, 255))
+        hashes[which] = digest.hex()
+        expected = "inclusion"
+    assert expected in _checks(_resign(statement, signer), signer.public_key)
+
+
 def _flip_b64(text: str, index: int) -> str:
     raw = bytearray(base64.b64decode(text))
     raw[index % len(raw)] ^= 1
