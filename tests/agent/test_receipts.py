@@ -143,6 +143,9 @@ async def test_a_receipt_with_a_bad_proof_is_refused_and_the_envelope_stays_spoo
     assert row["envelope_hash"] == accepted.envelope_hash.hex()
     assert row["log_index"] == accepted.log_index < row["checkpoint_size"]
     assert row["accepted_at"] and row["received_at"]
+    assert agent.cli("receipts") == AgentExit.OK
+    table = capsys.readouterr().out
+    assert row["envelope_hash"] in table and "1 receipt(s) kept" in table
 
     # The kept receipt checks offline with the envelope's bytes and the verifier's key.
     envelope = running.core.store.get_blob(accepted.envelope_hash)

@@ -156,3 +156,17 @@ def test_write_failure_stops_production_and_keeps_the_spool(tmp_path: Path) -> N
     child.wait()
     child.stdout.close()
     assert _check_chain(enrolled.state_dir, enrolled.agent.public_key)[-1] >= committed[-1] + 1
+
+
+def test_kept_receipts_are_bounded_and_listed_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.spool.RECEIPTS_KEPT", 3)
+    spool = Spool.open(tmp_path, 1 << 20)
+    entries = [_append(spool) for _ in range(5)]
+    for entry in entries:
+        spool.acknowledge(entry.seq, b"receipt-%d" % entry.seq, NOW)
+    kept = spool.receipts()
+    assert [k.seq for k in kept] == [3, 4, 5]
+    assert [k.receipt for k in kept] == [b"receipt-3", b"receipt-4", b"receipt-5"]
+    assert kept[0].envelope_hash == entries[2].hash and kept[0].received_at == NOW.isoformat()
