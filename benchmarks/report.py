@@ -233,9 +233,11 @@ def measure(url: str, gpus: int, sites: int, work: Path) -> dict[str, Any]:
     database = url.removeprefix("sqlite:///")
     config.write_text(f'state_dir = "{state}"\ndatabase = "{database}"\n')
     verifier = [sys.executable, "-m", "verifier.cli", "--config", str(config)]
-    month = datetime.now(UTC).strftime("%Y-%m")
+    # A half-year ending today: every coverage point is read, as for a semi-annual report.
+    today = datetime.now(UTC).date()
+    period = ["--from", str(today - timedelta(days=181)), "--to", str(today)]
     out, page, key = work / "r.json", work / "r.html", work / "report.pub"
-    create = ["report", "create", "--entity", ENTITY, "--period", month, "--out", str(out)]
+    create = ["report", "create", "--entity", ENTITY, *period, "--out", str(out)]
     report_s, done = _run([*verifier, *create, "--html", str(page)])
     if done.returncode != 0:
         raise SystemExit(f"report create failed: {done.stderr[-2000:]}")

@@ -28,7 +28,7 @@ from verifier.reconcile.model import HoldingRow, Reconciliation, Totals
 from verifier.registry_model import Entity, Registry, Site
 
 #: Coverage points drawn over a period (each is one aggregate query): enough for a chart.
-COVERAGE_POINTS = 12
+COVERAGE_POINTS = 7
 LOCATION_UNVERIFIED = (
     "location checks are not built yet (docs/design.md §12): each host counts at the site its "
     "enrollment token was issued for; no landmark has timed it"

@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import importlib.resources
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -42,9 +43,11 @@ from verifier.ca import load_or_create_receipt_signer
 from verifier.compliance import pack_configured
 from verifier.config import VerifierConfig
 from verifier.exits import VerifierExit
+from verifier.model import Finding
 from verifier.policy import find_pack
 from verifier.policy.model import PolicyPack
 from verifier.reconcile import reconcile
+from verifier.reconcile.model import PostureRow
 from verifier.report_html import render_html
 from verifier.store.api import Store
 from verifier.transparency import checkpoint_origin
@@ -159,13 +162,33 @@ def _samples(
 
 def _coverage(
     store: Store, period: report.Period, as_of: date, sites: set[str]
-) -> tuple[report.Coverage, ...]:
-    out = []
-    for day in report.coverage_days(period, as_of):
-        counts = [v for k, v in store.attested_by_site(day).items() if k in sites]
-        held = sum(h for h, _ in counts)
-        out.append(report.Coverage(day, held, sum(f for _, f in counts)))
-    return tuple(out)
+) -> dict[date, dict[str, tuple[int, int]]]:
+    """Per coverage day (the last is `as_of`), per site of the entity: (held, attested)."""
+    return {
+        day: {k: v for k, v in store.attested_by_site(day).items() if k in sites}
+        for day in report.coverage_days(period, as_of)
+    }
+
+
+def _stored_findings(
+    store: Store, concerns: Callable[[str], bool], sites: set[str]
+) -> tuple[Finding, ...]:
+    """The stored findings that concern the entity; an agent the postures did not name (it
+    held nothing then) is looked up once."""
+    at_site: dict[str, bool] = {}
+
+    def agent_here(subject: str) -> bool:
+        agent_id = subject.removeprefix("agent:")
+        if agent_id not in at_site:
+            record = store.get_agent(agent_id)
+            at_site[agent_id] = record is not None and record.site_id in sites
+        return at_site[agent_id]
+
+    return tuple(
+        f
+        for f in store.iter_findings(include_resolved=True)
+        if concerns(f.subject) or (f.subject.startswith("agent:") and agent_here(f.subject))
+    )
 
 
 def create_report(
@@ -185,11 +208,20 @@ def create_report(
     signer = load_or_create_report_signer(config.state_dir)
     log, tree = _log_state(args, store, config, signer)
     rows = list(store.holdings(as_of))  # sites x models rows
-    judged = reconcile(rows, store.postures(as_of), registry, pack, as_of)
     sites = {s.id for s in report.entity_sites(registry, entity.id)}
+    seen: set[str] = set()  # agents at the entity's sites, as the postures stream past
+
+    def tap(postures: Iterator[PostureRow]) -> Iterator[PostureRow]:
+        for row in postures:
+            if row.site_id in sites:
+                seen.add(row.agent_id)
+            yield row
+
+    judged = reconcile(rows, tap(store.postures(as_of)), registry, pack, as_of)
     mine = tuple(r for r in rows if r.site_id in sites)
-    agents = frozenset(a.agent_id for a in store.iter_agents() if a.site_id in sites)
+    agents = frozenset(seen)
     concerns = report.finding_filter(registry, pack, entity.id, agents, as_of)
+    coverage = _coverage(store, period, as_of, sites)
     inputs = report.ReportInputs(
         entity=entity,
         period=period,
@@ -199,11 +231,12 @@ def create_report(
         pack_sha256=digest,
         reconciliation=judged,
         holdings=mine,
-        attested={k: v for k, v in store.attested_by_site(as_of).items() if k in sites},
-        coverage=_coverage(store, period, as_of, sites),
-        findings=tuple(
-            f for f in store.iter_findings(include_resolved=True) if concerns(f.subject)
+        attested=coverage[as_of],
+        coverage=tuple(
+            report.Coverage(day, sum(h for h, _ in v.values()), sum(f for _, f in v.values()))
+            for day, v in coverage.items()
         ),
+        findings=_stored_findings(store, concerns, sites),
         agents=agents,
         log=log,
         samples=_samples(store, report.evidence_candidates(mine), tree),
