@@ -17,6 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attest import checkpoint as cp
+from attest import merkle
 from attest.errors import DecodeError
 from attest.keys import PublicKey, SoftwareSigner, load_private_key
 from attest.report_entries import fields
@@ -26,7 +28,7 @@ from verifier.cli import main
 
 REGISTRY = ROOT / "examples/registry.toml"
 
-Report = tuple[bytes, SoftwareSigner]
+Report = tuple[bytes, SoftwareSigner, SoftwareSigner]  # report, report key, log key
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Report:
         assert main(["--config", str(config), "ingest", *agent_envelopes(tmp_path, config, 2)]) == 0
         argv = ["report", "create", "--entity", "acme", "--period", month, "--out", str(out)]
         assert main(["--config", str(config), *argv]) == 0
-    return out.read_bytes(), load_private_key(tmp_path / "state" / "report.key")
+    state = tmp_path / "state"
+    return (
+        out.read_bytes(),
+        load_private_key(state / "report.key"),
+        load_private_key(state / "receipt.key"),
+    )
 
 
 def _statement(data: bytes) -> dict[str, Any]:
@@ -62,14 +69,14 @@ def _checks(data: bytes, key: PublicKey) -> set[str]:
 
 
 def test_the_untouched_report_verifies(made: Report) -> None:
-    data, signer = made
+    data, signer, _ = made
     assert verify_report(data, signer.public_key).failures == []
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_any_changed_payload_byte_fails_the_report_signature(made: Report, data: Any) -> None:
-    raw, signer = made
+    raw, signer, _ = made
     document = json.loads(raw)
     payload = bytearray(base64.b64decode(document["payload"]))
     index = data.draw(st.integers(0, len(payload) - 1))
@@ -81,7 +88,7 @@ def test_any_changed_payload_byte_fails_the_report_signature(made: Report, data:
 @settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_any_changed_byte_of_the_file_fails(made: Report, data: Any) -> None:
-    raw, signer = made
+    raw, signer, _ = made
     changed = bytearray(raw)
     changed[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
     failures = verify_report(bytes(changed), signer.public_key).failures
@@ -92,7 +99,7 @@ def test_any_changed_byte_of_the_file_fails(made: Report, data: Any) -> None:
 @given(st.data())
 def test_any_changed_checkpoint_or_proof_byte_fails_even_resigned(made: Report, data: Any) -> None:
     """The verifier's own report key cannot cover a changed checkpoint or inclusion proof."""
-    raw, signer = made
+    raw, signer, _ = made
     statement = _statement(raw)
     predicate = statement["predicate"]
     if data.draw(st.booleans()):
@@ -178,7 +185,7 @@ def test_a_resigned_tampered_statement_fails_the_check_it_breaks(
 ) -> None:
     """The verifier holding the report key still cannot change an entry, a proof, the
     checkpoint or the totals an entry supports without the check naming it."""
-    raw, signer = made
+    raw, signer, _ = made
     statement = _statement(raw)
     tamper(statement["predicate"], 7)
     failed = _checks(_resign(statement, signer), signer.public_key)
@@ -188,7 +195,7 @@ def test_a_resigned_tampered_statement_fails_the_check_it_breaks(
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_any_changed_entry_byte_fails_inclusion(made: Report, data: Any) -> None:
-    raw, signer = made
+    raw, signer, _ = made
     statement = _statement(raw)
     sample = statement["predicate"]["samples"][0]
     entry = bytearray(base64.b64decode(sample["envelope"]))
@@ -205,8 +212,38 @@ def test_the_protobuf_reader_takes_any_bytes_without_crashing(raw: bytes) -> Non
 
 def test_a_rewritten_log_fails_consistency(made: Report) -> None:
     """A previous checkpoint with another root for the same size: a log that rewrote history."""
-    raw, signer = made
+    raw, signer, _ = made
     statement = _statement(raw)
     log = statement["predicate"]["log"]
     log["previous"] = {"checkpoint": log["checkpoint"], "consistency": ["00" * 32]}
     assert "consistency" in _checks(_resign(statement, signer), signer.public_key)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(4, 12), st.data())
+def test_a_log_that_dropped_or_rewrote_an_entry_fails_consistency(
+    made: Report, size: int, data: Any
+) -> None:
+    """Between two reports the log lost (or changed) one entry and grew on: no consistency
+    proof of the new log leads from the old checkpoint."""
+    raw, signer, log_signer = made
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(size)]
+    old_size = data.draw(st.integers(2, size - 1))
+    victim = data.draw(st.integers(0, old_size - 1))
+    if data.draw(st.booleans()):
+        changed = [*leaves[:victim], *leaves[victim + 1 :], merkle.leaf_hash(b"new")]
+    else:
+        changed = [*leaves[:victim], merkle.leaf_hash(b"rewritten"), *leaves[victim + 1 :]]
+    statement = _statement(raw)
+    log = statement["predicate"]["log"]
+    origin = log["origin"]
+    old = cp.Checkpoint(origin, old_size, merkle.root(leaves[:old_size]))
+    new = cp.Checkpoint(origin, len(changed), merkle.root(changed))
+    log["checkpoint"] = cp.sign_checkpoint(new, origin, log_signer).decode()
+    log["previous"] = {
+        "checkpoint": cp.sign_checkpoint(old, origin, log_signer).decode(),
+        "consistency": [h.hex() for h in merkle.consistency_proof(old_size, len(changed), changed)],
+    }
+    failures = verify_report(_resign(statement, signer), signer.public_key).failures
+    assert "consistency" in {what for what, _ in failures}, failures
+    assert any("not consistent" in line for _, line in failures)
