@@ -59,6 +59,13 @@ def load_or_create_report_signer(state_dir: Path) -> SoftwareSigner:
     return load_or_create_private_key(state_dir / "report.key", "ed25519")
 
 
+def _period_arg(text: str) -> report.Period:
+    try:
+        return report.parse_period(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _day(text: str) -> date:
     try:
         return tc.parse_day(text)
@@ -77,7 +84,7 @@ def add_report_parser(
     create = rep.add_parser("create", parents=[common], help="write a signed report")
     create.add_argument("--entity", required=True, help="registry entity id")
     when = create.add_mutually_exclusive_group(required=True)
-    when.add_argument("--period", help="2026H1, 2026Q3 or 2026-07")
+    when.add_argument("--period", type=_period_arg, help="2026H1, 2026Q3 or 2026-07")
     when.add_argument("--from", dest="start", type=_day, metavar="DATE", help="first day")
     create.add_argument("--to", dest="end", type=_day, metavar="DATE", help="last day (--from)")
     create.add_argument("--out", type=Path, required=True, help="the report (JSON, DSSE)")
@@ -87,11 +94,12 @@ def add_report_parser(
 
 
 def _period(args: argparse.Namespace) -> report.Period:
-    if args.period is None and args.end is None:
-        raise InputFileError("--from needs --to")
+    if args.period is not None:
+        period: report.Period = args.period
+        return period
+    if args.end is None:
+        raise InputFileError("--from needs --to (the period's last day)")
     try:
-        if args.period is not None:
-            return report.parse_period(args.period)
         return report.period_between(args.start, args.end)
     except ValueError as exc:
         raise InputFileError(str(exc)) from None

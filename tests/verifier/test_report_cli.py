@@ -117,3 +117,46 @@ def test_report_create_and_verify_on_postgresql(
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--entity", "nobody", "--period", "2026H1"], 1, "no entity 'nobody'"),
+        (["--entity", "acme", "--period", "2026H3"], 2, "is not a period"),
+        (["--entity", "acme", "--from", "2026-01-01"], 1, "--from needs --to"),
+        (["--entity", "acme", "--from", "2026-02-01", "--to", "2026-01-01"], 1, "before it"),
+        (["--entity", "acme", "--period", "2099Q1"], 1, "has not begun"),
+        (["--entity", "acme", "--period", "{month}", "--previous", "/nonexistent"], 1, "cannot"),
+    ],
+)
+def test_report_create_mistakes_say_what_is_wrong(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    args: list[str],
+    code: int,
+    says: str,
+) -> None:
+    _world(capsys, config_file, tmp_path, 1)
+    out = tmp_path / "r.json"
+    month = datetime.now(UTC).strftime("%Y-%m")
+    args = [a.format(month=month) for a in args]
+    argv = ["--config", str(config_file), "report", "create", *args, "--out", str(out)]
+    assert main(argv) == code
+    assert says in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_previous_report_by_another_key_is_refused(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    _world(capsys, config_file, tmp_path, 1)
+    first = tmp_path / "r1.json"
+    _create(capsys, config_file, first)
+    (tmp_path / "state" / "report.key").unlink()  # a new report key from now on
+    month = datetime.now(UTC).strftime("%Y-%m")
+    argv = ["report", "create", "--entity", "acme", "--period", month]
+    argv += ["--out", str(tmp_path / "r2.json"), "--previous", str(first)]
+    assert main(["--config", str(config_file), *argv]) == 1
+    assert "no signature by the report key" in capsys.readouterr().err
