@@ -39,6 +39,11 @@ PREDICATE_TYPE = "https://gpu-attest.dev/report/v1"
 SAMPLE_DOMAIN = b"gpu-attest report sample v1\x00"
 
 
+#: What a signed but malformed predicate can raise while it is read: each becomes a failure
+#: line, never a traceback.
+_MALFORMED = (AttestError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
 def sample_index(root: bytes, site: str, candidates: Sequence[int]) -> int:
     """The log index a report samples at `site`: a function of the checkpoint root, so the
     verifier that signs the report cannot pick a favourable entry once the log is fixed.
@@ -164,7 +169,7 @@ def _check_consistency(
         old = cp.verify_checkpoint(note, key, current.origin)
         hashes = [bytes.fromhex(h) for h in _get(previous, "consistency", list, "log.previous")]
         merkle.verify_consistency(old.size, current.size, old.root, current.root, hashes)
-    except (AttestError, ValueError, TypeError) as exc:
+    except _MALFORMED as exc:
         check.fail("consistency", f"the log is not consistent with the previous report's: {exc}")
         return None
     check.facts["previous_size"] = old.size
@@ -271,7 +276,7 @@ def _check_sites(check: ReportCheck, predicate: dict[str, Any], tree: cp.Checkpo
         sampled.add(site["id"])
         try:
             _check_sample(check, sample, site, tree)
-        except (AttestError, ValueError) as exc:
+        except _MALFORMED as exc:
             check.fail("samples", f"sample of site {site['id']}: malformed: {exc}")
     for site_id, site in sites.items():
         units = _get(site, "units", int, f"site {site_id}")
@@ -307,7 +312,7 @@ def verify_report(
         subject = hashlib.sha256(note).hexdigest()
         if subject not in json.dumps(statement.get("subject")):
             check.fail("checkpoint", "the statement's subject is not this checkpoint")
-    except AttestError as exc:
+    except _MALFORMED as exc:
         check.fail("checkpoint", f"the report's checkpoint does not verify: {exc}")
         return check
     check.facts.update(checkpoint_size=tree.size, origin=tree.origin)
@@ -315,13 +320,13 @@ def verify_report(
     if since is not None:
         try:
             since_note = _checkpoint_of_report(since, key) if since.lstrip()[:1] == b"{" else since
-        except AttestError as exc:
+        except _MALFORMED as exc:
             check.fail("since-checkpoint", f"the older report does not verify: {exc}")
         else:
             _check_since(check, since_note, note_key, tree, previous)
     try:
         _check_sites(check, predicate, tree)
-    except (AttestError, ValueError) as exc:
+    except _MALFORMED as exc:
         check.fail("samples", f"the report's sites or samples are malformed: {exc}")
     entity = predicate.get("entity")
     check.facts["entity"] = entity.get("id") if isinstance(entity, Mapping) else None

@@ -247,3 +247,39 @@ def test_a_log_that_dropped_or_rewrote_an_entry_fails_consistency(
     failures = verify_report(_resign(statement, signer), signer.public_key).failures
     assert "consistency" in {what for what, _ in failures}, failures
     assert any("not consistent" in line for _, line in failures)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out += _paths(item, (*path, index))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_signed_but_malformed_predicate_never_crashes_verify(made: Report, data: Any) -> None:
+    """Any value of the predicate replaced by any JSON, re-signed: verify reports, never raises."""
+    raw, signer, _ = made
+    statement = _statement(raw)
+    paths = [p for p in _paths(statement["predicate"]) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = statement["predicate"]
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = data.draw(_JSON)
+    check = verify_report(_resign(statement, signer), signer.public_key)
+    assert all(isinstance(line, str) for _, line in check.failures)
