@@ -169,7 +169,8 @@ def finding_filter(
     registry: Registry, pack: PolicyPack, entity_id: str, agents: frozenset[str], on: date
 ) -> Callable[[str], bool]:
     """Whether a finding subject concerns the entity: its sites, authorizations, agents, the
-    countries it holds in, itself. GPU-level subjects (`gpu:`) are left to `findings`."""
+    countries it holds in, itself. GPU-level subjects (`gpu:`) need the store: the shell
+    looks up where each GPU is (`verifier/report_cli.py`)."""
     sites = {s.id for s in entity_sites(registry, entity_id)}
     subjects = (
         {f"site:{s}" for s in sites}

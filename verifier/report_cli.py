@@ -181,21 +181,25 @@ def _coverage(
 def _stored_findings(
     store: Store, concerns: Callable[[str], bool], sites: set[str]
 ) -> tuple[Finding, ...]:
-    """The stored findings that concern the entity; an agent the postures did not name (it
-    held nothing then) is looked up once."""
-    at_site: dict[str, bool] = {}
+    """The stored findings that concern the entity. An agent the postures did not name (it
+    held nothing then) and a GPU (`gpu:<uuid>`: duplicate, missing, lost) are looked up
+    once each: the finding concerns the entity when they are at one of its sites."""
+    here: dict[str, bool] = {}
 
-    def agent_here(subject: str) -> bool:
-        agent_id = subject.removeprefix("agent:")
-        if agent_id not in at_site:
-            record = store.get_agent(agent_id)
-            at_site[agent_id] = record is not None and record.site_id in sites
-        return at_site[agent_id]
+    def at_sites(subject: str) -> bool:
+        if subject not in here:
+            kind, _, ident = subject.partition(":")
+            if kind == "agent":
+                record = store.get_agent(ident)
+                here[subject] = record is not None and record.site_id in sites
+            else:
+                here[subject] = any(s.site_id in sites for s in store.gpu_sightings(ident))
+        return here[subject]
 
     return tuple(
         f
         for f in store.iter_findings(include_resolved=True)
-        if concerns(f.subject) or (f.subject.startswith("agent:") and agent_here(f.subject))
+        if concerns(f.subject) or (f.subject.startswith(("agent:", "gpu:")) and at_sites(f.subject))
     )
 
 

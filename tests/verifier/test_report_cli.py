@@ -73,6 +73,9 @@ def report_session(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: P
     second = tmp_path / "r2.json"
     later = _create(capsys, config, second, "--previous", str(first))
     assert later["log"]["previous"] is not None  # type: ignore[index]
+    # The second host reports the first one's GPUs: the duplicates are the entity's findings.
+    found = {(f["rule"], f["state"]) for f in later["findings"]}  # type: ignore[attr-defined]
+    assert found == {("duplicate-gpu", "open")}, later["findings"]
     code, result = _verify(capsys, str(second), "--key", str(key), "--since-checkpoint", str(first))
     assert code == 0, result
     # The same checks by docs/verify_report.py, which imports nothing of this project.
