@@ -41,6 +41,13 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[object]], numeric: set[i
     return "".join(out)
 
 
+def _pci(model: Mapping[str, Any]) -> str:
+    device, subsystem = model["pci_device_id"], model["pci_subsystem_id"]
+    if not isinstance(device, int):
+        return "unreadable"
+    return f"0x{device:08x}" + (f" / 0x{subsystem:08x}" if isinstance(subsystem, int) else "")
+
+
 def _bars(countries: Sequence[Mapping[str, Any]]) -> str:
     """TPP per country (bar) against its cap and the authorized TPP (marks)."""
     width, row_h, left = 640, 34, 60
@@ -145,7 +152,7 @@ def render_html(statement: Mapping[str, Any]) -> str:
         for s in sites
     ]  # fmt: skip
     model_rows = [
-        (s["id"], m["model"], m["pci_device_id"], m["units"], m["tpp_each"], m["tpp"])
+        (s["id"], m["model"], _pci(m), m["units"], m["tpp_each"], m["tpp"])
         for s in sites
         for m in s["models"]
     ]
@@ -199,7 +206,7 @@ def render_html(statement: Mapping[str, Any]) -> str:
         ),
         "<p>Location: " + _e(sites[0]["location"]["reason"] if sites else "") + "</p>",
         "<h2>Models per site</h2>",
-        _table(["site", "model", "PCI id", "GPUs", "TPP each", "TPP"], model_rows, {2, 3, 4, 5}),
+        _table(["site", "model", "PCI ids", "GPUs", "TPP each", "TPP"], model_rows, {3, 4, 5}),
         "<h2>Authorizations</h2>",
         _table(
             ["id", "kind", "state", "units used", "units allowed", "TPP used", "TPP allowed"],
@@ -207,7 +214,9 @@ def render_html(statement: Mapping[str, Any]) -> str:
             {3, 4, 5, 6},
         ),
         "<h2>Findings</h2>",
-        _table(["rule", "severity", "subject", "state", "message"], finding_rows, set()),
+        _table(["rule", "severity", "subject", "state", "message"], finding_rows, set())
+        if finding_rows
+        else "<p>No finding concerned this entity during the period.</p>",
         "<h2>Transparency log</h2>",
         f"<pre>{_e(log['checkpoint'])}</pre>",
         _table(["site", "agent", "log index"], sample_rows, {2}),
