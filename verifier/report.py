@@ -303,27 +303,9 @@ def _site_ids(inputs: ReportInputs) -> list[str]:
     return [s.id for s in entity_sites(inputs.registry, inputs.entity.id)]
 
 
-def build_statement(inputs: ReportInputs, now: datetime) -> dict[str, object]:
-    """The in-toto Statement v1 of one entity's report (docs/design.md §15)."""
-    entity, period = inputs.entity, inputs.period
-    sites = _sites(inputs)
-    concerns = finding_filter(inputs.registry, inputs.pack, entity.id, inputs.agents, inputs.as_of)
-    raised = [f for f in inputs.reconciliation.findings if concerns(f.subject)]
-    stored = [
-        f
-        for f in inputs.findings
-        if f.opened_at.date() <= period.end
-        and (f.resolved_at is None or f.resolved_at.date() >= period.start)
-    ]
-    auths = [a for a in inputs.reconciliation.authorizations if a.holder == entity.id]
-    log = inputs.log
-    previous = None
-    if log.previous is not None:
-        previous = {
-            "checkpoint": log.previous.decode("utf-8"),
-            "consistency": [h.hex() for h in log.consistency],
-        }
-    predicate: dict[str, object] = {
+def _header(inputs: ReportInputs, now: datetime) -> dict[str, object]:
+    entity, period, pack = inputs.entity, inputs.period, inputs.pack
+    return {
         "generated_at": now.isoformat(),
         "period": {
             "label": period.label,
@@ -338,20 +320,58 @@ def build_statement(inputs: ReportInputs, now: datetime) -> dict[str, object]:
             "veu": entity.veu.value,
         },
         "policy_pack": {
-            "id": inputs.pack.id,
-            "title": inputs.pack.title,
-            "effective_from": inputs.pack.effective_from.isoformat(),
-            "origin": inputs.pack.origin,
+            "id": pack.id,
+            "title": pack.title,
+            "effective_from": pack.effective_from.isoformat(),
+            "origin": pack.origin,
             "sha256": inputs.pack_sha256,
         },
+    }
+
+
+def _log_view(log: LogState) -> dict[str, object]:
+    previous = None
+    if log.previous is not None:
+        previous = {
+            "checkpoint": log.previous.decode("utf-8"),
+            "consistency": [h.hex() for h in log.consistency],
+        }
+    return {
+        "origin": log.origin,
+        "public_key": log.public_key_pem.decode("ascii"),
+        "checkpoint": log.checkpoint.decode("utf-8"),
+        "previous": previous,
+    }
+
+
+def _sample_view(s: SampledEntry) -> dict[str, object]:
+    return {
+        "site": s.site_id,
+        "agent_id": s.agent_id,
+        "log_index": s.log_index,
+        "envelope": base64.b64encode(s.envelope).decode("ascii"),
+        "inclusion": [h.hex() for h in s.inclusion],
+        "agent_keys": [base64.b64encode(k).decode("ascii") for k in s.agent_keys],
+    }
+
+
+def build_statement(inputs: ReportInputs, now: datetime) -> dict[str, object]:
+    """The in-toto Statement v1 of one entity's report (docs/design.md §15)."""
+    entity, period = inputs.entity, inputs.period
+    sites = _sites(inputs)
+    concerns = finding_filter(inputs.registry, inputs.pack, entity.id, inputs.agents, inputs.as_of)
+    raised = [f for f in inputs.reconciliation.findings if concerns(f.subject)]
+    stored = [
+        f
+        for f in inputs.findings
+        if f.opened_at.date() <= period.end
+        and (f.resolved_at is None or f.resolved_at.date() >= period.start)
+    ]
+    auths = [a for a in inputs.reconciliation.authorizations if a.holder == entity.id]
+    predicate: dict[str, object] = {
+        **_header(inputs, now),
         "summary": _summary(raised, inputs),
-        "sites": [
-            {
-                **s,
-                "first_received": None if s["first_received"] is None else str(s["first_received"]),
-            }
-            for s in sites
-        ],
+        "sites": sites,
         "countries": _countries(inputs, sites),
         "authorizations": [
             {
@@ -371,33 +391,14 @@ def build_statement(inputs: ReportInputs, now: datetime) -> dict[str, object]:
             {"day": c.day.isoformat(), "held": c.held, "attested": c.attested}
             for c in inputs.coverage
         ],
-        "log": {
-            "origin": log.origin,
-            "public_key": log.public_key_pem.decode("ascii"),
-            "checkpoint": log.checkpoint.decode("utf-8"),
-            "previous": previous,
-        },
-        "samples": [
-            {
-                "site": s.site_id,
-                "agent_id": s.agent_id,
-                "log_index": s.log_index,
-                "envelope": base64.b64encode(s.envelope).decode("ascii"),
-                "inclusion": [h.hex() for h in s.inclusion],
-                "agent_keys": [base64.b64encode(k).decode("ascii") for k in s.agent_keys],
-            }
-            for s in inputs.samples
-        ],
+        "log": _log_view(inputs.log),
+        "samples": [_sample_view(s) for s in inputs.samples],
         "trust_model": list(TRUST_MODEL),
     }
+    digest = hashlib.sha256(inputs.log.checkpoint).hexdigest()
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [
-            {
-                "name": f"checkpoint:{log.origin}",
-                "digest": {"sha256": hashlib.sha256(log.checkpoint).hexdigest()},
-            }
-        ],
+        "subject": [{"name": f"checkpoint:{inputs.log.origin}", "digest": {"sha256": digest}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": predicate,
     }
