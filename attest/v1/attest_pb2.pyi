@@ -1211,3 +1211,197 @@ class VerifierMessage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___VerifierMessage: _TypeAlias = VerifierMessage  # noqa: Y015
+
+@_typing.final
+class ProbeReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELLO_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hello(self) -> Global___ProbeHello:
+        """first message, once"""
+
+    @_builtins.property
+    def answer(self) -> Global___ProbeAnswer:
+        """one per challenge, in order"""
+
+    def __init__(
+        self,
+        *,
+        hello: Global___ProbeHello | None = ...,
+        answer: Global___ProbeAnswer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "hello", b"hello", "kind", b"kind"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "hello", b"hello", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "answer"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ProbeReply: _TypeAlias = ProbeReply  # noqa: Y015
+
+@_typing.final
+class ProbeHello(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    agent_public_key: _builtins.bytes
+    """SubjectPublicKeyInfo DER of the agent's attestation key"""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        agent_public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_public_key", b"agent_public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeHello: _TypeAlias = ProbeHello  # noqa: Y015
+
+@_typing.final
+class ProbeAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """the challenge's seq"""
+    signature: _builtins.bytes
+    """over PAE(challenge type, LandmarkChallenge.challenge)"""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeAnswer: _TypeAlias = ProbeAnswer  # noqa: Y015
+
+@_typing.final
+class LandmarkMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    """serialized Envelope around a LandmarkStatement: the last message"""
+    @_builtins.property
+    def challenge(self) -> Global___LandmarkChallenge: ...
+    def __init__(
+        self,
+        *,
+        challenge: Global___LandmarkChallenge | None = ...,
+        statement: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "kind", b"kind", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["challenge", "statement"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___LandmarkMessage: _TypeAlias = LandmarkMessage  # noqa: Y015
+
+@_typing.final
+class LandmarkChallenge(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """0 .. probes-1"""
+    challenge: _builtins.bytes
+    """What the agent signs: landmark id (UTF-8) || 0x00 || session (16 bytes) || seq (4 bytes,
+    big-endian) || nonce (32 random bytes).
+    """
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        challenge: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LandmarkChallenge: _TypeAlias = LandmarkChallenge  # noqa: Y015
+
+@_typing.final
+class LandmarkStatement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANDMARK_ID_FIELD_NUMBER: _builtins.int
+    LAT_FIELD_NUMBER: _builtins.int
+    LON_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    CHALLENGES_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    RTT_NS_FIELD_NUMBER: _builtins.int
+    RTT_MIN_NS_FIELD_NUMBER: _builtins.int
+    MEASURED_AT_FIELD_NUMBER: _builtins.int
+    landmark_id: _builtins.str
+    lat: _builtins.float
+    """the landmark's configured coordinates; the verifier uses"""
+    lon: _builtins.float
+    """the registry's, these are for a reader"""
+    agent_id: _builtins.str
+    agent_public_key: _builtins.bytes
+    """SPKI DER the answers verified under"""
+    session: _builtins.bytes
+    """16 random bytes"""
+    rtt_min_ns: _builtins.int
+    @_builtins.property
+    def challenges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """as sent, in seq order"""
+
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """the agent's answers, in seq order"""
+
+    @_builtins.property
+    def rtt_ns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """each round trip, landmark's monotonic clock"""
+
+    @_builtins.property
+    def measured_at(self) -> _timestamp_pb2.Timestamp:
+        """the landmark's UTC time at the end"""
+
+    def __init__(
+        self,
+        *,
+        landmark_id: _builtins.str = ...,
+        lat: _builtins.float = ...,
+        lon: _builtins.float = ...,
+        agent_id: _builtins.str = ...,
+        agent_public_key: _builtins.bytes = ...,
+        session: _builtins.bytes = ...,
+        challenges: _abc.Iterable[_builtins.bytes] | None = ...,
+        signatures: _abc.Iterable[_builtins.bytes] | None = ...,
+        rtt_ns: _abc.Iterable[_builtins.int] | None = ...,
+        rtt_min_ns: _builtins.int = ...,
+        measured_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["measured_at", b"measured_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_public_key", b"agent_public_key", "challenges", b"challenges", "landmark_id", b"landmark_id", "lat", b"lat", "lon", b"lon", "measured_at", b"measured_at", "rtt_min_ns", b"rtt_min_ns", "rtt_ns", b"rtt_ns", "session", b"session", "signatures", b"signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LandmarkStatement: _TypeAlias = LandmarkStatement  # noqa: Y015

@@ -193,3 +193,99 @@ class Attestation:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LandmarkStub:
+    """---------------------------------------------------------------------------------------------
+    Landmarks (docs/protocol.md §12). An agent dials a landmark; the landmark sends `probes`
+    challenges of 32 random bytes one at a time and times each round trip with its own monotonic
+    clock; the agent answers each at once with a signature by its attestation key over
+    PAE("application/vnd.gpu-attest.landmark-challenge.v1", challenge). The landmark then sends a
+    DSSE envelope (payload type application/vnd.gpu-attest.landmark.v1+protobuf, signed by the
+    landmark's key) around a LandmarkStatement, which the agent carries in its next Evidence.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Probe = channel.stream_stream(
+                '/attest.v1.Landmark/Probe',
+                request_serializer=attest_dot_v1_dot_attest__pb2.ProbeReply.SerializeToString,
+                response_deserializer=attest_dot_v1_dot_attest__pb2.LandmarkMessage.FromString,
+                _registered_method=True)
+
+
+class LandmarkServicer:
+    """---------------------------------------------------------------------------------------------
+    Landmarks (docs/protocol.md §12). An agent dials a landmark; the landmark sends `probes`
+    challenges of 32 random bytes one at a time and times each round trip with its own monotonic
+    clock; the agent answers each at once with a signature by its attestation key over
+    PAE("application/vnd.gpu-attest.landmark-challenge.v1", challenge). The landmark then sends a
+    DSSE envelope (payload type application/vnd.gpu-attest.landmark.v1+protobuf, signed by the
+    landmark's key) around a LandmarkStatement, which the agent carries in its next Evidence.
+
+    """
+
+    def Probe(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LandmarkServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Probe': grpc.stream_stream_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=attest_dot_v1_dot_attest__pb2.ProbeReply.FromString,
+                    response_serializer=attest_dot_v1_dot_attest__pb2.LandmarkMessage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'attest.v1.Landmark', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('attest.v1.Landmark', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Landmark:
+    """---------------------------------------------------------------------------------------------
+    Landmarks (docs/protocol.md §12). An agent dials a landmark; the landmark sends `probes`
+    challenges of 32 random bytes one at a time and times each round trip with its own monotonic
+    clock; the agent answers each at once with a signature by its attestation key over
+    PAE("application/vnd.gpu-attest.landmark-challenge.v1", challenge). The landmark then sends a
+    DSSE envelope (payload type application/vnd.gpu-attest.landmark.v1+protobuf, signed by the
+    landmark's key) around a LandmarkStatement, which the agent carries in its next Evidence.
+
+    """
+
+    @staticmethod
+    def Probe(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/attest.v1.Landmark/Probe',
+            attest_dot_v1_dot_attest__pb2.ProbeReply.SerializeToString,
+            attest_dot_v1_dot_attest__pb2.LandmarkMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -92,3 +92,52 @@ class AttestationServicer(metaclass=_abc_1.ABCMeta):
         """The evidence stream. The verifier speaks first with a Challenge."""
 
 def add_AttestationServicer_to_server(servicer: AttestationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class LandmarkStub:
+    """---------------------------------------------------------------------------------------------
+    Landmarks (docs/protocol.md §12). An agent dials a landmark; the landmark sends `probes`
+    challenges of 32 random bytes one at a time and times each round trip with its own monotonic
+    clock; the agent answers each at once with a signature by its attestation key over
+    PAE("application/vnd.gpu-attest.landmark-challenge.v1", challenge). The landmark then sends a
+    DSSE envelope (payload type application/vnd.gpu-attest.landmark.v1+protobuf, signed by the
+    landmark's key) around a LandmarkStatement, which the agent carries in its next Evidence.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> LandmarkAsyncStub: ...
+    Probe: _grpc.StreamStreamMultiCallable[_attest_pb2.ProbeReply, _attest_pb2.LandmarkMessage]
+
+@_typing.type_check_only
+class LandmarkAsyncStub(LandmarkStub):
+    """---------------------------------------------------------------------------------------------
+    Landmarks (docs/protocol.md §12). An agent dials a landmark; the landmark sends `probes`
+    challenges of 32 random bytes one at a time and times each round trip with its own monotonic
+    clock; the agent answers each at once with a signature by its attestation key over
+    PAE("application/vnd.gpu-attest.landmark-challenge.v1", challenge). The landmark then sends a
+    DSSE envelope (payload type application/vnd.gpu-attest.landmark.v1+protobuf, signed by the
+    landmark's key) around a LandmarkStatement, which the agent carries in its next Evidence.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Probe: _aio.StreamStreamMultiCallable[_attest_pb2.ProbeReply, _attest_pb2.LandmarkMessage]  # type: ignore[assignment]
+
+class LandmarkServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------------------------------------
+    Landmarks (docs/protocol.md §12). An agent dials a landmark; the landmark sends `probes`
+    challenges of 32 random bytes one at a time and times each round trip with its own monotonic
+    clock; the agent answers each at once with a signature by its attestation key over
+    PAE("application/vnd.gpu-attest.landmark-challenge.v1", challenge). The landmark then sends a
+    DSSE envelope (payload type application/vnd.gpu-attest.landmark.v1+protobuf, signed by the
+    landmark's key) around a LandmarkStatement, which the agent carries in its next Evidence.
+    """
+
+    @_abc_1.abstractmethod
+    def Probe(
+        self,
+        request_iterator: _MaybeAsyncIterator[_attest_pb2.ProbeReply],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_attest_pb2.LandmarkMessage], _abc.AsyncIterator[_attest_pb2.LandmarkMessage]]: ...
+
+def add_LandmarkServicer_to_server(servicer: LandmarkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
