@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from attest.errors import AttestError, ConfigError, PolicyNotFoundError
 from attest.sdnotify import Notifier
+from verifier import locate
 from verifier.compliance import LiveCompliance, pack_configured
 from verifier.config import VerifierConfig
 from verifier.session import Core
@@ -58,6 +59,29 @@ async def sweep_loop(core: Core) -> None:
         core.metrics.findings_open.clear()
         for rule, count in counts.items():
             core.metrics.findings_open.labels(rule=rule).set(count)
+        await location_pass(core, now)
+
+
+async def location_pass(core: Core, now: datetime) -> None:
+    """Check the landmark statements accepted since the last pass and keep the location
+    findings in step (docs/design.md §16); a failure is logged and the next sweep tries again."""
+    try:
+        done = await asyncio.to_thread(
+            locate.run_pass,
+            core.store,
+            now,
+            deadline=core.config.fleet.location_deadline,
+            clock_skew=core.config.stream.clock_skew,
+        )
+    except AttestError as exc:
+        log.warning("location pass failed: %s", exc)
+        return
+    if done.raised or done.resolved:
+        log.info(
+            "location: %d site(s) judged, %d statement(s) checked, %d finding(s) raised or "
+            "refreshed, %d resolved",
+            len(done.judged), done.checked, len(done.raised), len(done.resolved),
+        )  # fmt: skip
 
 
 async def compliance_loop(core: Core, wake: asyncio.Event) -> None:

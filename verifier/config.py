@@ -86,6 +86,13 @@ class FleetConfig:
     #: also at least this often, which picks up what other replicas accepted, registry imports,
     #: revocations and a new day; 0 leaves compliance findings to `reconcile`.
     reconcile_interval_s: int = 60
+    #: A site's location counts as verified only from landmark measurements this recent
+    #: (docs/design.md §16); agents probe every hour by default, so 6 h rides out outages.
+    location_deadline_s: int = 21600
+
+    @property
+    def location_deadline(self) -> timedelta:
+        return timedelta(seconds=self.location_deadline_s)
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,9 @@ class VerifierConfig:
     #: takes the built-in pack in force at the date. `reconcile --policy` with another pack
     #: only reports (docs/design.md §14).
     policy: str = ""
+    #: a landmark.toml: `serve` also runs that landmark on its own plain port
+    #: (docs/protocol.md §12); "" runs none
+    landmark: str = ""
     tls: TlsConfig = field(default_factory=TlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
@@ -206,6 +216,9 @@ def _fleet(t: tc.Table) -> FleetConfig:
         reconcile_interval_s=t.get(
             "reconcile_interval_s", tc.integer(0, 86400), d.reconcile_interval_s
         ),
+        location_deadline_s=t.get(
+            "location_deadline_s", tc.integer(60, 366 * 86400), d.location_deadline_s
+        ),
     )
     t.done()
     return config
@@ -231,6 +244,7 @@ def _from_table(t: tc.Table) -> VerifierConfig:
         metrics_listen=t.get("metrics_listen", _address(empty=True), d.metrics_listen),
         log_origin=t.get("log_origin", tc.text(empty=True), d.log_origin),
         policy=t.get("policy", tc.text(max_len=4096, empty=True), d.policy),
+        landmark=t.get("landmark", tc.text(max_len=4096, empty=True), d.landmark),
         tls=_tls(t.table("tls")),
         stream=_stream(t.table("stream")),
         fleet=_fleet(t.table("fleet")),

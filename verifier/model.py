@@ -162,6 +162,9 @@ class VerifiedAttestation:
     #: an NVML error): GPUs missing from it then fell out of sight, they did not leave, and are
     #: held as lost (counted, `gpu-lost`) until reported again
     inventory_read: bool = True
+    #: landmark statements the evidence carries, as (landmark id, serialized envelope): kept
+    #: as carried and checked by the location pass (docs/design.md §16)
+    landmarks: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -363,4 +363,5 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
         posture=tuple((p.name, p.result.value) for p in evidence.posture),
         site_claim=evidence.site_id,
         inventory_read=evidence.inventory.state is InventoryState.OK,
+        landmarks=tuple((m.landmark_id, m.statement) for m in evidence.landmarks),
     )

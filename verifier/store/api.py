@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from attest import merkle
+from verifier.location import CarriedStatement, Measurement, Verdict
 from verifier.model import (
     AcceptOutcome,
     AgentRecord,
@@ -333,6 +334,20 @@ class Store(Protocol):
         """Per site: the GPUs held at the end of UTC day `at` (as `holdings(at)` counts them)
         and how many of those sit at an agent with accepted evidence received during that day;
         aggregated in SQL, O(sites) rows (reports, docs/design.md §15)."""
+
+    # location (docs/design.md §16)
+
+    def location_unchecked(self, limit: int = 256) -> list[CarriedStatement]:
+        """The oldest landmark statements carried by accepted evidence and not checked yet."""
+
+    def record_location_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        """Record what checking those statements found; a verdict is never overwritten."""
+
+    def location_measurements(self, since: datetime, until: datetime) -> list[Measurement]:
+        """The statements that count, measured (by the landmark's clock) within the window."""
+
+    def active_agents_by_site(self, at: datetime) -> dict[str, list[str]]:
+        """The agents enrolled by `at` and not revoked by then, by enrolled site."""
 
     # lifecycle
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 from attest import merkle
 from attest.errors import ReplayError, StoreError, StoreUnavailableError
 from verifier import findings
+from verifier.location import CarriedStatement, Measurement, Verdict
 from verifier.model import (
     Accepted,
     AcceptOutcome,
@@ -48,6 +49,7 @@ from verifier.store import (
     ops_findings,
     ops_fleet,
     ops_holdings,
+    ops_location,
     ops_log,
     ops_registry,
     ops_reports,
@@ -426,6 +428,24 @@ class SqlStore(abc.ABC):
 
     def attested_by_site(self, at: date) -> dict[str, tuple[int, int]]:
         return self._transact(lambda db: ops_reports.attested_by_site(db, at), write=False)
+
+    def location_unchecked(self, limit: int = 256) -> list[CarriedStatement]:
+        return self._transact(lambda db: ops_location.unchecked(db, limit), write=False)
+
+    def record_location_verdicts(self, verdicts: Sequence[Verdict]) -> None:
+        if verdicts:
+            self._transact(lambda db: ops_location.record_verdicts(db, verdicts), write=True)
+
+    def location_measurements(self, since: datetime, until: datetime) -> list[Measurement]:
+        return self._transact(
+            lambda db: ops_location.measurements(db, to_micros(since), to_micros(until)),
+            write=False,
+        )
+
+    def active_agents_by_site(self, at: datetime) -> dict[str, list[str]]:
+        return self._transact(
+            lambda db: ops_location.active_agents_by_site(db, to_micros(at)), write=False
+        )
 
 
 #: Envelopes named one by one in a log line about a batch; the rest are counted.

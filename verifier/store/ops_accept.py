@@ -87,6 +87,7 @@ class _Batch:
     blob_rows: list[tuple[object, ...]] = field(default_factory=list)
     attestation_rows: list[tuple[object, ...]] = field(default_factory=list)
     log_rows: list[tuple[object, ...]] = field(default_factory=list)
+    landmark_rows: list[tuple[object, ...]] = field(default_factory=list)
     inventory_changes: list[tuple[VerifiedAttestation, int, int, int | None, int | None]] = field(
         default_factory=list
     )
@@ -247,6 +248,11 @@ def _accept_one(
         )
     )
     batch.log_rows.append((log_index, leaf, item.envelope_hash))
+    received_us = to_micros(item.received_at)
+    for position, (landmark_id, statement) in enumerate(item.landmarks):
+        batch.landmark_rows.append(
+            (log_index, position, item.agent_id, head.site_id, landmark_id, received_us, statement)
+        )
     return Accepted(
         agent_id=item.agent_id,
         seq=item.seq,
@@ -303,6 +309,17 @@ _ATTESTATION_COLUMNS = (
 )
 
 
+_LANDMARK_COLUMNS = (
+    ("log_index", "bigint"),
+    ("position", "integer"),
+    ("agent_id", "text"),
+    ("site_id", "text"),
+    ("landmark_id", "text"),
+    ("received_us", "bigint"),
+    ("statement", "bytea"),
+)
+
+
 def _flush(db: Db, batch: _Batch, size: int) -> None:
     """Write the batch: one statement per table; heads and nonces by compare-and-set."""
     dirty = [(a, h) for a, h in batch.heads.items() if h.last_seq != h.stored_seq]
@@ -326,6 +343,7 @@ def _flush(db: Db, batch: _Batch, size: int) -> None:
         (("log_index", "bigint"), ("leaf_hash", "bytea"), ("envelope_hash", "bytea")),
         batch.log_rows,
     )
+    db.insert_rows("landmark_measurements", _LANDMARK_COLUMNS, batch.landmark_rows)
     # The Merkle nodes these leaves complete, in the same transaction (docs/design.md §9).
     ops_log.append_leaves(
         db, size - len(batch.log_rows), [cast(bytes, row[1]) for row in batch.log_rows]

@@ -1,0 +1,141 @@
+"""The location pass over the store (docs/design.md §16): check the landmark statements that
+accepted evidence carried, judge every site with active agents, and keep the location findings
+in step. `serve` runs it after each findings sweep; `fleet`, `reconcile` and `report create`
+run it for what they print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from verifier import location
+from verifier.location import ClearanceFn, SiteLocation, Verdict
+from verifier.model import FindingDraft, FindingStatus
+from verifier.registry_model import Registry
+from verifier.store.api import Store
+
+#: Statements checked per store read; each costs ~1 ms of signature checks (16 answers).
+CHECK_PAGE = 256
+
+
+@dataclass(frozen=True)
+class LocationPass:
+    judged: tuple[SiteLocation, ...]
+    checked: int  # statements checked in this pass
+    raised: tuple[FindingDraft, ...]
+    resolved: tuple[tuple[str, str], ...]
+
+
+def check_carried(store: Store, registry: Registry, *, clock_skew: timedelta) -> int:
+    """Check every statement not checked yet and record the verdicts; returns how many."""
+    landmarks = {lm.id: lm for lm in registry.landmarks}
+    keys: dict[str, frozenset[bytes]] = {}
+    done = 0
+    while True:
+        page = store.location_unchecked(CHECK_PAGE)
+        if not page:
+            return done
+        verdicts: list[Verdict] = []
+        for carried in page:
+            held = keys.get(carried.agent_id)
+            if held is None:
+                record = store.get_agent(carried.agent_id)
+                held = frozenset(() if record is None else (k.spki_der for k in record.keys))
+                keys[carried.agent_id] = held
+            verdicts.append(
+                location.check_statement(carried, landmarks, held, clock_skew=clock_skew)
+            )
+        store.record_location_verdicts(verdicts)
+        done += len(verdicts)
+
+
+def judge_at(
+    store: Store,
+    registry: Registry,
+    at: datetime,
+    deadline: timedelta,
+    clearance: ClearanceFn | None = None,
+) -> list[SiteLocation]:
+    """Every site with agents active at `at`, judged from the measurements of the `deadline`
+    before it (the statements must have been checked already)."""
+    return location.judge(
+        {site.id: site for site in registry.sites},
+        store.active_agents_by_site(at),
+        store.location_measurements(at - deadline, at),
+        {lm.id: lm for lm in registry.landmarks},
+        now=at,
+        deadline=deadline,
+        clearance=clearance,
+    )
+
+
+def run_pass(
+    store: Store,
+    now: datetime,
+    *,
+    deadline: timedelta,
+    clock_skew: timedelta,
+    clearance: ClearanceFn | None = None,
+) -> LocationPass:
+    """Check, judge and store: open or refresh the location findings raised now, resolve the
+    open ones no longer raised. A registry without landmarks raises no location finding (no
+    location check is set up; every site still reads `unverified`)."""
+    registry = store.load_registry()
+    checked = check_carried(store, registry, clock_skew=clock_skew)
+    judged = judge_at(store, registry, now, deadline, clearance)
+    raised = location.findings(judged) if registry.landmarks else []
+    store.upsert_findings(raised, now)
+    keys = {(d.rule, d.subject) for d in raised}
+    stale = [
+        (f.rule, f.subject)
+        for f in store.iter_findings()
+        if f.rule in location.LOCATION_RULES
+        and f.status is not FindingStatus.RESOLVED
+        and (f.rule, f.subject) not in keys
+    ]
+    if stale:
+        store.resolve_findings(stale, now)
+    return LocationPass(tuple(judged), checked, tuple(raised), tuple(stale))
+
+
+def as_json(judged: SiteLocation) -> dict[str, object]:
+    """A site's location as `fleet --json`, `reconcile --json` and reports print it."""
+    tight = judged.tightest
+    tier3: Mapping[str, object] | None = None
+    if judged.tier3 is not None:
+        tier3 = {
+            "clear": judged.tier3.clear,
+            "nearest_country": judged.tier3.nearest_country,
+            "nearest_km": round(judged.tier3.nearest_km, 1),
+        }
+    return {
+        "site": judged.site_id,
+        "status": judged.status,
+        "reason": judged.reason,
+        "tightest": None
+        if tight is None
+        else {
+            "landmark": tight.landmark_id,
+            "agent": tight.agent_id,
+            "rtt_min_ms": round(tight.rtt_min_ns / 1e6, 3),
+            "within_km": round(tight.bound_km, 1),
+            "site_km": round(tight.site_km, 1),
+        },
+        "contradicted_by": [
+            {
+                "landmark": b.landmark_id,
+                "agent": b.agent_id,
+                "rtt_min_ms": round(b.rtt_min_ns / 1e6, 3),
+                "within_km": round(b.bound_km, 1),
+                "site_km": round(b.site_km, 1),
+                "log_index": b.log_index,
+            }
+            for b in judged.bounds
+            if b.contradicted
+        ],
+        "unmeasured_agents": list(judged.unmeasured),
+        "tier3": tier3,
+        "evidence": list(judged.evidence),
+    }
