@@ -1,4 +1,5 @@
-"""`gpu-attest-verifier`: serve, tokens, agents, fleet, findings, ingest, registry, log, CA export.
+"""`gpu-attest-verifier`: serve, tokens, agents, fleet, findings, ingest, registry, log, CA export,
+landmark.
 
 Exit codes: verifier/exits.py (`VerifierExit`), listed by `--help`.
 
@@ -35,6 +36,7 @@ from verifier.findings_cli import (
     fleet_catalogue,
     missing_line,
 )
+from verifier.landmark_cli import add_landmark_parser, run_landmark_command
 from verifier.log_cli import add_log_parser, run_log_command
 from verifier.model import Finding, FindingStatus, Severity
 from verifier.policy_cli import add_policy_parser, run_policy_command
@@ -309,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_parser(sub, common)
     add_compliance_parsers(sub, common)
     add_report_parser(sub, common)
+    add_landmark_parser(sub)
     ca = sub.add_parser("ca", help="the verifier CA").add_subparsers(dest="action", required=True)
     ca.add_parser("export", parents=[common], help="print the CA certificate PEM (agents' --ca)")
     return parser
@@ -327,6 +330,8 @@ _STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Stor
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "policy":  # packs are data shipped with the verifier: no state, no config
         return run_policy_command(args)
+    if args.command == "landmark":  # its own config file (landmark.toml) and state
+        return run_landmark_command(args)
     config = load_config(args.config)
     prepare_state(config, args.command, getattr(args, "action", None), config_source(args.config))
     if args.command == "serve":

@@ -29,6 +29,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -50,6 +51,8 @@ from verifier.ca import (
 )
 from verifier.config import VerifierConfig, listen_address
 from verifier.exits import VerifierExit
+from verifier.landmark_config import load_landmark_config
+from verifier.landmark_service import LandmarkServer
 from verifier.metrics import Metrics
 from verifier.model import Accepted
 from verifier.nonces import NonceIssuer
@@ -166,11 +169,15 @@ class Running:
     ports: dict[str, int]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     metrics_server: Any = None
+    #: the landmark `landmark = ...` in verifier.toml runs beside the verifier, if any
+    landmark: LandmarkServer | None = None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """Graceful stop: refuse new work, drain the batcher, close the store."""
         await self.health.enter_graceful_shutdown()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
+        if self.landmark is not None:
+            await self.landmark.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -255,6 +262,10 @@ async def start(
     """Create keys and certificates on first use, open the store, bind the ports, start."""
     check_transport(config, insecure_plaintext)
     background.check_policy(config)
+    # Read before anything binds: a broken landmark.toml stops `serve` with exit 3.
+    landmark = (
+        LandmarkServer(load_landmark_config(Path(config.landmark))) if config.landmark else None
+    )
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = clock()
     ca = load_or_create_ca(config.state_dir, now)
@@ -306,6 +317,9 @@ async def start(
     await _publish_health(health_servicer, up=True)
     core.store_health.bind(_publisher(health_servicer, notifier or Notifier({})))
     running = Running(servers=servers, core=core, health=health_servicer, ports=ports)
+    if landmark is not None:
+        running.landmark = landmark
+        ports["landmark"] = await landmark.start()
     running.metrics_server = _start_metrics(config, metrics)
     running.tasks.append(asyncio.create_task(background.probe_loop(core), name="store-probe"))
     running.tasks.append(asyncio.create_task(background.sweep_loop(core), name="findings-sweep"))
