@@ -8,6 +8,7 @@ several times (measured: -15% bytes written per attestation)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ from verifier.store.sqlbase import SQLITE, Db
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 _BUSY_TIMEOUT_MS = 10_000
 
 
@@ -38,6 +41,11 @@ class SqliteStore(SqlStore):
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._closed = False
+        # Transactions in flight: `close` waits for them, since closing a connection another
+        # thread is stepping crashes the process (a background task's thread may still be in
+        # a read when `serve` shuts down).
+        self._inflight = 0
+        self._idle = threading.Condition()
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # SQLite creates the file (and its -wal and -shm, which copy its mode) under the
@@ -73,13 +81,20 @@ class SqliteStore(SqlStore):
         return conn
 
     def _transact(self, body: Callable[[Db], T], *, write: bool) -> T:
-        if self._closed:
-            raise StoreError("store is closed")
-        with _store_errors():
-            if write:
-                with self._write_lock:
-                    return _run(self._writer, "BEGIN IMMEDIATE", body)
-            return _run(self._reader(), "BEGIN", body)
+        with self._idle:
+            if self._closed:
+                raise StoreError("store is closed")
+            self._inflight += 1
+        try:
+            with _store_errors():
+                if write:
+                    with self._write_lock:
+                        return _run(self._writer, "BEGIN IMMEDIATE", body)
+                return _run(self._reader(), "BEGIN", body)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Callable[[Callable[[Db], T]], T]]:
@@ -100,10 +115,21 @@ class SqliteStore(SqlStore):
             conn.close()  # ends the read transaction; nothing was written
 
     def close(self) -> None:
-        with self._write_lock:
+        with self._idle:
             if self._closed:
                 return
             self._closed = True
+            # New transactions are refused from here on; wait for the ones in flight (bounded:
+            # a transaction waits at most the busy timeout for a lock).
+            idle = self._idle.wait_for(
+                lambda: self._inflight == 0, timeout=2 * _BUSY_TIMEOUT_MS / 1000
+            )
+        if not idle:
+            # Closing under a running statement would crash the process; leave the
+            # connections to the process's exit instead.
+            log.warning("SQLite store closed with a transaction still running; connections kept")
+            return
+        with self._write_lock:
             self._writer.close()
         with self._readers_lock:
             for conn in self._readers:
