@@ -24,7 +24,7 @@ from attest import tomlconf
 from attest.errors import AttestError, SiteUnknownError, StoreError
 from attest.logfmt import setup_logging
 from attest.text import escape
-from verifier import enroll, pipeline
+from verifier import enroll, locate, pipeline
 from verifier.cli_state import config_source, describe_source, log, prepare_state
 from verifier.compliance_cli import add_compliance_parsers, run_compliance_command
 from verifier.config import VerifierConfig, load_config
@@ -38,7 +38,7 @@ from verifier.findings_cli import (
 )
 from verifier.landmark_cli import add_landmark_parser, run_landmark_command
 from verifier.log_cli import add_log_parser, run_log_command
-from verifier.model import Finding, FindingStatus, Severity
+from verifier.model import Finding, FindingStatus, HostFleet, Severity
 from verifier.policy_cli import add_policy_parser, run_policy_command
 from verifier.registry_cli import add_registry_parser, run_registry_command
 from verifier.registry_model import Registry
@@ -155,7 +155,14 @@ def cmd_agent_revoke(args: argparse.Namespace, store: Store) -> int:
     return VerifierExit.OK
 
 
-def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
+def cmd_fleet(args: argparse.Namespace, store: Store, config: VerifierConfig) -> int:
+    now = _now()
+    # Each site's location from the landmark statements `serve` has checked (docs/design.md
+    # §16); read-only, so statements not checked yet count from the next pass on.
+    sites = {
+        s.site_id: s
+        for s in locate.judge_at(store, store.load_registry(), now, config.fleet.location_deadline)
+    }
     any_host, hosts = _peek(store.iter_fleet(args.site))
     # An empty answer for a site: known (in the registry) but empty, or a mistyped name.
     known = () if any_host or args.site is None else {s.id for s in store.load_registry().sites}
@@ -164,13 +171,23 @@ def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
             f"unknown site {args.site!r}: no agent enrolled there and not in the registry"
         )
     if args.json:
-        write_json_array(host_view(h, fleet_catalogue(_now().date())) for h in hosts)
+        catalogue = fleet_catalogue(now.date())
+
+        def view(host: HostFleet) -> dict[str, object]:
+            judged = sites.get(host.agent.site_id)
+            location = None if judged is None else locate.as_json(judged)
+            return {**host_view(host, catalogue), "location": location}
+
+        write_json_array(view(h) for h in hosts)
         return VerifierExit.OK
     if not any_host:
         print(f"no hosts at site {args.site}" if args.site else "no hosts have reported")
     for host in hosts:
         for line in host_lines(host):
             print(line)
+    for site_id, judged in sorted(sites.items()):
+        if args.site is None or site_id == args.site:
+            print(f"location {escape(site_id)}: {judged.status}: {escape(judged.reason)}")
     return VerifierExit.OK
 
 
@@ -321,7 +338,6 @@ _STORE_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Stor
     ("token", "create"): cmd_token_create,
     ("agents", None): cmd_agents,
     ("agent", "revoke"): cmd_agent_revoke,
-    ("fleet", None): cmd_fleet,
     ("findings", None): cmd_findings,
     ("findings", "ack"): cmd_findings_ack,
 }
@@ -350,6 +366,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return run_registry_command(args, store)
         if args.command == "report":
             return run_report_command(args, store, config)
+        if args.command == "fleet":
+            return cmd_fleet(args, store, config)
         return _STORE_COMMANDS[(args.command, getattr(args, "action", None))](args, store)
     finally:
         store.close()

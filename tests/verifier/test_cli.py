@@ -177,7 +177,8 @@ def test_fleet_and_findings_are_streamed_as_the_documented_documents(
         draft = FindingDraft("evidence-gap", Severity.HIGH, "agent:a1", 'a "quoted"\nmessage')
         store.upsert_findings([draft], store_helpers.T0)
         catalogue = fleet_catalogue(datetime.now(UTC).date())  # what `fleet` classifies by
-        hosts = [host_view(h, catalogue) for h in store.iter_fleet()]
+        # No registry: no site is judged for location (docs/design.md §16).
+        hosts = [{**host_view(h, catalogue), "location": None} for h in store.iter_fleet()]
         findings = [finding_view(f) for f in store.iter_findings()]
     finally:
         store.close()
