@@ -361,7 +361,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "log":
             return run_log_command(args, store, config)
         if args.command in ("reconcile", "holdings"):
-            return run_compliance_command(args, store, config.policy)
+            return run_compliance_command(args, store, config)
         if args.command == "registry":
             return run_registry_command(args, store)
         if args.command == "report":

@@ -16,14 +16,17 @@ policy pack (docs/design.md §14), offline on a state directory or against Postg
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from attest import tomlconf as tc
 from attest.text import escape
+from verifier import locate, location
 from verifier.compliance import judge, pack_configured, reconcile_today
+from verifier.config import VerifierConfig
 from verifier.exits import VerifierExit
+from verifier.location import SiteLocation
 from verifier.model import FindingDraft
 from verifier.policy import builtin_packs, find_pack, pack_in_force
 from verifier.policy.model import PolicyPack
@@ -73,10 +76,15 @@ def add_compliance_parsers(
     hold.add_argument("--by", choices=GROUPINGS, default="country")
 
 
-def run_compliance_command(args: argparse.Namespace, store: Store, configured: str = "") -> int:
-    """Run `reconcile` or `holdings`. `configured` is the config's `policy` ("" = the built-in
-    pack in force at the date). Raises PolicyNotFoundError / PolicyError for a bad pack or no
-    pack in force at the date, StoreError when the store fails."""
+def run_compliance_command(
+    args: argparse.Namespace, store: Store, config: VerifierConfig | None = None
+) -> int:
+    """Run `reconcile` or `holdings` under the config's `policy` ("" = the built-in
+    pack in force at the date) and its location deadline. Raises PolicyNotFoundError
+    / PolicyError for a bad pack or no pack in force at the date, StoreError when the store
+    fails."""
+    config = config or VerifierConfig()
+    configured, fleet = config.policy, config.fleet
     on: date = args.at or _today()
     in_force = pack_configured(configured, on)
     if args.policy:
@@ -100,14 +108,26 @@ def run_compliance_command(args: argparse.Namespace, store: Store, configured: s
     else:
         why = ""
     resolved: list[tuple[str, str]] | None = None
+    now = datetime.now(UTC)
     if why:
         result = judge(store, registry, pack, on, current=current)
     else:
-        result, resolved = reconcile_today(store, pack, datetime.now(UTC))
+        result, resolved = reconcile_today(store, pack, now)
         if resolved is None:
             why = "serve stored a judgment of later evidence meanwhile"
-    _report(args.json, result, resolved, why)
-    return VerifierExit.FINDINGS if result.findings else VerifierExit.OK
+    # Location (docs/design.md §16) does not depend on the pack: today it is checked and its
+    # findings stored whatever pack is tried; a past date is judged as of the end of that day.
+    if current:
+        done = locate.run_pass(
+            store, now, deadline=fleet.location_deadline, clock_skew=config.stream.clock_skew
+        )
+        sites, drafts = list(done.judged), list(done.raised)
+    else:
+        end = datetime.combine(on + timedelta(days=1), time.min, UTC) - timedelta(microseconds=1)
+        sites = locate.judge_at(store, registry, end, fleet.location_deadline)
+        drafts = location.findings(sites) if registry.landmarks else []
+    _report(args.json, result, resolved, why, sites=sites, drafts=drafts)
+    return VerifierExit.FINDINGS if result.findings or drafts else VerifierExit.OK
 
 
 def _finding(d: FindingDraft) -> dict[str, Any]:
@@ -128,7 +148,13 @@ def _totals_text(t: Totals) -> str:
 
 
 def _report(
-    as_json: bool, r: Reconciliation, resolved: list[tuple[str, str]] | None, why: str
+    as_json: bool,
+    r: Reconciliation,
+    resolved: list[tuple[str, str]] | None,
+    why: str,
+    *,
+    sites: Sequence[SiteLocation],
+    drafts: Sequence[FindingDraft],
 ) -> None:
     if as_json:
         print_json(
@@ -137,7 +163,8 @@ def _report(
                 "pack": r.pack_id,
                 "stored": resolved is not None,
                 "not_stored_because": why,
-                "findings": [_finding(d) for d in r.findings],
+                "findings": [_finding(d) for d in (*r.findings, *drafts)],
+                "locations": [locate.as_json(s) for s in sites],
                 "resolved": [{"rule": k[0], "subject": k[1]} for k in resolved or ()],
                 "totals": jsonable(r.total),
                 "by_country": [jsonable(c) for c in r.by_country.values()],
@@ -147,10 +174,12 @@ def _report(
         return
     print(f"reconciliation at the end of {r.on.isoformat()} (UTC) under {escape(r.pack_id)}")
     print(f"holdings: {_totals_text(r.total)}")
-    for d in r.findings:
+    for d in (*r.findings, *drafts):
         print(escape(f"{d.severity.value:8} {d.rule} {d.subject}: {d.message}"))
-    if not r.findings:
+    if not r.findings and not drafts:
         print("no findings")
+    for site in sites:
+        print(escape(f"location {site.site_id}: {site.status}: {site.reason}"))
     if resolved is None:
         print(f"{why}: reported only; the open findings were not changed")
     else:
