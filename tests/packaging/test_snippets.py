@@ -33,7 +33,7 @@ def _passwd(root: Path) -> dict[str, list[str]]:
     return {fields[0]: fields for fields in (line.split(":") for line in lines)}
 
 
-def test_sysusers_creates_two_locked_system_accounts(tmp_path: Path) -> None:
+def test_sysusers_creates_one_locked_system_account_per_service(tmp_path: Path) -> None:
     root = _root_with_snippets(tmp_path)
     subprocess.run(["systemd-sysusers", f"--root={root}"], check=True, capture_output=True)
     accounts = _passwd(root)
@@ -44,6 +44,9 @@ def test_sysusers_creates_two_locked_system_accounts(tmp_path: Path) -> None:
     assert agent[2] != verifier[2]
     assert int(agent[2]) < 1000
     assert int(verifier[2]) < 1000
+    landmark = accounts["gpu-attest-landmark"]
+    assert landmark[5:] == ["/var/lib/gpu-attest-landmark", "/usr/sbin/nologin"]
+    assert landmark[2] not in {agent[2], verifier[2]} and int(landmark[2]) < 1000
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="tmpfiles can only chown as root")
@@ -60,7 +63,7 @@ def test_tmpfiles_makes_private_state_dirs_and_opens_only_the_dmi_serial(tmp_pat
         ["systemd-tmpfiles", f"--root={root}", "--create"], check=True, capture_output=True
     )
     accounts = _passwd(root)
-    for name in ("gpu-attest", "gpu-attest-verifier"):
+    for name in ("gpu-attest", "gpu-attest-verifier", "gpu-attest-landmark"):
         info = (root / "var" / "lib" / name).stat()
         assert stat.S_IMODE(info.st_mode) == 0o700
         assert info.st_uid == int(accounts[name][2])

@@ -23,8 +23,14 @@ from verifier.exits import VerifierExit
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 AGENT = SYSTEMD_DIR / "gpu-attest-agent.service"
 VERIFIER = SYSTEMD_DIR / "gpu-attest-verifier.service"
-UNITS = {"agent": AGENT, "verifier": VERIFIER}
-EXIT_CODES: dict[str, type[ExitCode]] = {"agent": AgentExit, "verifier": VerifierExit}
+LANDMARK = SYSTEMD_DIR / "gpu-attest-landmark.service"
+UNITS = {"agent": AGENT, "verifier": VERIFIER, "landmark": LANDMARK}
+# The landmark is a command of gpu-attest-verifier (`landmark serve`), with its exit codes.
+EXIT_CODES: dict[str, type[ExitCode]] = {
+    "agent": AgentExit,
+    "verifier": VerifierExit,
+    "landmark": VerifierExit,
+}
 
 # Settings both units must carry, with the exact value.
 COMMON_HARDENING = {
@@ -72,6 +78,14 @@ IDENTITY = {
         "StateDirectory": "gpu-attest-verifier",
         "ReadWritePaths": "/var/lib/gpu-attest-verifier",
         "ExecStart": "/usr/bin/gpu-attest-verifier serve --config /etc/gpu-attest/verifier.toml",
+    },
+    "landmark": {
+        "User": "gpu-attest-landmark",
+        "Group": "gpu-attest-landmark",
+        "StateDirectory": "gpu-attest-landmark",
+        "ReadWritePaths": "/var/lib/gpu-attest-landmark",
+        "ExecStart": "/usr/bin/gpu-attest-verifier landmark serve "
+        "--config /etc/gpu-attest/landmark.toml",
     },
 }
 
@@ -159,8 +173,9 @@ def test_agent_waits_for_enrollment_and_does_not_loop_on_fatal_errors() -> None:
     assert unit.value("Service", "CPUWeight") is not None
 
 
-def test_verifier_gets_the_tightest_box() -> None:
-    unit = load_unit(VERIFIER)
+@pytest.mark.parametrize("unit_path", [VERIFIER, LANDMARK], ids=["verifier", "landmark"])
+def test_services_open_to_the_network_get_the_tightest_box(unit_path: Path) -> None:
+    unit = load_unit(unit_path)
     expected = {
         "PrivateDevices": "yes",
         "PrivateUsers": "yes",
@@ -172,9 +187,12 @@ def test_verifier_gets_the_tightest_box() -> None:
     assert unit.values("Service", "DeviceAllow") == []
     assert VerifierExit.restart_prevented() == {VerifierExit.USAGE, VerifierExit.CONFIG}
     assert unit.values("Service", "SystemCallFilter")[-1] == "~@privileged @resources"
-    assert int(unit.value("Service", "LimitNOFILE") or 0) >= 20_000
-    (proc_subset,) = unit.assignments("Service", "ProcSubset")
-    assert "Exception:" in proc_subset.comment
+    if unit_path == VERIFIER:
+        assert int(unit.value("Service", "LimitNOFILE") or 0) >= 20_000
+        (proc_subset,) = unit.assignments("Service", "ProcSubset")
+        assert "Exception:" in proc_subset.comment
+    else:  # the landmark has no process collector, so nothing of /proc beyond its own pid
+        assert unit.value("Service", "ProcSubset") == "pid"
 
 
 @pytest.mark.parametrize("side", sorted(UNITS))
@@ -186,7 +204,8 @@ def test_restart_prevent_exit_status_is_the_registry(side: str) -> None:
     listed = [int(code) for code in setting.value.split()]
     assert len(listed) == len(set(listed)), setting.value
     assert set(listed) == {int(code) for code in registry.restart_prevented()}, setting.value
-    assert registry.__name__ in setting.comment and f"{side}/exits.py" in setting.comment
+    module = registry.__module__.replace(".", "/") + ".py"
+    assert registry.__name__ in setting.comment and module in setting.comment
     for code in registry.restart_prevented():
         assert re.search(rf"\b{int(code)}\b", setting.comment), f"{code!r} not explained"
 
@@ -235,9 +254,11 @@ def test_systemd_analyze_verify_is_clean(side: str, tmp_path: Path) -> None:
     # verify insists that ExecStart's program exists; the package is not installed here, so
     # point ExecStart at /bin/true and keep every other line as shipped.
     source = UNITS[side]
-    text = source.read_text(encoding="utf-8").replace(
-        f"ExecStart=/usr/bin/gpu-attest-{side} ", "ExecStart=/bin/true "
-    )
+    text = re.sub(
+        r"^ExecStart=/usr/bin/\S+ ", "ExecStart=/bin/true ",
+        source.read_text(encoding="utf-8"), flags=re.MULTILINE,
+    )  # fmt: skip
+    assert "ExecStart=/bin/true " in text
     copy = tmp_path / source.name
     copy.write_text(text, encoding="utf-8")
     done = subprocess.run(
@@ -251,8 +272,8 @@ def test_systemd_analyze_verify_is_clean(side: str, tmp_path: Path) -> None:
 
 
 # Ceilings on `systemd-analyze security` exposure (0 best, 10 worst). Measured with systemd 252:
-# agent 2.0, verifier 1.1. A change that raises them must lower these on purpose.
-EXPOSURE_CEILING = {"agent": 2.0, "verifier": 1.1}
+# agent 2.0, verifier 1.1, landmark 1.1. A change that raises them must lower these on purpose.
+EXPOSURE_CEILING = {"agent": 2.0, "verifier": 1.1, "landmark": 1.1}
 
 
 @needs_analyze

@@ -155,3 +155,17 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == VerifierExit.OK, err
     assert "landmark lm-fra serving" in err
+
+
+def test_the_example_config_is_the_defaults_once_id_and_place_are_set() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "landmark.toml"
+    text = example.read_text()
+    with pytest.raises(ConfigError, match="id: missing"):
+        parse_landmark_config(text)  # shipped as is, the service refuses to start
+    for key in ("id", "lat", "lon"):
+        text = text.replace(f"# {key} =", f"{key} =")
+    config = parse_landmark_config(text)
+    defaults = parse_landmark_config(
+        f'id = "{config.id}"\nlat = {config.lat}\nlon = {config.lon}\n'
+    )
+    assert config == defaults
