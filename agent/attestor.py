@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.evidence import build_evidence, inventory_fingerprint, sign_evidence
 from agent.hostfacts import collect_host_facts
@@ -19,6 +20,9 @@ from agent.posture_collect import collect_firewall, collect_posture_facts, colle
 from agent.spool import Spool, SpoolEntry
 from attest.keys import Signer
 from attest.model import HostFacts, Inventory, Reading
+
+if TYPE_CHECKING:
+    from agent.landmarks import LandmarkBook
 
 #: Firewall rules are read by forking nft/iptables, and without auditd's pid file finding the
 #: audit daemon means reading every /proc/*/comm: both are refreshed on this slower cadence.
@@ -53,8 +57,10 @@ class Attestor:
         signer: Signer,
         spool: Spool,
         inventory: InventorySource,
+        landmarks: LandmarkBook | None = None,
     ) -> None:
         self.settings = settings
+        self._landmarks = landmarks
         self._signer = signer
         self._spool = spool
         self._inventory = inventory
@@ -65,6 +71,11 @@ class Attestor:
     def use_signer(self, signer: Signer) -> None:
         """Sign from the next envelope on with `signer` (a key rotation's new key)."""
         self._signer = signer
+
+    @property
+    def signer(self) -> Signer:
+        """The key evidence is signed by now (it changes with a key rotation)."""
+        return self._signer
 
     def spool_depth(self) -> int:
         return self._spool.depth()
@@ -115,6 +126,7 @@ class Attestor:
         host = self.host_facts()
         posture = evaluate(self.posture_facts(now), inventory)
         site = self.settings.site_id or self.settings.host_override.site or ""
+        landmarks = () if self._landmarks is None else self._landmarks.pending()
 
         def build(seq: int, prev_hash: bytes) -> bytes:
             evidence = build_evidence(
@@ -127,9 +139,13 @@ class Attestor:
                 inventory=inventory,
                 site_id=site,
                 posture=posture,
+                landmarks=landmarks,
             )
             return sign_evidence(evidence, self._signer)
 
         entry = self._spool.append(build, now)
         self._attested = inventory
+        if self._landmarks is not None:
+            # Spooled, so the stream will deliver them: no later evidence carries them again.
+            self._landmarks.carried(landmarks)
         return entry

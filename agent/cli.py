@@ -15,6 +15,7 @@ terminal.
     gpu-attest-agent once [--out FILE] [--simulate M.toml] [--config F] [--state-dir D]
     gpu-attest-agent rotate-key [--config F] [--state-dir D]
     gpu-attest-agent receipts [--json] [--out DIR] [--config F] [--state-dir D]
+    gpu-attest-agent locate [--json] [--config F] [--state-dir D]
 
 `once` refuses (exit 2) while `run` or `rotate-key` holds the state dir: the chain has one writer.
 `rotate-key` replaces agent.key and the client certificate now, as `run` does by itself once
@@ -23,6 +24,10 @@ empty, or a rotation left unfinished by a crash is completed).
 `receipts` lists the verifier's receipts the spool keeps (the last 1000, each verified when it
 arrived: docs/protocol.md §5); `--out DIR` also writes each as DIR/<seq>.receipt, which
 `gpu-attest-report proof verify` checks with the envelope's bytes.
+`locate` lets each landmark of agent.toml measure this agent once now and prints what it signed:
+landmark id, address, probes, least round trip and the distance bound it implies. Nothing is
+spooled or sent to the verifier; `run` probes on its own every `landmark_interval`. It exits 16
+when any landmark failed (each failure is listed with its reason), 2 when none is configured.
 
 Exit codes: agent/exits.py (`AgentExit`), listed by `--help`; `inventory` uses 0 and 2-5.
 """
@@ -107,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     receipts.add_argument("--json", action="store_true", help="print them as JSON")
     receipts.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="also write each receipt to DIR/<seq>.receipt")  # fmt: skip
+    locate = sub.add_parser("locate", help="let each configured landmark measure this agent")
+    locate.add_argument("--config", type=Path, default=None)
+    locate.add_argument("--state-dir", type=Path, default=None)
+    locate.add_argument("--json", action="store_true", help="print the results as JSON")
     sub.add_parser("inventory", help="what NVML sees, unsigned", add_help=False)
     return parser
 
@@ -282,6 +291,40 @@ def _cmd_receipts(args: argparse.Namespace) -> int:
     return AgentExit.OK
 
 
+def _cmd_locate(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from agent.identity import load_identity  # noqa: PLC0415
+    from agent.landmarks import located_rows  # noqa: PLC0415
+    from agent.rotation import signing_key  # noqa: PLC0415
+
+    cfg, _ = _config(args)
+    setup_logging(cfg.log_format)
+    if not cfg.landmarks:
+        raise errors.ConfigError("no landmark configured: add landmarks = [...] to agent.toml")
+    identity = load_identity(cfg.state_dir)
+    rows = asyncio.run(located_rows(cfg.landmarks, identity.agent_id, signing_key(cfg.state_dir)))
+    if args.json:
+        print(json.dumps({"agent_id": identity.agent_id, "landmarks": rows}, indent=2))
+    else:
+        print(f"{'LANDMARK':<24} {'ADDRESS':<28} {'PROBES':>6} {'RTT MIN ms':>10} {'WITHIN km':>9}")
+        for row in rows:
+            if row["ok"]:
+                print(
+                    f"{row['landmark_id']!s:<24} {row['address']!s:<28} {row['probes']!s:>6} "
+                    f"{row['rtt_min_ms']:>10.3f} {row['bound_km']:>9.0f}"
+                )
+            else:
+                print(f"{'-':<24} {row['address']!s:<28} failed ({row['result']}): {row['reason']}")
+    failed = sum(1 for row in rows if not row["ok"])
+    if failed:
+        print(
+            f"gpu-attest-agent locate: {failed} of {len(rows)} landmark(s) failed", file=sys.stderr
+        )
+        return AgentExit.LANDMARK
+    return AgentExit.OK
+
+
 def _refuse_or_retire(cfg: AgentConfig, force: bool) -> None:
     from agent.client import utcnow  # noqa: PLC0415
     from agent.identity import load_identity, retire_enrollment  # noqa: PLC0415
@@ -321,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "enroll": _cmd_enroll,
         "rotate-key": _cmd_rotate_key,
         "receipts": _cmd_receipts,
+        "locate": _cmd_locate,
     }
     # Whatever the operator's umask, what the agent creates is private (0700 / 0600).
     umask = os.umask(0o077)

@@ -20,6 +20,11 @@ DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest")
 
 _MAX_INTERVAL_S = 24 * 3600.0
 _MIN_SPOOL_BYTES = 64 * 1024
+#: attest.wire.MAX_LANDMARKS (a test holds them equal), not imported: `gpu-attest-agent inventory`
+#: goes through this module and runs where protobuf is not installed.
+MAX_LANDMARKS = 64
+_MIN_LANDMARK_INTERVAL_S = 60.0
+_MAX_LANDMARK_INTERVAL_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,9 @@ class AgentConfig:
     insecure_plaintext: bool = False
     spool_max_bytes: int = 256 * 1024 * 1024
     host_root: Path = Path("/")
+    #: Landmarks to probe (docs/design.md §2: location is a bound); none by default.
+    landmarks: tuple[HostPort, ...] = ()
+    landmark_interval_s: float = 3600.0
 
     def with_overrides(self, **changes: object) -> AgentConfig:
         """A copy with command-line overrides applied and validated again."""
@@ -68,6 +76,8 @@ def _from_table(t: tc.Table, base_dir: Path) -> AgentConfig:
         simulate=t.opt("simulate", _path(base_dir)),
         insecure_plaintext=t.get("insecure_plaintext", tc.boolean, d.insecure_plaintext),
         spool_max_bytes=t.get("spool_max_bytes", tc.integer(_MIN_SPOOL_BYTES), d.spool_max_bytes),
+        landmarks=t.get("landmarks", _landmarks, d.landmarks),
+        landmark_interval_s=t.get("landmark_interval", _landmark_interval, d.landmark_interval_s),
     )
     t.done()
     try:
@@ -80,10 +90,31 @@ def _log_format(value: object) -> LogFormat:
     return "json" if tc.one_of(("text", "json"))(value) == "json" else "text"
 
 
+def _landmarks(value: object) -> tuple[HostPort, ...]:
+    addresses = tc.list_of(tc.host_port(), unique=True)(value)
+    if len(addresses) > MAX_LANDMARKS:
+        raise tc.Invalid(f"lists {len(addresses)} landmarks; at most {MAX_LANDMARKS}")
+    return addresses
+
+
+def _landmark_interval(value: object) -> float:
+    """A duration such as "1h" (attest.tomlconf.parse_duration), from 1 minute to 7 days."""
+    if not isinstance(value, str):
+        raise tc.Invalid(f'must be a duration such as "1h", got {tc.got(value)}')
+    seconds = tc.parse_duration(value).total_seconds()
+    if not _MIN_LANDMARK_INTERVAL_S <= seconds <= _MAX_LANDMARK_INTERVAL_S:
+        raise tc.Invalid(f"{value!r}: must be from 1m to 7d")
+    return seconds
+
+
 def validate(cfg: AgentConfig) -> AgentConfig:
     """Check the rules that span fields; return `cfg` unchanged or raise ConfigError."""
     if cfg.backoff_initial_s > cfg.backoff_cap_s:
         raise ConfigError("backoff_initial_seconds must not exceed backoff_cap_seconds")
+    if len(cfg.landmarks) > MAX_LANDMARKS:
+        raise ConfigError(f"at most {MAX_LANDMARKS} landmarks")
+    if not _MIN_LANDMARK_INTERVAL_S <= cfg.landmark_interval_s <= _MAX_LANDMARK_INTERVAL_S:
+        raise ConfigError("landmark_interval must be from 1m to 7d")
     if cfg.metrics_listen is not None:
         require_loopback(cfg.metrics_listen, "metrics_listen")
     if cfg.insecure_plaintext and cfg.verifier is not None:

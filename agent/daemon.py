@@ -27,6 +27,7 @@ from agent.identity import (
     load_verifier_key,
     state_lock,
 )
+from agent.landmarks import LandmarkBook, LandmarkRunner
 from agent.logs import get_logger, setup_logging
 from agent.metrics import AgentMetrics
 from agent.ports import InventorySource
@@ -72,6 +73,8 @@ class Runtime:
     spool: Spool
     inventory: InventorySource
     attestor: Attestor
+    #: Landmark statements waiting for the next evidence (None: no landmark configured).
+    landmarks: LandmarkBook | None = None
 
     def close(self) -> None:
         self.inventory.close()
@@ -99,7 +102,9 @@ def open_runtime(cfg: AgentConfig, spool_type: type[Spool] = Spool) -> Runtime:
         key_file=key_file,
         host_override=override,
     )
-    return Runtime(identity, signer, spool, inventory, Attestor(settings, signer, spool, inventory))
+    book = LandmarkBook() if cfg.landmarks else None
+    attestor = Attestor(settings, signer, spool, inventory, book)
+    return Runtime(identity, signer, spool, inventory, attestor, book)
 
 
 def verifier_target(cfg: AgentConfig, identity: Identity) -> HostPort:
@@ -187,9 +192,37 @@ class Daemon:
             if cfg.metrics_listen is not None:
                 self.metrics.serve(cfg.metrics_listen)
             self.metrics.spool_depth.set(runtime.spool.depth())
-            return await self._serve(runtime, stream)
+            landmarks = self._start_landmarks(runtime)
+            try:
+                return await self._serve(runtime, stream)
+            finally:
+                if landmarks is not None:
+                    await asyncio.to_thread(landmarks.stop)
         finally:
             runtime.close()
+
+    def _start_landmarks(self, runtime: Runtime) -> LandmarkRunner | None:
+        """Probe the configured landmarks now and every landmark_interval, in a thread of
+        their own; what they sign goes into the next evidence (agent.landmarks)."""
+        if runtime.landmarks is None:
+            return None
+        state_dir = self.cfg.state_dir
+        runner = LandmarkRunner(
+            self.cfg.landmarks,
+            agent_id=runtime.identity.agent_id,
+            # The key evidence is signed by now, read again each cycle (a rotation changes it).
+            signer=lambda: signing_key(state_dir),
+            book=runtime.landmarks,
+            metrics=self.metrics,
+            interval_s=self.cfg.landmark_interval_s,
+        )
+        runner.start()
+        log.info(
+            "probing %d landmark(s) every %gs",
+            len(self.cfg.landmarks),
+            self.cfg.landmark_interval_s,
+        )
+        return runner
 
     async def _serve(self, runtime: Runtime, stream: StreamClient) -> int:
         loop = asyncio.get_running_loop()
@@ -267,7 +300,11 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
             self._notifier.ready()
             return
-        for name in ("verifier", "state_dir", "simulate", "insecure_plaintext", "metrics_listen"):
+        restart_only = (
+            "verifier", "state_dir", "simulate", "insecure_plaintext", "metrics_listen",
+            "landmarks", "landmark_interval_s",
+        )  # fmt: skip
+        for name in restart_only:
             if getattr(new, name) != getattr(self.cfg, name):
                 log.warning("reload: %s changed; it takes effect at the next restart", name)
         self.cfg = self.cfg.with_overrides(

@@ -13,7 +13,14 @@ from importlib import metadata
 
 from attest.envelope import EVIDENCE_PAYLOAD_TYPE, sign
 from attest.keys import Signer
-from attest.model import Evidence, HostFacts, Inventory, PostureCheck, Unavailable
+from attest.model import (
+    Evidence,
+    HostFacts,
+    Inventory,
+    LandmarkMeasurement,
+    PostureCheck,
+    Unavailable,
+)
 from attest.wire import encode_envelope, encode_evidence
 
 
@@ -38,6 +45,7 @@ def build_evidence(
     inventory: Inventory,
     site_id: str,
     posture: tuple[PostureCheck, ...],
+    landmarks: tuple[LandmarkMeasurement, ...] = (),
 ) -> Evidence:
     """Assemble one attestation. `now` must be timezone-aware; it is normalized to UTC."""
     if now.tzinfo is None:
@@ -55,6 +63,7 @@ def build_evidence(
         gpus=inventory.gpus,
         site_id=site_id,
         posture=posture,
+        landmarks=landmarks,
     )
 
 

@@ -57,6 +57,11 @@ class AgentExit(ExitCode):
         "(verifier unreachable, spool not empty); a pending key is kept and the next try "
         "completes it",
     )
+    LANDMARK = exit_code(
+        16,
+        "locate: a configured landmark did not measure this agent (unreachable, refused, "
+        "timed out or malformed); the others are still listed",
+    )
 
 
 #: The codes `gpu-attest-agent inventory` exits with (its --help lists these).
@@ -78,6 +83,7 @@ _ERRORS: Final[tuple[tuple[type[errors.AttestError], AgentExit], ...]] = (
     (errors.KeyMaterialError, AgentExit.KEY),
     (errors.SpoolFullError, AgentExit.SPOOL_FULL),
     (errors.StoreError, AgentExit.STORE),
+    (errors.LandmarkProbeError, AgentExit.LANDMARK),
 )
 
 _INVENTORY_STATES: Final = {

@@ -13,6 +13,8 @@ from attest.hostport import HostPort
 
 RESULTS = ("produced", "accepted", "rejected", "spool_full", "error")
 ROTATION_RESULTS = ("ok", "refused", "failed", "error")
+#: Landmark probes (agent.landmarks): a statement kept, or why not.
+LANDMARK_RESULTS = ("ok", "unreachable", "refused", "timeout", "malformed", "error")
 
 
 class _Counter(Protocol):
@@ -23,6 +25,10 @@ class _Counter(Protocol):
 
 class _Gauge(Protocol):
     def set(self, value: float) -> None: ...
+
+
+class _LabelledGauge(Protocol):
+    def labels(self, **labels: str) -> _Gauge: ...
 
 
 class _Null:
@@ -52,6 +58,9 @@ class AgentMetrics:
         self.reconnects: _Counter = null
         self.cert_expiry: _Gauge = null
         self.rotations: _Counter = null
+        self.landmark_probes: _Counter = null
+        #: Labelled `landmark` by configured address only (a closed set, from agent.toml).
+        self.landmark_rtt_min: _LabelledGauge = null
         if enabled:
             self._create()
 
@@ -101,6 +110,20 @@ class AgentMetrics:
         )
         for result in ROTATION_RESULTS:
             self.rotations.labels(result=result)
+        self.landmark_probes = Counter(
+            "gpu_attest_agent_landmark_probes",
+            "Landmark probes by outcome (ok, unreachable, refused, timeout, malformed, error).",
+            ["result"],
+            registry=registry,
+        )
+        for result in LANDMARK_RESULTS:
+            self.landmark_probes.labels(result=result)
+        self.landmark_rtt_min = Gauge(
+            "gpu_attest_agent_landmark_rtt_min_seconds",
+            "Least round trip of the last statement kept, per configured landmark address.",
+            ["landmark"],
+            registry=registry,
+        )
 
     def count(self, result: str) -> None:
         if result not in RESULTS:
@@ -111,6 +134,11 @@ class AgentMetrics:
         if result not in ROTATION_RESULTS:
             raise ValueError(f"unbounded metric label {result!r}")
         self.rotations.labels(result=result).inc()
+
+    def count_landmark_probe(self, result: str) -> None:
+        if result not in LANDMARK_RESULTS:
+            raise ValueError(f"unbounded metric label {result!r}")
+        self.landmark_probes.labels(result=result).inc()
 
     def serve(self, listen: HostPort) -> None:
         """Start the HTTP exporter in a daemon thread; config guarantees a loopback address."""

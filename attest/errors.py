@@ -353,6 +353,18 @@ class StateMissingError(ConfigError):
     code = "state-missing"
 
 
+class LandmarkProbeError(AttestError):
+    """A landmark could not measure this agent: unreachable, refused, timed out, or what it sent
+    is malformed or not about the challenges this agent answered. `result` is the bounded metric
+    label of the failure (unreachable, refused, timeout, malformed)."""
+
+    code = "landmark-probe-failed"
+
+    def __init__(self, message: str, result: str = "malformed") -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class StatePermissionError(ConfigError):
     """A state directory is open to group or others: keys and evidence must stay private."""
 

@@ -39,6 +39,7 @@ STABLE: dict[type[ExitCode], dict[str, int]] = {
         "SPOOL_FULL": 13,
         "STORE": 14,
         "ROTATE": 15,
+        "LANDMARK": 16,
     },
     VerifierExit: {"OK": 0, "REFUSED": 1, "USAGE": 2, "CONFIG": 3, "STORE": 4, "FINDINGS": 5},
     ReportExit: {"VALID": 0, "INVALID": 1, "USAGE": 2},
