@@ -4,6 +4,9 @@
 #
 #   gpu-attest-agent_<version>_<arch>.deb     the node daemon
 #   gpu-attest-verifier_<version>_<arch>.deb  the verifier service and gpu-attest-report
+#   gpu-attest-landmark_<version>_<arch>.deb  the landmark service (docs/protocol.md §12): its
+#                                             unit, account and conffile; the command is the
+#                                             verifier package's, which it depends on
 #
 # Each package carries its own virtualenv under /opt/gpu-attest/<side>, built from the project
 # wheel with the system interpreter (the venv is tied to that interpreter's minor version,
@@ -15,7 +18,8 @@ umask 022
 usage() {
     cat <<'EOF'
 usage: packaging/build-deb.sh [options]
-  --package agent|verifier|all  which package(s) to build (default: all)
+  --package agent|verifier|landmark|all
+                                which package(s) to build (default: all)
   --out DIR                     where the .deb files go (default: dist/)
   --wheel-dir DIR               install offline: pip --no-index --find-links DIR
                                 (fill it with `make wheelhouse`)
@@ -38,7 +42,7 @@ WHEEL_DIR=""
 VERSION=""
 COMPRESSION=xz
 STAGE_ONLY=""
-PACKAGES="agent verifier"
+PACKAGES="agent verifier landmark"
 MAINTAINER="gpu-attest maintainers <gpu-attest@example.org>"
 FILL_WHEEL_DIR=""
 
@@ -46,9 +50,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --package)
             case "${2:-}" in
-                agent|verifier) PACKAGES="$2" ;;
-                all) PACKAGES="agent verifier" ;;
-                *) echo "build-deb: --package takes agent, verifier or all" >&2; exit 2 ;;
+                agent|verifier|landmark) PACKAGES="$2" ;;
+                all) PACKAGES="agent verifier landmark" ;;
+                *) echo "build-deb: --package takes agent, verifier, landmark or all" >&2; exit 2 ;;
             esac
             shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
@@ -91,6 +95,8 @@ fi
 
 # --- per-package facts ----------------------------------------------------------------------
 package_facts() {
+    # The landmark alone has no venv of its own: DEPENDS names the package that provides it.
+    DEPENDS=""; OWN_VENV=yes
     case "$1" in
         agent)
             PKG=gpu-attest-agent; EXTRA=agent; ACCOUNT=gpu-attest
@@ -115,6 +121,18 @@ package_facts() {
  authenticated gRPC, keeps it in an append-only transparency log (SQLite or
  PostgreSQL), tracks the fleet and raises export-control compliance findings.
  Includes gpu-attest-report to check signed reports offline." ;;
+        landmark)
+            PKG=gpu-attest-landmark; EXTRA=verifier; ACCOUNT=gpu-attest-landmark
+            STATEDIR=/var/lib/gpu-attest-landmark; SYSUSERS=gpu-attest-landmark.conf
+            TMPFILES=gpu-attest-landmark.conf
+            CONFFILE=/etc/gpu-attest/landmark.toml; EXAMPLE="$ROOT/examples/landmark.toml"
+            COMMANDS=""; OTHER_COMMAND=""; IMPORTS=""; OWN_VENV=no
+            DEPENDS="gpu-attest-verifier (= $DEB_VERSION)"
+            SUMMARY="gpu-attest landmark: signed round-trip times for location checks"
+            LONG=" A host with known coordinates that times signed round trips to gpu-attest
+ agents with its own clock and signs the least of them, a bound on how far
+ each agent can be (light in vacuum). Runs the landmark command of
+ gpu-attest-verifier as a sandboxed systemd service of its own account." ;;
     esac
     SERVICE="$PKG.service"
     VENV_DEST="/opt/gpu-attest/$1"
@@ -276,7 +294,7 @@ Version: $DEB_VERSION
 Architecture: $ARCH
 Maintainer: $MAINTAINER
 Installed-Size: $size
-Depends: python3 (>= $PY_MINOR), python3 (<< $PY_NEXT), $libc
+Depends: python3 (>= $PY_MINOR), python3 (<< $PY_NEXT), $libc${DEPENDS:+, $DEPENDS}
 Recommends: systemd
 Section: admin
 Priority: optional
@@ -337,8 +355,12 @@ for side in $PACKAGES; do
     fi
     stage="$WORK/stage/$PKG"
     stage_files "$stage"
-    build_venv "$stage"
-    finish_package "$stage" "libc6 (>= $(glibc_floor "$stage$VENV_DEST"))"
+    if [ "$OWN_VENV" = yes ]; then
+        build_venv "$stage"
+        finish_package "$stage" "libc6 (>= $(glibc_floor "$stage$VENV_DEST"))"
+    else
+        finish_package "$stage" "libc6"
+    fi
     deb="$OUT/${PKG}_${DEB_VERSION}_${ARCH}.deb"
     dpkg-deb --root-owner-group -Z"$COMPRESSION" --build "$stage" "$deb" >/dev/null
     echo "built $deb"

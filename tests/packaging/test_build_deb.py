@@ -41,6 +41,15 @@ EXPECTED_FILES = {
         "usr/share/doc/gpu-attest-verifier/changelog.gz",
         "usr/share/lintian/overrides/gpu-attest-verifier",
     },
+    "gpu-attest-landmark": {
+        "usr/lib/systemd/system/gpu-attest-landmark.service",
+        "usr/lib/sysusers.d/gpu-attest-landmark.conf",
+        "usr/lib/tmpfiles.d/gpu-attest-landmark.conf",
+        "usr/share/doc/gpu-attest-landmark/README.md",
+        "usr/share/doc/gpu-attest-landmark/copyright",
+        "usr/share/doc/gpu-attest-landmark/changelog.gz",
+        "usr/share/lintian/overrides/gpu-attest-landmark",
+    },
 }
 COMMANDS = {
     "gpu-attest-agent": {"gpu-attest-agent": "/opt/gpu-attest/agent/bin/gpu-attest-agent"},
@@ -48,14 +57,18 @@ COMMANDS = {
         "gpu-attest-verifier": "/opt/gpu-attest/verifier/bin/gpu-attest-verifier",
         "gpu-attest-report": "/opt/gpu-attest/verifier/bin/gpu-attest-report",
     },
+    # The landmark runs the verifier package's command (`gpu-attest-verifier landmark serve`).
+    "gpu-attest-landmark": {},
 }
 CONFFILES = {
     "gpu-attest-agent": ("etc/gpu-attest/agent.toml", REPO / "examples" / "agent.toml"),
     "gpu-attest-verifier": ("etc/gpu-attest/verifier.toml", REPO / "examples" / "verifier.toml"),
+    "gpu-attest-landmark": ("etc/gpu-attest/landmark.toml", REPO / "examples" / "landmark.toml"),
 }
 STATE_DIRS = {
     "gpu-attest-agent": "/var/lib/gpu-attest",
     "gpu-attest-verifier": "/var/lib/gpu-attest-verifier",
+    "gpu-attest-landmark": "/var/lib/gpu-attest-landmark",
 }
 REQUIRED_CONTROL_FIELDS = (
     "Package",
@@ -90,6 +103,8 @@ def _check_control(fields: dict[str, str], package: str) -> None:
     assert re.fullmatch(r"[0-9][A-Za-z0-9.+~-]*", fields["Version"])
     assert re.search(r"python3 \(>= 3\.1\d\), python3 \(<< 3\.\d+\)", fields["Depends"])
     assert "libc6" in fields["Depends"]
+    if package == "gpu-attest-landmark":
+        assert f"gpu-attest-verifier (= {fields['Version']})" in fields["Depends"]
     summary, *body = fields["Description"].splitlines()
     assert 0 < len(summary) <= 80
     assert body
