@@ -24,7 +24,7 @@ from attest import tomlconf
 from attest.errors import AttestError, SiteUnknownError, StoreError
 from attest.logfmt import setup_logging
 from attest.text import escape
-from verifier import enroll, locate, pipeline
+from verifier import enroll, locate, location, pipeline
 from verifier.cli_state import config_source, describe_source, log, prepare_state
 from verifier.compliance_cli import add_compliance_parsers, run_compliance_command
 from verifier.config import VerifierConfig, load_config
@@ -175,8 +175,8 @@ def cmd_fleet(args: argparse.Namespace, store: Store, config: VerifierConfig) ->
 
         def view(host: HostFleet) -> dict[str, object]:
             judged = sites.get(host.agent.site_id)
-            location = None if judged is None else locate.as_json(judged)
-            return {**host_view(host, catalogue), "location": location}
+            where = None if judged is None else location.as_json(judged)
+            return {**host_view(host, catalogue), "location": where}
 
         write_json_array(view(h) for h in hosts)
         return VerifierExit.OK

@@ -164,7 +164,7 @@ def _report(
                 "stored": resolved is not None,
                 "not_stored_because": why,
                 "findings": [_finding(d) for d in (*r.findings, *drafts)],
-                "locations": [locate.as_json(s) for s in sites],
+                "locations": [location.as_json(s) for s in sites],
                 "resolved": [{"rule": k[0], "subject": k[1]} for k in resolved or ()],
                 "totals": jsonable(r.total),
                 "by_country": [jsonable(c) for c in r.by_country.values()],

@@ -310,3 +310,44 @@ def findings(judged: Iterable[SiteLocation]) -> list[FindingDraft]:
                 )
             )
     return drafts
+
+
+def as_json(judged: SiteLocation) -> dict[str, object]:
+    """A site's location as `fleet --json`, `reconcile --json` and reports print it."""
+    tight = judged.tightest
+    tier3: dict[str, object] | None = None
+    if judged.tier3 is not None:
+        tier3 = {
+            "clear": judged.tier3.clear,
+            "nearest_country": judged.tier3.nearest_country,
+            "nearest_km": round(judged.tier3.nearest_km, 1),
+        }
+    return {
+        "site": judged.site_id,
+        "status": judged.status,
+        "reason": judged.reason,
+        "tightest": None
+        if tight is None
+        else {
+            "landmark": tight.landmark_id,
+            "agent": tight.agent_id,
+            "rtt_min_ms": round(tight.rtt_min_ns / 1e6, 3),
+            "within_km": round(tight.bound_km, 1),
+            "site_km": round(tight.site_km, 1),
+        },
+        "contradicted_by": [
+            {
+                "landmark": b.landmark_id,
+                "agent": b.agent_id,
+                "rtt_min_ms": round(b.rtt_min_ns / 1e6, 3),
+                "within_km": round(b.bound_km, 1),
+                "site_km": round(b.site_km, 1),
+                "log_index": b.log_index,
+            }
+            for b in judged.bounds
+            if b.contradicted
+        ],
+        "unmeasured_agents": list(judged.unmeasured),
+        "tier3": tier3,
+        "evidence": list(judged.evidence),
+    }

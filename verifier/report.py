@@ -16,11 +16,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from attest.keys import Signer
 from attest.report_verify import PREDICATE_TYPE, STATEMENT_TYPE, encode_report
+from verifier import location
+from verifier.location import SiteLocation
 from verifier.model import Finding, FindingDraft
 from verifier.policy.catalogue import CatalogueEntry, classify
 from verifier.policy.model import PolicyPack
@@ -29,10 +31,8 @@ from verifier.registry_model import Entity, Registry, Site
 
 #: Coverage points drawn over a period (each is one aggregate query): enough for a chart.
 COVERAGE_POINTS = 7
-LOCATION_UNVERIFIED = (
-    "location checks are not built yet (docs/design.md §12): each host counts at the site its "
-    "enrollment token was issued for; no landmark has timed it"
-)
+#: A site with no active agent at the end of the period has nothing to locate.
+NOT_JUDGED = {"status": "unverified", "reason": "no active host at the site to locate"}
 TRUST_MODEL = (
     (
         "Each sampled entry is signed by an agent key the verifier pinned at enrollment: it "
@@ -45,8 +45,14 @@ TRUST_MODEL = (
         "embedded beside each entry) and for the registry and the policy pack it judged against."
     ),
     (
-        "Location is not verified: sites are the operator's claims through enrollment tokens; no "
-        "landmark round-trip timing has checked them."
+        "Location is a bound, not a position: a site reads verified only when a landmark the "
+        "registry lists timed every active host there answering its signed challenges, and "
+        "none answered faster than light allows over the distance from that landmark to the "
+        "site (within c x RTT / 2 of the landmark). Delay and relays only make a host look "
+        "farther. You trust the landmarks' keys and coordinates as the registry gives them: a "
+        "landmark that lies, or an agent key copied to a host near a landmark, defeats the "
+        "check. The statements ride inside the logged envelopes; this report does not sample "
+        "them with proofs."
     ),
     (
         "Every accepted envelope is in an append-only Merkle log (RFC 6962 hashing). The signed "
@@ -150,6 +156,8 @@ class ReportInputs:
     agents: frozenset[str]  # agents at the entity's sites (for agent:<id> subjects)
     log: LogState
     samples: tuple[SampledEntry, ...]
+    #: site -> its location at the end of the period (docs/design.md §16)
+    locations: Mapping[str, SiteLocation] = field(default_factory=dict)
 
 
 def entity_sites(registry: Registry, entity_id: str) -> list[Site]:
@@ -238,10 +246,18 @@ def _sites(inputs: ReportInputs) -> list[dict[str, object]]:
             "models": _model_rows(mine, inputs.pack),
             "first_received": None if first is None else first.isoformat(),
             "attested_last_day": {"gpus": fresh, "of": held},
-            "location": {"status": "unverified", "reason": LOCATION_UNVERIFIED},
+            "location": _location(inputs.locations.get(site.id)),
             "evidence_candidates": candidates.get(site.id, []),
         })  # fmt: skip
     return out
+
+
+def _location(judged: SiteLocation | None) -> dict[str, object]:
+    if judged is None:
+        return dict(NOT_JUDGED)
+    view = location.as_json(judged)
+    del view["site"]
+    return view
 
 
 def _countries(inputs: ReportInputs, sites: list[dict[str, object]]) -> list[dict[str, object]]:

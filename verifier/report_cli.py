@@ -21,7 +21,7 @@ import hashlib
 import importlib.resources
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from attest import merkle
@@ -38,16 +38,18 @@ from attest.files import write_public_file
 from attest.keys import SoftwareSigner, load_or_create_private_key
 from attest.report_entries import parse_envelope, parse_evidence_gpus
 from attest.report_verify import open_report, sample_index
-from verifier import report
+from verifier import locate, report
 from verifier.ca import load_or_create_receipt_signer
 from verifier.compliance import pack_configured
 from verifier.config import VerifierConfig
 from verifier.exits import VerifierExit
+from verifier.location import SiteLocation
 from verifier.model import Finding
 from verifier.policy import find_pack
 from verifier.policy.model import PolicyPack
 from verifier.reconcile import reconcile
 from verifier.reconcile.model import PostureRow
+from verifier.registry_model import Registry
 from verifier.report_html import render_html
 from verifier.store.api import Store
 from verifier.transparency import checkpoint_origin
@@ -203,6 +205,17 @@ def _stored_findings(
     )
 
 
+def _locations(
+    store: Store, registry: Registry, config: VerifierConfig, as_of: date, now: datetime
+) -> dict[str, SiteLocation]:
+    """Each site's location at the end of `as_of` (or now, for a period not over), from the
+    landmark statements checked by then; statements not checked yet are checked first."""
+    locate.check_carried(store, registry, clock_skew=config.stream.clock_skew)
+    end = min(now, datetime.combine(as_of + timedelta(days=1), time.min, UTC))
+    judged = locate.judge_at(store, registry, end, config.fleet.location_deadline)
+    return {s.site_id: s for s in judged}
+
+
 def create_report(
     args: argparse.Namespace, store: Store, config: VerifierConfig, now: datetime
 ) -> tuple[bytes, str | None]:
@@ -252,6 +265,7 @@ def create_report(
         agents=agents,
         log=log,
         samples=_samples(store, report.evidence_candidates(mine), tree),
+        locations=_locations(store, registry, config, as_of, now),
     )
     statement = report.build_statement(inputs, now)
     page = render_html(statement) if args.html is not None else None

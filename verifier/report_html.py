@@ -204,7 +204,12 @@ def render_html(statement: Mapping[str, Any]) -> str:
             site_rows,
             {2, 3, 4, 5},
         ),
-        "<p>Location: " + _e(sites[0]["location"]["reason"] if sites else "") + "</p>",
+        "<p>Location is a bound on distance from landmarks, never a position.</p><ul>"
+        + "".join(
+            f"<li>{_e(s['id'])}: {_e(s['location']['status'])}: {_e(s['location']['reason'])}</li>"
+            for s in sites
+        )
+        + "</ul>",
         "<h2>Models per site</h2>",
         _table(["site", "model", "PCI ids", "GPUs", "TPP each", "TPP"], model_rows, {3, 4, 5}),
         "<h2>Authorizations</h2>",
