@@ -18,23 +18,41 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
 
 from attest import envelope as dsse
-from attest import identifiers as ids
+from attest import model, wire
 from attest.errors import (
     BadSignatureError,
     IdentityMismatchError,
-    InvariantError,
     KeyMaterialError,
     UnknownKeyError,
 )
 from attest.keys import PublicKey, Signer
-from attest.v1 import attest_pb2 as pb
-from attest.wire import decode_envelope, encode_envelope
-from attest.wire._common import NONCE_LEN, _from_ts, _parse, _ts
-from attest.wire._policy import identifier
+from attest.wire import NONCE_LEN, decode_envelope, encode_envelope
+from attest.wire._landmark import MAX_PROBES, MAX_RTT_NS, SESSION_LEN
+
+__all__ = [
+    "CHALLENGE_PAYLOAD_TYPE",
+    "C_KM_PER_S",
+    "EARTH_RADIUS_KM",
+    "MAX_PROBES",
+    "MAX_RTT_NS",
+    "MAX_STATEMENT_BYTES",
+    "SESSION_LEN",
+    "STATEMENT_PAYLOAD_TYPE",
+    "Statement",
+    "answer",
+    "answer_message",
+    "bound_km",
+    "challenge_bytes",
+    "contradicts",
+    "decode_statement",
+    "encode_statement",
+    "great_circle_km",
+    "min_rtt_ns",
+    "sign_statement",
+    "verify_statement",
+]
 
 CHALLENGE_PAYLOAD_TYPE = "application/vnd.gpu-attest.landmark-challenge.v1"
 STATEMENT_PAYLOAD_TYPE = dsse.LANDMARK_PAYLOAD_TYPE
@@ -43,35 +61,13 @@ STATEMENT_PAYLOAD_TYPE = dsse.LANDMARK_PAYLOAD_TYPE
 C_KM_PER_S = 299_792.458
 #: Mean Earth radius, km, for great-circle distances (haversine).
 EARTH_RADIUS_KM = 6371.0
-SESSION_LEN = 16
-#: Probes per measurement: at least one, at most this many (a statement stays small).
-MAX_PROBES = 64
 #: A statement's serialized envelope: 64 probes of a 32-byte nonce, a 72-byte signature and a
 #: time come to ~12 KB; this leaves room without letting a statement grow unbounded.
 MAX_STATEMENT_BYTES = 32 * 1024
-#: One round trip longer than this is not a measurement of distance (it is 1.5 x 10^8 km).
-MAX_RTT_NS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class Statement:
-    """A landmark's measurement of an agent, as signed."""
-
-    landmark_id: str
-    lat: float
-    lon: float
-    agent_id: str
-    agent_public_key: bytes  # SPKI DER
-    session: bytes
-    challenges: tuple[bytes, ...]
-    signatures: tuple[bytes, ...]
-    rtt_ns: tuple[int, ...]
-    rtt_min_ns: int
-    measured_at: datetime
-
-    @property
-    def probes(self) -> int:
-        return len(self.challenges)
+#: The statement as signed (attest/model.py), and its codec (attest/wire/_landmark.py).
+Statement = model.LandmarkStatement
+encode_statement = wire.encode_landmark_statement
+decode_statement = wire.decode_landmark_statement
 
 
 def challenge_bytes(landmark_id: str, session: bytes, seq: int, nonce: bytes) -> bytes:
@@ -92,78 +88,10 @@ def answer(signer: Signer, challenge: bytes) -> bytes:
     return signer.sign(answer_message(challenge))
 
 
-def encode_statement(statement: Statement) -> bytes:
-    return pb.LandmarkStatement(
-        landmark_id=statement.landmark_id,
-        lat=statement.lat,
-        lon=statement.lon,
-        agent_id=statement.agent_id,
-        agent_public_key=statement.agent_public_key,
-        session=statement.session,
-        challenges=statement.challenges,
-        signatures=statement.signatures,
-        rtt_ns=statement.rtt_ns,
-        rtt_min_ns=statement.rtt_min_ns,
-        measured_at=_ts(statement.measured_at),
-    ).SerializeToString(deterministic=True)
-
-
 def sign_statement(statement: Statement, landmark: Signer) -> bytes:
     """The serialized DSSE envelope the landmark sends and the agent carries."""
     payload = encode_statement(statement)
     return encode_envelope(dsse.sign(STATEMENT_PAYLOAD_TYPE, payload, [landmark]))
-
-
-def decode_statement(payload: bytes) -> Statement:
-    """Parse and check a statement's payload (untrusted bytes): identifiers, sizes, coordinates,
-    that every challenge is this landmark's and session's in seq order, one answer and one time
-    per challenge, and that `rtt_min_ns` is the least time. Raises DecodeError (a subclass)."""
-    msg = _parse(pb.LandmarkStatement(), payload, "landmark statement")
-    identifier(msg.landmark_id, "landmark id", ids.TOKEN)
-    identifier(msg.agent_id, "agent id", ids.TOKEN)
-    if not (math.isfinite(msg.lat) and -90 <= msg.lat <= 90):
-        raise InvariantError("landmark latitude is not within -90..90")
-    if not (math.isfinite(msg.lon) and -180 <= msg.lon <= 180):
-        raise InvariantError("landmark longitude is not within -180..180")
-    if len(msg.session) != SESSION_LEN:
-        raise InvariantError(f"landmark session is not {SESSION_LEN} bytes")
-    probes = len(msg.challenges)
-    if not 1 <= probes <= MAX_PROBES:
-        raise InvariantError(f"a statement holds 1 to {MAX_PROBES} probes, not {probes}")
-    if len(msg.signatures) != probes or len(msg.rtt_ns) != probes:
-        raise InvariantError("a statement needs one answer and one round trip per challenge")
-    prefix = msg.landmark_id.encode("utf-8") + b"\x00" + msg.session
-    nonces = set()
-    for seq, challenge in enumerate(msg.challenges):
-        expected_len = len(prefix) + 4 + NONCE_LEN
-        if len(challenge) != expected_len or not challenge.startswith(prefix):
-            raise InvariantError(f"challenge {seq} is not of this landmark and session")
-        if struct.unpack(">I", challenge[len(prefix) : len(prefix) + 4])[0] != seq:
-            raise InvariantError(f"challenge {seq} is out of order")
-        nonces.add(challenge[-NONCE_LEN:])
-    if len(nonces) != probes:
-        raise InvariantError("a nonce repeats within the statement")
-    if any(not 0 < rtt <= MAX_RTT_NS for rtt in msg.rtt_ns):
-        raise InvariantError("a round trip is zero or longer than one second")
-    if msg.rtt_min_ns != min(msg.rtt_ns):
-        raise InvariantError("rtt_min_ns is not the least round trip")
-    if any(len(sig) > 80 for sig in msg.signatures):
-        raise InvariantError("an answer is longer than any supported signature")
-    if not msg.HasField("measured_at"):
-        raise InvariantError("a statement has no measurement time")
-    return Statement(
-        landmark_id=msg.landmark_id,
-        lat=msg.lat,
-        lon=msg.lon,
-        agent_id=msg.agent_id,
-        agent_public_key=msg.agent_public_key,
-        session=msg.session,
-        challenges=tuple(msg.challenges),
-        signatures=tuple(msg.signatures),
-        rtt_ns=tuple(msg.rtt_ns),
-        rtt_min_ns=msg.rtt_min_ns,
-        measured_at=_from_ts(msg.measured_at, "measured_at"),
-    )
 
 
 def verify_statement(

@@ -189,6 +189,27 @@ class LandmarkMeasurement:
     rtt_us: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class LandmarkStatement:
+    """A landmark's signed measurement of an agent (attest/landmark.py, docs/protocol.md §12)."""
+
+    landmark_id: str
+    lat: float
+    lon: float
+    agent_id: str
+    agent_public_key: bytes  # SPKI DER
+    session: bytes
+    challenges: tuple[bytes, ...]
+    signatures: tuple[bytes, ...]
+    rtt_ns: tuple[int, ...]
+    rtt_min_ns: int
+    measured_at: datetime
+
+    @property
+    def probes(self) -> int:
+        return len(self.challenges)
+
+
 # --- the evidence payload ----------------------------------------------------------------------
 
 
