@@ -151,5 +151,5 @@ def min_rtt_ns(distance_km: float) -> float:
 
 def contradicts(rtt_min_ns: int, distance_km: float) -> bool:
     """True when a responder that answered within `rtt_min_ns` cannot be `distance_km` away:
-    rtt_min < 2 d / c (DESIGN: location-contradicted)."""
+    rtt_min < 2 d / c (location-contradicted, docs/design.md §16)."""
     return rtt_min_ns < min_rtt_ns(distance_km)

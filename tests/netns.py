@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,8 +242,24 @@ class Lab:
         assert popen.stdout is not None
         process = Process(popen, LineReader(popen.stdout))
         self.processes.append(process)
-        process.output.wait_for(ready, timeout)
-        return process
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                process.output.wait_for(ready, 0.2)
+            except AssertionError:
+                if popen.poll() is not None:
+                    with contextlib.suppress(AssertionError):  # its last lines, if still piped
+                        process.output.wait_for("\0", 0.5)
+                    seen = process.output.seen[-20:]
+                    raise NetnsError(
+                        f"{argv[0]} ... in {ns.name} exited {popen.returncode} before {ready!r}: "
+                        f"{seen}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    seen = process.output.seen[-20:]
+                    raise NetnsError(f"no {ready!r} from {ns.name} in {timeout}s: {seen}") from None
+            else:
+                return process
 
     def relay(
         self, ns: Namespace, listen: Endpoint, target: Endpoint, one_way_s: float
