@@ -6,7 +6,10 @@ Frankfurt, a host in Virginia that reports a cloned GPU UUID, and 8x H200 in Abu
 a licence for 4), runs their agents, waits until the verifier has stored every GPU, prints the
 fleet and findings as the verifier stored them, shows the AI Diffusion policy pack in short and
 reconciles the fleet against it (the planted licence and UVEU-share violations, with their
-arithmetic), verifies the log's signed checkpoint and one envelope's inclusion proof as a
+arithmetic), shows where the landmark run by the verifier (at Frankfurt's coordinates) placed
+the hosts that dialled it: acme-fra1 verified, acme-iad1 contradicted (its host answered faster
+than light allows from Virginia), globex-auh1 unverified (its host has no landmark), verifies the
+log's signed checkpoint and one envelope's inclusion proof as a
 regulator would (offline, key only), writes acme's signed report for this month (JSON and HTML)
 and verifies it with `gpu-attest-report verify`, and shuts everything down.
 Exits 0 when all of that happened, 1 otherwise. Everything stays on 127.0.0.1.
@@ -40,6 +43,10 @@ HOSTS = {  # machine file -> GPUs it reports
     "auh-node.toml": 8,
 }
 SITES = {"clone-node": "acme-iad1", "auh-node": "globex-auh1"}  # the others: acme-fra1
+#: The landmark the verifier runs: at Frankfurt, where acme-fra1 is.
+LANDMARK = ("lm-fra", 50.11, 8.68)
+#: What the location checks must say of each site (docs/design.md §16).
+LOCATIONS = {"acme-fra1": "verified", "acme-iad1": "contradicted", "globex-auh1": "unverified"}
 #: What reconciling the demo fleet under the published AI Diffusion rule must find.
 PLANTED = {"licence-exceeded": "authorization:D1234567", "uveu-us-share": "entity:acme@US"}
 CLONED_UUID = "GPU-9303fa81-971e-427a-073f-68bae45210bd"
@@ -75,6 +82,7 @@ class Demo:
     verifier_toml: Path
     attest_port: int
     enroll_port: int
+    landmark_port: int
 
     def verifier(self, *args: str) -> str:
         cmd = [str(BIN / "gpu-attest-verifier"), "--config", str(self.verifier_toml), *args]
@@ -88,19 +96,36 @@ class Demo:
 
 
 def write_verifier_config(state: Path) -> Demo:
-    attest_port, enroll_port = free_port(), free_port()
+    attest_port, enroll_port, landmark_port = free_port(), free_port(), free_port()
+    landmark = state / "landmark.toml"
+    landmark_id, lat, lon = LANDMARK
+    landmark.write_text(
+        f'id = "{landmark_id}"\nlat = {lat}\nlon = {lon}\n'
+        f'listen = "127.0.0.1:{landmark_port}"\n'
+        f'state_dir = "{state / "verifier" / "landmark"}"\n'
+        'metrics_listen = ""\n'
+    )
     path = state / "verifier.toml"
     path.write_text(
         f'listen = "127.0.0.1:{attest_port}"\n'
         f'enroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'state_dir = "{state / "verifier"}"\n'
         'metrics_listen = ""\n'
+        f'landmark = "{landmark}"\n'
         "[tls]\n"
         'names = ["localhost", "127.0.0.1"]\n'
         "[fleet]\n"
         "sweep_interval_s = 2\n"
     )
-    return Demo(state, path, attest_port, enroll_port)
+    return Demo(state, path, attest_port, enroll_port, landmark_port)
+
+
+def write_registry(demo: Demo) -> Path:
+    """The example registry plus the landmark's stanza, as an operator enrolls a landmark."""
+    stanza = demo.verifier("landmark", "enroll", "--config", str(demo.state / "landmark.toml"))
+    path = demo.state / "registry.toml"
+    path.write_text((ROOT / "examples" / "registry.toml").read_text() + "\n" + stanza)
+    return path
 
 
 def start_agent(demo: Demo, machine: str, log: Any) -> subprocess.Popen[bytes]:
@@ -118,6 +143,7 @@ def start_agent(demo: Demo, machine: str, log: Any) -> subprocess.Popen[bytes]:
         f'state_dir = "{state_dir}"\n'
         "interval_seconds = 5\n"
         "inventory_poll_seconds = 2\n"
+        + (f'landmarks = ["127.0.0.1:{demo.landmark_port}"]\n' if site != "globex-auh1" else "")
     )
     enroll = [agent, "enroll", "--verifier", f"127.0.0.1:{demo.enroll_port}", "--token", token]
     enroll += ["--ca", ca, "--state-dir", str(state_dir), "--simulate", machine_path]
@@ -159,6 +185,35 @@ def wait_for_duplicate(demo: Demo) -> list[dict[str, Any]]:
             return list(findings)
         time.sleep(1.0)
     raise SystemExit("no duplicate-gpu finding for the cloned UUID within 30 s")
+
+
+def show_fleet(demo: Demo) -> None:
+    say("fleet, as the verifier stored it")
+    print(demo.verifier("fleet"))
+    say("agents")
+    print(demo.verifier("agents"))
+    say("findings")
+    print(demo.verifier("findings"))
+
+
+def show_locations(demo: Demo) -> bool:
+    """Wait for the location pass to judge every site as planted, then print what it says."""
+    end = time.monotonic() + 60.0
+    sites: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < end:
+        sites = {h["site_id"]: h["location"] for h in demo.verifier_json("fleet") if h["location"]}
+        if {site: where["status"] for site, where in sites.items()} == LOCATIONS:
+            break
+        time.sleep(1.0)
+    for site, where in sorted(sites.items()):
+        print(f"{site:12} {where['status']:13} {where['reason']}")
+    found = [f for f in demo.verifier_json("findings") if f["rule"].startswith("location-")]
+    for f in found:
+        print(f"{f['severity']:8} {f['rule']} {f['subject']}: {f['message']}")
+    got = {site: where["status"] for site, where in sites.items()}
+    if got != LOCATIONS:
+        print(f"   location statuses {got}, expected {LOCATIONS}")
+    return got == LOCATIONS
 
 
 def show_policy(demo: Demo) -> None:
@@ -238,9 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     ok = False
     try:
-        say("registry: acme (UVEU) in DE and US; globex in AE, licensed for 4 GPUs")
-        print(demo.verifier("registry", "import", str(ROOT / "examples" / "registry.toml")))
-        say(f"verifier: mTLS on 127.0.0.1:{demo.attest_port}, enrollment on :{demo.enroll_port}")
+        say("registry: acme (UVEU) in DE and US; globex in AE, licensed for 4 GPUs; a landmark")
+        print(demo.verifier("registry", "import", str(write_registry(demo))))
+        say(
+            f"verifier: mTLS on 127.0.0.1:{demo.attest_port}, enrollment on :{demo.enroll_port}, "
+            f"landmark {LANDMARK[0]} on :{demo.landmark_port}"
+        )
         serve = [str(BIN / "gpu-attest-verifier"), "--config", str(demo.verifier_toml), "serve"]
         verifier = subprocess.Popen(serve, stdout=log, stderr=log)
         procs.append(("verifier", verifier))
@@ -251,12 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         procs.extend((m.removesuffix(".toml"), start_agent(demo, m, log)) for m in HOSTS)
         hosts = wait_for_fleet(demo)
         findings = wait_for_duplicate(demo)
-        say("fleet, as the verifier stored it")
-        print(demo.verifier("fleet"))
-        say("agents")
-        print(demo.verifier("agents"))
-        say("findings")
-        print(demo.verifier("findings"))
+        show_fleet(demo)
+        say(f"location: round trips timed by landmark {LANDMARK[0]} (Frankfurt), by site")
+        located = show_locations(demo)
         say("policy pack aidr-2025 (the AI Diffusion rule as published), in short")
         show_policy(demo)
         say("reconcile: the fleet against the registry and aidr-2025")
@@ -268,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         gpus = sum(len(h["gpus"]) for h in hosts)
         dup = [f for f in findings if f["rule"] == "duplicate-gpu"]
         print(f"{len(hosts)} hosts, {gpus} GPU records; duplicate-gpu: {dup[0]['subject']}")
-        ok = planted_ok and regulator_ok and any(CLONED_UUID in f["subject"] for f in dup)
+        ok = planted_ok and regulator_ok and located
+        ok = ok and any(CLONED_UUID in f["subject"] for f in dup)
     finally:
         say("shutting down (SIGTERM)")
         for what, proc in reversed(procs):

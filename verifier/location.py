@@ -254,8 +254,8 @@ def _status(
         return SiteLocation(site_id, "contradicted", reason, bounds, unmeasured, tier3)
     if unmeasured:
         reason = (
-            f"{len(unmeasured)} of {agents} active host(s) have no landmark measurement that "
-            f"counts within {_duration(deadline)}"
+            f"no landmark measurement that counts within {_duration(deadline)} for "
+            f"{len(unmeasured)} of {agents} active host(s)"
         )
         return SiteLocation(site_id, "unverified", reason, bounds, unmeasured, tier3)
     tight = min(bounds, key=lambda b: b.bound_km)
