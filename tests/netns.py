@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import pytest
+
 from tests.agent.helpers import LineReader
 
 ROOT = Path(__file__).parents[1]
@@ -118,6 +120,18 @@ def unavailable_reason() -> str | None:
         return f"cannot make a network namespace: {exc}"
     sweep_leftovers()
     return None
+
+
+def require_namespaces() -> None:
+    """Skip the calling test with the reason where namespaces cannot be made; in CI (root,
+    iproute2: .ci/run) fail instead, so that the tests across a real network path never
+    silently stop running there."""
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the network namespace tests: {reason}")
+    pytest.skip(reason)
 
 
 @functools.cache
