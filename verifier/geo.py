@@ -32,11 +32,12 @@ from attest.landmark import EARTH_RADIUS_KM
 #: distance from a country exceeds a disk's radius by more than this is outside the disk in
 #: fact. Measured (docs/design.md §16) as the farthest vertex of Natural Earth's own 1:10m
 #: boundaries outside the 1:50m polygons, every other vertex, for the countries the built-in
-#: packs list in Tier 3 and HK; the 1:50m data drops small islands (the Paracels for CN, Isla
-#: de Aves for VE, the Coco Islands for MM, Big Diomede for RU), which is where the large
-#: figures come from. Each is the measurement rounded up plus MARGIN_KM of headroom for the
-#: unmeasured vertices, the grid's quantization (<= 0.2 km), the arc-for-edge approximation
-#: (~0.03 km) and 1:10m's own generalization. A country not measured gets the largest figure.
+#: packs list in Tier 3 and HK (scripts/measure_border_margin.py); the 1:50m data drops small
+#: islands (the Paracels for CN, Isla de Aves for VE, the Coco Islands for MM, Victoria Island
+#: for RU), which is where the large figures come from. Each is the measurement rounded up plus
+#: MARGIN_KM of headroom for the unmeasured vertices, the grid's quantization (<= 0.2 km), the
+#: arc-for-edge approximation (~0.03 km) and 1:10m's own generalization. A country not
+#: measured gets the largest figure.
 MARGIN_KM: Final = 10.0
 COUNTRY_MARGIN_KM: Final = {
     code: measured + MARGIN_KM
