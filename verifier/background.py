@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from attest.errors import AttestError, ConfigError, PolicyNotFoundError
 from attest.sdnotify import Notifier
-from verifier import locate
+from verifier import locate, location
 from verifier.compliance import LiveCompliance, pack_configured
 from verifier.config import VerifierConfig
 from verifier.session import Core
@@ -66,12 +66,14 @@ async def location_pass(core: Core, now: datetime) -> None:
     """Check the landmark statements accepted since the last pass and keep the location
     findings in step (docs/design.md §16); a failure is logged and the next sweep tries again."""
     try:
+        pack = pack_configured(core.config.policy, now.date())
         done = await asyncio.to_thread(
             locate.run_pass,
             core.store,
             now,
             deadline=core.config.fleet.location_deadline,
             clock_skew=core.config.stream.clock_skew,
+            clearance=None if pack is None else location.tier3_clearance(pack, now.date()),
         )
     except AttestError as exc:
         log.warning("location pass failed: %s", exc)

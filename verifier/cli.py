@@ -26,6 +26,7 @@ from attest.logfmt import setup_logging
 from attest.text import escape
 from verifier import enroll, locate, location, pipeline
 from verifier.cli_state import config_source, describe_source, log, prepare_state
+from verifier.compliance import pack_configured
 from verifier.compliance_cli import add_compliance_parsers, run_compliance_command
 from verifier.config import VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
@@ -159,10 +160,14 @@ def cmd_fleet(args: argparse.Namespace, store: Store, config: VerifierConfig) ->
     now = _now()
     # Each site's location from the landmark statements `serve` has checked (docs/design.md
     # §16); read-only, so statements not checked yet count from the next pass on.
-    sites = {
-        s.site_id: s
-        for s in locate.judge_at(store, store.load_registry(), now, config.fleet.location_deadline)
-    }
+    try:
+        pack = pack_configured(config.policy, now.date())
+    except AttestError:  # `reconcile` says what is wrong with the pack; `fleet` still lists
+        pack = None
+    clearance = None if pack is None else location.tier3_clearance(pack, now.date())
+    registry = store.load_registry()
+    deadline = config.fleet.location_deadline
+    sites = {s.site_id: s for s in locate.judge_at(store, registry, now, deadline, clearance)}
     any_host, hosts = _peek(store.iter_fleet(args.site))
     # An empty answer for a site: known (in the registry) but empty, or a mistyped name.
     known = () if any_host or args.site is None else {s.id for s in store.load_registry().sites}

@@ -119,12 +119,18 @@ def run_compliance_command(
     # findings stored whatever pack is tried; a past date is judged as of the end of that day.
     if current:
         done = locate.run_pass(
-            store, now, deadline=fleet.location_deadline, clock_skew=config.stream.clock_skew
+            store,
+            now,
+            deadline=fleet.location_deadline,
+            clock_skew=config.stream.clock_skew,
+            clearance=location.tier3_clearance(pack, on),
         )
         sites, drafts = list(done.judged), list(done.raised)
     else:
         end = datetime.combine(on + timedelta(days=1), time.min, UTC) - timedelta(microseconds=1)
-        sites = locate.judge_at(store, registry, end, fleet.location_deadline)
+        sites = locate.judge_at(
+            store, registry, end, fleet.location_deadline, location.tier3_clearance(pack, on)
+        )
         drafts = location.findings(sites) if registry.landmarks else []
     _report(args.json, result, resolved, why, sites=sites, drafts=drafts)
     return VerifierExit.FINDINGS if result.findings or drafts else VerifierExit.OK

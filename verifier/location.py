@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from attest import landmark as lm
 from attest.errors import AttestError, KeyMaterialError
 from attest.keys import PublicKey
+from verifier import geo
 from verifier.findings import agent_subject
+from verifier.geo import Clearance
 from verifier.model import FindingDraft, Severity
+from verifier.policy.model import PolicyPack
 from verifier.registry_model import Landmark, Site
 
 LOCATION_CONTRADICTED = "location-contradicted"
@@ -96,16 +99,6 @@ class Bound:
 
 
 @dataclass(frozen=True)
-class Clearance:
-    """Whether the disks around a site's landmarks keep it clear of the pack's Tier 3
-    countries: True (shown clear), False (not shown clear), with the nearest such country."""
-
-    clear: bool
-    nearest_country: str
-    nearest_km: float
-
-
-@dataclass(frozen=True)
 class SiteLocation:
     site_id: str
     status: Status
@@ -162,7 +155,21 @@ def check_statement(
     )
 
 
-ClearanceFn = Callable[[Sequence[tuple[float, float, float]]], Clearance | None]
+ClearanceFn = Callable[[Sequence[tuple[float, float, float]]], Clearance]
+
+
+def tier3_countries(pack: PolicyPack, on: date) -> frozenset[str]:
+    """The countries the pack puts in Tier 3 on `on` (a country listed in several tiers takes
+    the one `tier_of` gives it)."""
+    listed = {c for listing in pack.tiers.listings if listing.covers(on) for c in listing.countries}
+    return frozenset(c for c in listed if pack.tier_of(c, on) == 3)
+
+
+def tier3_clearance(pack: PolicyPack, on: date) -> ClearanceFn:
+    """Whether a site's landmark disks keep it clear of the pack's Tier 3 countries on `on`
+    (verifier/geo.py: sound, conservative, margins for the data's simplification)."""
+    countries = tier3_countries(pack, on)
+    return lambda disks: geo.clear_of(disks, countries)
 
 
 def judge(
@@ -317,10 +324,13 @@ def as_json(judged: SiteLocation) -> dict[str, object]:
     tight = judged.tightest
     tier3: dict[str, object] | None = None
     if judged.tier3 is not None:
+        t = judged.tier3
         tier3 = {
-            "clear": judged.tier3.clear,
-            "nearest_country": judged.tier3.nearest_country,
-            "nearest_km": round(judged.tier3.nearest_km, 1),
+            "clear": t.clear,
+            "nearest_country": t.nearest,
+            "nearest_km": None if t.distance_km is None else round(t.distance_km, 1),
+            "radius_km": None if t.radius_km is None else round(t.radius_km, 1),
+            "reason": t.reason,
         }
     return {
         "site": judged.site_id,

@@ -38,7 +38,7 @@ from attest.files import write_public_file
 from attest.keys import SoftwareSigner, load_or_create_private_key
 from attest.report_entries import parse_envelope, parse_evidence_gpus
 from attest.report_verify import open_report, sample_index
-from verifier import locate, report
+from verifier import locate, location, report
 from verifier.ca import load_or_create_receipt_signer
 from verifier.compliance import pack_configured
 from verifier.config import VerifierConfig
@@ -206,13 +206,20 @@ def _stored_findings(
 
 
 def _locations(
-    store: Store, registry: Registry, config: VerifierConfig, as_of: date, now: datetime
+    store: Store,
+    registry: Registry,
+    config: VerifierConfig,
+    pack: PolicyPack,
+    *,
+    as_of: date,
+    now: datetime,
 ) -> dict[str, SiteLocation]:
     """Each site's location at the end of `as_of` (or now, for a period not over), from the
     landmark statements checked by then; statements not checked yet are checked first."""
     locate.check_carried(store, registry, clock_skew=config.stream.clock_skew)
     end = min(now, datetime.combine(as_of + timedelta(days=1), time.min, UTC))
-    judged = locate.judge_at(store, registry, end, config.fleet.location_deadline)
+    clearance = location.tier3_clearance(pack, as_of)
+    judged = locate.judge_at(store, registry, end, config.fleet.location_deadline, clearance)
     return {s.site_id: s for s in judged}
 
 
@@ -265,7 +272,7 @@ def create_report(
         agents=agents,
         log=log,
         samples=_samples(store, report.evidence_candidates(mine), tree),
-        locations=_locations(store, registry, config, as_of, now),
+        locations=_locations(store, registry, config, pack, as_of=as_of, now=now),
     )
     statement = report.build_statement(inputs, now)
     page = render_html(statement) if args.html is not None else None
