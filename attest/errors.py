@@ -369,3 +369,16 @@ class StatePermissionError(ConfigError):
     """A state directory is open to group or others: keys and evidence must stay private."""
 
     code = "state-dir-mode"
+
+
+class BoundaryDataError(ConfigError):
+    """The shipped country boundary file (verifier/geodata/) is missing, corrupt or not the
+    format this code reads."""
+
+    code = "boundary-data-invalid"
+
+
+class CountryBoundaryUnknownError(AttestError):
+    """A country code the boundary data has no territory for."""
+
+    code = "country-boundary-unknown"

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from attest.errors import AttestError, ConfigError
+from attest.errors import BoundaryDataError, CountryBoundaryUnknownError
 from attest.landmark import EARTH_RADIUS_KM
 
 #: How far a country's territory may reach beyond its 1:50m polygons, in km: a point whose data
@@ -58,18 +58,6 @@ _FORMAT: Final = "gpu-attest-borders/1"
 PART_OF: Final = {"CN": frozenset({"HK"})}
 
 Vec = tuple[float, float, float]
-
-
-class BoundaryDataError(ConfigError):
-    """The shipped boundary file is missing, corrupt or not the format this code reads."""
-
-    code = "boundary-data-invalid"
-
-
-class CountryBoundaryUnknownError(AttestError):
-    """A country code the boundary data has no territory for."""
-
-    code = "country-boundary-unknown"
 
 
 @dataclass(frozen=True)
