@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attest.errors import CountryBoundaryUnknownError
 from attest.landmark import great_circle_km
 from verifier import geo
 
@@ -100,7 +101,7 @@ def test_hong_kong_is_china_and_macau_is_not() -> None:
 
 
 def test_unknown_countries_and_bad_points_fail_closed() -> None:
-    with pytest.raises(geo.CountryBoundaryUnknownError):
+    with pytest.raises(CountryBoundaryUnknownError):
         geo.distance_to_country_km(0.0, 0.0, "ZZ")
     with pytest.raises(ValueError, match="coordinate"):
         geo.distance_to_country_km(91.0, 0.0, "RU")
