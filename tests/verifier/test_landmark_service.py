@@ -82,11 +82,21 @@ async def probe(
             return exc.code(), None
 
 
-def sessions(server: LandmarkServer, result: str) -> float:
+def sessions_now(server: LandmarkServer, result: str) -> float:
     value = server.metrics.registry.get_sample_value(
         "gpu_attest_landmark_sessions_total", {"result": result}
     )
     return value or 0.0
+
+
+async def sessions(server: LandmarkServer, result: str, want: float = 1.0) -> float:
+    """The session counter once it reaches `want` (or after 5 s): the landmark counts a session
+    when its handler returns, which can be just after the agent has read the last message."""
+    for _ in range(500):
+        if sessions_now(server, result) >= want:
+            break
+        await asyncio.sleep(0.01)
+    return sessions_now(server, result)
 
 
 async def test_a_session_yields_a_statement_the_verifier_accepts(server: LandmarkServer) -> None:
@@ -100,7 +110,7 @@ async def test_a_session_yields_a_statement_the_verifier_accepts(server: Landmar
     assert 0 < statement.rtt_min_ns == min(statement.rtt_ns) < 10**9
     # Loopback: the bound is far below the distance to anywhere else.
     assert landmark.bound_km(statement.rtt_min_ns) < 3000
-    assert sessions(server, "ok") == 1
+    assert await sessions(server, "ok") == 1
     assert server.metrics.registry.get_sample_value("gpu_attest_landmark_probes_total") == 8
 
 
@@ -119,7 +129,7 @@ async def test_an_answer_by_another_key_ends_without_a_statement(server: Landmar
     agent, impostor = SoftwareSigner.generate(), SoftwareSigner.generate()
     code, raw = await probe(server.port, agent, honest(impostor))
     assert (code, raw) == (grpc.StatusCode.UNAUTHENTICATED, None)
-    assert sessions(server, "bad-signature") == 1
+    assert await sessions(server, "bad-signature") == 1
 
 
 async def test_one_bad_answer_among_good_ones_is_caught(server: LandmarkServer) -> None:
@@ -145,7 +155,7 @@ async def test_a_wrong_seq_ends_without_a_statement(server: LandmarkServer) -> N
         return answer
 
     assert await probe(server.port, agent, reply) == (grpc.StatusCode.INVALID_ARGUMENT, None)
-    assert sessions(server, "bad-answer") == 1
+    assert await sessions(server, "bad-answer") == 1
 
 
 async def test_a_silent_agent_times_out(tmp_path: Path) -> None:
@@ -160,7 +170,7 @@ async def test_a_silent_agent_times_out(tmp_path: Path) -> None:
 
         code, raw = await probe(running.port, agent, reply)
         assert (code, raw) == (grpc.StatusCode.DEADLINE_EXCEEDED, None)
-        assert sessions(running, "timeout") == 1
+        assert await sessions(running, "timeout") == 1
     finally:
         await running.stop(0)
 
@@ -189,7 +199,7 @@ async def test_sessions_beyond_max_sessions_are_refused(tmp_path: Path) -> None:
         await asyncio.wait_for(started.wait(), 5)
         assert await probe(running.port, agent) == (grpc.StatusCode.RESOURCE_EXHAUSTED, None)
         assert (await first)[0] is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert sessions(running, "busy") == 1
+        assert await sessions(running, "busy") == 1
         # The slot is free again.
         code, raw = await probe(running.port, agent)
         assert code is grpc.StatusCode.OK and raw is not None
@@ -211,7 +221,7 @@ async def test_a_bad_hello_is_invalid_argument(
 ) -> None:
     code, raw = await probe(server.port, SoftwareSigner.generate(), hello=hello)
     assert (code, raw) == (grpc.StatusCode.INVALID_ARGUMENT, None)
-    assert sessions(server, "bad-hello") == 1
+    assert await sessions(server, "bad-hello") == 1
 
 
 async def test_an_answer_before_a_hello_is_invalid_argument(server: LandmarkServer) -> None:
