@@ -25,13 +25,16 @@ def unchecked(db: Db, limit: int) -> list[CarriedStatement]:
 
 def record_verdicts(db: Db, verdicts: Sequence[Verdict]) -> None:
     """Record each verdict once: a row that has one already keeps it (another replica's pass
-    may have checked it first; both reach the same verdict from the same inputs)."""
+    may have checked it first; both reach the same verdict from the same inputs). The
+    statement's bytes are dropped from the row once checked: the logged envelope keeps them,
+    and the row keeps what judging needs (~100 bytes instead of ~2.4 KB a statement)."""
     db.many(
-        "UPDATE landmark_measurements SET verdict = ?, rtt_min_ns = ?, probes = ?, "
-        "measured_us = ? WHERE log_index = ? AND position = ? AND verdict IS NULL",
+        "UPDATE landmark_measurements SET verdict = ?, statement = ?, rtt_min_ns = ?, "
+        "probes = ?, measured_us = ? WHERE log_index = ? AND position = ? AND verdict IS NULL",
         [
             (
                 v.verdict,
+                b"",
                 v.rtt_min_ns,
                 v.probes,
                 None if v.measured_at is None else to_micros(v.measured_at),

@@ -1,8 +1,9 @@
 -- Landmark statements carried in accepted evidence (docs/design.md §16), one row each, written
 -- in the accept transaction under the evidence's log index. The statement bytes are kept as
--- carried (they are also inside the logged envelope); the location pass checks each once
--- against the registry's landmark key and the agent's keys and records the verdict: NULL until
--- checked, "valid", or the reason it does not count. Only valid rows carry the figures.
+-- carried until the location pass checks them once against the registry's landmark key and the
+-- agent's keys and records the verdict ("valid", or the reason it does not count; NULL until
+-- checked); then they are dropped from the row (the logged envelope keeps them). Only valid
+-- rows carry the figures.
 CREATE TABLE landmark_measurements (
     log_index BIGINT NOT NULL,
     position INTEGER NOT NULL,
