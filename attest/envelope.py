@@ -21,6 +21,7 @@ from attest.errors import (
 from attest.keys import PublicKey, Signer
 
 EVIDENCE_PAYLOAD_TYPE = "application/vnd.gpu-attest.evidence.v1+protobuf"
+HEARTBEAT_PAYLOAD_TYPE = "application/vnd.gpu-attest.heartbeat.v1+protobuf"
 RECEIPT_PAYLOAD_TYPE = "application/vnd.gpu-attest.receipt.v1+protobuf"
 ROTATE_PAYLOAD_TYPE = "application/vnd.gpu-attest.rotate.v1"
 LANDMARK_PAYLOAD_TYPE = "application/vnd.gpu-attest.landmark.v1+protobuf"

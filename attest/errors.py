@@ -152,6 +152,14 @@ class GapError(ChainError):
     code = "evidence-gap"
 
 
+class HeartbeatBaseError(VerificationError):
+    """A heartbeat names a full evidence other than the one the verifier holds as the agent's
+    current one (a restored store, a full evidence not yet accepted): the agent must send its
+    full evidence again (docs/protocol.md §4.1)."""
+
+    code = "heartbeat-base-unknown"
+
+
 class ClockSkewError(VerificationError):
     code = "clock-skew"
 

@@ -232,6 +232,26 @@ class Evidence:
     landmarks: tuple[LandmarkMeasurement, ...] = ()
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """A link of the agent's chain that repeats its last full evidence, named by `base` (the
+    SHA-256 of that evidence's envelope), instead of sending it again (docs/protocol.md §4.1).
+
+    It says the host, driver, inventory, GPUs, posture and site are what `base` reported; it
+    carries what is new each time: time, nonce, chain position and landmark measurements.
+    """
+
+    agent_id: str
+    seq: int
+    prev_hash: bytes
+    nonce: bytes
+    created_at: datetime  # timezone-aware UTC
+    agent_version: str
+    site_id: str
+    base: bytes
+    landmarks: tuple[LandmarkMeasurement, ...] = ()
+
+
 # --- verifier messages -------------------------------------------------------------------------
 
 

@@ -39,6 +39,8 @@ _MAP: dict[type[errors.AttestError], Mapping] = {
     errors.ForkError: Mapping(grpc.StatusCode.ALREADY_EXISTS, retryable=False),
     errors.GapError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=False),
     errors.ChainError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=False),
+    # The agent answers it with its full evidence (docs/protocol.md §4.1).
+    errors.HeartbeatBaseError: Mapping(grpc.StatusCode.FAILED_PRECONDITION, retryable=True),
     errors.NonceReplayedError: Mapping(grpc.StatusCode.ALREADY_EXISTS, retryable=False),
     # Another agent's nonce never becomes this agent's: resending cannot help.
     errors.NonceMismatchError: Mapping(grpc.StatusCode.PERMISSION_DENIED, retryable=False),

@@ -165,6 +165,9 @@ class VerifiedAttestation:
     #: landmark statements the evidence carries, as (landmark id, serialized envelope): kept
     #: as carried and checked by the location pass (docs/design.md §16)
     landmarks: tuple[tuple[str, bytes], ...] = ()
+    #: b"" for full evidence; for a heartbeat, the envelope hash of the full evidence it
+    #: repeats (gpus and posture are then empty and mean "unchanged", docs/protocol.md §4.1)
+    base: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from attest import wire
-from attest.envelope import EVIDENCE_PAYLOAD_TYPE, envelope_hash, verify
+from attest.envelope import EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, envelope_hash, verify
 from attest.errors import (
     AgentRevokedError,
     AgentUnknownError,
@@ -42,7 +42,7 @@ from attest.errors import (
     TimeReversedError,
 )
 from attest.keys import CachedKeys, KeyCache, PublicKey
-from attest.model import Freshness, InventoryState
+from attest.model import Freshness, Heartbeat, InventoryState
 from attest.wire import CheckedEvidence
 from verifier.model import AgentRecord, AgentStatus, GpuClaim, NonceRecord, VerifiedAttestation
 
@@ -50,6 +50,9 @@ from verifier.model import AgentRecord, AgentStatus, GpuClaim, NonceRecord, Veri
 MAX_UUID_LEN = 128
 MAX_LANDMARK_STATEMENT = 16 * 1024
 MAX_RTT_SAMPLES = 64
+
+#: What an accepted chain link says: full evidence, or a heartbeat repeating the last full one.
+Attested = CheckedEvidence | Heartbeat
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class AuthenticatedEvidence:
     envelope_hash: bytes
     payload_digest: bytes
     keyid: str
-    evidence: CheckedEvidence
+    evidence: Attested
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class VerifiedEvidence:
     envelope_hash: bytes
     payload_digest: bytes
     keyid: str
-    evidence: CheckedEvidence
+    evidence: Attested
     freshness: Freshness
 
     @property
@@ -151,14 +154,22 @@ def authenticate(
         raise AgentUnknownError(f"agent {transport_agent_id[:64]!r} is not enrolled here")
     if agent.revoked:
         raise AgentRevokedError(f"agent {agent.agent_id} was revoked")
-    verified = verify(envelope, EVIDENCE_PAYLOAD_TYPE, agent.keys)
-    evidence = wire.check_evidence(verified.payload, known_gpus)
+    evidence: Attested
+    if envelope.payload_type == HEARTBEAT_PAYLOAD_TYPE:
+        verified = verify(envelope, HEARTBEAT_PAYLOAD_TYPE, agent.keys)
+        evidence = wire.decode_heartbeat(verified.payload)
+    else:
+        verified = verify(envelope, EVIDENCE_PAYLOAD_TYPE, agent.keys)
+        evidence = wire.check_evidence(verified.payload, known_gpus)
     if evidence.agent_id != transport_agent_id:
         raise IdentityMismatchError(
             f"evidence names agent {evidence.agent_id[:64]!r}, the connection is "
             f"{transport_agent_id!r}"
         )
-    check_invariants(evidence)
+    if isinstance(evidence, Heartbeat):
+        check_link_invariants(evidence)
+    else:
+        check_invariants(evidence)
     return AuthenticatedEvidence(
         raw=raw,
         envelope_hash=envelope_hash(raw),
@@ -190,6 +201,11 @@ def check_invariants(evidence: CheckedEvidence) -> None:
             if not device.uuid or device.uuid in seen_mig:
                 raise InvariantError(f"MIG device {device.uuid[:64]!r} is empty or repeated")
             seen_mig.add(device.uuid)
+    check_link_invariants(evidence)
+
+
+def check_link_invariants(evidence: Attested) -> None:
+    """The invariants of what full evidence and heartbeats share: site and landmarks."""
     if not evidence.site_id or len(evidence.site_id) > 128:
         raise InvariantError("evidence names no site or an over-long one")
     for measurement in evidence.landmarks:
@@ -231,7 +247,7 @@ def check_state(
 
 
 def check_nonce(
-    evidence: CheckedEvidence, nonce: NonceRecord | None, now: datetime, limits: Limits
+    evidence: Attested, nonce: NonceRecord | None, now: datetime, limits: Limits
 ) -> Freshness:
     """NONCE when bound to a live challenge of ours sent to this agent; OFFLINE when empty,
     issued-but-expired, or too old for its nonce's row to be kept. A nonce of another agent's
@@ -277,7 +293,7 @@ def check_chain(auth: AuthenticatedEvidence, head: ChainHead, digest_at_seq: byt
 
 
 def check_time(
-    evidence: CheckedEvidence,
+    evidence: Attested,
     freshness: Freshness,
     nonce: NonceRecord | None,
     head: ChainHead,
@@ -333,8 +349,27 @@ def head_of(record: AgentRecord) -> ChainHead:
 
 
 def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> VerifiedAttestation:
-    """What the store's accept transaction makes durable."""
+    """What the store's accept transaction makes durable. A heartbeat carries no GPUs or
+    posture: it names, in `base`, the full evidence whose GPUs and posture it repeats, and the
+    store accepts it only when that is the agent's current full evidence."""
     evidence = verified.evidence
+    if isinstance(evidence, Heartbeat):
+        return VerifiedAttestation(
+            agent_id=evidence.agent_id,
+            seq=evidence.seq,
+            prev_hash=evidence.prev_hash,
+            envelope=verified.raw,
+            envelope_hash=verified.envelope_hash,
+            payload_digest=verified.payload_digest,
+            nonce=b"" if verified.freshness is Freshness.OFFLINE else evidence.nonce,
+            freshness=verified.freshness,
+            created_at=evidence.created_at,
+            received_at=received_at,
+            gpus=(),
+            site_claim=evidence.site_id,
+            landmarks=tuple((m.landmark_id, m.statement) for m in evidence.landmarks),
+            base=evidence.base,
+        )
     claims = [
         GpuClaim(
             uuid=gpu.uuid,

@@ -290,7 +290,8 @@ class AttestSession:
             core.byte_budget.refund(agent_id, len(raw))
             raise
         self.head = self.head.after(accepted.seq, accepted.envelope_hash, evidence.created_at)
-        core.keep_gpu_section(agent_id, evidence.gpu_section)
+        if isinstance(evidence, wire.CheckedEvidence):  # a heartbeat keeps the full one's
+            core.keep_gpu_section(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
         core.accepted_counters[accepted.freshness].inc()
         # No signature per envelope: the checkpoint (signed once per tree size) and the entry's

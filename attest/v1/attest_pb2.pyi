@@ -155,6 +155,63 @@ class Evidence(_message.Message):
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
 
 @_typing.final
+class Heartbeat(_message.Message):
+    """Heartbeat payload (payload_type "application/vnd.gpu-attest.heartbeat.v1+protobuf"): a link of
+    the same chain as Evidence (one seq, prev_hash and nonce sequence for both) sent instead of a
+    full Evidence while the host, driver, inventory, GPUs, posture and site the agent would report
+    are unchanged since its last full Evidence, which `base` names by envelope hash. The verifier
+    accepts it only when `base` is the full Evidence it holds as the agent's current one
+    (docs/protocol.md §4.1). Shared fields keep Evidence's field numbers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    LANDMARKS_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    seq: _builtins.int
+    prev_hash: _builtins.bytes
+    nonce: _builtins.bytes
+    agent_version: _builtins.str
+    base: _builtins.bytes
+    """SHA-256 of the full Evidence envelope it repeats"""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def site(self) -> Global___SiteClaim: ...
+    @_builtins.property
+    def landmarks(self) -> _containers.RepeatedCompositeFieldContainer[Global___LandmarkMeasurement]:
+        """new measurements: never repeated, always carried"""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        prev_hash: _builtins.bytes = ...,
+        nonce: _builtins.bytes = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        agent_version: _builtins.str = ...,
+        site: Global___SiteClaim | None = ...,
+        landmarks: _abc.Iterable[Global___LandmarkMeasurement] | None = ...,
+        base: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "site", b"site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "base", b"base", "created_at", b"created_at", "landmarks", b"landmarks", "nonce", b"nonce", "prev_hash", b"prev_hash", "seq", b"seq", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
 class EvidenceGpuEntries(_message.Message):
     """Never sent: an Evidence payload read with each GPU entry left as its serialized bytes (the
     same field number and wire type as Evidence.gpus). A verifier uses it to recognise GPU

@@ -5,8 +5,8 @@ Decoders take untrusted bytes and either return validated frozen values or raise
 
 The code lives in private modules by concern (`_policy`: the decoding policy's bounds and
 identifier grammars; `_common`: strict parsing, timestamps, readings; `_gpu`: GPU entries;
-`_evidence`: host, driver, evidence; `_landmark`: landmark statements; `_messages`: envelope,
-receipt, challenge, rejection).
+`_evidence`: host, driver, evidence; `_heartbeat`: heartbeats; `_landmark`: landmark
+statements; `_messages`: envelope, receipt, challenge, rejection).
 Callers import from `attest.wire` only; the names below are the same objects, so
 `wire.check_evidence(...)` costs one attribute lookup, as before the split.
 """
@@ -23,6 +23,7 @@ from attest.wire._evidence import (
     encode_evidence,
 )
 from attest.wire._gpu import CheckedGpu
+from attest.wire._heartbeat import decode_heartbeat, encode_heartbeat
 from attest.wire._landmark import decode_landmark_statement, encode_landmark_statement
 from attest.wire._messages import (
     challenge_from_pb,
@@ -59,10 +60,12 @@ __all__ = [
     "check_evidence",
     "decode_envelope",
     "decode_evidence",
+    "decode_heartbeat",
     "decode_landmark_statement",
     "decode_receipt",
     "encode_envelope",
     "encode_evidence",
+    "encode_heartbeat",
     "encode_landmark_statement",
     "encode_receipt",
     "rejection_from_pb",

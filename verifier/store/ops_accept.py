@@ -22,6 +22,7 @@ from attest.errors import (
     AgentUnknownError,
     ForkError,
     GapError,
+    HeartbeatBaseError,
     NonceMismatchError,
     NonceReplayedError,
     NonceUnknownError,
@@ -74,6 +75,8 @@ class _Head:
     last_index: int | None
     stored_seq: int  # last_seq in the database: the compare-and-set condition
     first_attested: int | None
+    full_hash: bytes  # envelope hash of the current full evidence (b"": none yet)
+    full_index: int | None  # its log index
 
 
 @dataclass
@@ -148,7 +151,10 @@ def accept_batch(
         )
     # Posture is compared for every accepted item (one read per batch), written on change.
     accepted = zip(items, outcomes, strict=True)
-    update_postures(db, [(i, o.log_index) for i, o in accepted if isinstance(o, Accepted)])
+    # A heartbeat carries no posture: it repeats its base's (docs/protocol.md §4.1).
+    update_postures(
+        db, [(i, o.log_index) for i, o in accepted if isinstance(o, Accepted) and not i.base]
+    )
     if batch.site_claims:
         settle_site_claims(db, batch.site_claims, now_us)
     return outcomes
@@ -161,7 +167,8 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
         # FOR UPDATE (PostgreSQL) holds off a concurrent revocation until we commit.
         for r in db.all(
             "SELECT agent_id, status, last_seq, last_hash, inventory_fp, site_id, last_seen_at, "
-            "last_fresh_at, next_due, last_log_index, first_attested_at FROM agents "
+            "last_fresh_at, next_due, last_log_index, first_attested_at, full_hash, full_log_index "
+            "FROM agents "
             f"WHERE agent_id IN {db.in_list(len(chunk))} ORDER BY agent_id"
             f"{db.dialect.for_update}",
             chunk,
@@ -178,6 +185,8 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
                 last_index=r[9],
                 stored_seq=int(r[2]),
                 first_attested=r[10],
+                full_hash=b"" if r[11] is None else bytes(r[11]),
+                full_index=r[12],
             )
     return heads
 
@@ -213,6 +222,11 @@ def _accept_one(
         raise AgentRevokedError(f"agent {item.agent_id!r} is revoked")
     _check_chain(db, batch, item, head)
     _check_nonce(batch, item)
+    if item.base and not (head.full_hash and hmac.compare_digest(item.base, head.full_hash)):
+        raise HeartbeatBaseError(
+            "the heartbeat repeats a full evidence that is not this agent's current one; "
+            "send the full evidence"
+        )
 
     seen_us = to_micros(item.created_at)
     previous = (head.last_seen, head.last_index)
@@ -223,10 +237,13 @@ def _accept_one(
     head.last_seq, head.last_hash, head.last_index = item.seq, item.envelope_hash, log_index
     if head.first_attested is None:
         head.first_attested = now_us
-    fingerprint = inventory_fingerprint(item.gpus)
-    if not hmac.compare_digest(head.fingerprint, fingerprint):
-        head.fingerprint = fingerprint
-        batch.inventory_changes.append((item, log_index, head.last_seen, *previous))
+    if not item.base:
+        # Full evidence; a heartbeat's inventory is its base's, unchanged by definition.
+        head.full_hash, head.full_index = item.envelope_hash, log_index
+        fingerprint = inventory_fingerprint(item.gpus)
+        if not hmac.compare_digest(head.fingerprint, fingerprint):
+            head.fingerprint = fingerprint
+            batch.inventory_changes.append((item, log_index, head.last_seen, *previous))
     if item.site_claim:
         batch.site_claims[item.agent_id] = (head.site_id, item.site_claim, log_index)
     if item.nonce:
@@ -355,7 +372,8 @@ def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
     rows = [
         (
             agent_id, h.stored_seq, h.last_seq, h.last_hash, h.first_attested, h.last_seen,
-            h.last_fresh, h.next_due, h.fingerprint, h.last_index,
+            h.last_fresh, h.next_due, h.fingerprint, h.last_index, h.full_hash or None,
+            h.full_index,
         )
         for agent_id, h in dirty
     ]  # fmt: skip
@@ -365,11 +383,14 @@ def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
             "UPDATE agents SET last_seq = v.last_seq, last_hash = v.last_hash, "
             "first_attested_at = v.first_attested_at, last_seen_at = v.last_seen_at, "
             "last_fresh_at = v.last_fresh_at, next_due = v.next_due, "
-            "inventory_fp = v.inventory_fp, last_log_index = v.last_log_index "
+            "inventory_fp = v.inventory_fp, last_log_index = v.last_log_index, "
+            "full_hash = v.full_hash, full_log_index = v.full_log_index "
             "FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[], "
-            "?::bigint[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[]) AS v(agent_id, "
-            "stored_seq, last_seq, last_hash, first_attested_at, last_seen_at, last_fresh_at, "
-            "next_due, inventory_fp, last_log_index) WHERE agents.agent_id = v.agent_id "
+            "?::bigint[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[], ?::bytea[], "
+            "?::bigint[]) AS v(agent_id, stored_seq, last_seq, last_hash, first_attested_at, "
+            "last_seen_at, last_fresh_at, next_due, inventory_fp, last_log_index, full_hash, "
+            "full_log_index) "
+            "WHERE agents.agent_id = v.agent_id "
             "AND agents.last_seq = v.stored_seq AND agents.status = ?",
             [*([list(c) for c in zip(*rows, strict=True)]), active],
         )
@@ -377,7 +398,8 @@ def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
     db.many(
         "UPDATE agents SET last_seq = ?, last_hash = ?, first_attested_at = ?, "
         "last_seen_at = ?, last_fresh_at = ?, next_due = ?, inventory_fp = ?, "
-        "last_log_index = ? WHERE agent_id = ? AND last_seq = ? AND status = ?",
+        "last_log_index = ?, full_hash = ?, full_log_index = ? "
+        "WHERE agent_id = ? AND last_seq = ? AND status = ?",
         [(*row[2:], row[0], row[1], active) for row in rows],
     )
 
