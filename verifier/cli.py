@@ -28,7 +28,7 @@ from verifier import enroll, locate, location, pipeline
 from verifier.cli_state import config_source, describe_source, log, prepare_state
 from verifier.compliance import pack_configured
 from verifier.compliance_cli import add_compliance_parsers, run_compliance_command
-from verifier.config import VerifierConfig, load_config
+from verifier.config import MAX_WORKERS, VerifierConfig, load_config
 from verifier.exits import VerifierExit, exit_code_for
 from verifier.findings import GPU_MISSING
 from verifier.findings_cli import (
@@ -56,6 +56,7 @@ from verifier.views import (
     print_json,
     write_json_array,
 )
+from verifier.workerproc import WorkerRole
 
 
 def parse_duration(text: str) -> timedelta:
@@ -76,6 +77,12 @@ def parse_ttl(text: str) -> timedelta:
             f"{text!r}: a token lifetime must be positive and at most {enroll.MAX_TOKEN_TTL.days}d"
         )
     return ttl
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers from 1 to {MAX_WORKERS}")
+    return int(text)
 
 
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(reversed(Severity))}
@@ -101,10 +108,27 @@ def _store(config: VerifierConfig) -> Store:
 
 
 def cmd_serve(args: argparse.Namespace, config: VerifierConfig) -> int:
-    from verifier.server import run_until_signalled  # noqa: PLC0415
+    from verifier import supervisor  # noqa: PLC0415
 
+    plain = args.insecure_plaintext
+    if args.worker_index is not None:  # started by the supervisor (verifier/supervisor.py)
+        role = WorkerRole(args.worker_index, args.workers, args.worker_notify_fd)
+        return _serve_one(config, plain, role)
     log.info("%s", describe_source(config, config_source(args.config)))
-    return asyncio.run(run_until_signalled(config, insecure_plaintext=args.insecure_plaintext))
+    count = supervisor.worker_count(config, args.workers)
+    if count == 1:
+        return _serve_one(config, plain, None)
+    prefix = [sys.executable, "-m", "verifier.cli"]
+    prefix += ["--config", str(args.config)] if args.config is not None else []
+    prefix += ["--log-json"] if args.log_json else []
+    argv = supervisor.worker_argv(prefix, plain)
+    return supervisor.run_supervisor(config, count, argv, insecure_plaintext=plain)
+
+
+def _serve_one(config: VerifierConfig, plain: bool, role: WorkerRole | None) -> int:
+    from verifier.server import run_until_signalled  # noqa: PLC0415 - grpc only for serve
+
+    return asyncio.run(run_until_signalled(config, insecure_plaintext=plain, role=role))
 
 
 def _check_token_site(store: Store, site_id: str) -> None:
@@ -290,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the verifier service")
     serve.add_argument("--insecure-plaintext", action="store_true",
                        help="no TLS; loopback addresses only; warns at every start")  # fmt: skip
+    serve.add_argument(
+        "--workers", type=_worker_count, metavar="N",
+        help="worker processes sharing the ports and the store (default: the config's "
+        "`workers`, whose 0 is one per CPU core; 1: a single process)",
+    )  # fmt: skip
+    # Set by the supervisor on the workers it starts (verifier/supervisor.py), not by people.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-notify-fd", type=int, help=argparse.SUPPRESS)
     token = sub.add_parser("token", help="enrollment tokens").add_subparsers(
         dest="action", required=True
     )

@@ -17,6 +17,8 @@ from attest.hostport import HostPort, parse_host_port
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpu-attest/verifier.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/gpu-attest-verifier")
+#: Bound of `workers`: each worker is a process of ~100 MB (worker index labels stay bounded).
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ class VerifierConfig:
     #: a landmark.toml: `serve` also runs that landmark on its own plain port
     #: (docs/protocol.md §12); "" runs none
     landmark: str = ""
+    #: `serve` worker processes sharing the ports and the store (docs/design.md §10); 0: one
+    #: per CPU core the process may run on, 1: a single process and no supervisor
+    workers: int = 0
     tls: TlsConfig = field(default_factory=TlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
@@ -245,6 +250,7 @@ def _from_table(t: tc.Table) -> VerifierConfig:
         log_origin=t.get("log_origin", tc.text(empty=True), d.log_origin),
         policy=t.get("policy", tc.text(max_len=4096, empty=True), d.policy),
         landmark=t.get("landmark", tc.text(max_len=4096, empty=True), d.landmark),
+        workers=t.get("workers", tc.integer(0, MAX_WORKERS), d.workers),
         tls=_tls(t.table("tls")),
         stream=_stream(t.table("stream")),
         fleet=_fleet(t.table("fleet")),

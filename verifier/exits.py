@@ -38,6 +38,11 @@ class VerifierExit(ExitCode):
         "findings --fail-on SEVERITY: an open finding of that severity or higher exists; "
         "reconcile: it raised a finding",
     )
+    WORKER = exit_code(
+        6,
+        "serve --workers N: a worker process kept dying (more than 5 times within 60 s) or "
+        "died by a signal before it served; the log says which and why",
+    )
 
 
 #: Typed error -> exit code, most specific class first.

@@ -66,6 +66,7 @@ from verifier.servicer import (
 from verifier.store.api import Store, StoreOptions
 from verifier.store.batch import GroupCommitter
 from verifier.transparency import Checkpointer, checkpoint_origin
+from verifier.workerproc import SocketNotifier, WorkerRole
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,12 @@ def check_transport(config: VerifierConfig, insecure_plaintext: bool) -> None:
     )
 
 
-def grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
-    """The gRPC server options `serve` uses (benchmarks.transport_floor measures them bare)."""
+def grpc_options(config: VerifierConfig, *, reuseport: bool = False) -> list[tuple[str, Any]]:
+    """The gRPC server options `serve` uses (benchmarks.transport_floor measures them bare).
+
+    SO_REUSEPORT only for `serve --workers N`, whose workers share the ports (the kernel spreads
+    connections over them); a single process keeps it off, so a second verifier on the same
+    port fails to start instead of silently taking half the connections."""
     s = config.stream
     return [
         ("grpc.max_receive_message_length", s.max_message_bytes + 64 * 1024),
@@ -120,7 +125,7 @@ def grpc_options(config: VerifierConfig) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuseport)),
         # Per-connection memory: 10,000 agent streams must fit in about 1 GiB.
         ("grpc.enable_channelz", 0),
         ("grpc.max_channel_trace_event_memory_per_node", 0),
@@ -196,6 +201,7 @@ def _servers(
     core: Core,
     services: Callable[[grpc.aio.Server], None],
     pems: tuple[bytes, bytes, bytes] | None,
+    reuseport: bool = False,
 ) -> tuple[list[grpc.aio.Server], dict[str, int]]:
     """The mTLS port and the enroll port, each a gRPC server with `services` on it.
 
@@ -212,7 +218,8 @@ def _servers(
         return PeerLimitInterceptor(peers, exempt, on_refused=refused)
 
     agents = grpc.aio.server(
-        options=grpc_options(config), maximum_concurrent_rpcs=s.max_streams + 64,
+        options=grpc_options(config, reuseport=reuseport),
+        maximum_concurrent_rpcs=s.max_streams + 64,
         interceptors=[limited(frozenset({ATTEST_METHOD}))],
     )  # fmt: skip
     services(agents)
@@ -223,7 +230,10 @@ def _servers(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
     )
     # Enroll requests are a few KB: an anonymous client gets no 4 MiB receive buffers.
-    options = [*grpc_options(config), ("grpc.max_receive_message_length", 64 * 1024)]
+    options = [
+        *grpc_options(config, reuseport=reuseport),
+        ("grpc.max_receive_message_length", 64 * 1024),
+    ]
     anonymous = grpc.aio.server(
         options=options, maximum_concurrent_rpcs=s.anonymous_max_calls,
         interceptors=[limited(frozenset())],
@@ -258,13 +268,21 @@ async def start(
     store: Store | None = None,
     clock: Callable[[], datetime] = _utcnow,
     notifier: Notifier | None = None,
+    role: WorkerRole | None = None,
 ) -> Running:
-    """Create keys and certificates on first use, open the store, bind the ports, start."""
+    """Create keys and certificates on first use, open the store, bind the ports, start.
+
+    As one worker of several (`role`), the ports are shared (SO_REUSEPORT), metrics are served
+    on a loopback port of its own for the supervisor to read, and only the duty worker runs the
+    landmark, the findings sweep and live compliance (docs/design.md §10)."""
     check_transport(config, insecure_plaintext)
     background.check_policy(config)
+    duties = role is None or role.runs_duties
     # Read before anything binds: a broken landmark.toml stops `serve` with exit 3.
     landmark = (
-        LandmarkServer(load_landmark_config(Path(config.landmark))) if config.landmark else None
+        LandmarkServer(load_landmark_config(Path(config.landmark)))
+        if config.landmark and duties
+        else None
     )
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = clock()
@@ -311,7 +329,7 @@ async def start(
         )
 
     pems = None if insecure_plaintext else (identity.key_pem, identity.cert_pem, ca.pem)
-    servers, ports = _servers(config, core, services, pems)
+    servers, ports = _servers(config, core, services, pems, reuseport=role is not None)
     for server in servers:
         await server.start()
     await _publish_health(health_servicer, up=True)
@@ -320,23 +338,41 @@ async def start(
     if landmark is not None:
         running.landmark = landmark
         ports["landmark"] = await landmark.start()
-    running.metrics_server = _start_metrics(config, metrics)
-    running.tasks.append(asyncio.create_task(background.probe_loop(core), name="store-probe"))
-    running.tasks.append(asyncio.create_task(background.sweep_loop(core), name="findings-sweep"))
-    if config.fleet.reconcile_interval_s:
-        loop = background.compliance_loop(core, accepted)
-        running.tasks.append(asyncio.create_task(loop, name="reconcile"))
+    running.metrics_server = _start_metrics(config, metrics, role)
+    if running.metrics_server is not None:
+        ports["metrics"] = running.metrics_server.server_port
+    running.tasks.extend(_background_tasks(core, accepted, duties=duties))
     log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
     return running
 
 
-def _start_metrics(config: VerifierConfig, metrics: Metrics) -> Any:
+def _background_tasks(
+    core: Core, accepted: asyncio.Event, *, duties: bool
+) -> list[asyncio.Task[None]]:
+    """Every worker probes its store (each one's health must come back by itself,
+    verifier/storehealth.py); the sweep and live compliance run in the duty worker only, so
+    two workers never race each other's findings."""
+    tasks = [asyncio.create_task(background.probe_loop(core), name="store-probe")]
+    if duties:
+        tasks.append(asyncio.create_task(background.sweep_loop(core), name="findings-sweep"))
+    if duties and core.config.fleet.reconcile_interval_s:
+        loop = background.compliance_loop(core, accepted)
+        tasks.append(asyncio.create_task(loop, name="reconcile"))
+    return tasks
+
+
+def _start_metrics(config: VerifierConfig, metrics: Metrics, role: WorkerRole | None) -> Any:
     if not config.metrics_listen:
         return None
     from prometheus_client import start_http_server  # noqa: PLC0415
 
-    address = listen_address(config.metrics_listen)
-    server, _thread = start_http_server(address.port, addr=address.host, registry=metrics.registry)
+    # A worker's metrics are read by its supervisor, which serves them all on metrics_listen.
+    if role is not None:
+        host, port = "127.0.0.1", 0
+    else:
+        address = listen_address(config.metrics_listen)
+        host, port = address.host, address.port
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     return server
 
 
@@ -356,12 +392,19 @@ def _publisher(
     return publish
 
 
-async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: bool) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully; return the exit status."""
+async def run_until_signalled(
+    config: VerifierConfig, *, insecure_plaintext: bool, role: WorkerRole | None = None
+) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; return the exit status.
+
+    As a worker (`role`), notifications go to the supervisor, and a worker whose supervisor
+    is gone shuts down as if signalled."""
     if not bound_heap_arenas():
         log.info("heap arenas left to the C library's default (it is not glibc)")
-    notifier = Notifier()
-    running = await start(config, insecure_plaintext=insecure_plaintext, notifier=notifier)
+    notifier = Notifier() if role is None else role.notifier()
+    running = await start(
+        config, insecure_plaintext=insecure_plaintext, notifier=notifier, role=role
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -371,6 +414,9 @@ async def run_until_signalled(config: VerifierConfig, *, insecure_plaintext: boo
         running.tasks.append(
             asyncio.create_task(background.watchdog(notifier, running.core, interval))
         )
+    if isinstance(notifier, SocketNotifier):
+        running.tasks.append(asyncio.create_task(notifier.until_orphaned(stop.set)))
+        notifier.notify(f"METRICS_PORT={running.ports.get('metrics', 0)}")
     notifier.ready(f"serving on {config.listen}")
     await stop.wait()
     log.info("shutting down: draining streams and the commit batcher")

@@ -8,6 +8,8 @@ names it; on every (re)connect it drops what the challenge's last_seq says is al
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from attest import wire
@@ -45,13 +48,20 @@ class VerifierProcess:
     listen: int = field(default_factory=free_port)
     enroll: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: `serve` worker processes (verifier/supervisor.py); 1 is a single process
+    workers: int = 1
+    #: a port for metrics_listen; 0 serves none
+    metrics: int = 0
+    env: dict[str, str] | None = None
 
     def write_config(self) -> Path:
         path = self.workdir / f"verifier-{self.listen}.toml"
         path.write_text(
             f'listen = "127.0.0.1:{self.listen}"\nenroll_listen = "127.0.0.1:{self.enroll}"\n'
             f'state_dir = "{self.state_dir}"\ndatabase = "{self.database}"\n'
-            'metrics_listen = ""\n[stream]\nrate_per_s = 1000.0\nrate_burst = 1000\n'
+            f'metrics_listen = "{f"127.0.0.1:{self.metrics}" if self.metrics else ""}"\n'
+            f"workers = {self.workers}\n"
+            "[stream]\nrate_per_s = 1000.0\nrate_burst = 1000\n"
         )
         return path
 
@@ -59,7 +69,7 @@ class VerifierProcess:
         log = (self.workdir / f"verifier-{self.listen}.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verifier.cli", "--config", str(self.write_config()), "serve"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=self.env,
         )  # fmt: skip
         log.close()
 
@@ -82,9 +92,21 @@ class VerifierProcess:
             await asyncio.sleep(0.1)
         raise TimeoutError(self.log_text())
 
-    def kill(self) -> None:
+    def worker_pids(self) -> list[int]:
+        """The pids of the supervisor's workers (none for a single process)."""
         assert self.proc is not None
+        with contextlib.suppress(psutil.Error):
+            return [child.pid for child in psutil.Process(self.proc.pid).children()]
+        return []
+
+    def kill(self) -> None:
+        """SIGKILL the verifier and its workers, as systemd kills a unit's control group."""
+        assert self.proc is not None
+        workers = self.worker_pids() if self.proc.poll() is None else []
         self.proc.send_signal(signal.SIGKILL)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def terminate(self) -> int:

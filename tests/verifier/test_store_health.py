@@ -97,6 +97,8 @@ def _start(server: VerifierProcess, metrics_port: int, notify: Path) -> Collecto
         f'listen = "127.0.0.1:{server.listen}"\nenroll_listen = "127.0.0.1:{server.enroll}"\n'
         f'state_dir = "{server.state_dir}"\ndatabase = "{server.database}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"\n'
+        # One process: the file size limit is set on it (`--workers 2` is test_workers.py's).
+        "workers = 1\n"
         "[stream]\nrate_per_s = 1000.0\nrate_burst = 1000\n"
     )
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": str(WATCHDOG_USEC)}

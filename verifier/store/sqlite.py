@@ -3,11 +3,18 @@ returned is on disk. One writer connection behind a lock (SQLite has one writer 
 readers get a connection per thread and never wait for the writer. The WAL is checkpointed every
 8192 pages (32 MiB) rather than SQLite's 1000: pages rewritten by every commit (agent heads, the
 tails of indexes and of the log) then reach the database file once per checkpoint instead of
-several times (measured: -15% bytes written per attestation)."""
+several times (measured: -15% bytes written per attestation).
+
+Several processes may write one file (`serve --workers N`, docs/design.md §9): each write
+transaction first takes an exclusive flock(2) on `<db>-writer.lock`, a queue the kernel wakes
+in turn, before SQLite's own lock. SQLite alone makes a waiting writer poll (sleeps of up to
+100 ms), so a worker committing back to back starved the others for seconds (measured: 3.1 s
+waits, 959 against 2,612 commits in 6 s; with the flock 152-247 ms and 1,256 against 1,283)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -51,6 +58,9 @@ class SqliteStore(SqlStore):
             # SQLite creates the file (and its -wal and -shm, which copy its mode) under the
             # umask: 0644 would let every local user read the evidence. Create it 0600 first.
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self._writer_lock_fd = os.open(
+                f"{path}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
             self._writer = self._connect()
             _switch_to_wal(self._writer)
             self._writer.execute("PRAGMA wal_autocheckpoint=8192")
@@ -88,13 +98,24 @@ class SqliteStore(SqlStore):
         try:
             with _store_errors():
                 if write:
-                    with self._write_lock:
+                    with self._write_lock, self._other_processes_out():
                         return _run(self._writer, "BEGIN IMMEDIATE", body)
                 return _run(self._reader(), "BEGIN", body)
         finally:
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
+
+    @contextlib.contextmanager
+    def _other_processes_out(self) -> Iterator[None]:
+        # Blocking: the holder runs one transaction, itself bounded by SQLite's busy timeout
+        # (or a hung disk, which every writer would wait for anyway); a killed holder's lock
+        # is released by the kernel.
+        fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Callable[[Callable[[Db], T]], T]]:
@@ -131,6 +152,7 @@ class SqliteStore(SqlStore):
             return
         with self._write_lock:
             self._writer.close()
+            os.close(self._writer_lock_fd)
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
