@@ -17,9 +17,10 @@ TOTAL = 30
 
 
 @pytest.mark.slow
-async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])  # 2: the supervisor and its workers all killed
+async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path, workers: int) -> None:
     db = tmp_path / "verifier.db"
-    server = VerifierProcess(tmp_path, str(db), tmp_path / "state")
+    server = VerifierProcess(tmp_path, str(db), tmp_path / "state", workers=workers)
     server.start()
     try:
         await server.wait_ready()

@@ -73,13 +73,14 @@ async def _race(agent: Enrolled, chain: Chain, ports: tuple[int, int]) -> list[s
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])  # 2: each replica runs two worker processes
 async def test_two_replicas_never_accept_twice_and_lose_no_receipt(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, pg_url: str, workers: int
 ) -> None:
     state = tmp_path / "state"
-    first = VerifierProcess(tmp_path, pg_url, state)
+    first = VerifierProcess(tmp_path, pg_url, state, workers=workers)
     first.start()
-    second = VerifierProcess(tmp_path, pg_url, state)
+    second = VerifierProcess(tmp_path, pg_url, state, workers=workers)
     try:
         await first.wait_ready()
         second.start()

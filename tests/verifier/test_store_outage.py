@@ -44,11 +44,12 @@ def _terminate(application: str) -> int:
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_dropped_database_connections_under_load(
-    tmp_path: Path, pg_app: tuple[str, str]
+    tmp_path: Path, pg_app: tuple[str, str], workers: int
 ) -> None:
     application, url = pg_app
-    server = VerifierProcess(tmp_path, url, tmp_path / "state")
+    server = VerifierProcess(tmp_path, url, tmp_path / "state", workers=workers)
     server.start()
     try:
         await server.wait_ready()
