@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.evidence import build_evidence, inventory_fingerprint, sign_evidence
+from agent.evidence import (
+    AGENT_VERSION,
+    build_evidence,
+    inventory_fingerprint,
+    repeat_digest,
+    sign_evidence,
+    sign_heartbeat,
+)
 from agent.hostfacts import collect_host_facts
 from agent.ports import InventorySource
 from agent.posture import NOT_COLLECTED, PostureFacts, evaluate
 from agent.posture_collect import collect_firewall, collect_posture_facts, collect_process_names
 from agent.spool import Spool, SpoolEntry
 from attest.keys import Signer
-from attest.model import HostFacts, Inventory, Reading
+from attest.model import Heartbeat, HostFacts, Inventory, Reading
 
 if TYPE_CHECKING:
     from agent.landmarks import LandmarkBook
@@ -46,6 +53,19 @@ class AttestorSettings:
     state_dir: Path
     key_file: Path
     host_override: HostOverride = HostOverride()
+    #: Full evidence at least this often; between, unchanged evidence goes as a heartbeat
+    #: (docs/protocol.md §4.1). None: every attestation is full evidence.
+    full_every: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class _LastFull:
+    """The last full evidence this process spooled: what a heartbeat may repeat."""
+
+    seq: int
+    envelope_hash: bytes
+    digest: bytes  # agent.evidence.repeat_digest of what it carried
+    at: datetime
 
 
 class Attestor:
@@ -67,6 +87,7 @@ class Attestor:
         self._attested: Inventory | None = None
         self._slow: tuple[Reading[str], Reading[str], Reading[frozenset[str]]] | None = None
         self._slow_at: datetime | None = None
+        self._full: _LastFull | None = None
 
     def use_signer(self, signer: Signer) -> None:
         """Sign from the next envelope on with `signer` (a key rotation's new key)."""
@@ -79,6 +100,10 @@ class Attestor:
 
     def spool_depth(self) -> int:
         return self._spool.depth()
+
+    def forget_full(self) -> None:
+        """Send full evidence next (the verifier refused a heartbeat: heartbeat-base-unknown)."""
+        self._full = None
 
     def collect_inventory(self, cc_nonce: bytes | None) -> Inventory:
         return self._inventory.collect(cc_nonce)
@@ -114,6 +139,20 @@ class Attestor:
             facts = dataclasses.replace(facts, process_names=names)
         return dataclasses.replace(facts, nft_ruleset=nft, iptables_rules=iptables)
 
+    def _heartbeat_base(self, digest: bytes, now: datetime) -> bytes | None:
+        """The envelope hash a heartbeat may name now, or None: send full evidence.
+
+        A heartbeat needs the last full evidence to be receipted (the verifier holds it as
+        this agent's current one), to report what would be sent now, and to be younger than
+        `full_every`. Anything else, a restart included, sends full evidence.
+        """
+        every, full = self.settings.full_every, self._full
+        if every is None or full is None or full.digest != digest or now - full.at >= every:
+            return None
+        if self._spool.receipt(full.seq) is None:
+            return None
+        return full.envelope_hash
+
     def produce(
         self, nonce: bytes, now: datetime, inventory: Inventory | None = None
     ) -> SpoolEntry:
@@ -127,8 +166,23 @@ class Attestor:
         posture = evaluate(self.posture_facts(now), inventory)
         site = self.settings.site_id or self.settings.host_override.site or ""
         landmarks = () if self._landmarks is None else self._landmarks.pending()
+        digest = repeat_digest(inventory, host, posture, site)
+        base = self._heartbeat_base(digest, now)
 
         def build(seq: int, prev_hash: bytes) -> bytes:
+            if base is not None:
+                heartbeat = Heartbeat(
+                    agent_id=self.settings.agent_id,
+                    seq=seq,
+                    prev_hash=prev_hash,
+                    nonce=nonce,
+                    created_at=now.astimezone(UTC),
+                    agent_version=AGENT_VERSION,
+                    site_id=site,
+                    base=base,
+                    landmarks=landmarks,
+                )
+                return sign_heartbeat(heartbeat, self._signer)
             evidence = build_evidence(
                 agent_id=self.settings.agent_id,
                 seq=seq,
@@ -145,6 +199,8 @@ class Attestor:
 
         entry = self._spool.append(build, now)
         self._attested = inventory
+        if base is None:
+            self._full = _LastFull(entry.seq, entry.hash, digest, now)
         if self._landmarks is not None:
             # Spooled, so the stream will deliver them: no later evidence carries them again.
             self._landmarks.carried(landmarks)

@@ -25,6 +25,7 @@ _MIN_SPOOL_BYTES = 64 * 1024
 MAX_LANDMARKS = 64
 _MIN_LANDMARK_INTERVAL_S = 60.0
 _MAX_LANDMARK_INTERVAL_S = 7 * 86400.0
+_MAX_FULL_EVIDENCE_INTERVAL_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class AgentConfig:
     #: Landmarks to probe (docs/design.md §2: location is a bound); none by default.
     landmarks: tuple[HostPort, ...] = ()
     landmark_interval_s: float = 3600.0
+    #: A full evidence at least this often; between, unchanged evidence goes as a heartbeat
+    #: (docs/protocol.md §4.1). 0: every attestation is full evidence.
+    full_evidence_interval_s: float = 3600.0
 
     def with_overrides(self, **changes: object) -> AgentConfig:
         """A copy with command-line overrides applied and validated again."""
@@ -78,6 +82,9 @@ def _from_table(t: tc.Table, base_dir: Path) -> AgentConfig:
         spool_max_bytes=t.get("spool_max_bytes", tc.integer(_MIN_SPOOL_BYTES), d.spool_max_bytes),
         landmarks=t.get("landmarks", _landmarks, d.landmarks),
         landmark_interval_s=t.get("landmark_interval", _landmark_interval, d.landmark_interval_s),
+        full_evidence_interval_s=t.get(
+            "full_evidence_interval", _full_evidence_interval, d.full_evidence_interval_s
+        ),
     )
     t.done()
     try:
@@ -104,6 +111,16 @@ def _landmark_interval(value: object) -> float:
     seconds = tc.parse_duration(value).total_seconds()
     if not _MIN_LANDMARK_INTERVAL_S <= seconds <= _MAX_LANDMARK_INTERVAL_S:
         raise tc.Invalid(f"{value!r}: must be from 1m to 7d")
+    return seconds
+
+
+def _full_evidence_interval(value: object) -> float:
+    """A duration such as "1h", at most 7 days; "0s" sends full evidence every time."""
+    if not isinstance(value, str):
+        raise tc.Invalid(f'must be a duration such as "1h", got {tc.got(value)}')
+    seconds = tc.parse_duration(value).total_seconds()
+    if not 0 <= seconds <= _MAX_FULL_EVIDENCE_INTERVAL_S:
+        raise tc.Invalid(f"{value!r}: must be from 0s to 7d")
     return seconds
 
 

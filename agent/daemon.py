@@ -11,7 +11,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -101,6 +101,11 @@ def open_runtime(cfg: AgentConfig, spool_type: type[Spool] = Spool) -> Runtime:
         state_dir=cfg.state_dir,
         key_file=key_file,
         host_override=override,
+        full_every=(
+            timedelta(seconds=cfg.full_evidence_interval_s)
+            if cfg.full_evidence_interval_s > 0
+            else None
+        ),
     )
     book = LandmarkBook() if cfg.landmarks else None
     attestor = Attestor(settings, signer, spool, inventory, book)
@@ -170,6 +175,7 @@ class Daemon:
                 runtime.spool,
                 self.metrics,
                 self._clock,
+                on_base_refused=runtime.attestor.forget_full,
             )
             self.stream = stream
             if tls is not None:

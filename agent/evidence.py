@@ -11,17 +11,18 @@ import hashlib
 from datetime import UTC, datetime
 from importlib import metadata
 
-from attest.envelope import EVIDENCE_PAYLOAD_TYPE, sign
+from attest.envelope import EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, sign
 from attest.keys import Signer
 from attest.model import (
     Evidence,
+    Heartbeat,
     HostFacts,
     Inventory,
     LandmarkMeasurement,
     PostureCheck,
     Unavailable,
 )
-from attest.wire import encode_envelope, encode_evidence
+from attest.wire import encode_envelope, encode_evidence, encode_heartbeat
 
 
 def _version() -> str:
@@ -71,6 +72,24 @@ def sign_evidence(evidence: Evidence, signer: Signer) -> bytes:
     """Serialize, sign and wrap: the exact envelope bytes to spool and send."""
     payload = encode_evidence(evidence)
     return encode_envelope(sign(EVIDENCE_PAYLOAD_TYPE, payload, [signer]))
+
+
+def sign_heartbeat(heartbeat: Heartbeat, signer: Signer) -> bytes:
+    """Serialize, sign and wrap a heartbeat (docs/protocol.md §4.1)."""
+    payload = encode_heartbeat(heartbeat)
+    return encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, payload, [signer]))
+
+
+def repeat_digest(
+    inventory: Inventory, host: HostFacts, posture: tuple[PostureCheck, ...], site_id: str
+) -> bytes:
+    """What a heartbeat says is unchanged since the full evidence it names: the inventory (as
+    `inventory_fingerprint` sees it), the host facts but its uptime, each posture check's
+    result and the site. Equal digests let a heartbeat stand for full evidence."""
+    steady_host = dataclasses.replace(host, uptime_s=Unavailable("Volatile"))
+    checks = tuple((p.name, p.result.value) for p in posture)
+    text = repr((steady_host, checks, site_id))
+    return hashlib.sha256(inventory_fingerprint(inventory) + text.encode("utf-8")).digest()
 
 
 def inventory_fingerprint(inventory: Inventory) -> bytes:

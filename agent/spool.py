@@ -205,6 +205,27 @@ class Spool:
             "adopt head",
         )
 
+    def discard_pending(self, head: ChainHead) -> int:
+        """Drop every pending entry after the verifier's head `head` and continue the chain from
+        it, in one transaction; return how many were dropped.
+
+        Only for entries the verifier refused for good as a chain: heartbeats naming a full
+        evidence it does not hold, and what was chained onto them (docs/protocol.md §4.1). The
+        agent then sends full evidence, which says everything they did and more recently.
+        """
+        before = self.depth()
+        self._write(
+            [
+                ("DELETE FROM entries WHERE seq > ?", (head.seq,)),
+                (
+                    "UPDATE chain SET last_seq = ?, last_hash = ? WHERE id = 1",
+                    (head.seq, head.hash),
+                ),
+            ],
+            f"discard entries after {head.seq}",
+        )
+        return before - self.depth()
+
     def receipt(self, seq: int) -> bytes | None:
         row = self._db.execute("SELECT receipt FROM receipts WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else bytes(row[0])

@@ -53,8 +53,13 @@ class StreamClient:
         spool: Spool,
         metrics: AgentMetrics,
         clock: Callable[[], datetime] = utcnow,
+        on_base_refused: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_base_refused = on_base_refused
+        #: Set by a heartbeat-base-unknown rejection: at the next challenge, the pending
+        #: entries (which chain onto the refused heartbeat) are replaced by full evidence.
+        self._rebase = False
         self._spool = spool
         self._metrics = metrics
         self._clock = clock
@@ -232,6 +237,18 @@ class StreamClient:
                 head.seq,
             )
             self._spool.adopt_head(ChainHead(challenge.last_seq, challenge.last_hash))
+        if self._rebase:
+            self._rebase = False
+            dropped = self._spool.discard_pending(
+                ChainHead(challenge.last_seq, challenge.last_hash)
+            )
+            log.warning(
+                "the verifier does not hold the full evidence our heartbeats repeat: dropped "
+                "%d unaccepted entries after seq %d; full evidence follows (docs/protocol.md "
+                "§4.1)",
+                dropped,
+                challenge.last_seq,
+            )
         self._sent_through = challenge.last_seq
 
     def _on_receipt(self, raw: bytes) -> None:
@@ -269,3 +286,7 @@ class StreamClient:
         )
         if not rejection.retryable:
             self._penalty = True
+        if rejection.code == errors.HeartbeatBaseError.code:
+            self._rebase = True
+            if self._on_base_refused is not None:
+                self._on_base_refused()

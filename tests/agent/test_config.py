@@ -143,3 +143,12 @@ def _toml(value: object) -> str:
     if isinstance(value, float):
         return "nan" if value != value else ("inf" if value > 1e308 else repr(value))
     return json.dumps(value)
+
+
+def test_full_evidence_interval() -> None:
+    assert AgentConfig().full_evidence_interval_s == 3600
+    assert parse_config('full_evidence_interval = "15m"').full_evidence_interval_s == 900
+    assert parse_config('full_evidence_interval = "0s"').full_evidence_interval_s == 0
+    for bad in ('"8d"', "60", '"soon"'):
+        with pytest.raises(ConfigError, match="full_evidence_interval"):
+            parse_config(f"full_evidence_interval = {bad}")

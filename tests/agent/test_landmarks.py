@@ -28,12 +28,12 @@ from agent.simulate import SimulatedInventory, parse_machine
 from agent.spool import Spool
 from attest import errors, wire
 from attest import landmark as lm
-from attest.envelope import EVIDENCE_PAYLOAD_TYPE, verify
+from attest.envelope import EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, verify
 from attest.hostport import HostPort
 from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
-from attest.wire import decode_envelope, decode_evidence
+from attest.wire import decode_envelope, decode_evidence, decode_heartbeat
 from tests.agent.live import enrolled_agent, run_until
 from tests.verifier.sim import free_port
 from verifier.server import Running
@@ -315,7 +315,12 @@ async def test_a_running_agent_carries_a_landmark_statement_to_the_verifier_once
             assert accepted is not None
             raw = store.get_blob(accepted.envelope_hash)
             assert raw is not None
-            if decode_evidence(decode_envelope(raw).payload).landmarks:
+            # Landmark statements ride in whichever link comes next, heartbeat or full
+            # evidence (docs/protocol.md §4.1).
+            envelope = decode_envelope(raw)
+            heartbeat = envelope.payload_type == HEARTBEAT_PAYLOAD_TYPE
+            decode = decode_heartbeat if heartbeat else decode_evidence
+            if decode(envelope.payload).landmarks:
                 seqs.append(seq)
         return seqs
 
