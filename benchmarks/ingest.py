@@ -18,6 +18,18 @@ on this machine over the same window, per accepted envelope (the database's shar
 `verifier_cpu_us_per_attestation` leaves out). `receipt_us` and `receipt_signed_us` are the
 receipt step per envelope measured in this process: now (inclusion proof + encoding) and as it
 was (a DSSE envelope signed per receipt); their difference is what the verifier no longer spends.
+
+The cost targets (docs/performance.md §14) are read against `floor_us`: the transport floor per
+round plus one P-256 verification of an agent's envelope signature, both measured in this run;
+`overhead_ratio` = `verifier_cpu_us_per_attestation / floor_us`. `--pace-agents P` compresses a
+fleet's pace as §4 does: P agents each attesting every `--interval` seconds are played by
+`--agents` streams each sending every `interval * agents / P` seconds (the same envelopes per
+second); the floor is then also measured at that pace (`transport_floor_paced_us`,
+`overhead_ratio_paced`). `stored_bytes_per_attestation` is the growth of what the store keeps
+per accepted envelope: the SQLite database's pages (PRAGMA page_count, which counts pages still
+in the WAL) or the PostgreSQL schema's relations (pg_total_relation_size), plus any file the
+verifier adds under its state directory. `--workers N` is passed to `serve` as `--workers N`;
+CPU, memory and writes are summed over `serve` and its child processes.
 """
 
 from __future__ import annotations
@@ -200,11 +212,11 @@ def receipt_us(log_size: int = 1_000_000, batch: int = 256) -> tuple[float, floa
     return _median_cpu_us(now), _median_cpu_us(before)
 
 
-async def _transport_floor(agents: int, seconds: float) -> dict[str, float]:
+async def _transport_floor(agents: int, seconds: float, interval: float = 0.0) -> dict[str, float]:
     """benchmarks.transport_floor's figures, measured by a process of its own."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.transport_floor", "--agents", str(agents),
-        "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE,
+        "--seconds", str(seconds), "--interval", str(interval), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await proc.communicate()
     if proc.returncode != 0:
@@ -222,7 +234,12 @@ class Verifier:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(
-        self, batch_max: int, commit_interval_ms: int, profile: str = "", traced: str = ""
+        self,
+        batch_max: int,
+        commit_interval_ms: int,
+        profile: str = "",
+        traced: str = "",
+        workers: int = 0,
     ) -> None:
         config = self.workdir / "verifier.toml"
         config.write_text(
@@ -241,8 +258,10 @@ class Verifier:
             launcher = ["-m", "cProfile", "-o", profile, "-m", "verifier.cli"]
         else:
             launcher = ["-m", "verifier.cli"]
+        # --workers only when asked: a serve without the option keeps running as before.
+        serve = ["serve", "--workers", str(workers)] if workers else ["serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, *launcher, "--config", str(config), "serve"],
+            [sys.executable, *launcher, "--config", str(config), *serve],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -366,6 +385,97 @@ def _postgres_cpu_s() -> dict[int, float]:
     return seconds
 
 
+def _processes(root: psutil.Process) -> list[psutil.Process]:
+    """`serve` and its worker processes (a `serve --workers N` forks them)."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return [root]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds and bytes written by `serve` and its children, and their summed RSS.
+
+    Per pid, so a worker that started or ended within the window counts only its own share."""
+
+    cpu_s: dict[int, float]
+    written: dict[int, int]
+    rss: int
+
+    @classmethod
+    def of(cls, root: psutil.Process) -> Usage:
+        cpu_s: dict[int, float] = {}
+        written: dict[int, int] = {}
+        rss = 0
+        for proc in _processes(root):
+            with contextlib.suppress(psutil.Error):
+                cpu_s[proc.pid] = sum(proc.cpu_times()[:2])
+                written[proc.pid] = proc.io_counters().write_bytes
+                rss += proc.memory_info().rss
+        return cls(cpu_s, written, rss)
+
+    def since(self, before: Usage) -> tuple[float, int]:
+        """CPU seconds and bytes written since `before`."""
+        cpu = sum(t - before.cpu_s.get(pid, 0.0) for pid, t in self.cpu_s.items())
+        written = sum(b - before.written.get(pid, 0) for pid, b in self.written.items())
+        return cpu, written
+
+
+def _stored_bytes(database: str, state_dir: Path) -> int:
+    """What the store keeps: the database's size, plus the files under the state directory.
+
+    SQLite: page_count x page_size as a reader sees it (pages still in the WAL count; the WAL
+    file itself is a ring the checkpoints reuse, not growth). PostgreSQL: the benchmark
+    schema's tables with their indexes and TOAST (pg_total_relation_size)."""
+    files = sum(p.stat().st_size for p in state_dir.rglob("*") if p.is_file())
+    if database.startswith("postgresql"):
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
+            ).fetchone()
+        return files + int(row[0] if row else 0)
+    import sqlite3  # noqa: PLC0415
+
+    reader = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        (pages,) = reader.execute("PRAGMA page_count").fetchone()
+        (size,) = reader.execute("PRAGMA page_size").fetchone()
+    finally:
+        reader.close()
+    return files + int(pages) * int(size)
+
+
+def _postgres_wal_lsn() -> str:
+    """The cluster's current WAL position (every database's writes, not only this run's)."""
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    return str(row[0]) if row else "0/0"
+
+
+def _postgres_wal_bytes(since: str) -> int:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (since,))
+        value = row.fetchone()
+    return int(value[0]) if value else 0
+
+
+def agent_interval(args: argparse.Namespace) -> float:
+    """Seconds between one simulated agent's envelopes (0: closed loop). With `--pace-agents`,
+    `--agents` streams carry the envelopes of that many agents at `--interval` (§4's method)."""
+    if args.pace_agents and args.interval:
+        return float(args.interval * args.agents / args.pace_agents)
+    return float(args.interval)
+
+
 def _new_tokens(database: str, count: int) -> list[str]:
     from verifier.enroll import create_token  # noqa: PLC0415
     from verifier.store import open_store  # noqa: PLC0415
@@ -381,7 +491,10 @@ def _new_tokens(database: str, count: int) -> list[str]:
 
 async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[str, object]:
     verifier = Verifier(workdir, database)
-    verifier.start(args.batch_max, args.commit_interval_ms, args.profile, args.tracemalloc)
+    interval = agent_interval(args)
+    verifier.start(
+        args.batch_max, args.commit_interval_ms, args.profile, args.tracemalloc, args.workers
+    )
     try:
         await verifier.wait_ready()
         tokens = _new_tokens(database, args.agents)
@@ -394,7 +507,7 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
             presign(agent, per_agent, agent.index)
         process = psutil.Process(verifier.proc.pid)  # type: ignore[union-attr]
         phase = Phase(asyncio.Semaphore(64), total=len(agents))
-        tasks = [asyncio.create_task(drive(a, verifier, phase, args.interval)) for a in agents]
+        tasks = [asyncio.create_task(drive(a, verifier, phase, interval)) for a in agents]
         waiter = asyncio.create_task(phase.all_connected.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if not waiter.done():
@@ -403,27 +516,36 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         phase.window = (time.monotonic(), start + args.seconds)
         phase.go.set()
         await asyncio.sleep(args.warmup_s)
-        cpu0 = sum(process.cpu_times()[:2])
-        written0 = process.io_counters().write_bytes
+        state_dir = workdir / "state"
+        usage0 = Usage.of(process)
         db0 = _postgres_cpu_s() if args.store == "postgres" else {}
+        wal0 = _postgres_wal_lsn() if args.store == "postgres" else ""
+        stored0 = await asyncio.to_thread(_stored_bytes, database, state_dir)
         accepted0 = sum(a.accepted for a in agents)
         await asyncio.sleep(args.seconds)
-        cpu1 = sum(process.cpu_times()[:2])
-        written = process.io_counters().write_bytes - written0
+        usage1 = Usage.of(process)
         db1 = _postgres_cpu_s() if args.store == "postgres" else {}
         accepted = sum(a.accepted for a in agents) - accepted0
-        rss_mb = process.memory_info().rss / 2**20
+        stored = await asyncio.to_thread(_stored_bytes, database, state_dir) - stored0
+        stored_accepted = sum(a.accepted for a in agents) - accepted0
+        wal_bytes = _postgres_wal_bytes(wal0) if args.store == "postgres" else 0
+        cpu_s, written = usage1.since(usage0)
+        rss_mb = usage1.rss / 2**20
         if args.tracemalloc:
             await verifier.dump_allocations(args.tracemalloc)
         await asyncio.gather(*tasks)
     finally:
         verifier.stop()
     latencies = sorted(x for a in agents for x in a.latencies)
-    cpu_us = (cpu1 - cpu0) * 1e6 / max(accepted, 1)
+    cpu_us = cpu_s * 1e6 / max(accepted, 1)
     db_figures: dict[str, object] = {}
     if args.store == "postgres":
         db_s = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
-        db_figures = {"postgres_cpu_us_per_attestation": round(db_s * 1e6 / max(accepted, 1), 1)}
+        db_figures = {
+            "postgres_cpu_us_per_attestation": round(db_s * 1e6 / max(accepted, 1), 1),
+            # cluster-wide WAL: other databases' writes in the window count too
+            "postgres_wal_kb_per_attestation": round(wal_bytes / 1024 / max(accepted, 1), 1),
+        }
     ed25519_us = verify_us("ed25519")
     p256_us = verify_us("ecdsa-p256-sha256")
     receipt_now_us, receipt_before_us = receipt_us()
@@ -438,16 +560,39 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         least = transport["transport_floor_us_per_round"] + p256_us
         floor = {
             "transport_floor_us": transport["transport_floor_us_per_round"],
+            # the cost targets' yardstick (docs/performance.md §14)
+            "floor_us": round(least, 1),
+            "overhead_ratio": round(cpu_us / least, 2) if accepted else None,
             "efficiency_ceiling": round(ed25519_us / least, 3),
             "transport_floor_streams": streams,
             "transport_floor_rss_mb": transport["transport_floor_rss_mb"],
             "transport_floor_kb_per_stream": transport["transport_floor_kb_per_stream"],
         }
+        if interval:
+            # The same envelopes per second over the floor's streams: a paced event loop wakes
+            # for each message, which a closed loop shares among many.
+            paced = await _transport_floor(
+                streams, max(args.floor_seconds, 2 * interval * streams / args.agents),
+                interval * streams / args.agents,
+            )  # fmt: skip
+            paced_least = paced["transport_floor_us_per_round"] + p256_us
+            floor |= {
+                "transport_floor_paced_us": paced["transport_floor_us_per_round"],
+                "floor_paced_us": round(paced_least, 1),
+                "overhead_ratio_paced": round(cpu_us / paced_least, 2) if accepted else None,
+            }
     return {
         "agents": args.agents,
         "store": args.store,
         "seconds": args.seconds,
-        "interval_s": args.interval,
+        "interval_s": round(interval, 4),
+        **(
+            {"pace_agents": args.pace_agents, "pace_interval_s": args.interval}
+            if args.pace_agents
+            else {}
+        ),
+        "offered_per_s": round(args.agents / interval, 1) if interval else None,
+        "workers": args.workers or None,
         "accepted_per_s": round(accepted / args.seconds, 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1e3, 2) if latencies else None,
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1e3, 2) if latencies else None,
@@ -461,6 +606,8 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         "verifier_rss_mb": round(rss_mb, 1),
         # bytes the verifier sent towards the disk (WAL, checkpoints, its log), per envelope
         "verifier_write_kb_per_attestation": round(written / 1024 / max(accepted, 1), 1),
+        # what the store keeps per envelope (database rows with their indexes, state files)
+        "stored_bytes_per_attestation": round(stored / max(stored_accepted, 1)),
         "commit_interval_ms": args.commit_interval_ms,
         **db_figures,
         "agent_key": "ecdsa-p256",
@@ -476,6 +623,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--interval", type=float, default=0.0, help="0: closed loop")
+    parser.add_argument(
+        "--pace-agents", type=int, default=0,
+        help="play this many agents at --interval with --agents streams (fleet pace)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=0, help="pass --workers N to serve (0: serve's default)"
+    )
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--max-per-agent", type=int, default=0, help="pre-signed per agent")
     parser.add_argument("--batch-max", type=int, default=256)
@@ -490,7 +644,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.max_per_agent:
         # Enough for a closed loop at ~2000/s in total, or one per interval.
-        per_s = 1.0 / args.interval if args.interval else 2000.0 / args.agents
+        interval = agent_interval(args)
+        per_s = 1.0 / interval if interval else 2000.0 / args.agents
         args.max_per_agent = max(3, int(per_s * (args.seconds + args.warmup_s + 2)) + 2)
     with tempfile.TemporaryDirectory(prefix="gpu-attest-bench-") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)

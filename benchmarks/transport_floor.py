@@ -1,6 +1,6 @@
 """The transport's own cost: a grpc.aio server that does nothing but answer, over loopback TLS.
 
-    python -m benchmarks.transport_floor --agents 200 --seconds 10
+    python -m benchmarks.transport_floor --agents 200 --seconds 10 [--interval S]
 
 Its server process, with the verifier's gRPC options and mTLS credentials made by verifier.ca
 (the Attest port's transport), reads each ~3.4 KB message of a bidirectional stream and writes
@@ -9,7 +9,9 @@ challenge out), with no verification, storage or signing. Its CPU time per round
 `verifier_cpu_us_per_attestation` for any verifier built on grpcio's asyncio server on this
 machine; `benchmarks.ingest` measures it in the same run and reports the ceiling it puts on
 `efficiency`; its resident memory with every stream open is the floor under `verifier_rss_mb`.
-Prints one JSON line.
+With `--interval S` each stream sends one message every S seconds (spread over the interval)
+instead of as soon as the reply arrived: the transport's cost per round at a paced load, where
+the event loop wakes for each message instead of sharing a turn among many. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -106,7 +108,12 @@ class Floor:
 
 
 async def _drive(
-    port: int, creds: _Credentials, agents: int, seconds: float, server: psutil.Process
+    port: int,
+    creds: _Credentials,
+    agents: int,
+    seconds: float,
+    server: psutil.Process,
+    interval: float = 0.0,
 ) -> Floor:
     rounds = 0
     stop, go = asyncio.Event(), asyncio.Event()
@@ -125,12 +132,18 @@ async def _drive(
             async with connecting:
                 await call.write(request)
                 await call.read()
+            index = len(opened)
             opened.append(True)
             await go.wait()  # no load while others still handshake (they would time out)
+            if interval:  # spread over the interval, as benchmarks.ingest's agents are
+                await asyncio.sleep(interval * index / agents)
             while not stop.is_set():
+                sent = time.monotonic()
                 await call.write(request)
                 await call.read()
                 rounds += 1
+                if interval:
+                    await asyncio.sleep(max(0.0, interval - (time.monotonic() - sent)))
             await call.done_writing()
 
     opened: list[bool] = []
@@ -142,7 +155,7 @@ async def _drive(
         await asyncio.sleep(0.2)
     rss = server.memory_info().rss
     go.set()
-    await asyncio.sleep(1.0)  # warm up
+    await asyncio.sleep(max(1.0, interval))  # warm up (every paced stream has started)
     cpu0, rounds0 = sum(server.cpu_times()[:2]), rounds
     await asyncio.sleep(seconds)
     cpu1, rounds1 = sum(server.cpu_times()[:2]), rounds
@@ -152,8 +165,9 @@ async def _drive(
     return Floor(cpu_us, rss / 2**20, (rss - idle_rss) / 1024 / agents)
 
 
-async def measure(agents: int, seconds: float) -> Floor:
-    """The bare transport's server CPU per round and resident memory with `agents` streams."""
+async def measure(agents: int, seconds: float, interval: float = 0.0) -> Floor:
+    """The bare transport's server CPU per round and resident memory with `agents` streams,
+    each sending as soon as answered (`interval` 0) or once every `interval` seconds."""
     with tempfile.TemporaryDirectory(prefix="gpu-attest-floor-") as tmp:
         creds = _credentials(Path(tmp))
         port = free_port()
@@ -166,7 +180,8 @@ async def measure(agents: int, seconds: float) -> Floor:
             assert proc.stdout is not None
             if (await proc.stdout.readline()).strip() != b"ready":
                 raise RuntimeError("the floor server did not start")
-            return await _drive(port, creds, agents, seconds, psutil.Process(proc.pid))
+            server = psutil.Process(proc.pid)
+            return await _drive(port, creds, agents, seconds, server, interval)
         finally:
             proc.terminate()
             await proc.wait()
@@ -176,13 +191,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--interval", type=float, default=0.0, help="0: closed loop")
     args = parser.parse_args()
     started = time.monotonic()
-    floor = asyncio.run(measure(args.agents, args.seconds))
+    floor = asyncio.run(measure(args.agents, args.seconds, args.interval))
     print(
         json.dumps(
             {
                 "agents": args.agents,
+                "interval_s": args.interval,
                 "transport_floor_us_per_round": round(floor.cpu_us_per_round, 1),
                 "transport_floor_rss_mb": round(floor.rss_mb, 1),
                 "transport_floor_kb_per_stream": round(floor.kb_per_stream, 1),
