@@ -16,6 +16,7 @@ socketpair (verifier/workerproc.py).
 - A worker that dies after it served (SIGKILL, a crash) is restarted at once with the same
   index while the others keep serving; more than MAX_RESTARTS deaths within RESTART_WINDOW_S
   end `serve` with exit 6, and systemd restarts the unit.
+- A worker that exits 0 (it drained on a SIGTERM of its own) stops all the others too.
 - SIGTERM/SIGINT: STOPPING=1, SIGTERM to every worker (each drains its streams and its commit
   batcher), SIGKILL to any still running after DRAIN_S; exit 0 when every worker exited 0.
 """
@@ -166,6 +167,12 @@ class Supervisor:
         if status is None:
             return None
         how = f"signal {-status}" if status < 0 else f"status {status}"
+        if status == 0:
+            # It drained on a signal of its own: the whole unit is being stopped (systemd's
+            # KillMode=control-group signals every process) or someone asked this one to stop;
+            # either way the others follow rather than race a restart against the stop.
+            log.warning("worker %d stopped on a signal: stopping all workers", worker.index)
+            return VerifierExit.OK
         if not worker.served:
             log.error("worker %d exited with %s before it served", worker.index, how)
             return status if status > 0 else VerifierExit.WORKER
@@ -228,7 +235,8 @@ class Supervisor:
         while not stop.is_set() and failed is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK_S)
-            failed = self._tick()
+            if not stop.is_set():
+                failed = self._tick()
         log.info("shutting down: draining %d workers", self.count)
         self.notifier.stopping()
         drained = await self._drain()

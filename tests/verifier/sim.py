@@ -53,6 +53,7 @@ class VerifierProcess:
     #: a port for metrics_listen; 0 serves none
     metrics: int = 0
     env: dict[str, str] | None = None
+    _starts_seen: int = 0
 
     def write_config(self) -> Path:
         path = self.workdir / f"verifier-{self.listen}.toml"
@@ -65,7 +66,14 @@ class VerifierProcess:
         )
         return path
 
+    def _all_serving(self) -> int:
+        """How often the log says every worker serves (once per start of a supervisor)."""
+        path = self.workdir / f"verifier-{self.listen}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text.count(f"all {self.workers} workers serving")
+
     def start(self) -> None:
+        self._starts_seen = self._all_serving()
         log = (self.workdir / f"verifier-{self.listen}.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verifier.cli", "--config", str(self.write_config()), "serve"],
@@ -85,7 +93,9 @@ class VerifierProcess:
                         reply = await health_pb2_grpc.HealthStub(ch).Check(
                             health_pb2.HealthCheckRequest(), timeout=1
                         )
-                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        if reply.status == health_pb2.HealthCheckResponse.SERVING and (
+                            self.workers == 1 or self._all_serving() > self._starts_seen
+                        ):
                             return
                     except grpc.aio.AioRpcError:
                         pass

@@ -8,20 +8,32 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from attest import wire
 from tests.verifier.helpers import Chain
 from tests.verifier.rpc import Stream, check_receipt
-from tests.verifier.sim import SimAgent, VerifierProcess, enroll_sim_agents, free_port, mtls
+from tests.verifier.sim import (
+    REPO,
+    SimAgent,
+    VerifierProcess,
+    enroll_sim_agents,
+    free_port,
+    mtls,
+)
 from tests.verifier.test_store_health import Collector, _datagrams
 from verifier.exits import VerifierExit
 from verifier.store import open_store
+from verifier.workermetrics import WorkersCollector
 
 AGENTS = 4
 TOTAL = 24
@@ -212,3 +224,62 @@ async def test_a_sigkilled_worker_is_restarted_and_the_other_keeps_serving(
         for seq, digest in receipted_before[agent.enrolled.agent_id].items():
             assert expected[seq] == digest
     _check_log(db, agents)
+
+
+def _serve(tmp_path: Path, extra: str, *args: str, listen: int = 0) -> CompletedProcess[str]:
+    """`serve` that is expected to stop by itself (a refusal at start)."""
+    config = tmp_path / "verifier.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:{listen or free_port()}"\n'
+        f'enroll_listen = "127.0.0.1:{free_port()}"\n'
+        f'state_dir = "{tmp_path / "state"}"\nmetrics_listen = ""\n{extra}'
+    )
+    argv = [sys.executable, "-m", "verifier.cli", "--config", str(config), "serve", *args]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_worker_that_cannot_start_ends_serve_with_its_exit_status(tmp_path: Path) -> None:
+    done = _serve(tmp_path, f'landmark = "{tmp_path / "missing.toml"}"\n', "--workers", "2")
+    assert done.returncode == VerifierExit.CONFIG, done.stderr
+    assert "worker 0 exited with status 3 before it served" in done.stderr
+    assert "worker 1 started" not in done.stderr  # the others wait for worker 0
+    assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = _serve(tmp_path, "workers = 2\n", listen=port)
+    assert done.returncode == VerifierExit.CONFIG, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"gpu-attest-verifier: configuration: listen = '127.0.0.1:{port}': cannot listen there "
+        "(the port is in use, or the address is not one of this host's)"
+    )
+    assert "started" not in done.stderr
+
+
+def test_the_metrics_page_labels_every_workers_samples_and_skips_a_silent_one() -> None:
+    pages = {
+        7001: '# TYPE x_up gauge\nx_up 1.0\n# TYPE x_seen counter\nx_seen_total{r="a"} 3.0\n',
+        7002: "# TYPE x_up gauge\nx_up 0.0\n",
+    }
+
+    def fetch(port: int) -> str:
+        if port not in pages:
+            raise OSError("connection refused")
+        return pages[port]
+
+    registry = CollectorRegistry()
+    failures = Counter("scrape_failures", "", registry=registry)
+    collector = WorkersCollector(lambda: {0: 7001, 1: 7002, 2: 7003}, failures, fetch)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in collector.collect()
+        for s in family.samples
+    }
+    assert samples == {
+        ("x_up", (("worker", "0"),)): 1.0,
+        ("x_up", (("worker", "1"),)): 0.0,
+        ("x_seen_total", (("r", "a"), ("worker", "0"))): 3.0,
+    }
+    assert registry.get_sample_value("scrape_failures_total") == 1.0  # worker 2, left out
