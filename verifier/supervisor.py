@@ -261,7 +261,9 @@ class Supervisor:
                 log.error("worker pid %d did not drain within %.0f s: killed", proc.pid, DRAIN_S)
                 proc.kill()
             statuses.append(proc.wait())
-        bad = [s for s in statuses if s != 0]
+        # Death by our SIGTERM: a worker still starting, before its handler was in place
+        # (nothing was receipted by it, or its commit was durable before the receipt).
+        bad = [s for s in statuses if s not in (0, -signal.SIGTERM)]
         if bad:
             log.error("workers exited with %s while draining", bad)
             return bad[0] if bad[0] > 0 else VerifierExit.WORKER
