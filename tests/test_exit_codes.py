@@ -41,7 +41,15 @@ STABLE: dict[type[ExitCode], dict[str, int]] = {
         "ROTATE": 15,
         "LANDMARK": 16,
     },
-    VerifierExit: {"OK": 0, "REFUSED": 1, "USAGE": 2, "CONFIG": 3, "STORE": 4, "FINDINGS": 5},
+    VerifierExit: {
+        "OK": 0,
+        "REFUSED": 1,
+        "USAGE": 2,
+        "CONFIG": 3,
+        "STORE": 4,
+        "FINDINGS": 5,
+        "WORKER": 6,
+    },
     ReportExit: {"VALID": 0, "INVALID": 1, "USAGE": 2},
 }
 
