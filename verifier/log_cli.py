@@ -11,6 +11,14 @@
                                  regulator already holds) is a prefix of the log now, plus the
                                  signed checkpoint of now that the proof leads to
 
+    log archive --before DATE [--json]
+                                 move the envelope bytes of entries received before DATE
+                                 (YYYY-MM-DD, UTC) out of the database into compressed,
+                                 content-addressed segment files under STATE_DIR/archive;
+                                 every reader (proofs, reports) still reads them. Re-runnable,
+                                 and safe to interrupt: each segment is durable before its
+                                 envelopes leave the database, in one transaction
+
 Roots and proofs are read from the Merkle nodes the store keeps beside the leaves (O(log n)
 rows, docs/design.md §9), never from every leaf, so each command costs the same at any log size.
 
@@ -21,16 +29,21 @@ A regulator checks the output offline with `gpu-attest-report checkpoint verify`
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 from attest import merkle
+from attest import tomlconf as tc
 from attest.checkpoint import Checkpoint, ConsistencyProof, TlogProof, sign_checkpoint
 from attest.errors import ProofError, StoreError
 from verifier.ca import load_or_create_receipt_signer
 from verifier.config import VerifierConfig
 from verifier.exits import VerifierExit
 from verifier.store.api import Store
+from verifier.store.segments import SEGMENT_BLOBS, build_segment, write_segment
 from verifier.transparency import checkpoint_origin
 
 
@@ -51,6 +64,54 @@ def add_log_parser(
     grown.add_argument("--from", dest="old_size", type=int, required=True, help="older size")
     grown.add_argument("--checkpoint", type=Path, required=True, help="write the new checkpoint")
     grown.add_argument("--out", type=Path, help="write the proof here instead of stdout")
+    archive = log.add_parser(
+        "archive", parents=[common], help="move old envelope bytes into segment files"
+    )
+    archive.add_argument(
+        "--before", type=_day_start, required=True, help="YYYY-MM-DD (UTC): received before"
+    )
+    archive.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _day_start(text: str) -> datetime:
+    """--before: the start (00:00 UTC) of a YYYY-MM-DD day."""
+    try:
+        return datetime.combine(tc.parse_day(text), time(), tzinfo=UTC)
+    except tc.Invalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class ArchiveRun:
+    """What one `log archive` run moved."""
+
+    envelopes: int
+    envelope_bytes: int
+    segments: tuple[Path, ...]
+    segment_bytes: int
+
+
+def archive_before(
+    store: Store, directory: Path, before: datetime, *, segment_blobs: int = SEGMENT_BLOBS
+) -> ArchiveRun:
+    """Move every envelope received before `before` from the database into segment files
+    under `directory` (docs/design.md §9), one segment at a time: build it, write it durably
+    (fsync, rename, fsync of the directory), then index it and delete the blobs it holds in
+    one transaction. A crash between the two leaves the blobs where they were and a segment
+    nobody names; the rerun builds the same segment (same name) and completes. Raises
+    StoreError."""
+    envelopes = envelope_bytes = segment_bytes = 0
+    written: list[Path] = []
+    while True:
+        blobs = store.archive_candidates(before, segment_blobs)
+        if not blobs:
+            return ArchiveRun(envelopes, envelope_bytes, tuple(written), segment_bytes)
+        data, placements = build_segment(blobs)
+        written.append(write_segment(directory, data))
+        store.mark_archived(placements)
+        envelopes += len(blobs)
+        envelope_bytes += sum(len(body) for _, body in blobs)
+        segment_bytes += len(data)
 
 
 def _emit(data: bytes, out: Path | None) -> None:
@@ -62,12 +123,31 @@ def _emit(data: bytes, out: Path | None) -> None:
 
 
 def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConfig) -> int:
-    """Run `log key|checkpoint|proof|consistency`.
+    """Run `log key|checkpoint|proof|consistency|archive`.
 
     Raises ProofError for an empty log or an index or size outside it, StoreError when the
     store fails, lacks a Merkle node, or an entry's envelope is missing or does not hash to
     its leaf.
     """
+    if args.action == "archive":
+        directory = config.state_dir / "archive"
+        run = archive_before(store, directory, args.before)
+        view = {
+            "before": args.before.isoformat(),
+            "envelopes": run.envelopes,
+            "envelope_bytes": run.envelope_bytes,
+            "segments": [p.name for p in run.segments],
+            "segment_bytes": run.segment_bytes,
+            "directory": str(directory),
+        }
+        if args.json:
+            print(json.dumps(view))
+        else:
+            print(
+                f"archived {run.envelopes} envelope(s), {run.envelope_bytes} bytes, into "
+                f"{len(run.segments)} segment(s) of {run.segment_bytes} bytes under {directory}"
+            )
+        return VerifierExit.OK
     signer = load_or_create_receipt_signer(config.state_dir)
     if args.action == "key":
         _emit(signer.public_key.to_pem(), args.out)

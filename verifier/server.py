@@ -94,6 +94,9 @@ def open_configured_store(config: VerifierConfig, replica_id: str = "") -> Store
     options = StoreOptions(
         attestation_deadline=timedelta(seconds=config.fleet.agent_deadline_s),
         replica_id=replica_id or f"{socket.gethostname()}-{os.getpid()}",
+        # `log archive` segments (docs/design.md §9): PostgreSQL replicas that read archived
+        # envelopes need this directory shared, or to run where the archive was made.
+        archive_dir=config.state_dir / "archive",
     )
     return open_store(store_url(config), options)
 

@@ -3,6 +3,7 @@ group commit (batch.py) and versioned schema migrations (migrations/)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from attest.errors import ConfigError
@@ -19,7 +20,12 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
     if url.startswith("sqlite:///"):
         from verifier.store.sqlite import SqliteStore  # noqa: PLC0415 - keep psycopg optional
 
-        return SqliteStore(Path(url.removeprefix("sqlite:///")), options)
+        path = Path(url.removeprefix("sqlite:///"))
+        options = options or StoreOptions()
+        if options.archive_dir is None:
+            # `log archive` segments beside the database: the state directory by default.
+            options = dataclasses.replace(options, archive_dir=path.parent / "archive")
+        return SqliteStore(path, options)
     if url.startswith(("postgresql://", "postgres://")):
         from verifier.store.postgres import PostgresStore  # noqa: PLC0415
 

@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from attest import merkle
@@ -50,6 +51,7 @@ from verifier.reconcile.model import (
     PostureRow,
 )
 from verifier.registry_model import Registry, RegistryVersion
+from verifier.store.segments import Placement
 
 # --- options and the port ----------------------------------------------------------------------
 
@@ -72,6 +74,9 @@ class StoreOptions:
     pool_size: int = 8
     #: how long a call waits for an unreachable database before StoreUnavailableError.
     unavailable_timeout: timedelta = field(default=timedelta(seconds=5))
+    #: where `log archive` keeps segment files (STATE_DIR/archive); None: beside a SQLite
+    #: database, and no archive for PostgreSQL (reading an archived envelope is a StoreError)
+    archive_dir: Path | None = None
 
 
 class Store(Protocol):
@@ -170,7 +175,17 @@ class Store(Protocol):
         """The accepted attestation at (agent, seq), or None."""
 
     def get_blob(self, envelope_hash: bytes) -> bytes | None:
-        """The envelope bytes stored under their SHA-256, verbatim, or None."""
+        """The envelope bytes stored under their SHA-256, verbatim, or None; read from an
+        archive segment when `log archive` moved them there (checked against the hash).
+        Raises StoreError when an archived envelope cannot be read back."""
+
+    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (hash, bytes) of envelopes received before `before` still in the hot
+        table, in a stable order (verifier/store/ops_archive.py)."""
+
+    def mark_archived(self, placements: list[Placement]) -> int:
+        """In one transaction, index envelopes a durable segment holds and delete their hot
+        copies; return how many were deleted."""
 
     def log_size(self) -> int:
         """Number of entries in the transparency log."""

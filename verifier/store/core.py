@@ -45,6 +45,7 @@ from verifier.registry_model import Registry, RegistryVersion
 from verifier.store import (
     ops_accept,
     ops_agents,
+    ops_archive,
     ops_compliance,
     ops_findings,
     ops_fleet,
@@ -57,6 +58,7 @@ from verifier.store import (
 )
 from verifier.store.api import LIST_CHUNK, SWEEP_CHUNK, StoreOptions
 from verifier.store.migrations import apply_migrations
+from verifier.store.segments import Placement, read_archived
 from verifier.store.sqlbase import Db, from_micros, read_agents, to_micros
 
 T = TypeVar("T")
@@ -224,7 +226,22 @@ class SqlStore(abc.ABC):
         return self._transact(lambda db: ops_fleet.get_attestation(db, agent_id, seq), write=False)
 
     def get_blob(self, envelope_hash: bytes) -> bytes | None:
-        return self._transact(lambda db: ops_fleet.get_blob(db, envelope_hash), write=False)
+        found = self._transact(
+            lambda db: ops_archive.blob_or_placement(db, envelope_hash), write=False
+        )
+        if isinstance(found, Placement):
+            # Moved to a segment file by `log archive` (docs/design.md §9).
+            return read_archived(self.options.archive_dir, found)
+        return found
+
+    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]:
+        before_us = to_micros(before)
+        return self._transact(
+            lambda db: ops_archive.blobs_before(db, before_us, limit), write=False
+        )
+
+    def mark_archived(self, placements: list[Placement]) -> int:
+        return self._transact(lambda db: ops_archive.mark_archived(db, placements), write=True)
 
     def log_size(self) -> int:
         return self._transact(ops_fleet.log_size, write=False)
