@@ -135,11 +135,6 @@ def get_attestation(db: Db, agent_id: str, seq: int) -> AttestationRecord | None
     )
 
 
-def get_blob(db: Db, envelope_hash: bytes) -> bytes | None:
-    row = db.one("SELECT body FROM blobs WHERE hash = ?", (envelope_hash,))
-    return None if row is None else bytes(row[0])
-
-
 def log_size(db: Db) -> int:
     row = db.one("SELECT size FROM log_head WHERE id = 1")
     return 0 if row is None else int(row[0])
