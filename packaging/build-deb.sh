@@ -180,6 +180,7 @@ build_venv() {
     if grep -rqI -e "$stage" "$venv"; then
         die "build path left in the venv: $(grep -rlI -e "$stage" "$venv" | head -3)"
     fi
+    record_bin_scripts "$venv"
     # Byte-code for the read-only /opt (ProtectSystem=strict): compiled for the final path,
     # checked against the source hash so it stays valid whatever mtimes dpkg restores.
     "$PY" -m compileall -q -s "$stage" -p / --invalidation-mode checked-hash "$venv/lib" >/dev/null
@@ -187,6 +188,31 @@ build_venv() {
     for cmd in $COMMANDS; do
         [ -x "$venv/bin/$cmd" ] || die "$cmd missing from the venv"
     done
+}
+
+# pip wrote each dist's RECORD with the hashes of its bin/ scripts as they were before their
+# shebang lost the (random) build path: recompute them, and drop the scripts removed above, so
+# RECORD matches what ships and two builds of one commit are byte-identical.
+record_bin_scripts() {
+    "$PY" - "$1" <<'EOF'
+import base64, csv, hashlib, io, sys
+from pathlib import Path
+venv = Path(sys.argv[1])
+for record in venv.glob("lib/python*/site-packages/*.dist-info/RECORD"):
+    rows = []
+    for row in csv.reader(io.StringIO(record.read_text())):
+        target = record.parent.parent / row[0]
+        if row[0].startswith("../../../bin/"):
+            if not target.exists():
+                continue
+            data = target.read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            row = [row[0], "sha256=" + digest.decode(), str(len(data))]
+        rows.append(row)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    record.write_text(out.getvalue())
+EOF
 }
 
 # The lowest glibc every installed wheel runs on (manylinux_X_Y / manylinux2014 = 2.17 ...).
