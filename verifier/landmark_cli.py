@@ -20,7 +20,6 @@ from pathlib import Path
 
 from verifier.exits import VerifierExit
 from verifier.landmark_config import LandmarkConfig, load_landmark_config
-from verifier.landmark_service import load_or_create_landmark_signer
 
 
 def add_landmark_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +45,10 @@ def add_landmark_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def enroll_stanza(config: LandmarkConfig) -> str:
     """The `[[landmark]]` table verifier/registry.py reads, for this landmark and its key."""
+    # grpc only where a landmark command runs: every `gpu-attest-verifier` command, and the
+    # supervisor of `serve --workers N` (~20 MB less), imports this module.
+    from verifier.landmark_service import load_or_create_landmark_signer  # noqa: PLC0415
+
     key = load_or_create_landmark_signer(config).public_key
     return (
         "[[landmark]]\n"
@@ -64,6 +67,8 @@ def run_landmark_command(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_until_signalled(config))
     if args.action == "key":
+        from verifier.landmark_service import load_or_create_landmark_signer  # noqa: PLC0415
+
         sys.stdout.buffer.write(load_or_create_landmark_signer(config).public_key.to_pem())
         sys.stdout.flush()
         return VerifierExit.OK
