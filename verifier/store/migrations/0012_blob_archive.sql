@@ -7,4 +7,4 @@ CREATE TABLE blob_archive (
     segment {bytes} NOT NULL,
     frame_offset BIGINT NOT NULL,
     frame_length BIGINT NOT NULL
-);
+){without_rowid};
