@@ -28,8 +28,11 @@ second); the floor is then also measured at that pace (`transport_floor_paced_us
 `overhead_ratio_paced`). `stored_bytes_per_attestation` is the growth of what the store keeps
 per accepted envelope: the SQLite database's pages (PRAGMA page_count, which counts pages still
 in the WAL) or the PostgreSQL schema's relations (pg_total_relation_size), plus any file the
-verifier adds under its state directory. `--workers N` is passed to `serve` as `--workers N`;
-CPU, memory and writes are summed over `serve` and its child processes.
+verifier adds under its state directory. `--heartbeats` sends every envelope after an agent's
+first as a heartbeat naming it (docs/protocol.md §4.1): unchanged inventories, at which the
+bytes stored and written per attestation are judged (docs/performance.md §15). `--workers N`
+is passed to `serve` as `--workers N`; CPU, memory and writes are summed over `serve` and its
+child processes.
 """
 
 from __future__ import annotations
