@@ -1,16 +1,15 @@
 """packaging/build-deb.sh: the package trees (fast) and a real offline .deb build (slow).
 
 The fast tests inspect the trees of `--stage-only`, which holds every file of the packages
-except the virtualenv. The slow test builds the agent package for real, offline, from the wheel
-directory `make wheelhouse` fills (build/wheelhouse); without it there is nothing to build the
-venv from offline, and the test says so and skips.
+except the virtualenv. The slow test inspects the agent package the session builds for real,
+offline, from the wheel directory `make wheelhouse` fills (build/wheelhouse; conftest.py `debs`:
+without it the test says so and skips, and fails in CI).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import stat
 import subprocess
 import tomllib
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.conftest import BUILD_DEB, REPO
-
-WHEELHOUSE = REPO / "build" / "wheelhouse"
+from tests.packaging.conftest import REPO
 
 EXPECTED_FILES = {
     "gpu-attest-agent": {
@@ -177,33 +174,11 @@ def _dpkg_deb(*args: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_offline_build_of_the_agent_package(tmp_path: Path) -> None:
-    if not any(WHEELHOUSE.glob("grpcio-*.whl")):
-        pytest.skip("no wheelhouse for an offline build: run `make wheelhouse` once")
-    # The package's venv is made from the system interpreter it will run with (the one
-    # `make wheelhouse` downloaded wheels for).
-    if not Path("/usr/bin/python3").exists():
-        pytest.skip("no /usr/bin/python3 to build the package's virtualenv from")
-    done = subprocess.run(
-        [
-            str(BUILD_DEB),
-            "--package",
-            "agent",
-            "--wheel-dir",
-            str(WHEELHOUSE),
-            "--compression",
-            "gzip",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    (deb,) = tmp_path.glob("gpu-attest-agent_*_*.deb")
+@pytest.mark.timeout(600)  # the session's package build may run in its setup
+def test_offline_build_of_the_agent_package(debs: dict[str, Path], tmp_path: Path) -> None:
+    # Built once per session by the `debs` fixture (conftest.py), offline from build/wheelhouse,
+    # with the package's venv made from the system interpreter it will run with.
+    deb = debs["gpu-attest-agent"]
     assert re.fullmatch(r"gpu-attest-agent_[0-9][A-Za-z0-9.+~]*_[a-z0-9]+\.deb", deb.name)
 
     fields = parse_control(_dpkg_deb("-f", str(deb)))
