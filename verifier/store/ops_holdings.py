@@ -146,11 +146,13 @@ def update_postures(db: Db, accepted: Sequence[tuple[VerifiedAttestation, int]])
 # --- reads -------------------------------------------------------------------------------------
 
 # The evidence an agent's GPUs are named by is its current full evidence (full_log_index), not
-# its latest heartbeat, which lists no GPU (docs/protocol.md §4.1): reports sample these.
+# its latest heartbeat, which lists no GPU (docs/protocol.md §4.1): reports sample these. A row
+# written without it (by bulk SQL, as benchmarks.reconcile does) only ever held full evidence.
 _CURRENT = (
     "SELECT s.site_id, s.pci_device_id, s.pci_subsystem_id, COUNT(*), SUM(s.power_limit_w), "
     "MIN(COALESCE(s.first_received, s.first_seen)), MIN(s.last_log_index), "
-    "MAX(a.full_log_index) FROM gpu_sightings s JOIN agents a ON a.agent_id = s.agent_id "
+    "MAX(COALESCE(a.full_log_index, a.last_log_index)) FROM gpu_sightings s "
+    "JOIN agents a ON a.agent_id = s.agent_id "
     "WHERE (s.present = 1 OR s.lost = 1) AND a.status = ? "
     "GROUP BY s.site_id, s.pci_device_id, s.pci_subsystem_id"
 )
