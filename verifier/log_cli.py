@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
+from typing import Protocol
 
 from attest import merkle
 from attest import tomlconf as tc
@@ -43,7 +44,7 @@ from verifier.ca import load_or_create_receipt_signer
 from verifier.config import VerifierConfig
 from verifier.exits import VerifierExit
 from verifier.store.api import Store
-from verifier.store.segments import SEGMENT_BLOBS, build_segment, write_segment
+from verifier.store.segments import SEGMENT_BLOBS, Placement, build_segment, write_segment
 from verifier.transparency import checkpoint_origin
 
 
@@ -91,8 +92,16 @@ class ArchiveRun:
     segment_bytes: int
 
 
+class ArchivingStore(Protocol):
+    """The part of the Store port an archive run uses."""
+
+    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]: ...
+
+    def mark_archived(self, placements: list[Placement]) -> int: ...
+
+
 def archive_before(
-    store: Store, directory: Path, before: datetime, *, segment_blobs: int = SEGMENT_BLOBS
+    store: ArchivingStore, directory: Path, before: datetime, *, segment_blobs: int = SEGMENT_BLOBS
 ) -> ArchiveRun:
     """Move every envelope received before `before` from the database into segment files
     under `directory` (docs/design.md §9), one segment at a time: build it, write it durably

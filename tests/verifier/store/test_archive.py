@@ -5,6 +5,9 @@ the transaction that indexes it loses nothing, and a rerun completes. SQLite and
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
 import zlib
 from datetime import timedelta
 from pathlib import Path
@@ -157,3 +160,33 @@ def test_a_flipped_segment_byte_never_yields_other_bytes(body: bytes, data: st.D
         return
     assert found in (None, body)
     assert placement.frame_length == len(segment)
+
+
+@pytest.mark.parametrize("after_segments", [0, 1, 3])
+def test_sigkill_during_an_archive_run_loses_nothing_and_a_rerun_completes(
+    backend: Backend, archive: tuple[Store, Path], after_segments: int
+) -> None:
+    """A real `kill -9` of a process in its archive loop, after some segments committed and
+    while it writes or indexes the next: every envelope still reads back, and a rerun ends
+    with every one archived exactly once."""
+    store, directory = archive
+    items = _fill(store, 15)  # 30 envelopes: six segments of five
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.verifier.store.archive_worker", backend.url, str(directory)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    try:
+        for _ in range(after_segments):
+            assert worker.stdout.readline().startswith("SEGMENT")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker.stdout.close()
+    for item in items:
+        assert store.get_blob(item.envelope_hash) == item.envelope
+    archive_before(store, directory, T0 + timedelta(days=1), segment_blobs=5)
+    assert backend.query("SELECT COUNT(*) FROM blobs") == [(0,)]
+    assert backend.query("SELECT COUNT(*) FROM blob_archive") == [(len(items),)]
+    for item in items:
+        assert store.get_blob(item.envelope_hash) == item.envelope
