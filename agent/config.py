@@ -25,7 +25,8 @@ _MIN_SPOOL_BYTES = 64 * 1024
 MAX_LANDMARKS = 64
 _MIN_LANDMARK_INTERVAL_S = 60.0
 _MAX_LANDMARK_INTERVAL_S = 7 * 86400.0
-_MAX_FULL_EVIDENCE_INTERVAL_S = 7 * 86400.0
+#: The verifier refuses a heartbeat made 25 h after its full evidence (docs/protocol.md §4.1).
+_MAX_FULL_EVIDENCE_INTERVAL_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,12 @@ def _landmark_interval(value: object) -> float:
 
 
 def _full_evidence_interval(value: object) -> float:
-    """A duration such as "1h", at most 7 days; "0s" sends full evidence every time."""
+    """A duration such as "1h", at most 24 h; "0s" sends full evidence every time."""
     if not isinstance(value, str):
         raise tc.Invalid(f'must be a duration such as "1h", got {tc.got(value)}')
     seconds = tc.parse_duration(value).total_seconds()
     if not 0 <= seconds <= _MAX_FULL_EVIDENCE_INTERVAL_S:
-        raise tc.Invalid(f"{value!r}: must be from 0s to 7d")
+        raise tc.Invalid(f"{value!r}: must be from 0s to 24h")
     return seconds
 
 

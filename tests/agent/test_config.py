@@ -149,6 +149,7 @@ def test_full_evidence_interval() -> None:
     assert AgentConfig().full_evidence_interval_s == 3600
     assert parse_config('full_evidence_interval = "15m"').full_evidence_interval_s == 900
     assert parse_config('full_evidence_interval = "0s"').full_evidence_interval_s == 0
-    for bad in ('"8d"', "60", '"soon"'):
+    assert parse_config('full_evidence_interval = "24h"').full_evidence_interval_s == 86400
+    for bad in ('"25h"', '"8d"', "60", '"soon"'):
         with pytest.raises(ConfigError, match="full_evidence_interval"):
             parse_config(f"full_evidence_interval = {bad}")

@@ -40,6 +40,9 @@ from verifier.store.ops_sightings import raise_duplicates, update_sightings
 from verifier.store.sqlbase import Db, from_micros, to_micros
 
 _MICRO = timedelta(microseconds=1)
+#: A heartbeat may repeat a full evidence created at most this long before it (the agent's
+#: `full_evidence_interval` is at most 24 h; an hour of slack for its clock), docs/protocol.md §4.1.
+MAX_BASE_AGE = timedelta(hours=25)
 _IN_CHUNK = 500
 
 
@@ -77,6 +80,7 @@ class _Head:
     first_attested: int | None
     full_hash: bytes  # envelope hash of the current full evidence (b"": none yet)
     full_index: int | None  # its log index
+    full_created: int | None  # and its created_at (µs)
 
 
 @dataclass
@@ -167,8 +171,8 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
         # FOR UPDATE (PostgreSQL) holds off a concurrent revocation until we commit.
         for r in db.all(
             "SELECT agent_id, status, last_seq, last_hash, inventory_fp, site_id, last_seen_at, "
-            "last_fresh_at, next_due, last_log_index, first_attested_at, full_hash, full_log_index "
-            "FROM agents "
+            "last_fresh_at, next_due, last_log_index, first_attested_at, full_hash, "
+            "full_log_index, full_created_at FROM agents "
             f"WHERE agent_id IN {db.in_list(len(chunk))} ORDER BY agent_id"
             f"{db.dialect.for_update}",
             chunk,
@@ -187,6 +191,7 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
                 first_attested=r[10],
                 full_hash=b"" if r[11] is None else bytes(r[11]),
                 full_index=r[12],
+                full_created=r[13],
             )
     return heads
 
@@ -227,8 +232,12 @@ def _accept_one(
             "the heartbeat repeats a full evidence that is not this agent's current one; "
             "send the full evidence"
         )
-
     seen_us = to_micros(item.created_at)
+    if item.base and seen_us - (head.full_created or seen_us) > MAX_BASE_AGE // _MICRO:
+        raise HeartbeatBaseError(
+            f"the heartbeat repeats a full evidence older than {MAX_BASE_AGE}; send the full "
+            "evidence"
+        )
     previous = (head.last_seen, head.last_index)
     head.last_seen = seen_us if head.last_seen is None else max(head.last_seen, seen_us)
     if item.freshness is Freshness.NONCE:
@@ -239,7 +248,7 @@ def _accept_one(
         head.first_attested = now_us
     if not item.base:
         # Full evidence; a heartbeat's inventory is its base's, unchanged by definition.
-        head.full_hash, head.full_index = item.envelope_hash, log_index
+        head.full_hash, head.full_index, head.full_created = item.envelope_hash, log_index, seen_us
         fingerprint = inventory_fingerprint(item.gpus)
         if not hmac.compare_digest(head.fingerprint, fingerprint):
             head.fingerprint = fingerprint
@@ -373,7 +382,7 @@ def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
         (
             agent_id, h.stored_seq, h.last_seq, h.last_hash, h.first_attested, h.last_seen,
             h.last_fresh, h.next_due, h.fingerprint, h.last_index, h.full_hash or None,
-            h.full_index,
+            h.full_index, h.full_created,
         )
         for agent_id, h in dirty
     ]  # fmt: skip
@@ -384,12 +393,13 @@ def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
             "first_attested_at = v.first_attested_at, last_seen_at = v.last_seen_at, "
             "last_fresh_at = v.last_fresh_at, next_due = v.next_due, "
             "inventory_fp = v.inventory_fp, last_log_index = v.last_log_index, "
-            "full_hash = v.full_hash, full_log_index = v.full_log_index "
+            "full_hash = v.full_hash, full_log_index = v.full_log_index, "
+            "full_created_at = v.full_created_at "
             "FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[], "
             "?::bigint[], ?::bigint[], ?::bigint[], ?::bytea[], ?::bigint[], ?::bytea[], "
-            "?::bigint[]) AS v(agent_id, stored_seq, last_seq, last_hash, first_attested_at, "
-            "last_seen_at, last_fresh_at, next_due, inventory_fp, last_log_index, full_hash, "
-            "full_log_index) "
+            "?::bigint[], ?::bigint[]) AS v(agent_id, stored_seq, last_seq, last_hash, "
+            "first_attested_at, last_seen_at, last_fresh_at, next_due, inventory_fp, "
+            "last_log_index, full_hash, full_log_index, full_created_at) "
             "WHERE agents.agent_id = v.agent_id "
             "AND agents.last_seq = v.stored_seq AND agents.status = ?",
             [*([list(c) for c in zip(*rows, strict=True)]), active],
@@ -398,7 +408,7 @@ def _update_heads(db: Db, dirty: list[tuple[str, _Head]]) -> None:
     db.many(
         "UPDATE agents SET last_seq = ?, last_hash = ?, first_attested_at = ?, "
         "last_seen_at = ?, last_fresh_at = ?, next_due = ?, inventory_fp = ?, "
-        "last_log_index = ?, full_hash = ?, full_log_index = ? "
+        "last_log_index = ?, full_hash = ?, full_log_index = ?, full_created_at = ? "
         "WHERE agent_id = ? AND last_seq = ? AND status = ?",
         [(*row[2:], row[0], row[1], active) for row in rows],
     )

@@ -14,6 +14,7 @@ from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import T0, Chain, enroll, gpus
 from verifier.model import Accepted, VerifiedAttestation
 from verifier.store.api import Store
+from verifier.store.ops_accept import MAX_BASE_AGE
 
 POSTURE = (("secure-boot", "pass"),)
 
@@ -127,3 +128,17 @@ def test_a_store_written_before_heartbeats_takes_its_chain_head_as_the_full_evid
     assert backend.query("SELECT full_hash, full_log_index FROM agents") == [
         (last.envelope_hash, 0)
     ]
+
+
+def test_a_heartbeat_may_repeat_a_full_evidence_for_at_most_25_hours(store: Store) -> None:
+    """Measured on the agent's own clock along its chain (created_at), so a spool replayed
+    after an outage is judged as it was produced."""
+    enroll(store, "a1")
+    chain = Chain("a1")
+    first = full(chain, 0, "GPU-1")
+    accepted(store.accept([first], T0)[0])
+    limit = int(MAX_BASE_AGE.total_seconds())
+    accepted(store.accept([heartbeat(chain, limit, first.envelope_hash)], T0)[0])
+    late = heartbeat(chain, limit + 1, first.envelope_hash)
+    (outcome,) = store.accept([late], T0)
+    assert isinstance(outcome, HeartbeatBaseError) and "older than" in str(outcome)
