@@ -71,8 +71,11 @@ class LineReader:
         self._thread.start()
 
     def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
+        try:
+            for line in stream:
+                self.lines.put(line.rstrip("\n"))
+        except ValueError:  # the test closed the pipe while we read: its child is gone
+            return
 
     def wait_for(self, needle: str, timeout: float = 30.0) -> str:
         """The first line (from now on) containing `needle`; AssertionError after `timeout`."""
