@@ -266,6 +266,9 @@ class LandmarkServer:
         try:
             self.port = server.add_insecure_port(self.config.listen)
         except RuntimeError:
+            # Stopped here, while its event loop runs: left to the garbage collector, the
+            # server's __del__ schedules its shutdown on a closed loop and prints a traceback.
+            await server.stop(None)
             raise ConfigError(
                 f"landmark listen = {self.config.listen!r}: cannot listen there (the port is "
                 "in use, or the address is not one of this host's)"

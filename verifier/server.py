@@ -339,14 +339,26 @@ async def start(
     core.store_health.bind(_publisher(health_servicer, notifier or Notifier({})))
     running = Running(servers=servers, core=core, health=health_servicer, ports=ports)
     if landmark is not None:
-        running.landmark = landmark
-        ports["landmark"] = await landmark.start()
+        ports["landmark"] = await _start_landmark(running, landmark)
     running.metrics_server = _start_metrics(config, metrics, role)
     if running.metrics_server is not None:
         ports["metrics"] = running.metrics_server.server_port
     running.tasks.extend(_background_tasks(core, accepted, duties=duties))
     log.info("verifier serving: %s", ", ".join(f"{k}={v}" for k, v in sorted(ports.items())))
     return running
+
+
+async def _start_landmark(running: Running, landmark: LandmarkServer) -> int:
+    """Start the landmark beside the verifier (docs/protocol.md §12); when its port cannot be
+    bound (ConfigError, exit 3), stop what already runs first, so the refusal is one line and
+    no half-started server is left to the garbage collector."""
+    try:
+        port = await landmark.start()
+    except BaseException:
+        await running.stop(0)
+        raise
+    running.landmark = landmark
+    return port
 
 
 def _background_tasks(
