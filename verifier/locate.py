@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from verifier import location
+from verifier.findings import agent_subject
 from verifier.location import ClearanceFn, SiteLocation, Verdict
 from verifier.model import FindingDraft, FindingStatus
 from verifier.registry_model import Registry
@@ -80,19 +81,36 @@ def run_pass(
 ) -> LocationPass:
     """Check, judge and store: open or refresh the location findings raised now, resolve the
     open ones no longer raised. A registry without landmarks raises no location finding (no
-    location check is set up; every site still reads `unverified`)."""
+    location check is set up; every site still reads `unverified`).
+
+    A `location-contradicted` finding is not cleared by silence: a host caught elsewhere that
+    stops answering landmarks would otherwise see its critical finding resolve once the
+    measurement ages past the deadline. It resolves only when the agent has a measurement that
+    counts and none that contradicts, or is no longer active (revoked); until then it stays
+    open (an operator may acknowledge it)."""
     registry = store.load_registry()
     checked = check_carried(store, registry, clock_skew=clock_skew)
     judged = judge_at(store, registry, now, deadline, clearance)
     raised = location.findings(judged) if registry.landmarks else []
     store.upsert_findings(raised, now)
     keys = {(d.rule, d.subject) for d in raised}
+    measured = {b.agent_id for site in judged for b in site.bounds}
+    caught = {b.agent_id for site in judged for b in site.bounds if b.contradicted}
+    active = {a for agents in store.active_agents_by_site(now).values() for a in agents}
+
+    def cleared(rule: str, subject: str) -> bool:
+        if rule != location.LOCATION_CONTRADICTED:
+            return True
+        agent_id = subject.removeprefix(agent_subject(""))
+        return agent_id not in active or (agent_id in measured and agent_id not in caught)
+
     stale = [
         (f.rule, f.subject)
         for f in store.iter_findings()
         if f.rule in location.LOCATION_RULES
         and f.status is not FindingStatus.RESOLVED
         and (f.rule, f.subject) not in keys
+        and cleared(f.rule, f.subject)
     ]
     if stale:
         store.resolve_findings(stale, now)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from attest import landmark as lm
 from attest.keys import SoftwareSigner
@@ -167,3 +167,44 @@ def test_without_landmarks_in_the_registry_no_location_finding_is_raised(store: 
         lambda db: db.all("SELECT verdict FROM landmark_measurements"), write=False
     )
     assert [r[0] for r in verdicts] == ["landmark 'lm-fra' is not in the registry"]
+
+
+def test_a_contradicted_host_that_goes_silent_stays_flagged_until_measured_consistent(
+    store: Store,
+) -> None:
+    """Silence must not clear a critical finding: only a measurement that counts and agrees
+    with the site does (or revocation)."""
+    key = SoftwareSigner.generate()
+    _enroll(store, "agt-iad", "iad1", key)
+    store.import_registry(_registry(LM_FRA), T0)
+    chain = Chain("agt-iad")
+    _carry(store, chain, _statement("agt-iad", key, 900_000))  # 0.9 ms from Frankfurt
+    locate.run_pass(store, T0, deadline=DEADLINE, clock_skew=SKEW)
+    assert (LOCATION_CONTRADICTED, "agent:agt-iad") in _open(store)
+
+    # The host stops answering: the measurement ages out, the site reads unverified, and the
+    # contradiction stays open beside it.
+    later = T0 + DEADLINE + timedelta(hours=1)
+    done = locate.run_pass(store, later, deadline=DEADLINE, clock_skew=SKEW)
+    assert [s.status for s in done.judged] == ["unverified"]
+    assert set(_open(store)) == {
+        (LOCATION_CONTRADICTED, "agent:agt-iad"),
+        (LOCATION_UNVERIFIED, "site:iad1"),
+    }
+
+    # A measurement consistent with Virginia (80 ms from Frankfurt) clears both.
+    item = replace(chain.next(later), landmarks=(("lm-fra", _late_statement(key, later)),))
+    store.accept([item], later)
+    done = locate.run_pass(store, later, deadline=DEADLINE, clock_skew=SKEW)
+    assert [s.status for s in done.judged] == ["verified"]
+    assert _open(store) == {}
+
+
+def _late_statement(key: SoftwareSigner, at: datetime) -> bytes:
+    session = secrets.token_bytes(lm.SESSION_LEN)
+    challenge = lm.challenge_bytes("lm-fra", session, 0, secrets.token_bytes(32))
+    statement = lm.Statement(
+        "lm-fra", *FRA, "agt-iad", key.public_key.spki_der, session, (challenge,),
+        (lm.answer(key, challenge),), (80_000_000,), 80_000_000, at,
+    )  # fmt: skip
+    return lm.sign_statement(statement, LANDMARK)
