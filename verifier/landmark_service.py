@@ -3,9 +3,10 @@
 
 One `Landmark.Probe` call is one session: the agent's ProbeHello names it and its attestation
 key; the landmark sends `probes` challenges one at a time, reading its own monotonic clock just
-before each is written and again when the answer arrives, and only after the timed loop
-verifies every answer's signature (a verification inside the loop would add its own time to
-every round trip after it). Any failure ends the call with a status and no statement. Then the
+before each is written and again when the answer arrives, and verifies each answer's
+signature between the two, after the clock stopped and before the next challenge's clock starts
+(so it adds nothing to any round trip, and a peer answering garbage is dropped at once). Any
+failure ends the call with a status and no statement. Then the
 landmark sends one DSSE envelope around a LandmarkStatement, signed by its Ed25519 key.
 
 Plain gRPC, deliberately: nothing exchanged is secret, every answer and the statement are
@@ -119,16 +120,15 @@ def parse_hello(reply: pb.ProbeReply) -> tuple[str, PublicKey]:
     return agent_id, key
 
 
-def _verify_answers(key: PublicKey, challenges: list[bytes], answers: list[bytes]) -> None:
-    for seq, (challenge, signature) in enumerate(zip(challenges, answers, strict=True)):
-        try:
-            key.verify(signature, answer_message(challenge))
-        except BadSignatureError:
-            raise SessionEnded(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "bad-signature",
-                f"the answer to probe {seq} does not verify under the hello's key",
-            ) from None
+def _verify_answer(key: PublicKey, seq: int, challenge: bytes, signature: bytes) -> None:
+    try:
+        key.verify(signature, answer_message(challenge))
+    except BadSignatureError:
+        raise SessionEnded(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "bad-signature",
+            f"the answer to probe {seq} does not verify under the hello's key",
+        ) from None
 
 
 class LandmarkServicer(pb_grpc.LandmarkServicer):
@@ -213,10 +213,13 @@ class LandmarkServicer(pb_grpc.LandmarkServicer):
                 raise SessionEnded(
                     grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", f"probe {seq} took over 1 s"
                 )
+            # Checked now, after the clock stopped and before the next challenge: a peer that
+            # answers with garbage is dropped at its first answer instead of holding one of
+            # max_sessions for every probe's timeout.
+            _verify_answer(key, seq, challenge, reply.answer.signature)
             challenges.append(challenge)
             answers.append(reply.answer.signature)
             rtts.append(rtt)
-        _verify_answers(key, challenges, answers)
         self._metrics.probes.inc(len(rtts))
         self._metrics.rtt_min.observe(min(rtts) / 1e9)
         statement = Statement(

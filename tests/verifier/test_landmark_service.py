@@ -145,6 +145,20 @@ async def test_one_bad_answer_among_good_ones_is_caught(server: LandmarkServer) 
     assert await probe(server.port, agent, reply) == (grpc.StatusCode.UNAUTHENTICATED, None)
 
 
+async def test_a_garbage_answer_ends_the_session_at_once(server: LandmarkServer) -> None:
+    """Each answer is checked before the next challenge: a peer answering garbage holds a
+    session for one round trip, not for every probe's timeout."""
+    agent = SoftwareSigner.generate()
+    asked: list[int] = []
+
+    def reply(seq: int, challenge: bytes) -> pb.ProbeAnswer:
+        asked.append(seq)
+        return pb.ProbeAnswer(seq=seq, signature=b"\x00" * 64)
+
+    assert await probe(server.port, agent, reply) == (grpc.StatusCode.UNAUTHENTICATED, None)
+    assert asked == [0]
+
+
 async def test_a_wrong_seq_ends_without_a_statement(server: LandmarkServer) -> None:
     agent = SoftwareSigner.generate()
     good = honest(agent)
