@@ -71,7 +71,17 @@ def _loopback_or_off(value: object) -> str:
     return address
 
 
+#: Keys only a verifier.toml has: their presence means the wrong file was given.
+_VERIFIER_KEYS = ("enroll_listen", "database", "tls", "fleet", "stream", "store", "policy")
+
+
 def _from_table(t: tc.Table) -> LandmarkConfig:
+    if any(key in t for key in _VERIFIER_KEYS):
+        raise t.fail(
+            None,
+            "this is a verifier.toml; landmark commands take the landmark's own file "
+            "(--config /etc/gpu-attest/landmark.toml; example: examples/landmark.toml)",
+        )
     d = LandmarkConfig(id="-", lat=0.0, lon=0.0)
     config = LandmarkConfig(
         id=t.get("id", _token),

@@ -110,6 +110,8 @@ def test_a_missing_config_is_exit_3(tmp_path: Path, capsys: pytest.CaptureFixtur
         ('id = "a"\nlat = nan\nlon = 1\n', "lat: must be a finite number"),
         ('id = "a"\nlat = 1\nlon = 1\nlisten = "nowhere"\n', "listen:"),
         ('id = "a"\nlat = 1\nlon = 1\nmax_sessions = 0\n', "max_sessions:"),
+        # The verifier's config handed to a landmark command: said so, not "id: missing".
+        ('listen = "0.0.0.0:7443"\nenroll_listen = "0.0.0.0:7444"\n', "this is a verifier.toml"),
     ],
 )
 def test_config_errors_name_the_key(text: str, complaint: str) -> None:
