@@ -8,6 +8,7 @@ it is refused for anything but a loopback verifier address and is logged at ever
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from attest import tomlconf as tc
@@ -82,9 +83,15 @@ def _from_table(t: tc.Table, base_dir: Path) -> AgentConfig:
         insecure_plaintext=t.get("insecure_plaintext", tc.boolean, d.insecure_plaintext),
         spool_max_bytes=t.get("spool_max_bytes", tc.integer(_MIN_SPOOL_BYTES), d.spool_max_bytes),
         landmarks=t.get("landmarks", _landmarks, d.landmarks),
-        landmark_interval_s=t.get("landmark_interval", _landmark_interval, d.landmark_interval_s),
+        landmark_interval_s=t.get(
+            "landmark_interval",
+            _seconds(_MIN_LANDMARK_INTERVAL_S, _MAX_LANDMARK_INTERVAL_S),
+            d.landmark_interval_s,
+        ),
         full_evidence_interval_s=t.get(
-            "full_evidence_interval", _full_evidence_interval, d.full_evidence_interval_s
+            "full_evidence_interval",
+            _seconds(0, _MAX_FULL_EVIDENCE_INTERVAL_S),
+            d.full_evidence_interval_s,
         ),
     )
     t.done()
@@ -105,24 +112,10 @@ def _landmarks(value: object) -> tuple[HostPort, ...]:
     return addresses
 
 
-def _landmark_interval(value: object) -> float:
-    """A duration such as "1h" (attest.tomlconf.parse_duration), from 1 minute to 7 days."""
-    if not isinstance(value, str):
-        raise tc.Invalid(f'must be a duration such as "1h", got {tc.got(value)}')
-    seconds = tc.parse_duration(value).total_seconds()
-    if not _MIN_LANDMARK_INTERVAL_S <= seconds <= _MAX_LANDMARK_INTERVAL_S:
-        raise tc.Invalid(f"{value!r}: must be from 1m to 7d")
-    return seconds
-
-
-def _full_evidence_interval(value: object) -> float:
-    """A duration such as "1h", at most 24 h; "0s" sends full evidence every time."""
-    if not isinstance(value, str):
-        raise tc.Invalid(f'must be a duration such as "1h", got {tc.got(value)}')
-    seconds = tc.parse_duration(value).total_seconds()
-    if not 0 <= seconds <= _MAX_FULL_EVIDENCE_INTERVAL_S:
-        raise tc.Invalid(f"{value!r}: must be from 0s to 24h")
-    return seconds
+def _seconds(low_s: float, high_s: float) -> tc.Check[float]:
+    """A duration such as "1h" (attest.tomlconf.duration) from `low_s` to `high_s`, in seconds."""
+    check = tc.duration(timedelta(seconds=low_s), timedelta(seconds=high_s))
+    return lambda value: check(value).total_seconds()
 
 
 def validate(cfg: AgentConfig) -> AgentConfig:

@@ -195,6 +195,21 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
+def duration(low: timedelta, high: timedelta) -> Check[timedelta]:
+    """A duration string such as "1h" (`parse_duration`) from `low` to `high`."""
+    span = f"from {format_duration(low)} to {format_duration(high)}"
+
+    def check(value: object) -> timedelta:
+        if not isinstance(value, str):
+            raise Invalid(f'must be a duration such as "1h", got {got(value)}')
+        span_of = parse_duration(value)
+        if not low <= span_of <= high:
+            raise Invalid(f"{value!r}: must be {span}")
+        return span_of
+
+    return check
+
+
 # --- tables ------------------------------------------------------------------------------------
 
 

@@ -149,7 +149,7 @@ class VerifierConfig:
 _POSITIVE = tc.integer(1)
 
 
-def _address(*, empty: bool = False) -> tc.Check[str]:
+def address_check(*, empty: bool = False) -> tc.Check[str]:
     """A HOST:PORT string (port 0: any free port), kept as written; "" too with `empty`."""
     as_text = tc.text(max_len=300, empty=True)
     parse = tc.host_port(any_port=True)
@@ -242,11 +242,11 @@ def _store(t: tc.Table) -> StoreConfig:
 def _from_table(t: tc.Table) -> VerifierConfig:
     d = VerifierConfig()
     config = VerifierConfig(
-        listen=t.get("listen", _address(), d.listen),
-        enroll_listen=t.get("enroll_listen", _address(), d.enroll_listen),
+        listen=t.get("listen", address_check(), d.listen),
+        enroll_listen=t.get("enroll_listen", address_check(), d.enroll_listen),
         state_dir=t.get("state_dir", lambda v: Path(tc.text(max_len=4096)(v)), d.state_dir),
         database=t.get("database", _database, d.database),
-        metrics_listen=t.get("metrics_listen", _address(empty=True), d.metrics_listen),
+        metrics_listen=t.get("metrics_listen", address_check(empty=True), d.metrics_listen),
         log_origin=t.get("log_origin", tc.text(empty=True), d.log_origin),
         policy=t.get("policy", tc.text(max_len=4096, empty=True), d.policy),
         landmark=t.get("landmark", tc.text(max_len=4096, empty=True), d.landmark),

@@ -13,6 +13,7 @@ from pathlib import Path
 from attest import identifiers as ids
 from attest import tomlconf as tc
 from attest.landmark import MAX_PROBES
+from verifier.config import address_check
 
 DEFAULT_LANDMARK_CONFIG = Path("/etc/gpu-attest/landmark.toml")
 DEFAULT_LANDMARK_STATE_DIR = Path("/var/lib/gpu-attest-landmark")
@@ -50,22 +51,9 @@ def _token(value: object) -> str:
     return text
 
 
-def _address(*, empty: bool) -> tc.Check[str]:
-    as_text = tc.text(max_len=300, empty=True)
-    parse = tc.host_port(any_port=True)
-
-    def check(value: object) -> str:
-        address = as_text(value)
-        if not (empty and address == ""):
-            parse(address)
-        return address
-
-    return check
-
-
 def _loopback_or_off(value: object) -> str:
     """The metrics endpoint: loopback only (they are read by a local scraper), or "" (off)."""
-    address = _address(empty=True)(value)
+    address = address_check(empty=True)(value)
     if address and not tc.host_port(any_port=True)(address).is_loopback:
         raise tc.Invalid(f'must be a loopback address or "", got {tc.got(value)}')
     return address
@@ -87,7 +75,7 @@ def _from_table(t: tc.Table) -> LandmarkConfig:
         id=t.get("id", _token),
         lat=t.get("lat", tc.number(-90, 90)),
         lon=t.get("lon", tc.number(-180, 180)),
-        listen=t.get("listen", _address(empty=False), d.listen),
+        listen=t.get("listen", address_check(empty=False), d.listen),
         state_dir=t.get("state_dir", lambda v: Path(tc.text(max_len=4096)(v)), d.state_dir),
         probes=t.get("probes", tc.integer(1, MAX_PROBES), d.probes),
         max_sessions=t.get("max_sessions", tc.integer(1, 100_000), d.max_sessions),

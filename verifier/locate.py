@@ -6,6 +6,7 @@ run it for what they print.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,12 +58,15 @@ def judge_at(
     at: datetime,
     deadline: timedelta,
     clearance: ClearanceFn | None = None,
+    *,
+    agents_by_site: Mapping[str, Sequence[str]] | None = None,
 ) -> list[SiteLocation]:
-    """Every site with agents active at `at`, judged from the measurements of the `deadline`
-    before it (the statements must have been checked already)."""
+    """Every site with agents active at `at` (read from the store unless given), judged from
+    the measurements of the `deadline` before it (the statements must have been checked
+    already)."""
     return location.judge(
         {site.id: site for site in registry.sites},
-        store.active_agents_by_site(at),
+        store.active_agents_by_site(at) if agents_by_site is None else agents_by_site,
         store.location_measurements(at - deadline, at),
         {lm.id: lm for lm in registry.landmarks},
         now=at,
@@ -90,13 +94,14 @@ def run_pass(
     open (an operator may acknowledge it)."""
     registry = store.load_registry()
     checked = check_carried(store, registry, clock_skew=clock_skew)
-    judged = judge_at(store, registry, now, deadline, clearance)
+    by_site = store.active_agents_by_site(now)
+    judged = judge_at(store, registry, now, deadline, clearance, agents_by_site=by_site)
     raised = location.findings(judged) if registry.landmarks else []
     store.upsert_findings(raised, now)
     keys = {(d.rule, d.subject) for d in raised}
     measured = {b.agent_id for site in judged for b in site.bounds}
     caught = {b.agent_id for site in judged for b in site.bounds if b.contradicted}
-    active = {a for agents in store.active_agents_by_site(now).values() for a in agents}
+    active = {a for agents in by_site.values() for a in agents}
 
     def cleared(rule: str, subject: str) -> bool:
         if rule != location.LOCATION_CONTRADICTED:

@@ -27,6 +27,7 @@ from typing import Literal
 from attest import landmark as lm
 from attest.errors import AttestError, KeyMaterialError
 from attest.keys import PublicKey
+from attest.tomlconf import format_duration
 from verifier import geo
 from verifier.findings import agent_subject
 from verifier.geo import Clearance
@@ -261,7 +262,7 @@ def _status(
         return SiteLocation(site_id, "contradicted", reason, bounds, unmeasured, tier3)
     if unmeasured:
         reason = (
-            f"no landmark measurement that counts within {_duration(deadline)} for "
+            f"no landmark measurement that counts within {format_duration(deadline)} for "
             f"{len(unmeasured)} of {agents} active host(s)"
         )
         return SiteLocation(site_id, "unverified", reason, bounds, unmeasured, tier3)
@@ -272,14 +273,6 @@ def _status(
         f"{tight.site_km:,.0f} km from it"
     )
     return SiteLocation(site_id, "verified", reason, bounds, unmeasured, tier3)
-
-
-def _duration(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def findings(judged: Iterable[SiteLocation]) -> list[FindingDraft]:

@@ -354,23 +354,8 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
     store accepts it only when that is the agent's current full evidence."""
     evidence = verified.evidence
     if isinstance(evidence, Heartbeat):
-        return VerifiedAttestation(
-            agent_id=evidence.agent_id,
-            seq=evidence.seq,
-            prev_hash=evidence.prev_hash,
-            envelope=verified.raw,
-            envelope_hash=verified.envelope_hash,
-            payload_digest=verified.payload_digest,
-            nonce=b"" if verified.freshness is Freshness.OFFLINE else evidence.nonce,
-            freshness=verified.freshness,
-            created_at=evidence.created_at,
-            received_at=received_at,
-            gpus=(),
-            site_claim=evidence.site_id,
-            landmarks=tuple((m.landmark_id, m.statement) for m in evidence.landmarks),
-            base=evidence.base,
-        )
-    claims = [
+        return _attestation(verified, received_at, gpus=(), base=evidence.base)
+    claims = tuple(
         GpuClaim(
             uuid=gpu.uuid,
             name=gpu.name if isinstance(gpu.name, str) else "",
@@ -382,7 +367,27 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
             power_limit_w=(gpu.power_limit_mw or 0) // 1000,
         )
         for gpu in evidence.gpus
-    ]
+    )
+    return _attestation(
+        verified,
+        received_at,
+        gpus=claims,
+        posture=tuple((p.name, p.result.value) for p in evidence.posture),
+        inventory_read=evidence.inventory.state is InventoryState.OK,
+    )
+
+
+def _attestation(
+    verified: VerifiedEvidence,
+    received_at: datetime,
+    *,
+    gpus: tuple[GpuClaim, ...],
+    posture: tuple[tuple[str, str], ...] = (),
+    inventory_read: bool = True,
+    base: bytes = b"",
+) -> VerifiedAttestation:
+    """The fields evidence and heartbeats share, with the ones that differ passed in."""
+    evidence = verified.evidence
     return VerifiedAttestation(
         agent_id=evidence.agent_id,
         seq=evidence.seq,
@@ -394,9 +399,10 @@ def to_attestation(verified: VerifiedEvidence, received_at: datetime) -> Verifie
         freshness=verified.freshness,
         created_at=evidence.created_at,
         received_at=received_at,
-        gpus=tuple(claims),
-        posture=tuple((p.name, p.result.value) for p in evidence.posture),
+        gpus=gpus,
         site_claim=evidence.site_id,
-        inventory_read=evidence.inventory.state is InventoryState.OK,
+        posture=posture,
+        inventory_read=inventory_read,
         landmarks=tuple((m.landmark_id, m.statement) for m in evidence.landmarks),
+        base=base,
     )

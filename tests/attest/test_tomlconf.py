@@ -273,3 +273,16 @@ def test_datetime_is_a_date_subclass_and_refused() -> None:
 def test_format_duration_is_what_parse_duration_reads(seconds: int, text: str) -> None:
     assert tc.format_duration(timedelta(seconds=seconds)) == text
     assert tc.parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_a_duration_check_takes_its_range_inclusive_and_says_it() -> None:
+    check = tc.duration(timedelta(minutes=1), timedelta(days=7))
+    assert check("1m") == timedelta(minutes=1) and check("7d") == timedelta(days=7)
+    for bad, complaint in (
+        ("30s", "'30s': must be from 1m to 7d"),
+        ("8d", "from 1m to 7d"),
+        (3600, 'must be a duration such as "1h"'),
+        ("soon", "not a duration"),
+    ):
+        with pytest.raises(tc.Invalid, match=complaint):
+            check(bad)
