@@ -126,6 +126,11 @@ def fill_rows(entries: int, root: list[bytes]) -> Iterator[tuple[list[Leaf], lis
     root.append(tree.root())
 
 
+def _keyed(nodes: list[Node]) -> list[tuple[int, int, bytes]]:
+    """Node rows as the store keys them (migration 0014): (tree size, level, hash), in order."""
+    return sorted(((index + 1) << level, level, hashed) for level, index, hashed in nodes)
+
+
 def fill(url: str, entries: int) -> bytes:
     """Fill the log by direct SQL; returns its root as computed while filling."""
     root: list[bytes] = []
@@ -139,7 +144,8 @@ def fill(url: str, entries: int) -> bytes:
                     leaves,
                 )
                 conn.executemany(
-                    "INSERT INTO log_nodes (level, node_index, hash) VALUES (?, ?, ?)", nodes
+                    "INSERT INTO log_nodes (tree_size, level, hash) VALUES (?, ?, ?)",
+                    _keyed(nodes),
                 )
                 conn.commit()
             conn.execute("UPDATE log_head SET size = ? WHERE id = 1", (entries,))
@@ -155,10 +161,10 @@ def fill(url: str, entries: int) -> bytes:
                 for leaf_row in leaves:
                     copy.write_row(leaf_row)
             with cur.copy(
-                "COPY log_nodes (level, node_index, hash) FROM STDIN (FORMAT BINARY)"
+                "COPY log_nodes (tree_size, level, hash) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int4", "int8", "bytea"])
-                for node_row in nodes:
+                copy.set_types(["int8", "int4", "bytea"])
+                for node_row in _keyed(nodes):
                     copy.write_row(node_row)
             pg.commit()
         cur.execute("UPDATE log_head SET size = %s WHERE id = 1", (entries,))

@@ -95,9 +95,11 @@ class ArchiveRun:
 class ArchivingStore(Protocol):
     """The part of the Store port an archive run uses."""
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]: ...
+    def archive_candidates(
+        self, before: datetime, limit: int
+    ) -> list[tuple[bytes, bytes, int]]: ...
 
-    def mark_archived(self, placements: list[Placement]) -> int: ...
+    def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int: ...
 
 
 def archive_before(
@@ -112,14 +114,14 @@ def archive_before(
     envelopes = envelope_bytes = segment_bytes = 0
     written: list[Path] = []
     while True:
-        blobs = store.archive_candidates(before, segment_blobs)
-        if not blobs:
+        candidates = store.archive_candidates(before, segment_blobs)
+        if not candidates:
             return ArchiveRun(envelopes, envelope_bytes, tuple(written), segment_bytes)
-        data, placements = build_segment(blobs)
+        data, placements = build_segment([(h, body) for h, body, _ in candidates])
         written.append(write_segment(directory, data))
-        store.mark_archived(placements)
-        envelopes += len(blobs)
-        envelope_bytes += sum(len(body) for _, body in blobs)
+        store.mark_archived(placements, [index for _, _, index in candidates])
+        envelopes += len(candidates)
+        envelope_bytes += sum(len(body) for _, body, _ in candidates)
         segment_bytes += len(data)
 
 
@@ -182,7 +184,7 @@ def run_log_command(args: argparse.Namespace, store: Store, config: VerifierConf
     if not 0 <= index < size:
         raise ProofError(f"log index {index} is outside the log (size {size})")
     entry = store.log_entries(index, index + 1)[0]
-    envelope = store.get_blob(entry.envelope_hash)
+    envelope = store.get_envelope(index)
     if envelope is None or merkle.leaf_hash(envelope) != entry.leaf_hash:
         raise StoreError(f"the envelope of log entry {index} is missing or does not match")
     hashes = store.log_inclusion_proof(index, size)

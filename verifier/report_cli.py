@@ -155,7 +155,7 @@ def _samples(
     for site, indices in sorted(candidates.items()):
         index = sample_index(tree.root, site, indices)
         entry = store.log_entries(index, index + 1)
-        raw = store.get_blob(entry[0].envelope_hash) if entry else None
+        raw = store.get_envelope(index) if entry else None
         if raw is None or merkle.leaf_hash(raw) != entry[0].leaf_hash:
             raise StoreError(f"the envelope of log entry {index} is missing or does not match")
         envelope = parse_envelope(raw)

@@ -51,7 +51,7 @@ class Agent:
         store = self.running.core.store
         accepted = store.get_attestation(self.identity.agent_id, seq)
         assert accepted is not None
-        raw = store.get_blob(accepted.envelope_hash)
+        raw = store.get_envelope(accepted.log_index)
         assert raw is not None
         return decode_envelope(raw).signatures[0].keyid
 

@@ -29,7 +29,7 @@ def accepted(agent: Agent, seq: int) -> tuple[bytes, bytes]:
     store = agent.running.core.store
     record = store.get_attestation(agent.identity.agent_id, seq)
     assert record is not None
-    raw = store.get_blob(record.envelope_hash)
+    raw = store.get_envelope(record.log_index)
     assert raw is not None
     assert record.freshness is Freshness.NONCE, seq
     return record.envelope_hash, raw

@@ -313,7 +313,7 @@ async def test_a_running_agent_carries_a_landmark_statement_to_the_verifier_once
         for seq in range(1, agent.record().last_seq + 1):
             accepted = store.get_attestation(agent.identity.agent_id, seq)
             assert accepted is not None
-            raw = store.get_blob(accepted.envelope_hash)
+            raw = store.get_envelope(accepted.log_index)
             assert raw is not None
             # Landmark statements ride in whichever link comes next, heartbeat or full
             # evidence (docs/protocol.md §4.1).

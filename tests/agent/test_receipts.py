@@ -148,7 +148,7 @@ async def test_a_receipt_with_a_bad_proof_is_refused_and_the_envelope_stays_spoo
     assert row["envelope_hash"] in table and "1 receipt(s) kept" in table
 
     # The kept receipt checks offline with the envelope's bytes and the verifier's key.
-    envelope = running.core.store.get_blob(accepted.envelope_hash)
+    envelope = running.core.store.get_envelope(accepted.log_index)
     assert envelope is not None
     (tmp_path / "2.envelope").write_bytes(envelope)
     args = [

@@ -50,7 +50,7 @@ async def test_sigkill_under_load_loses_no_receipted_envelope(tmp_path: Path, wo
             for seq, digest in expected.items():
                 stored = store.get_attestation(agent_id, seq)
                 assert stored is not None and stored.envelope_hash == digest
-                assert store.get_blob(digest) == agent.chain.sent[seq - 1]
+                assert store.get_envelope(stored.log_index) == agent.chain.sent[seq - 1]
             record = store.get_agent(agent_id)
             assert record is not None and record.last_seq == TOTAL
             assert record.last_hash == envelope_hash(agent.chain.sent[-1])

@@ -118,6 +118,6 @@ async def test_two_replicas_never_accept_twice_and_lose_no_receipt(
             for seq, raw in enumerate(sent, start=1):
                 stored = store.get_attestation(agent_id, seq)
                 assert stored is not None
-                assert store.get_blob(stored.envelope_hash) == raw
+                assert store.get_envelope(stored.log_index) == raw
     finally:
         store.close()

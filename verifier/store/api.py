@@ -157,7 +157,7 @@ class Store(Protocol):
         Returns one outcome per item, in order, only after COMMIT. Items are applied in order,
         so one batch may carry consecutive seqs of one agent. Per item, atomically: chain-head
         compare-and-set (seq == last_seq + 1 and prev_hash == last_hash, agent active), nonce
-        consumption, verbatim envelope blob (content-addressed), attestation row, transparency
+        consumption, verbatim envelope bytes (by log index), attestation row, transparency
         log append, fleet-state update (compacted when the inventory is unchanged), and
         `duplicate-gpu` findings for GPUs another agent still freshly claims. An item that
         fails leaves no trace and does not affect the others; its outcome is the typed error:
@@ -174,18 +174,20 @@ class Store(Protocol):
     def get_attestation(self, agent_id: str, seq: int) -> AttestationRecord | None:
         """The accepted attestation at (agent, seq), or None."""
 
-    def get_blob(self, envelope_hash: bytes) -> bytes | None:
-        """The envelope bytes stored under their SHA-256, verbatim, or None; read from an
-        archive segment when `log archive` moved them there (checked against the hash).
-        Raises StoreError when an archived envelope cannot be read back."""
+    def get_envelope(self, log_index: int) -> bytes | None:
+        """The bytes of log entry `log_index`'s envelope, verbatim, or None when there is no
+        such entry; read from an archive segment when `log archive` moved them there (checked
+        against the entry's hash). Raises StoreError when an archived envelope cannot be read
+        back."""
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]:
-        """Up to `limit` (hash, bytes) of envelopes received before `before` still in the hot
-        table, in a stable order (verifier/store/ops_archive.py)."""
+    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes, int]]:
+        """Up to `limit` (hash, bytes, log index) of envelopes received before `before` still
+        in the hot tables, in a stable order (verifier/store/ops_archive.py)."""
 
-    def mark_archived(self, placements: list[Placement]) -> int:
+    def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int:
         """In one transaction, index envelopes a durable segment holds and delete their hot
-        copies; return how many were deleted."""
+        copies (`log_indices`: the same envelopes' log indices); return how many were
+        deleted."""
 
     def log_size(self) -> int:
         """Number of entries in the transparency log."""

@@ -225,23 +225,25 @@ class SqlStore(abc.ABC):
     def get_attestation(self, agent_id: str, seq: int) -> AttestationRecord | None:
         return self._transact(lambda db: ops_fleet.get_attestation(db, agent_id, seq), write=False)
 
-    def get_blob(self, envelope_hash: bytes) -> bytes | None:
+    def get_envelope(self, log_index: int) -> bytes | None:
         found = self._transact(
-            lambda db: ops_archive.blob_or_placement(db, envelope_hash), write=False
+            lambda db: ops_archive.envelope_or_placement(db, log_index), write=False
         )
         if isinstance(found, Placement):
             # Moved to a segment file by `log archive` (docs/design.md §9).
             return read_archived(self.options.archive_dir, found)
         return found
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]:
+    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes, int]]:
         before_us = to_micros(before)
         return self._transact(
-            lambda db: ops_archive.blobs_before(db, before_us, limit), write=False
+            lambda db: ops_archive.envelopes_before(db, before_us, limit), write=False
         )
 
-    def mark_archived(self, placements: list[Placement]) -> int:
-        return self._transact(lambda db: ops_archive.mark_archived(db, placements), write=True)
+    def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int:
+        return self._transact(
+            lambda db: ops_archive.mark_archived(db, placements, log_indices), write=True
+        )
 
     def log_size(self) -> int:
         return self._transact(ops_fleet.log_size, write=False)

@@ -1,4 +1,4 @@
-"""The accept transaction body: chain compare-and-set, nonce consumption, blob, attestation,
+"""The accept transaction body: chain compare-and-set, nonce consumption, envelope, attestation,
 transparency log append and fleet state, for a batch of verified attestations.
 
 Pre-checks, not savepoints: the batch reads the chain heads and nonces it needs once, checks
@@ -91,7 +91,7 @@ class _Batch:
     nonces: dict[bytes, tuple[bool, str]]  # issued nonce -> (consumed already, its agent)
     accepted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # -> payload digest
     nonce_rows: list[tuple[int, bytes]] = field(default_factory=list)
-    blob_rows: list[tuple[object, ...]] = field(default_factory=list)
+    envelope_rows: list[tuple[object, ...]] = field(default_factory=list)
     attestation_rows: list[tuple[object, ...]] = field(default_factory=list)
     log_rows: list[tuple[object, ...]] = field(default_factory=list)
     landmark_rows: list[tuple[object, ...]] = field(default_factory=list)
@@ -260,7 +260,7 @@ def _accept_one(
         batch.nonce_rows.append((now_us, item.nonce))
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
-    batch.blob_rows.append((item.envelope_hash, item.envelope))
+    batch.envelope_rows.append((log_index, item.envelope))
     batch.attestation_rows.append(
         (
             item.agent_id,
@@ -357,12 +357,8 @@ def _flush(db: Db, batch: _Batch, size: int) -> None:
         _consume_nonces(db, batch.nonce_rows)
         if db.rowcount != len(batch.nonce_rows):
             raise StoreError("a nonce was consumed outside the serialized accept path")
-    db.insert_rows(
-        "blobs",
-        (("hash", "bytea"), ("body", "bytea")),
-        batch.blob_rows,
-        " ON CONFLICT (hash) DO NOTHING",
-    )
+    # Envelope bytes by log index, appended (migration 0014; `blobs` holds older ones).
+    db.insert_rows("envelopes", (("log_index", "bigint"), ("body", "bytea")), batch.envelope_rows)
     db.insert_rows("attestations", _ATTESTATION_COLUMNS, batch.attestation_rows)
     db.insert_rows(
         "log_entries",

@@ -10,23 +10,28 @@ from verifier.store.sqlbase import Db
 _IN_CHUNK = 500
 
 
-def blobs_before(db: Db, before_us: int, limit: int) -> list[tuple[bytes, bytes]]:
-    """Up to `limit` (hash, envelope bytes) of envelopes received before `before_us` still in
-    the hot table, by agent and seq (a host's consecutive envelopes compress together). The
+def envelopes_before(db: Db, before_us: int, limit: int) -> list[tuple[bytes, bytes, int]]:
+    """Up to `limit` (hash, envelope bytes, log index) of envelopes received before
+    `before_us` still in the hot tables (`envelopes`, or `blobs` for those accepted before
+    migration 0014), by agent and seq (a host's consecutive envelopes compress together). The
     same call on the same database answers the same: a rerun after a crash rebuilds the same
     segment, byte for byte."""
     rows = db.all(
-        "SELECT b.hash, b.body FROM attestations a JOIN blobs b ON b.hash = a.envelope_hash "
-        "WHERE a.received_at < ? ORDER BY a.agent_id, a.seq LIMIT ?",
+        "SELECT a.envelope_hash, COALESCE(e.body, b.body), a.log_index FROM attestations a "
+        "LEFT JOIN envelopes e ON e.log_index = a.log_index "
+        "LEFT JOIN blobs b ON b.hash = a.envelope_hash "
+        "WHERE a.received_at < ? AND (e.log_index IS NOT NULL OR b.hash IS NOT NULL) "
+        "ORDER BY a.agent_id, a.seq LIMIT ?",
         (before_us, limit),
     )
-    return [(bytes(h), bytes(body)) for h, body in rows]
+    return [(bytes(h), bytes(body), int(index)) for h, body, index in rows]
 
 
-def mark_archived(db: Db, placements: list[Placement]) -> int:
-    """Index the envelopes of a segment already durable on disk and delete them from `blobs`,
-    inside the caller's transaction; return how many blob rows were deleted. Re-runnable: an
-    envelope indexed already keeps its first placement (both segments hold it)."""
+def mark_archived(db: Db, placements: list[Placement], log_indices: list[int]) -> int:
+    """Index the envelopes of a segment already durable on disk and delete them from the hot
+    tables (`envelopes` by log index, `blobs` by hash), inside the caller's transaction; return
+    how many hot rows were deleted. Re-runnable: an envelope indexed already keeps its first
+    placement (both segments hold it)."""
     db.insert_rows(
         "blob_archive",
         (
@@ -39,16 +44,35 @@ def mark_archived(db: Db, placements: list[Placement]) -> int:
         " ON CONFLICT (hash) DO NOTHING",
     )
     deleted = 0
-    hashes = [p.envelope_hash for p in placements]
-    for start in range(0, len(hashes), _IN_CHUNK):
-        chunk = hashes[start : start + _IN_CHUNK]
-        db.run(f"DELETE FROM blobs WHERE hash IN {db.in_list(len(chunk))}", chunk)
-        deleted += db.rowcount
+    for table, column, keys in (
+        ("envelopes", "log_index", list(log_indices)),
+        ("blobs", "hash", [p.envelope_hash for p in placements]),
+    ):
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            db.run(f"DELETE FROM {table} WHERE {column} IN {db.in_list(len(chunk))}", chunk)
+            deleted += db.rowcount
     return deleted
 
 
+def envelope_or_placement(db: Db, log_index: int) -> bytes | Placement | None:
+    """The bytes of log entry `log_index`'s envelope from the hot tables, else where the
+    archive holds them, else None (no such entry, or its bytes are lost)."""
+    row = db.one(
+        "SELECT l.envelope_hash, e.body FROM log_entries l "
+        "LEFT JOIN envelopes e ON e.log_index = l.log_index WHERE l.log_index = ?",
+        (log_index,),
+    )
+    if row is None:
+        return None
+    if row[1] is not None:
+        return bytes(row[1])
+    return blob_or_placement(db, bytes(row[0]))
+
+
 def blob_or_placement(db: Db, envelope_hash: bytes) -> bytes | Placement | None:
-    """The envelope bytes from the hot table, else where the archive holds them, else None."""
+    """The bytes of an envelope accepted before migration 0014 from `blobs`, else where the
+    archive holds them, else None."""
     row = db.one("SELECT body FROM blobs WHERE hash = ?", (envelope_hash,))
     if row is not None:
         return bytes(row[0])

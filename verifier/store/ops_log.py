@@ -1,9 +1,11 @@
 """Transaction bodies for the transparency log's Merkle tree (docs/design.md §9): roots, proofs
 and frontiers read in O(log n) rows, and the interior nodes written as leaves are appended.
 
-Level 0 of the tree is the leaf hashes of `log_entries`; `log_nodes` (migration 0009) holds
-the hash of every complete aligned subtree of level >= 1, inserted in the accept transaction
-that appends the leaf completing it. The table is therefore always exactly the perfect subtrees
+Level 0 of the tree is the leaf hashes of `log_entries`; `log_nodes` (migrations 0009, 0014)
+holds the hash of every complete aligned subtree of level >= 1, inserted in the accept
+transaction that appends the leaf completing it, and keyed by the tree size at which it became
+complete, (index + 1) << level, then level: in the order the nodes are written, so a commit's
+nodes share the table's last page. The table is therefore always exactly the perfect subtrees
 of the committed log: a batch that rolls back takes its nodes with it. A read runs the proof
 math of `attest.merkle` twice: once over a source that only records which (level, index)
 subtrees it asks for, then over those subtrees fetched in one query (at most about 2·log2 n
@@ -22,7 +24,7 @@ from verifier.store.sqlbase import Db
 
 T = TypeVar("T")
 
-_NODE_COLUMNS = (("level", "integer"), ("node_index", "bigint"), ("hash", "bytea"))
+_NODE_COLUMNS = (("tree_size", "bigint"), ("level", "integer"), ("hash", "bytea"))
 #: Leaves read per query while backfilling, and node rows per insert.
 _BACKFILL_CHUNK = 8192
 _PLACEHOLDER = bytes(merkle.HASH_LEN)
@@ -68,21 +70,28 @@ def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> tuple[int, dict[tuple[int
         # each gets the form it answers with one primary-key lookup per node.
         if db.dialect.name == "postgres":
             pairs = ", ".join(["(?, ?)"] * len(nodes))
-            where = f"(level, node_index) IN (VALUES {pairs})"
+            where = f"(tree_size, level) IN (VALUES {pairs})"
         else:
-            where = " OR ".join(["(level = ? AND node_index = ?)"] * len(nodes))
-        parts.append(f"SELECT level, node_index, hash FROM log_nodes WHERE {where}")
-        params += [value for node in nodes for value in node]
+            where = " OR ".join(["(tree_size = ? AND level = ?)"] * len(nodes))
+        parts.append(f"SELECT level, tree_size, hash FROM log_nodes WHERE {where}")
+        params += [value for level, index in nodes for value in (_tree_size(level, index), level)]
     size: int | None = None
     found: dict[tuple[int, int], bytes] = {}
-    for level, index, hashed in db.all(" UNION ALL ".join(parts), params):
+    for level, key, hashed in db.all(" UNION ALL ".join(parts), params):
         if level == -1:
-            size = int(index)
+            size = int(key)
+        elif level == 0:
+            found[0, int(key)] = bytes(hashed)
         else:
-            found[int(level), int(index)] = bytes(hashed)
+            found[int(level), (int(key) >> int(level)) - 1] = bytes(hashed)
     if size is None:
         raise StoreError("log head row is missing")
     return size, found
+
+
+def _tree_size(level: int, index: int) -> int:
+    """The key of subtree (level, index): the log size at which its last leaf was appended."""
+    return (index + 1) << level
 
 
 def _complete(
@@ -189,7 +198,7 @@ def _completed(
 ) -> tuple[merkle.Frontier, list[tuple[int, int, bytes]]]:
     """`Frontier.append_with_nodes` over many leaves without a Frontier value per leaf (it
     checks its hashes when made): the tree after them, and the nodes of level >= 1 they
-    complete as (level, index, hash) rows."""
+    complete as (tree size, level, hash) rows, in key order."""
     hashes, size = list(tree.hashes), tree.size
     rows: list[tuple[int, int, bytes]] = []
     for leaf in leaves:
@@ -197,7 +206,7 @@ def _completed(
         while size >> level & 1:
             merged = merkle.node_hash(hashes.pop(), merged)
             level += 1
-            rows.append((level, size >> level, merged))
+            rows.append((size + 1, level, merged))
         hashes.append(merged)
         size += 1
     return merkle.Frontier(size, tuple(hashes)), rows

@@ -29,9 +29,13 @@ class Dialect:
     for_update: str  # row-lock suffix for SELECT, "" where the engine locks the whole file
     without_rowid: str  # table suffix: SQLite keeps small keyed rows in one B-tree this way
     bulk_arrays: bool  # True: write many rows as one statement over unnest(array) parameters
+    #: a log index as a table's key: SQLite's rowid itself (the table is its one B-tree)
+    index_key: str
 
 
-SQLITE = Dialect("sqlite", "?", "BLOB", "INTEGER PRIMARY KEY", "", " WITHOUT ROWID", False)
+SQLITE = Dialect(
+    "sqlite", "?", "BLOB", "INTEGER PRIMARY KEY", "", " WITHOUT ROWID", False, "INTEGER PRIMARY KEY"
+)
 POSTGRES = Dialect(
     "postgres",
     "%s",
@@ -40,6 +44,7 @@ POSTGRES = Dialect(
     " FOR UPDATE",
     "",
     True,
+    "BIGINT PRIMARY KEY",
 )
 
 

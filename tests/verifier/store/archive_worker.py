@@ -20,11 +20,11 @@ class _Printing:
     def __init__(self, url: str, directory: Path) -> None:
         self.store = open_store(url, StoreOptions(archive_dir=directory))
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes]]:
+    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes, int]]:
         return self.store.archive_candidates(before, limit)
 
-    def mark_archived(self, placements: list[Placement]) -> int:
-        deleted = self.store.mark_archived(placements)
+    def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int:
+        deleted = self.store.mark_archived(placements, log_indices)
         sys.stdout.write(f"SEGMENT {placements[0].segment.hex()}\n")
         sys.stdout.flush()
         return deleted

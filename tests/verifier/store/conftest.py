@@ -40,6 +40,15 @@ class Backend:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return list(conn.execute(sql).fetchall())
 
+    def execute(self, sql: str) -> None:
+        """Raw statements: what damage or an older verifier leaves."""
+        if self.name == "sqlite":
+            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as conn:
+                conn.executescript(sql)
+            return
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql)
+
     def close_all(self) -> None:
         for store in self.opened:
             store.close()

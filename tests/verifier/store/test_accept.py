@@ -34,7 +34,7 @@ def test_accept_stores_evidence_verbatim_and_appends_to_the_log(store: Store) ->
     done = _accepted(store.accept([item], T0 + timedelta(seconds=1))[0])
     assert (done.seq, done.log_index, done.freshness) == (1, 0, Freshness.NONCE)
     assert done.leaf_hash == hashlib.sha256(b"\x00" + item.envelope).digest()
-    assert store.get_blob(item.envelope_hash) == item.envelope
+    assert store.get_envelope(done.log_index) == item.envelope
     assert store.log_size() == 1
     [entry] = store.log_entries(0, 10)
     assert (entry.log_index, entry.leaf_hash, entry.envelope_hash) == (
@@ -125,14 +125,22 @@ def test_offline_evidence_keeps_the_deadline(store: Store) -> None:
     assert agent.last_seen_at == T0 + timedelta(minutes=1)
 
 
-def test_identical_envelopes_share_one_blob(backend: Backend, store: Store) -> None:
+def test_each_log_entry_keeps_its_envelope_bytes_by_log_index(
+    backend: Backend, store: Store
+) -> None:
+    """Envelope bytes are stored by log index (migration 0014), one row per entry, even for
+    identical bytes (which the pipeline never passes for two agents: the payload names one)."""
     enroll(store, "a1")
     enroll(store, "a2")
     a = Chain("a1").next(T0)
     b = Chain("a2").next(T0)
     same_bytes = dataclasses.replace(b, envelope=a.envelope, envelope_hash=a.envelope_hash)
-    store.accept([a, same_bytes], T0)
-    assert backend.query("SELECT COUNT(*) FROM blobs") == [(1,)]
+    outcomes = store.accept([a, same_bytes], T0)
+    assert [_accepted(o).log_index for o in outcomes] == [0, 1]
+    assert backend.query("SELECT log_index FROM envelopes ORDER BY 1") == [(0,), (1,)]
+    assert backend.query("SELECT COUNT(*) FROM blobs") == [(0,)]
+    assert store.get_envelope(0) == store.get_envelope(1) == a.envelope
+    assert store.get_envelope(2) is None
 
 
 def test_unchanged_heartbeat_rewrites_no_gpu_row(backend: Backend, store: Store) -> None:

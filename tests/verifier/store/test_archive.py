@@ -26,7 +26,8 @@ from verifier.store.segments import build_segment, find_in_frame, write_segment
 
 
 def _fill(store: Store, hours: int) -> list[VerifiedAttestation]:
-    """Two agents, one attestation each per hour from T0; returns them in log order."""
+    """Two agents, one attestation each per hour from T0; returns them in log order (item i at
+    log index i)."""
     items = []
     chains = [Chain("a1", inventory=gpus("GPU-1")), Chain("a2", inventory=gpus("GPU-2"))]
     for chain in chains:
@@ -57,10 +58,10 @@ def test_archived_envelopes_read_back_verbatim_and_recent_ones_stay(
     assert run.envelopes == 6 and len(run.segments) == 2
     assert run.envelope_bytes == sum(len(i.envelope) for i in items[:6])
     assert run.segment_bytes < run.envelope_bytes  # compressed
-    assert backend.query("SELECT COUNT(*) FROM blobs") == [(4,)]
+    assert backend.query("SELECT COUNT(*) FROM envelopes") == [(4,)]
     assert backend.query("SELECT COUNT(*) FROM blob_archive") == [(6,)]
-    for item in items:
-        assert store.get_blob(item.envelope_hash) == item.envelope
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
     # The log is untouched: its roots and proofs come from leaf hashes and nodes.
     entries = store.log_entries(0, len(items))
     assert [e.envelope_hash for e in entries] == [i.envelope_hash for i in items]
@@ -70,9 +71,9 @@ def test_archived_envelopes_read_back_verbatim_and_recent_ones_stay(
     # Re-runnable: nothing left to move; a later date moves the rest.
     assert archive_before(store, directory, before).envelopes == 0
     assert archive_before(store, directory, T0 + timedelta(days=1)).envelopes == 4
-    assert backend.query("SELECT COUNT(*) FROM blobs") == [(0,)]
-    for item in items:
-        assert store.get_blob(item.envelope_hash) == item.envelope
+    assert backend.query("SELECT COUNT(*) FROM envelopes") == [(0,)]
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
 
 
 def test_a_crash_after_the_segment_is_written_loses_nothing_and_a_rerun_completes(
@@ -82,36 +83,36 @@ def test_a_crash_after_the_segment_is_written_loses_nothing_and_a_rerun_complete
     items = _fill(store, 3)
     before = T0 + timedelta(days=1)
     # The run's first step, then the process dies before the indexing transaction.
-    blobs = store.archive_candidates(before, 4)
-    data, _ = build_segment(blobs)
+    candidates = store.archive_candidates(before, 4)
+    data, _ = build_segment([(h, body) for h, body, _ in candidates])
     orphan = write_segment(directory, data)
     (directory / f".{orphan.name}.tmp-1-dead").write_bytes(data[:10])  # a kill -9 mid-write
     store.close()
     store = backend.open(StoreOptions(archive_dir=directory))
-    for item in items:
-        assert store.get_blob(item.envelope_hash) == item.envelope
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
     assert backend.query("SELECT COUNT(*) FROM blob_archive") == [(0,)]
     run = archive_before(store, directory, before, segment_blobs=4)
     assert run.envelopes == len(items)
     assert run.segments[0] == orphan  # the same envelopes made the same segment
-    for item in items:
-        assert store.get_blob(item.envelope_hash) == item.envelope
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
 
 
 def test_an_altered_or_missing_segment_is_refused_never_believed(
     archive: tuple[Store, Path],
 ) -> None:
     store, directory = archive
-    items = _fill(store, 1)
+    _fill(store, 1)
     [segment] = archive_before(store, directory, T0 + timedelta(days=1)).segments
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0x40
     segment.write_bytes(bytes(data))
     with pytest.raises(StoreError):
-        store.get_blob(items[0].envelope_hash)
+        store.get_envelope(0)
     segment.unlink()
     with pytest.raises(StoreError, match="cannot be read"):
-        store.get_blob(items[0].envelope_hash)
+        store.get_envelope(0)
 
 
 def test_sqlite_archives_beside_its_database_and_postgresql_needs_a_directory(
@@ -127,10 +128,10 @@ def test_sqlite_archives_beside_its_database_and_postgresql_needs_a_directory(
     archive_before(backend.open(StoreOptions(archive_dir=directory)), directory, T0 + timedelta(1))
     bare = backend.open(StoreOptions())
     if backend.name == "sqlite":
-        assert bare.get_blob(items[0].envelope_hash) == items[0].envelope
+        assert bare.get_envelope(0) == items[0].envelope
     else:
         with pytest.raises(StoreError, match="no archive directory"):
-            bare.get_blob(items[0].envelope_hash)
+            bare.get_envelope(0)
 
 
 @settings(max_examples=200, deadline=None)
@@ -183,10 +184,34 @@ def test_sigkill_during_an_archive_run_loses_nothing_and_a_rerun_completes(
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         worker.stdout.close()
-    for item in items:
-        assert store.get_blob(item.envelope_hash) == item.envelope
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
     archive_before(store, directory, T0 + timedelta(days=1), segment_blobs=5)
-    assert backend.query("SELECT COUNT(*) FROM blobs") == [(0,)]
+    assert backend.query("SELECT COUNT(*) FROM envelopes") == [(0,)]
     assert backend.query("SELECT COUNT(*) FROM blob_archive") == [(len(items),)]
-    for item in items:
-        assert store.get_blob(item.envelope_hash) == item.envelope
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
+
+
+def test_envelopes_stored_before_migration_14_read_back_and_archive(
+    backend: Backend, archive: tuple[Store, Path]
+) -> None:
+    """A database from before migration 0014 kept envelope bytes in `blobs`, by hash: they
+    read back by log index and `log archive` drains them with the newer ones."""
+    store, directory = archive
+    items = _fill(store, 2)
+    backend.execute(
+        "INSERT INTO blobs (hash, body) SELECT l.envelope_hash, e.body FROM envelopes e "
+        "JOIN log_entries l ON l.log_index = e.log_index WHERE e.log_index < 3"
+    )
+    backend.execute("DELETE FROM envelopes WHERE log_index < 3")
+    assert backend.query("SELECT COUNT(*) FROM blobs") == [(3,)]
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope
+    assert store.get_envelope(len(items)) is None
+    run = archive_before(store, directory, T0 + timedelta(days=1), segment_blobs=4)
+    assert run.envelopes == len(items)
+    assert backend.query("SELECT COUNT(*) FROM blobs") == [(0,)]
+    assert backend.query("SELECT COUNT(*) FROM envelopes") == [(0,)]
+    for index, item in enumerate(items):
+        assert store.get_envelope(index) == item.envelope

@@ -56,7 +56,7 @@ def test_a_heartbeat_naming_the_current_full_evidence_keeps_what_it_set(
     assert holdings[0].count == 2 and holdings[0].evidence == (index,)
     assert list(store.postures()) == postures
     assert postures[0].checks == dict(POSTURE)
-    assert store.get_blob(beat.envelope_hash) == beat.envelope
+    assert store.get_envelope(done.log_index) == beat.envelope
     assert backend.query("SELECT COUNT(*) FROM gpu_presence") == [(2,)]
     agent = store.get_agent("a1")
     assert agent is not None and agent.last_seq == 2
@@ -82,7 +82,7 @@ def test_a_heartbeat_naming_anything_else_is_refused_and_leaves_nothing(store: S
         assert isinstance(outcome, HeartbeatBaseError), outcome
         assert outcome.code == "heartbeat-base-unknown"
         assert store.log_size() == size
-        assert store.get_blob(stale.envelope_hash) is None
+        assert store.get_envelope(size) is None
     # The agent then sends its full evidence at that seq, and heartbeats on it are welcome.
     again = full(chain, 61, "GPU-1", "GPU-2")
     accepted(store.accept([again], T0 + timedelta(seconds=61))[0])

@@ -11,7 +11,6 @@ import os
 import random
 import secrets
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,8 +46,9 @@ def _expected_nodes(leaves: list[bytes]) -> set[tuple[int, int, bytes]]:
 
 
 def _stored_nodes(backend: Backend) -> set[tuple[int, int, bytes]]:
-    rows = backend.query("SELECT level, node_index, hash FROM log_nodes")
-    return {(int(r[0]), int(r[1]), bytes(r[2])) for r in rows}
+    rows = backend.query("SELECT level, tree_size, hash FROM log_nodes")
+    # Keyed by the tree size at which the subtree became complete (migration 0014).
+    return {(int(r[0]), (int(r[1]) >> int(r[0])) - 1, bytes(r[2])) for r in rows}
 
 
 def _append(store: Store, chains: list[Chain], count: int) -> None:
@@ -161,7 +161,7 @@ def test_a_missing_node_fails_closed(backend: Backend) -> None:
     store = backend.open()
     chains = _chains(store, 2)
     _append(store, chains, 8)
-    _raw_sql(backend, "DELETE FROM log_nodes WHERE level >= 2")
+    backend.execute("DELETE FROM log_nodes WHERE level >= 2")
     with pytest.raises(StoreError, match="lacks"):
         store.log_root(8)
     with pytest.raises(StoreError, match="lacks"):
@@ -174,16 +174,6 @@ def test_a_missing_node_fails_closed(backend: Backend) -> None:
     outcomes = store.accept([chains[0].next(T0)], T0)
     assert type(outcomes[0]) is StoreError
     assert store.log_size() == 8
-
-
-def _raw_sql(backend: Backend, sql: str) -> None:
-    """Statements through a raw connection: what damage or an older verifier leaves."""
-    if backend.name == "sqlite":
-        with sqlite3.connect(backend.url.removeprefix("sqlite:///")) as conn:
-            conn.executescript(sql)
-        return
-    with psycopg.connect(backend.url, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def _poison(backend: Backend) -> tuple[GpuClaim, ...]:
@@ -244,8 +234,12 @@ def test_sigkill_mid_stream_leaves_nodes_of_exactly_the_committed_log(backend: B
 
 
 def _forget_migration_9(backend: Backend) -> None:
-    """Make the database what a verifier before migration 0009 left: no node table."""
-    _raw_sql(backend, "DROP TABLE log_nodes; DELETE FROM schema_version WHERE version = 9")
+    """Make the database what a verifier before migration 0009 left: no node table (nor the
+    later tables that 0014 adds; the envelope bytes are not read here)."""
+    backend.execute(
+        "DROP TABLE log_nodes; DROP TABLE envelopes; "
+        "DELETE FROM schema_version WHERE version IN (9, 14)",
+    )
 
 
 def _append_raw(backend: Backend, start: int, count: int) -> None:
@@ -254,8 +248,7 @@ def _append_raw(backend: Backend, start: int, count: int) -> None:
         f"({i}, {_hex(backend, secrets.token_bytes(32))}, {_hex(backend, bytes(32))})"
         for i in range(start, start + count)
     )
-    _raw_sql(
-        backend,
+    backend.execute(
         f"INSERT INTO log_entries (log_index, leaf_hash, envelope_hash) VALUES {rows}; "
         f"UPDATE log_head SET size = {start + count} WHERE id = 1",
     )
@@ -290,3 +283,28 @@ def test_migration_backfills_the_nodes_of_an_existing_log(backend: Backend) -> N
 def test_migration_on_an_empty_log_writes_nothing(backend: Backend) -> None:
     backend.open()
     assert backend.query("SELECT COUNT(*) FROM log_nodes") == [(0,)]
+
+
+def test_migration_14_rekeys_the_nodes_of_an_existing_log(backend: Backend) -> None:
+    """A log whose nodes were written under migration 0009's key (level, node_index) keeps
+    every node, and its proofs, once 0014 keys them by the tree size that completed them."""
+    store = backend.open()
+    _append(store, _chains(store), 45)
+    leaves = _leaves(store)
+    store.close()
+    backend.opened.remove(store)
+    blob = "BLOB" if backend.name == "sqlite" else "BYTEA"
+    suffix = " WITHOUT ROWID" if backend.name == "sqlite" else ""
+    backend.execute(
+        f"CREATE TABLE old_nodes (level INTEGER NOT NULL, node_index BIGINT NOT NULL, "
+        f"hash {blob} NOT NULL, PRIMARY KEY (level, node_index)){suffix}; "
+        "INSERT INTO old_nodes SELECT level, (tree_size >> level) - 1, hash FROM log_nodes; "
+        "DROP TABLE log_nodes; ALTER TABLE old_nodes RENAME TO log_nodes; "
+        "DROP TABLE envelopes; DELETE FROM schema_version WHERE version = 14"
+    )
+    reopened = backend.open()
+    assert _stored_nodes(backend) == _expected_nodes(leaves)
+    for size in (1, 2, 17, 32, 45):
+        _check_reads(reopened, leaves, size, size - 1, size // 2)
+    _append(reopened, _chains(reopened, 2, "late"), 5)
+    assert _stored_nodes(backend) == _expected_nodes(_leaves(reopened))

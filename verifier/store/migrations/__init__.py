@@ -1,8 +1,8 @@
 """Versioned schema migrations, applied in order at open and recorded in `schema_version`.
 
 Each migration is a file `NNNN_name.sql` beside this module, written once for both dialects
-with `{bytes}`, `{auto_id}` and `{without_rowid}` placeholders that the runner fills per
-dialect. Applying is idempotent: versions already in `schema_version` are skipped, and the
+with `{bytes}`, `{auto_id}`, `{without_rowid}` and `{index_key}` placeholders that the runner
+fills per dialect. Applying is idempotent: versions already in `schema_version` are skipped, and the
 caller runs the whole check-and-apply inside one write transaction that other openers wait on.
 """
 
@@ -73,6 +73,7 @@ def apply_migrations(db: Db, applied_at_micros: int) -> list[int]:
                     bytes=db.dialect.bytes_type,
                     auto_id=db.dialect.auto_id,
                     without_rowid=db.dialect.without_rowid,
+                    index_key=db.dialect.index_key,
                 )
             )
         db.run(

@@ -1,0 +1,28 @@
+-- The accept path's appended tables keyed in arrival order (docs/design.md §9), so the rows a
+-- commit writes share pages: each commit then dirties (and the WAL or the server's log then
+-- carries) a few tail pages instead of one page per envelope at a random place.
+--
+-- Merkle nodes: keyed by the tree size at which each subtree became complete, (node_index + 1)
+-- << level, then level. Appending leaves completes nodes only at sizes above every stored one,
+-- so each commit's nodes land at the end of the table; keyed by (level, node_index), as in
+-- migration 0009, they landed at the end of each level's range: one page per level a commit
+-- reached. node_index is (tree_size >> level) - 1; it is not stored.
+CREATE TABLE log_nodes_0014 (
+    tree_size BIGINT NOT NULL,
+    level INTEGER NOT NULL,
+    hash {bytes} NOT NULL,
+    PRIMARY KEY (tree_size, level)
+){without_rowid};
+INSERT INTO log_nodes_0014 (tree_size, level, hash)
+    SELECT (node_index + 1) << level, level, hash FROM log_nodes ORDER BY 1, 2;
+DROP TABLE log_nodes;
+ALTER TABLE log_nodes_0014 RENAME TO log_nodes;
+
+-- Envelope bytes by log index: appended in log order, with no second index. `blobs` (by
+-- SHA-256, from migration 0001) keeps the envelopes accepted before this migration and is read
+-- after this table; `log archive` drains both. Nothing is copied here, so the migration takes
+-- the same time at any log size.
+CREATE TABLE envelopes (
+    log_index {index_key},
+    body {bytes} NOT NULL
+);
