@@ -72,6 +72,7 @@ from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.v1 import attest_pb2_grpc as pb_grpc
 from benchmarks import free_port
+from verifier.config import StoreConfig
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 #: Streams of the transport-floor run at most: beyond ~1500 its closed-loop load makes grpc drop
@@ -688,8 +689,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--max-per-agent", type=int, default=0, help="pre-signed per agent")
-    parser.add_argument("--batch-max", type=int, default=256)
-    parser.add_argument("--commit-interval-ms", type=int, default=25)
+    parser.add_argument("--batch-max", type=int, default=StoreConfig().batch_max)
+    parser.add_argument("--commit-interval-ms", type=int, default=StoreConfig().commit_interval_ms)
     parser.add_argument("--profile", default="", help="write the verifier's cProfile stats here")
     parser.add_argument("--tracemalloc", default="", help="write the verifier's allocations here")
     parser.add_argument("--workdir", default="", help="keep state and verifier.log here")

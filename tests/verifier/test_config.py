@@ -26,7 +26,7 @@ def test_defaults_and_postgres_dsn() -> None:
     config = parse_config('database = "postgresql://postgres@127.0.0.1:5432/test"\n')
     assert config.database_url.startswith("postgresql://")
     assert config.stream.offline_max_age_s == 30 * 24 * 3600
-    assert config.store.commit_interval.total_seconds() == 0.025
+    assert config.store.commit_interval.total_seconds() == 0.1
     assert parse_config("[store]\ncommit_interval_ms = 0").store.commit_interval_ms == 0
 
 

@@ -2,11 +2,12 @@
 
 Each gRPC stream awaits `GroupCommitter.submit`; the committer drains everything queued while
 the previous transaction was committing into the next one, so batches grow with load. A
-transaction starts at most every `min_interval`: under light load, when each envelope would
-otherwise get a transaction (an fsync, a checkpoint signature, a dozen dirtied pages) of its
-own, envelopes arriving close together share one, at the cost of waiting up to that long.
-Under heavy load a commit takes longer than the interval and nothing waits. A future resolves
-only after COMMIT returned, so a receipt built from it is never ahead of the disk.
+transaction starts at most every `min_interval`, unless a quarter of `max_batch` is queued
+already: under light load, when each envelope would otherwise get a transaction (an fsync, a
+checkpoint signature, a dozen dirtied pages) of its own, envelopes arriving close together
+share one, at the cost of waiting up to that long. Under heavy load the queue fills first and
+nothing waits. A future resolves only after COMMIT returned, so a receipt built from it is
+never ahead of the disk.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Batcher(Generic[I, R]):
     When it raises instead, every item of the batch fails with that error (a non-AttestError
     becomes StoreError, logged, so a driver bug never kills the loop). A submitter's future is
     resolved only after `run_batch` returned, i.e. after its transaction committed.
-    Batches start at least `min_interval` seconds apart (0: as soon as the last one is done).
+    Batches start at least `min_interval` seconds apart (0: as soon as the last one is done),
+    or sooner once `max_batch // 4` items are queued.
     """
 
     def __init__(
@@ -63,7 +65,10 @@ class Batcher(Generic[I, R]):
         self._on_results = on_results
         self._name = name
         self._max_batch = max_batch
+        self._fill = max(1, max_batch // 4)
         self._queue: asyncio.Queue[tuple[I, asyncio.Future[R]]] = asyncio.Queue()
+        #: set while the batching loop waits out the interval, by the submit that fills it
+        self._filled: asyncio.Event | None = None
         # One thread: SQLite has one writer connection, and PostgreSQL batches serialize on
         # the log head anyway, so a second committer would only wait.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -82,6 +87,9 @@ class Batcher(Generic[I, R]):
             raise StoreError(f"{self._name} is not started")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))  # unbounded: never full, no coroutine to await
+        # +1: the item the batching loop holds already
+        if self._filled is not None and self._queue.qsize() + 1 >= self._fill:
+            self._filled.set()
         return await future
 
     async def close(self) -> None:
@@ -105,8 +113,14 @@ class Batcher(Generic[I, R]):
         while True:
             batch = [await self._queue.get()]
             pause = started + self._min_interval - loop.time()
-            if pause > 0:
-                await asyncio.sleep(pause)  # what arrives meanwhile joins this batch
+            if pause > 0 and self._queue.qsize() + 1 < self._fill:
+                # What arrives meanwhile joins this batch; a full quarter ends the wait.
+                self._filled = asyncio.Event()
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._filled.wait(), pause)
+                finally:
+                    self._filled = None
             started = loop.time()
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())

@@ -63,6 +63,31 @@ async def test_transactions_start_at_most_every_interval(
     assert (committer.batches, committer.items) == (transactions, 3)
 
 
+async def test_a_quarter_full_queue_does_not_wait_for_the_interval(store: Store) -> None:
+    """Under load the interval never holds envelopes back: once max_batch // 4 are queued the
+    transaction starts. With an interval of 60 s and max_batch 8, a burst of four after the
+    first commit goes at once (the test would hang for a minute otherwise), and a lone
+    envelope after it still waits until a second one comes."""
+    chains = [Chain(f"q{i}") for i in range(5)]
+    for chain in chains:
+        enroll(store, chain.agent_id)
+    committer = GroupCommitter(store, max_batch=8, min_interval=60.0)
+    await committer.start()
+    await committer.submit(chains[0].next(T0))
+    burst = await asyncio.wait_for(
+        asyncio.gather(*(committer.submit(c.next(T0)) for c in chains[1:])), timeout=30
+    )
+    assert sorted(a.log_index for a in burst) == [1, 2, 3, 4]
+    assert committer.batches <= 3
+    lone = asyncio.ensure_future(committer.submit(chains[0].next(T0)))
+    await asyncio.sleep(0.5)
+    assert not lone.done()  # one envelope is not a quarter: it waits for the interval
+    # A second one makes a quarter, and both go.
+    second = await asyncio.wait_for(committer.submit(chains[1].next(T0)), timeout=30)
+    assert sorted([(await lone).log_index, second.log_index]) == [5, 6]
+    await committer.close()
+
+
 def test_a_negative_interval_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="min_interval"):
         GroupCommitter(store, min_interval=-0.001)
