@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 
+from attest.errors import ReplayError
 from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import T0, Chain, enroll
+from verifier.model import Accepted
 from verifier.store.api import Store
 from verifier.store.migrations import load_migrations, statements
 
@@ -57,3 +59,55 @@ def test_concurrent_openers_agree(backend: Backend) -> None:
         t.join()
     assert errors == []
     assert backend.query("SELECT COUNT(*) FROM schema_version") == [(len(load_migrations()),)]
+
+
+def _back_to_version_13(backend: Backend) -> None:
+    """Rewrite the database into the layout a verifier before migration 0014 left: envelope
+    bytes in `blobs` by hash, attestations keyed by (agent, seq), nodes by (level, index)."""
+    sqlite = backend.name == "sqlite"
+    blob, rowid = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
+    backend.execute(
+        "INSERT INTO blobs (hash, body) SELECT l.envelope_hash, e.body FROM envelopes e "
+        "JOIN log_entries l ON l.log_index = e.log_index; DROP TABLE envelopes; "
+        "CREATE TABLE old_att (agent_id TEXT NOT NULL, seq BIGINT NOT NULL, "
+        f"envelope_hash {blob} NOT NULL, payload_digest {blob} NOT NULL, "
+        "freshness TEXT NOT NULL, created_at BIGINT NOT NULL, received_at BIGINT NOT NULL, "
+        f"log_index BIGINT NOT NULL, PRIMARY KEY (agent_id, seq)){rowid}; "
+        "INSERT INTO old_att SELECT agent_id, seq, envelope_hash, payload_digest, freshness, "
+        "created_at, received_at, log_index FROM attestations; DROP TABLE attestations; "
+        "ALTER TABLE old_att RENAME TO attestations; "
+        "CREATE TABLE old_nodes (level INTEGER NOT NULL, node_index BIGINT NOT NULL, "
+        f"hash {blob} NOT NULL, PRIMARY KEY (level, node_index)){rowid}; "
+        "INSERT INTO old_nodes SELECT level, (tree_size >> level) - 1, hash FROM log_nodes; "
+        "DROP TABLE log_nodes; ALTER TABLE old_nodes RENAME TO log_nodes; "
+        "DELETE FROM schema_version WHERE version = 14"
+    )
+
+
+def test_migration_14_keeps_every_attestation_envelope_and_proof(backend: Backend) -> None:
+    """A log written before migration 0014 reads back the same after it: every attestation by
+    (agent, seq), every envelope by log index (from `blobs`), every root; a replayed envelope
+    is still recognised, and the chains go on."""
+    store = backend.open()
+    chains = [Chain(f"m{i}") for i in range(3)]
+    for chain in chains:
+        enroll(store, chain.agent_id)
+    sent = [chain.next(T0) for _ in range(4) for chain in chains]
+    for item in sent:
+        store.accept([item], T0)
+    records = {(i.agent_id, i.seq): store.get_attestation(i.agent_id, i.seq) for i in sent}
+    roots = [store.log_root(size) for size in range(1, len(sent) + 1)]
+    store.close()
+    backend.opened.remove(store)
+    _back_to_version_13(backend)
+    again = backend.open()
+    assert backend.query("SELECT COUNT(*) FROM blobs") == [(len(sent),)]
+    for index, item in enumerate(sent):
+        assert again.get_attestation(item.agent_id, item.seq) == records[item.agent_id, item.seq]
+        assert again.get_envelope(index) == item.envelope
+    assert [again.log_root(size) for size in range(1, len(sent) + 1)] == roots
+    (replayed,) = again.accept([sent[0]], T0)
+    assert isinstance(replayed, ReplayError), replayed
+    (later,) = again.accept([chains[0].next(T0)], T0)
+    assert isinstance(later, Accepted) and later.log_index == len(sent)
+    assert again.get_attestation(chains[0].agent_id, 5) is not None

@@ -1,4 +1,4 @@
--- The accept path's appended tables keyed in arrival order (docs/design.md §9), so the rows a
+-- The accept path's tables keyed in arrival order (docs/design.md §9), so the rows a
 -- commit writes share pages: each commit then dirties (and the WAL or the server's log then
 -- carries) a few tail pages instead of one page per envelope at a random place.
 --
@@ -26,3 +26,25 @@ CREATE TABLE envelopes (
     log_index {index_key},
     body {bytes} NOT NULL
 );
+
+-- Attestations by log index, with their (agent, seq) in a unique index. Keyed by (agent_id, seq)
+-- (migration 0001) each row went into its agent's range of the table: one leaf, and often a
+-- split and its parent, per envelope, the most pages a commit wrote. The index entry that
+-- takes that place is a fifth of the row. This copies the table once, in log order.
+CREATE TABLE attestations_0014 (
+    log_index {index_key},
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    envelope_hash {bytes} NOT NULL,
+    payload_digest {bytes} NOT NULL,
+    freshness TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+INSERT INTO attestations_0014 (log_index, agent_id, seq, envelope_hash, payload_digest,
+        freshness, created_at, received_at)
+    SELECT log_index, agent_id, seq, envelope_hash, payload_digest, freshness, created_at,
+        received_at FROM attestations ORDER BY log_index;
+DROP TABLE attestations;
+ALTER TABLE attestations_0014 RENAME TO attestations;
+CREATE UNIQUE INDEX attestations_agent_seq ON attestations (agent_id, seq);
