@@ -82,6 +82,12 @@ def _day_start(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: Log entries per window of an archive run: each window's envelopes are archived by agent and
+#: seq, so a window should hold several envelopes of each host (64 Ki: ~6 minutes of a
+#: 10,000-host fleet at one a minute).
+ARCHIVE_WINDOW = 1 << 16
+
+
 @dataclass(frozen=True)
 class ArchiveRun:
     """What one `log archive` run moved."""
@@ -95,8 +101,10 @@ class ArchiveRun:
 class ArchivingStore(Protocol):
     """The part of the Store port an archive run uses."""
 
+    def log_size(self) -> int: ...
+
     def archive_candidates(
-        self, before: datetime, limit: int
+        self, before: datetime, start: int, stop: int, limit: int
     ) -> list[tuple[bytes, bytes, int]]: ...
 
     def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int: ...
@@ -113,16 +121,22 @@ def archive_before(
     StoreError."""
     envelopes = envelope_bytes = segment_bytes = 0
     written: list[Path] = []
-    while True:
-        candidates = store.archive_candidates(before, segment_blobs)
-        if not candidates:
-            return ArchiveRun(envelopes, envelope_bytes, tuple(written), segment_bytes)
-        data, placements = build_segment([(h, body) for h, body, _ in candidates])
-        written.append(write_segment(directory, data))
-        store.mark_archived(placements, [index for _, _, index in candidates])
-        envelopes += len(candidates)
-        envelope_bytes += sum(len(body) for _, body, _ in candidates)
-        segment_bytes += len(data)
+    # Windows of the log in order, each archived by agent and seq (the attestations are keyed
+    # by log index: a window is a range read, and its sort is bounded by the segment size).
+    for start in range(0, store.log_size(), ARCHIVE_WINDOW):
+        while True:
+            candidates = store.archive_candidates(
+                before, start, start + ARCHIVE_WINDOW, segment_blobs
+            )
+            if not candidates:
+                break
+            data, placements = build_segment([(h, body) for h, body, _ in candidates])
+            written.append(write_segment(directory, data))
+            store.mark_archived(placements, [index for _, _, index in candidates])
+            envelopes += len(candidates)
+            envelope_bytes += sum(len(body) for _, body, _ in candidates)
+            segment_bytes += len(data)
+    return ArchiveRun(envelopes, envelope_bytes, tuple(written), segment_bytes)
 
 
 def _emit(data: bytes, out: Path | None) -> None:

@@ -180,9 +180,12 @@ class Store(Protocol):
         against the entry's hash). Raises StoreError when an archived envelope cannot be read
         back."""
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes, int]]:
-        """Up to `limit` (hash, bytes, log index) of envelopes received before `before` still
-        in the hot tables, in a stable order (verifier/store/ops_archive.py)."""
+    def archive_candidates(
+        self, before: datetime, start: int, stop: int, limit: int
+    ) -> list[tuple[bytes, bytes, int]]:
+        """Up to `limit` (hash, bytes, log index) of the envelopes of log entries start <= i <
+        stop received before `before` still in the hot tables, in a stable order
+        (verifier/store/ops_archive.py)."""
 
     def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int:
         """In one transaction, index envelopes a durable segment holds and delete their hot

@@ -234,10 +234,13 @@ class SqlStore(abc.ABC):
             return read_archived(self.options.archive_dir, found)
         return found
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes, int]]:
+    def archive_candidates(
+        self, before: datetime, start: int, stop: int, limit: int
+    ) -> list[tuple[bytes, bytes, int]]:
         before_us = to_micros(before)
         return self._transact(
-            lambda db: ops_archive.envelopes_before(db, before_us, limit), write=False
+            lambda db: ops_archive.envelopes_before(db, before_us, start, stop, limit),
+            write=False,
         )
 
     def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int:

@@ -34,6 +34,7 @@ from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
 from verifier.store import ops_compliance, ops_log
 from verifier.store.api import StoreOptions
+from verifier.store.ops_chain import find_attestation
 from verifier.store.ops_claims import settle_site_claims
 from verifier.store.ops_holdings import update_postures, update_presence, update_sighting_attrs
 from verifier.store.ops_sightings import raise_duplicates, update_sightings
@@ -265,6 +266,7 @@ def _accept_one(
         (
             item.agent_id,
             item.seq,
+            previous[1],  # the agent's previous entry: its chain link (ops_chain.py)
             item.envelope_hash,
             item.payload_digest,
             item.freshness.value,
@@ -294,11 +296,9 @@ def _check_chain(db: Db, batch: _Batch, item: VerifiedAttestation, head: _Head) 
     if item.seq <= head.last_seq:
         prior = batch.accepted.get((item.agent_id, item.seq))
         if prior is None:
-            row = db.one(
-                "SELECT payload_digest FROM attestations WHERE agent_id = ? AND seq = ?",
-                (item.agent_id, item.seq),
-            )
-            prior = None if row is None else bytes(row[0])
+            # The committed row (this batch writes nothing until its flush).
+            row = find_attestation(db, item.agent_id, item.seq)
+            prior = None if row is None else bytes(row[3])
         if prior is None or hmac.compare_digest(prior, item.payload_digest):
             raise ReplayError(f"sequence {item.seq} was accepted already")
         raise ForkError(f"a different envelope holds sequence {item.seq} already")
@@ -326,6 +326,7 @@ def _check_nonce(batch: _Batch, item: VerifiedAttestation) -> None:
 _ATTESTATION_COLUMNS = (
     ("agent_id", "text"),
     ("seq", "bigint"),
+    ("prev_index", "bigint"),
     ("envelope_hash", "bytea"),
     ("payload_digest", "bytea"),
     ("freshness", "text"),

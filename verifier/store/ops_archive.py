@@ -10,19 +10,22 @@ from verifier.store.sqlbase import Db
 _IN_CHUNK = 500
 
 
-def envelopes_before(db: Db, before_us: int, limit: int) -> list[tuple[bytes, bytes, int]]:
-    """Up to `limit` (hash, envelope bytes, log index) of envelopes received before
-    `before_us` still in the hot tables (`envelopes`, or `blobs` for those accepted before
-    migration 0014), by agent and seq (a host's consecutive envelopes compress together). The
-    same call on the same database answers the same: a rerun after a crash rebuilds the same
-    segment, byte for byte."""
+def envelopes_before(
+    db: Db, before_us: int, start: int, stop: int, limit: int
+) -> list[tuple[bytes, bytes, int]]:
+    """Up to `limit` (hash, envelope bytes, log index) of the entries start <= log index < stop
+    received before `before_us` whose bytes are still in the hot tables (`envelopes`, or
+    `blobs` for those accepted before migration 0014), by agent and seq (a host's consecutive
+    envelopes compress together). The same call on the same database answers the same: a
+    rerun after a crash rebuilds the same segment, byte for byte."""
     rows = db.all(
         "SELECT a.envelope_hash, COALESCE(e.body, b.body), a.log_index FROM attestations a "
         "LEFT JOIN envelopes e ON e.log_index = a.log_index "
         "LEFT JOIN blobs b ON b.hash = a.envelope_hash "
-        "WHERE a.received_at < ? AND (e.log_index IS NOT NULL OR b.hash IS NOT NULL) "
+        "WHERE a.log_index >= ? AND a.log_index < ? AND a.received_at < ? "
+        "AND (e.log_index IS NOT NULL OR b.hash IS NOT NULL) "
         "ORDER BY a.agent_id, a.seq LIMIT ?",
-        (before_us, limit),
+        (start, stop, before_us, limit),
     )
     return [(bytes(h), bytes(body), int(index)) for h, body, index in rows]
 

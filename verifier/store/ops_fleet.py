@@ -15,6 +15,7 @@ from verifier.model import (
     HostFleet,
     LogEntry,
 )
+from verifier.store.ops_chain import find_attestation
 from verifier.store.ops_findings import FindingKey, upsert_findings
 from verifier.store.sqlbase import (
     Db,
@@ -104,11 +105,8 @@ def record_rejection(db: Db, record: AuditRecord) -> None:
     if head is None:
         return
     if record.code == ForkError.code:
-        prior = db.one(
-            "SELECT log_index FROM attestations WHERE agent_id = ? AND seq = ?",
-            (record.agent_id, record.seq),
-        )
-        index = None if prior is None else int(prior[0])
+        prior = find_attestation(db, record.agent_id, record.seq)
+        index = None if prior is None else int(prior[7])
         upsert_findings(db, [findings.evidence_fork(record.agent_id, record.seq, index)], at_us)
     elif record.code == GapError.code:
         draft = findings.evidence_gap(record.agent_id, int(head[0]), record.seq, head[1])
@@ -116,11 +114,7 @@ def record_rejection(db: Db, record: AuditRecord) -> None:
 
 
 def get_attestation(db: Db, agent_id: str, seq: int) -> AttestationRecord | None:
-    row = db.one(
-        "SELECT agent_id, seq, envelope_hash, payload_digest, freshness, created_at, "
-        "received_at, log_index FROM attestations WHERE agent_id = ? AND seq = ?",
-        (agent_id, seq),
-    )
+    row = find_attestation(db, agent_id, seq)
     if row is None:
         return None
     return AttestationRecord(

@@ -20,8 +20,13 @@ class _Printing:
     def __init__(self, url: str, directory: Path) -> None:
         self.store = open_store(url, StoreOptions(archive_dir=directory))
 
-    def archive_candidates(self, before: datetime, limit: int) -> list[tuple[bytes, bytes, int]]:
-        return self.store.archive_candidates(before, limit)
+    def log_size(self) -> int:
+        return self.store.log_size()
+
+    def archive_candidates(
+        self, before: datetime, start: int, stop: int, limit: int
+    ) -> list[tuple[bytes, bytes, int]]:
+        return self.store.archive_candidates(before, start, stop, limit)
 
     def mark_archived(self, placements: list[Placement], log_indices: list[int]) -> int:
         deleted = self.store.mark_archived(placements, log_indices)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from attest.errors import StoreError
 from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import T0, Chain, enroll, gpus
-from verifier.log_cli import archive_before
+from verifier.log_cli import ARCHIVE_WINDOW, archive_before
 from verifier.model import Accepted, VerifiedAttestation
 from verifier.store.api import Store, StoreOptions
 from verifier.store.segments import build_segment, find_in_frame, write_segment
@@ -83,7 +83,7 @@ def test_a_crash_after_the_segment_is_written_loses_nothing_and_a_rerun_complete
     items = _fill(store, 3)
     before = T0 + timedelta(days=1)
     # The run's first step, then the process dies before the indexing transaction.
-    candidates = store.archive_candidates(before, 4)
+    candidates = store.archive_candidates(before, 0, ARCHIVE_WINDOW, 4)
     data, _ = build_segment([(h, body) for h, body, _ in candidates])
     orphan = write_segment(directory, data)
     (directory / f".{orphan.name}.tmp-1-dead").write_bytes(data[:10])  # a kill -9 mid-write

@@ -27,24 +27,31 @@ CREATE TABLE envelopes (
     body {bytes} NOT NULL
 );
 
--- Attestations by log index, with their (agent, seq) in a unique index. Keyed by (agent_id, seq)
--- (migration 0001) each row went into its agent's range of the table: one leaf, and often a
--- split and its parent, per envelope, the most pages a commit wrote. The index entry that
--- takes that place is a fifth of the row. This copies the table once, in log order.
+-- Attestations by log index, each naming its agent's previous one (prev_index: the log index
+-- of seq - 1, NULL at seq 1). Keyed by (agent_id, seq) (migration 0001) each row went into its
+-- agent's range of the table: one leaf, and often a split and its parent, per envelope, the
+-- most pages a commit wrote; a full (agent_id, seq) index still cost a leaf per envelope at a
+-- random place. So only every 64th seq of a chain is indexed, and (agent, seq) is found from
+-- the next indexed seq, or the agent's head, by at most 63 prev_index steps
+-- (verifier/store/ops_chain.py). A chain holds each seq once by its compare-and-set on the
+-- agent's head, as before. This copies the table once, in log order.
 CREATE TABLE attestations_0014 (
     log_index {index_key},
     agent_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
+    prev_index BIGINT,
     envelope_hash {bytes} NOT NULL,
     payload_digest {bytes} NOT NULL,
     freshness TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     received_at BIGINT NOT NULL
 );
-INSERT INTO attestations_0014 (log_index, agent_id, seq, envelope_hash, payload_digest,
-        freshness, created_at, received_at)
-    SELECT log_index, agent_id, seq, envelope_hash, payload_digest, freshness, created_at,
-        received_at FROM attestations ORDER BY log_index;
+INSERT INTO attestations_0014 (log_index, agent_id, seq, prev_index, envelope_hash,
+        payload_digest, freshness, created_at, received_at)
+    SELECT log_index, agent_id, seq,
+        LAG(log_index) OVER (PARTITION BY agent_id ORDER BY seq),
+        envelope_hash, payload_digest, freshness, created_at, received_at
+    FROM attestations ORDER BY log_index;
 DROP TABLE attestations;
 ALTER TABLE attestations_0014 RENAME TO attestations;
-CREATE UNIQUE INDEX attestations_agent_seq ON attestations (agent_id, seq);
+CREATE UNIQUE INDEX attestations_agent_seq ON attestations (agent_id, seq) WHERE (seq & 63) = 0;
