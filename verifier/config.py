@@ -54,6 +54,10 @@ class StreamConfig:
     gpu_check_cache_size: int = 2048
     #: Parsed agent public keys kept (~2.4 KB each); others are parsed again when used (~10 µs).
     key_cache_size: int = 2048
+    #: Envelopes one worker holds decoded at once, from their check to their commit; more wait
+    #: as received bytes (a parsed 8-GPU envelope with its claims is several times its size),
+    #: so a burst from every stream at once costs bytes, not objects (docs/design.md §10).
+    max_inflight: int = 1024
     #: Bytes of evidence one agent may send per hour (verifier/budget.py). An 8-GPU host with CC
     #: reports every 60 s sends ~10 MB/h; 64 MiB leaves room to replay a spool after an outage.
     agent_bytes_per_hour: int = 64 * 1024 * 1024
@@ -202,6 +206,7 @@ def _stream(t: tc.Table) -> StreamConfig:
         ),
         gpu_check_cache_size=t.get("gpu_check_cache_size", tc.integer(0), d.gpu_check_cache_size),
         key_cache_size=t.get("key_cache_size", tc.integer(0), d.key_cache_size),
+        max_inflight=t.get("max_inflight", tc.integer(1, 1 << 20), d.max_inflight),
         agent_bytes_per_hour=t.get(
             "agent_bytes_per_hour", tc.integer(1, 2**40), d.agent_bytes_per_hour
         ),

@@ -30,6 +30,12 @@ class Metrics:
         self.streams = Gauge(
             "gpu_attest_verifier_streams_active", "Open Attest streams.", registry=r
         )
+        self.waiting = Gauge(
+            "gpu_attest_verifier_envelopes_waiting",
+            "Envelopes received and waiting for one of the worker's stream.max_inflight "
+            "decode slots; above 0 for long, the worker is saturated.",
+            registry=r,
+        )
         self.latency = Histogram(
             "gpu_attest_verifier_accept_seconds",
             "Time from an envelope's arrival to its receipt being written.",

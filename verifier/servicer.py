@@ -219,11 +219,13 @@ class AttestationServicer(pb_grpc.AttestationServicer):
             message: object = await context.read()  # EOF is a sentinel, not a message
             if not isinstance(message, pb.AgentMessage):
                 return  # EOF: the agent closed its side
+            raw = message.evidence
+            del message  # the bytes alone while it waits its turn (session.Core.inflight)
             session.evidence_seen = True
             session.answering = True
             try:
                 async with session.writing:
-                    await self._one(session, context, message.evidence)
+                    await self._one(session, context, raw)
             finally:
                 session.answering = False
         await self._close_ended(session, context)

@@ -33,7 +33,7 @@ from verifier.budget import ByteBudget
 from verifier.ca import CertificateAuthority, peer_from_certificate
 from verifier.config import VerifierConfig
 from verifier.metrics import Metrics
-from verifier.model import AuditKind, AuditRecord, NonceRecord
+from verifier.model import Accepted, AuditKind, AuditRecord, NonceRecord
 from verifier.nonces import NonceIssuer, new_nonce
 from verifier.ratelimit import RateLimiter
 from verifier.store.api import Store
@@ -123,6 +123,13 @@ class Core:
         sections = self.gpu_sections
         if agent_id in sections or len(sections) < self.config.stream.gpu_check_cache_size:
             sections[agent_id] = section
+
+    @functools.cached_property
+    def inflight(self) -> asyncio.Semaphore:
+        """Envelopes decoded and not yet committed, at most `stream.max_inflight`: when every
+        stream sends at once, the rest wait as the bytes they arrived as (FIFO), not as the
+        several-times-larger decoded evidence queued for the group commit."""
+        return asyncio.Semaphore(self.config.stream.max_inflight)
 
     @functools.cached_property
     def byte_budget(self) -> ByteBudget:
@@ -255,15 +262,10 @@ class AttestSession:
             auth, nonce, self.head, digest_at_seq, now=self.core.clock(), limits=self.core.limits
         )
 
-    async def accept(self, raw: bytes) -> pb.VerifierMessage:
-        """Verify, make durable, and answer with the receipt and the next challenge,
-        whose nonce became durable in the same transaction (one message); raise AttestError."""
+    async def _commit(self, raw: bytes) -> tuple[Accepted, NonceRecord]:
+        """Check `raw` against this stream's state and make it durable with the next nonce
+        (issued in the same transaction); return the outcome and that nonce."""
         core = self.core
-        wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
-        if wait is None:
-            raise RateLimitedError("too many envelopes from this agent; slow down")
-        if wait > 0:
-            await asyncio.sleep(wait)
         agent_id = self.agent.agent_id
         known_gpus = core.gpu_sections.get(agent_id)
         auth = pipeline.authenticate(raw, agent_id, self.agent, core.limits, known_gpus)
@@ -293,6 +295,30 @@ class AttestSession:
         if isinstance(evidence, wire.CheckedEvidence):  # a heartbeat keeps the full one's
             core.keep_gpu_section(agent_id, evidence.gpu_section)
         self.nonces.pop(evidence.nonce, None)
+        return accepted, next_nonce
+
+    async def accept(self, raw: bytes) -> pb.VerifierMessage:
+        """Verify, make durable, and answer with the receipt and the next challenge,
+        whose nonce became durable in the same transaction (one message); raise AttestError."""
+        core = self.core
+        wait = core.limiter.acquire(self.agent.agent_id, time.monotonic(), _MAX_RATE_WAIT_S)
+        if wait is None:
+            raise RateLimitedError("too many envelopes from this agent; slow down")
+        if wait > 0:
+            await asyncio.sleep(wait)
+        gate = core.inflight
+        if gate.locked():  # every slot taken: wait as bytes, counted
+            core.metrics.waiting.inc()
+            try:
+                await gate.acquire()
+            finally:
+                core.metrics.waiting.dec()
+        else:
+            await gate.acquire()  # a free slot: taken without suspending
+        try:
+            accepted, next_nonce = await self._commit(raw)
+        finally:
+            gate.release()
         core.accepted_counters[accepted.freshness].inc()
         # No signature per envelope: the checkpoint (signed once per tree size) and the entry's
         # inclusion proof in its tree are the receipt's proof (docs/protocol.md §5).

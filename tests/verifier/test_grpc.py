@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -303,5 +306,51 @@ async def test_oversized_envelope_gets_a_size_error_and_nothing_is_stored(tmp_pa
             grpc.StatusCode.INVALID_ARGUMENT,
         )  # fmt: skip
         assert running.core.store.log_size() == 0
+    finally:
+        await running.stop(0)
+
+
+async def test_envelopes_beyond_max_inflight_wait_their_turn_and_all_commit(
+    tmp_path: Path,
+) -> None:
+    """With one decode slot and the store's write lock held elsewhere, the first envelope
+    holds the slot while its commit waits; the others wait as received bytes (the gauge
+    counts them), and once the lock is released each is checked, committed and answered."""
+    config = make_config(tmp_path, max_inflight=1)
+    running = await start(config)
+    waiting = functools.partial(
+        running.core.metrics.registry.get_sample_value, "gpu_attest_verifier_envelopes_waiting"
+    )
+    try:
+        store = running.core.store
+        agents = [await enroll_agent(running, new_token(store)) for _ in range(4)]
+        chains = [Chain(a.agent_id, a.signer) for a in agents]
+        async with contextlib.AsyncExitStack() as stack:
+            channels = [await stack.enter_async_context(mtls_channel(running, a)) for a in agents]
+            streams = [Stream(channel) for channel in channels]
+            nonces = [(await stream.challenge()).nonce for stream in streams]
+            blocker = sqlite3.connect(config.database_url, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # the group commit now waits for this lock
+            try:
+                sent = []
+                for stream, chain, nonce in zip(streams, chains, nonces, strict=True):
+                    sent.append(chain.next(nonce, now()))
+                    await stream.send(sent[-1])
+                for _ in range(100):
+                    if waiting() == len(agents) - 1:
+                        break
+                    await asyncio.sleep(0.05)
+                assert waiting() == len(agents) - 1
+            finally:
+                blocker.rollback()
+                blocker.close()
+            for stream, agent, raw in zip(streams, agents, sent, strict=True):
+                message = await asyncio.wait_for(stream.recv(), timeout=10)
+                assert message.WhichOneof("kind") == "receipt", message
+                check_receipt(agent, message.receipt, raw)
+                await stream.call.done_writing()
+                assert await stream.status() == grpc.StatusCode.OK
+        assert waiting() == 0
+        assert all(store.get_attestation(a.agent_id, 1) is not None for a in agents)
     finally:
         await running.stop(0)
