@@ -109,7 +109,8 @@ class StoreConfig:
     load, where envelopes would otherwise commit one by one: at 10,000 agents sending 166
     envelopes/s, 100 ms puts ~16 in each transaction; against 25 ms it cut the verifier's CPU
     per heartbeat by 17% and its disk writes by 37%, for receipts ~40 ms later (p50 58 ms;
-    docs/performance.md §15). Under load the queue fills first and nothing waits."""
+    docs/performance.md §15). Under load the queue fills first and nothing waits. The interval
+    is the whole verifier's: with `serve --workers N` each worker waits N times as long."""
 
     batch_max: int = 256
     commit_interval_ms: int = 100

@@ -305,7 +305,7 @@ async def start(
         if results:
             accepted.set()
 
-    interval = config.store.commit_interval.total_seconds()
+    interval = commit_interval_s(config, role)
     committer = GroupCommitter(
         store, max_batch=config.store.batch_max, min_interval=interval, clock=clock,
         on_commit=on_commit,
@@ -359,6 +359,14 @@ async def _start_landmark(running: Running, landmark: LandmarkServer) -> int:
         raise
     running.landmark = landmark
     return port
+
+
+def commit_interval_s(config: VerifierConfig, role: WorkerRole | None) -> float:
+    """How long this process's group commit waits for company. The interval is the whole
+    verifier's: each of N workers waits N times as long, so together they commit as often as
+    one process would and a commit carries as many envelopes (the pages a commit writes hardly
+    depend on how many envelopes share them; docs/design.md §9)."""
+    return config.store.commit_interval.total_seconds() * (role.count if role else 1)
 
 
 def _background_tasks(

@@ -31,9 +31,12 @@ from tests.verifier.sim import (
     mtls,
 )
 from tests.verifier.test_store_health import Collector, _datagrams
+from verifier.config import StoreConfig, VerifierConfig
 from verifier.exits import VerifierExit
+from verifier.server import commit_interval_s
 from verifier.store import open_store
 from verifier.workermetrics import WorkersCollector
+from verifier.workerproc import WorkerRole
 
 AGENTS = 4
 TOTAL = 24
@@ -283,3 +286,15 @@ def test_the_metrics_page_labels_every_workers_samples_and_skips_a_silent_one() 
         ("x_seen_total", (("r", "a"), ("worker", "0"))): 3.0,
     }
     assert registry.get_sample_value("scrape_failures_total") == 1.0  # worker 2, left out
+
+
+def test_workers_share_the_commit_interval() -> None:
+    """The interval is the verifier's: each of N workers waits N times it, so a fleet's calm
+    pace puts as many envelopes in a commit (and as few WAL pages per envelope) as one process."""
+    config = VerifierConfig(store=StoreConfig(commit_interval_ms=100))
+    assert commit_interval_s(config, None) == pytest.approx(0.1)
+    for count in (1, 2, 16):
+        role = WorkerRole(index=count - 1, count=count, notify_fd=-1)
+        assert commit_interval_s(config, role) == pytest.approx(0.1 * count)
+    still = VerifierConfig(store=StoreConfig(commit_interval_ms=0))
+    assert commit_interval_s(still, WorkerRole(index=0, count=4, notify_fd=-1)) == 0
