@@ -362,7 +362,8 @@ async def _start_landmark(running: Running, landmark: LandmarkServer) -> int:
 
 
 def commit_interval_s(config: VerifierConfig, role: WorkerRole | None) -> float:
-    """How long this process's group commit waits for company. The interval is the whole
+    """How long this process's group commit (and its nonce issuer, which batches the same
+    way) waits for company. The interval is the whole
     verifier's: each of N workers waits N times as long, so together they commit as often as
     one process would and a commit carries as many envelopes (the pages a commit writes hardly
     depend on how many envelopes share them; docs/design.md §9)."""

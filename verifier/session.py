@@ -307,14 +307,14 @@ class AttestSession:
         if wait > 0:
             await asyncio.sleep(wait)
         gate = core.inflight
-        if gate.locked():  # every slot taken: wait as bytes, counted
+        counted = gate.locked()  # every slot taken: this one waits as bytes, counted
+        if counted:
             core.metrics.waiting.inc()
-            try:
-                await gate.acquire()
-            finally:
+        try:
+            await gate.acquire()  # a free slot is taken without suspending
+        finally:
+            if counted:
                 core.metrics.waiting.dec()
-        else:
-            await gate.acquire()  # a free slot: taken without suspending
         try:
             accepted, next_nonce = await self._commit(raw)
         finally:
