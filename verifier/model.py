@@ -105,9 +105,14 @@ def token_hash(token: str) -> bytes:
 # --- nonces -----------------------------------------------------------------------------------
 
 
+#: Leading bytes of a challenge nonce that carry its issue time (µs, big-endian); the rest are
+#: random (verifier/nonces.py). The store purges nonces by this prefix (migration 0015).
+NONCE_TIME_BYTES = 8
+
+
 @dataclass(frozen=True, slots=True)
 class NonceRecord:
-    nonce: bytes  # 32 random bytes
+    nonce: bytes  # issue time (NONCE_TIME_BYTES), then random bytes
     issued_at: datetime
     expires_at: datetime
     replica: str  # id of the verifier replica that issued it

@@ -14,14 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from attest import wire
 from attest.errors import AttestError
-from verifier.model import NonceRecord
+from verifier.model import NONCE_TIME_BYTES, NonceRecord
 from verifier.store.api import Store
 from verifier.store.batch import Batcher
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-#: Leading bytes of a nonce that carry its issue time; the rest are random.
-NONCE_TIME_BYTES = 8
 
 
 def new_nonce(issued_at: datetime) -> bytes:

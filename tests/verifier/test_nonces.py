@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from attest import wire
-from verifier.nonces import NONCE_TIME_BYTES, new_nonce
+from verifier.model import NONCE_TIME_BYTES
+from verifier.nonces import new_nonce
 
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 

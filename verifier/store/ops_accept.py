@@ -32,7 +32,7 @@ from attest.errors import (
 )
 from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
-from verifier.store import ops_compliance, ops_log
+from verifier.store import bodies, ops_compliance, ops_log
 from verifier.store.api import StoreOptions
 from verifier.store.ops_chain import find_attestation
 from verifier.store.ops_claims import settle_site_claims
@@ -261,7 +261,7 @@ def _accept_one(
         batch.nonce_rows.append((now_us, item.nonce))
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
-    batch.envelope_rows.append((log_index, item.envelope))
+    batch.envelope_rows.append((log_index, bodies.compact(item.envelope)))
     batch.attestation_rows.append(
         (
             item.agent_id,
@@ -358,7 +358,8 @@ def _flush(db: Db, batch: _Batch, size: int) -> None:
         _consume_nonces(db, batch.nonce_rows)
         if db.rowcount != len(batch.nonce_rows):
             raise StoreError("a nonce was consumed outside the serialized accept path")
-    # Envelope bytes by log index, appended (migration 0014; `blobs` holds older ones).
+    # Envelope bytes by log index, appended (migration 0014; `blobs` holds older ones), in
+    # the stored form of verifier/store/bodies.py.
     db.insert_rows("envelopes", (("log_index", "bigint"), ("body", "bytea")), batch.envelope_rows)
     db.insert_rows("attestations", _ATTESTATION_COLUMNS, batch.attestation_rows)
     db.insert_rows(

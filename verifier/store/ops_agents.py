@@ -19,6 +19,7 @@ from attest.errors import (
 )
 from verifier import findings
 from verifier.model import (
+    NONCE_TIME_BYTES,
     AgentRecord,
     AgentStatus,
     AuditKind,
@@ -243,8 +244,38 @@ def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
     )
 
 
+#: Every time-led nonce lies below this key (its first byte is 0x00 until the year 2541);
+#: random nonces from before them (migration 0015) led by a greater byte lie at or above it.
+_UNTIMED = b"\x01"
+
+
 def purge_nonces(db: Db, before_us: int) -> int:
-    return db.run("DELETE FROM nonces WHERE expires_at < ?", (before_us,))
+    """Delete the nonces that expired before `before_us`: a range of the primary key, since a
+    nonce leads with its issue time and is issued before it expires (migration 0015)."""
+    purged = db.run(
+        "DELETE FROM nonces WHERE nonce < ? AND expires_at < ?",
+        (before_us.to_bytes(NONCE_TIME_BYTES, "big"), before_us),
+    )
+    return purged + db.run(
+        "DELETE FROM nonces WHERE nonce >= ? AND expires_at < ?", (_UNTIMED, before_us)
+    )
+
+
+def drop_untimed_nonces(db: Db, applied_at_micros: int) -> None:
+    """Data step of migration 0015: delete the random nonces (from before time-led ones) that
+    lie below `_UNTIMED`, where no purge range reaches them. Those still unexpired are
+    challenges a verifier older than 2026-11-28 sent moments before this upgrade, one in 256 of
+    them: evidence answering one is refused as nonce-unknown and the agent is challenged anew."""
+    del applied_at_micros
+    untimed = [
+        (nonce,)
+        for nonce, issued_at in db.all(
+            "SELECT nonce, issued_at FROM nonces WHERE nonce < ?", (_UNTIMED,)
+        )
+        if bytes(nonce)[:NONCE_TIME_BYTES] != int(issued_at).to_bytes(NONCE_TIME_BYTES, "big")
+    ]
+    if untimed:
+        db.many("DELETE FROM nonces WHERE nonce = ?", untimed)
 
 
 def audit(

@@ -4,6 +4,7 @@ envelope lies. The segment files themselves are verifier/store/segments.py."""
 
 from __future__ import annotations
 
+from verifier.store import bodies
 from verifier.store.segments import Placement
 from verifier.store.sqlbase import Db
 
@@ -19,7 +20,7 @@ def envelopes_before(
     envelopes compress together). The same call on the same database answers the same: a
     rerun after a crash rebuilds the same segment, byte for byte."""
     rows = db.all(
-        "SELECT a.envelope_hash, COALESCE(e.body, b.body), a.log_index FROM attestations a "
+        "SELECT a.envelope_hash, e.body, b.body, a.log_index FROM attestations a "
         "LEFT JOIN envelopes e ON e.log_index = a.log_index "
         "LEFT JOIN blobs b ON b.hash = a.envelope_hash "
         "WHERE a.log_index >= ? AND a.log_index < ? AND a.received_at < ? "
@@ -27,7 +28,11 @@ def envelopes_before(
         "ORDER BY a.agent_id, a.seq LIMIT ?",
         (start, stop, before_us, limit),
     )
-    return [(bytes(h), bytes(body), int(index)) for h, body, index in rows]
+    # Segments hold the envelopes verbatim; `envelopes` may hold them compact (bodies.py).
+    return [
+        (bytes(h), bodies.expand(bytes(hot)) if hot is not None else bytes(old), int(index))
+        for h, hot, old, index in rows
+    ]
 
 
 def mark_archived(db: Db, placements: list[Placement], log_indices: list[int]) -> int:
@@ -69,7 +74,7 @@ def envelope_or_placement(db: Db, log_index: int) -> bytes | Placement | None:
     if row is None:
         return None
     if row[1] is not None:
-        return bytes(row[1])
+        return bodies.expand(bytes(row[1]))
     return blob_or_placement(db, bytes(row[0]))
 
 

@@ -16,6 +16,7 @@ from verifier.model import (
     VerifiedAttestation,
     token_hash,
 )
+from verifier.nonces import new_nonce
 from verifier.store.api import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -88,7 +89,7 @@ class Chain:
 def nonce(
     store: Store, agent_id: str, at: datetime = T0, ttl: timedelta = timedelta(minutes=5)
 ) -> bytes:
-    """A nonce issued to `agent_id`'s challenge."""
-    value = secrets.token_bytes(32)
+    """A nonce issued to `agent_id`'s challenge, led by its issue time as the verifier's are."""
+    value = new_nonce(at)
     store.issue_nonces([NonceRecord(value, at, at + ttl, "replica-test", agent_id)])
     return value

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import timedelta
+import secrets
+from datetime import datetime, timedelta
 
 from attest.errors import (
     AgentUnknownError,
@@ -185,6 +186,27 @@ def test_purge_nonces(store: Store) -> None:
     assert store.purge_nonces(T0) == 0
     assert store.purge_nonces(T0 + timedelta(hours=1)) == 1
     assert store.get_nonce(n) is None
+
+
+def test_purge_deletes_exactly_the_expired_nonces_by_key_range(store: Store) -> None:
+    """Purge reads the primary key's range below the cut-off's issue-time prefix (migration
+    0015): every expired nonce goes, whatever its TTL, every unexpired one stays, and random
+    nonces from before time-led ones (led by 0x01 or more) are purged once expired too."""
+    issued: dict[bytes, datetime] = {}
+    for minute in range(0, 60, 3):
+        at = T0 + timedelta(minutes=minute)
+        for ttl in (timedelta(seconds=10), timedelta(minutes=5), timedelta(minutes=40)):
+            issued[nonce(store, "a1", at=at, ttl=ttl)] = at + ttl
+    for lead in (0x01, 0x7F, 0xFF):
+        for expires in (T0 + timedelta(minutes=10), T0 + timedelta(hours=3)):
+            value = bytes([lead]) + secrets.token_bytes(31)
+            store.issue_nonces([NonceRecord(value, T0, expires, "replica-old", "a1")])
+            issued[value] = expires
+    cutoff = T0 + timedelta(minutes=30)
+    expired = {n for n, expires in issued.items() if expires < cutoff}
+    assert 0 < len(expired) < len(issued)
+    assert store.purge_nonces(cutoff) == len(expired)
+    assert {n for n in issued if store.get_nonce(n) is None} == expired
 
 
 def test_empty_batch(store: Store) -> None:

@@ -200,11 +200,7 @@ def test_envelopes_stored_before_migration_14_read_back_and_archive(
     read back by log index and `log archive` drains them with the newer ones."""
     store, directory = archive
     items = _fill(store, 2)
-    backend.execute(
-        "INSERT INTO blobs (hash, body) SELECT l.envelope_hash, e.body FROM envelopes e "
-        "JOIN log_entries l ON l.log_index = e.log_index WHERE e.log_index < 3"
-    )
-    backend.execute("DELETE FROM envelopes WHERE log_index < 3")
+    backend.envelopes_to_blobs(below=3)
     assert backend.query("SELECT COUNT(*) FROM blobs") == [(3,)]
     for index, item in enumerate(items):
         assert store.get_envelope(index) == item.envelope

@@ -3,12 +3,14 @@ openers (replicas starting together)."""
 
 from __future__ import annotations
 
+import secrets
 import threading
+from datetime import timedelta
 
 from attest.errors import ReplayError
 from tests.verifier.store.conftest import Backend
-from tests.verifier.store.helpers import T0, Chain, enroll
-from verifier.model import Accepted
+from tests.verifier.store.helpers import T0, Chain, enroll, nonce
+from verifier.model import Accepted, NonceRecord
 from verifier.store.api import Store
 from verifier.store.migrations import load_migrations, statements
 
@@ -66,9 +68,9 @@ def _back_to_version_13(backend: Backend) -> None:
     bytes in `blobs` by hash, attestations keyed by (agent, seq), nodes by (level, index)."""
     sqlite = backend.name == "sqlite"
     blob, rowid = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
+    backend.envelopes_to_blobs(below=2**62)
     backend.execute(
-        "INSERT INTO blobs (hash, body) SELECT l.envelope_hash, e.body FROM envelopes e "
-        "JOIN log_entries l ON l.log_index = e.log_index; DROP TABLE envelopes; "
+        "DROP TABLE envelopes; "
         "CREATE TABLE old_att (agent_id TEXT NOT NULL, seq BIGINT NOT NULL, "
         f"envelope_hash {blob} NOT NULL, payload_digest {blob} NOT NULL, "
         "freshness TEXT NOT NULL, created_at BIGINT NOT NULL, received_at BIGINT NOT NULL, "
@@ -111,3 +113,37 @@ def test_migration_14_keeps_every_attestation_envelope_and_proof(backend: Backen
     (later,) = again.accept([chains[0].next(T0)], T0)
     assert isinstance(later, Accepted) and later.log_index == len(sent)
     assert again.get_attestation(chains[0].agent_id, 5) is not None
+
+
+def test_migration_15_purges_by_key_and_drops_the_untimed_nonces_no_range_reaches(
+    backend: Backend,
+) -> None:
+    """Before migration 0015 nonces had an expiry index, and before 2026-11-28 they were
+    random. Afterwards the index is gone, time-led nonces and random ones led by 0x01 or more
+    stay (the purge's ranges reach them), and random ones led by 0x00 are deleted."""
+    store = backend.open()
+    enroll(store, "m15")
+    timed = nonce(store, "m15")
+    untimed_high = b"\x05" + secrets.token_bytes(31)
+    untimed_low = b"\x00\xff" + secrets.token_bytes(30)
+    store.issue_nonces(
+        [
+            NonceRecord(n, T0, T0 + timedelta(minutes=5), "replica-old", "m15")
+            for n in (untimed_high, untimed_low)
+        ]
+    )
+    store.close()
+    backend.opened.remove(store)
+    backend.execute(
+        "CREATE INDEX nonces_expires ON nonces (expires_at); "
+        "DELETE FROM schema_version WHERE version = 15"
+    )
+    again = backend.open()
+    assert again.get_nonce(timed) is not None and again.get_nonce(untimed_high) is not None
+    assert again.get_nonce(untimed_low) is None
+    if backend.name == "sqlite":
+        indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'nonces'"
+    else:
+        indexes = "SELECT indexname FROM pg_indexes WHERE tablename = 'nonces'"
+    assert "nonces_expires" not in {name for (name,) in backend.query(indexes)}
+    assert again.purge_nonces(T0 + timedelta(minutes=6)) == 2

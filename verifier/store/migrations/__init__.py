@@ -49,10 +49,11 @@ def _data_steps() -> dict[int, Callable[[Db, int], None]]:
     """Steps that SQL written once for both dialects cannot express, by the migration they
     belong to. They run after every migration of the same call, in the same transaction, so
     the store code they use (imported here) meets the schema it was written for."""
+    from verifier.store.ops_agents import drop_untimed_nonces  # noqa: PLC0415
     from verifier.store.ops_log import backfill_nodes  # noqa: PLC0415
     from verifier.store.ops_registry import version_unversioned  # noqa: PLC0415
 
-    return {5: version_unversioned, 9: backfill_nodes}
+    return {5: version_unversioned, 9: backfill_nodes, 15: drop_untimed_nonces}
 
 
 def apply_migrations(db: Db, applied_at_micros: int) -> list[int]:

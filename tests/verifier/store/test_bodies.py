@@ -1,0 +1,145 @@
+"""The stored form of envelope bytes (verifier/store/bodies.py): whatever is stored gives back
+the envelope byte for byte, compact where it can be, and a damaged body is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attest.envelope import (
+    EVIDENCE_PAYLOAD_TYPE,
+    HEARTBEAT_PAYLOAD_TYPE,
+    LANDMARK_PAYLOAD_TYPE,
+    Envelope,
+    EnvelopeSignature,
+    sign,
+)
+from attest.errors import StoreError
+from attest.keys import SoftwareSigner
+from attest.v1 import attest_pb2 as pb
+from attest.wire import encode_envelope
+from tests.verifier.store.conftest import Backend
+from tests.verifier.store.helpers import T0, Chain, enroll
+from verifier.store import bodies
+
+
+def _p256() -> SoftwareSigner:
+    return SoftwareSigner.generate("ecdsa-p256-sha256")
+
+
+_KNOWN = (EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, LANDMARK_PAYLOAD_TYPE)
+_hex_keyids = st.binary(min_size=32, max_size=32).map(bytes.hex)
+_signatures = st.builds(
+    EnvelopeSignature,
+    keyid=st.one_of(_hex_keyids, _hex_keyids.map(str.upper), st.text(max_size=70)),
+    sig=st.binary(max_size=80),
+)
+_envelopes = st.builds(
+    Envelope,
+    payload_type=st.one_of(st.sampled_from(_KNOWN), st.text(min_size=1, max_size=60)),
+    payload=st.binary(max_size=600),
+    signatures=st.lists(_signatures, min_size=1, max_size=4).map(tuple),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_envelopes)
+def test_every_envelope_comes_back_byte_for_byte(envelope: Envelope) -> None:
+    raw = encode_envelope(envelope)
+    stored = bodies.compact(raw)
+    assert bodies.expand(stored) == raw
+    compactable = envelope.payload_type in _KNOWN and all(
+        len(s.keyid) == 64 and s.keyid == s.keyid.lower() and s.keyid.isalnum()
+        for s in envelope.signatures
+    )
+    if compactable:
+        assert stored[0] == 0x01 and len(stored) < len(raw)
+    else:
+        assert stored == raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_are_stored_as_they_came_or_refused(raw: bytes) -> None:
+    """Bytes that are no canonical envelope stay verbatim; bytes that could be taken for the
+    compact form (empty, led by a byte below 0x08) are refused, never stored ambiguously."""
+    if not raw or raw[0] < 0x08:
+        with pytest.raises(StoreError):
+            bodies.compact(raw)
+        return
+    assert bodies.expand(bodies.compact(raw)) == raw
+
+
+@settings(max_examples=200, deadline=None)
+@given(_envelopes, st.binary(min_size=1, max_size=8))
+def test_non_canonical_serializations_are_stored_verbatim(envelope: Envelope, tail: bytes) -> None:
+    """The same fields serialized another way (fields out of order, an unknown field after
+    them) hash differently, so they must come back as sent, not as the canonical form."""
+    reordered = (
+        pb.Envelope(payload_type=envelope.payload_type).SerializeToString()
+        + pb.Envelope(payload=envelope.payload).SerializeToString()
+        + pb.Envelope(
+            signatures=[pb.Signature(sig=s.sig, keyid=s.keyid) for s in envelope.signatures]
+        ).SerializeToString()
+    )
+    unknown = encode_envelope(envelope) + b"\x22" + bytes([len(tail)]) + tail  # field 4, bytes
+    for raw in (reordered, unknown):
+        stored = bodies.compact(raw)
+        assert bodies.expand(stored) == raw
+        if raw != encode_envelope(envelope):
+            assert stored == raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_a_damaged_compact_body_is_refused_or_read_never_crashes(tail: bytes) -> None:
+    """What a damaged row yields is checked against the log's hashes by every reader; here it
+    must be a StoreError or bytes, never another exception."""
+    for lead in (b"\x01\x01", b"\x01\x02", b"\x01\x09", b"\x00", b"\x01"):
+        with contextlib.suppress(StoreError):
+            assert isinstance(bodies.expand(lead + tail), bytes)
+
+
+def test_a_truncated_heartbeat_body_is_refused() -> None:
+    raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, b"\x08\x01" * 60, [_p256()]))
+    stored = bodies.compact(raw)
+    for cut in range(1, len(stored)):
+        try:
+            expanded = bodies.expand(stored[:cut])
+        except StoreError:
+            continue
+        assert expanded != raw
+
+
+def test_a_signed_heartbeat_is_stored_in_three_quarters_of_its_bytes() -> None:
+    """A heartbeat's size as agents send it (130-byte payload, one P-256 signature)."""
+    raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, bytes(130), [_p256()]))
+    stored = bodies.compact(raw)
+    assert bodies.expand(stored) == raw
+    assert len(stored) <= len(raw) - 80, (len(raw), len(stored))
+
+
+def test_the_store_keeps_real_envelopes_compact_and_serves_them_verbatim(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    chain = Chain("bodies-1")
+    enroll(store, chain.agent_id)
+    signer = _p256()
+    sent = []
+    for n in range(3):
+        item = chain.next(T0, advance=False)
+        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, b"beat %d" % n, [signer]))
+        item = replace(item, envelope=raw, envelope_hash=hashlib.sha256(raw).digest())
+        chain.seq, chain.last_hash = item.seq, item.envelope_hash
+        store.accept([item], T0)
+        sent.append(raw)
+    stored = backend.query("SELECT body FROM envelopes ORDER BY log_index")
+    assert [bytes(body)[0] for (body,) in stored] == [0x01] * 3
+    assert all(len(bytes(body)) < len(raw) for (body,), raw in zip(stored, sent, strict=True))
+    assert [store.get_envelope(index) for index in range(3)] == sent

@@ -1,0 +1,110 @@
+"""How the hot `envelopes` table holds an envelope's bytes (docs/design.md §9): verbatim, or in a
+compact form that gives back exactly those bytes.
+
+An envelope is logged, hashed and proven as the bytes the agent sent, so whatever is stored must
+decode to them byte for byte. Most of a heartbeat's 324 bytes is not its payload: the payload
+type (49 bytes of text), each signature's key id (64 hex characters naming 32 bytes) and the
+protobuf framing. When the sent bytes are exactly the canonical serialization of their fields
+(`attest.wire.encode_envelope`, as every gpu-attest agent sends them), they are stored as
+
+    0x01 | payload-type code (1 byte) | varint len(payload) | payload
+         | per signature: varint len(sig) | sig | key id (32 bytes)
+
+and rebuilt by serializing those fields again; ~240 bytes for a heartbeat. Anything else (an
+unknown payload type, a key id that is not 64 lowercase hex digits, fields out of order,
+unknown fields, a non-minimal varint) is stored verbatim. The two cannot be confused: a
+serialized Envelope begins with a field tag, never a byte below 0x08 (field number 0 does not
+exist), and `compact` proves the round trip before it answers.
+"""
+
+from __future__ import annotations
+
+from attest.envelope import (
+    EVIDENCE_PAYLOAD_TYPE,
+    HEARTBEAT_PAYLOAD_TYPE,
+    LANDMARK_PAYLOAD_TYPE,
+    Envelope,
+    EnvelopeSignature,
+)
+from attest.errors import DecodeError, StoreError
+from attest.wire import decode_envelope, encode_envelope
+
+_COMPACT = 0x01
+#: Codes of the payload types stored compact. Append only: a code, once written, is forever.
+_TYPES = (EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, LANDMARK_PAYLOAD_TYPE)
+_CODES = {t: code for code, t in enumerate(_TYPES, start=1)}
+_KEYID_LEN = 32
+_HEX = frozenset("0123456789abcdef")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(body: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(body) or shift > 63:
+            raise StoreError("a stored envelope is truncated")
+        byte = body[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def compact(raw: bytes) -> bytes:
+    """The form to store `raw` (a serialized Envelope) in: compact when that rebuilds `raw`
+    exactly, else `raw` itself. Raises StoreError for bytes no Envelope serializes to (empty, or
+    led by a byte below 0x08), which the two forms could not tell apart."""
+    if not raw or raw[0] < 0x08:
+        raise StoreError("refusing to store bytes that are not a serialized envelope")
+    try:
+        envelope = decode_envelope(raw, max_bytes=len(raw))
+    except DecodeError:
+        return raw
+    code = _CODES.get(envelope.payload_type)
+    if code is None or not envelope.signatures:
+        return raw
+    parts = [bytes((_COMPACT, code)), _varint(len(envelope.payload)), envelope.payload]
+    for signature in envelope.signatures:
+        keyid = signature.keyid
+        if len(keyid) != 2 * _KEYID_LEN or not _HEX.issuperset(keyid):
+            return raw
+        parts += [_varint(len(signature.sig)), signature.sig, bytes.fromhex(keyid)]
+    if encode_envelope(envelope) != raw:
+        return raw
+    return b"".join(parts)
+
+
+def expand(body: bytes) -> bytes:
+    """The envelope bytes a stored body holds (`compact`'s inverse). Raises StoreError when a
+    compact body is malformed: a damaged row is reported, never guessed at."""
+    if not body or body[0] >= 0x08:
+        return body
+    if body[0] != _COMPACT or len(body) < 2 or not 1 <= body[1] <= len(_TYPES):
+        raise StoreError("a stored envelope has an unknown form")
+    length, at = _read_varint(body, 2)
+    payload, at = body[at : at + length], at + length
+    if len(payload) != length:
+        raise StoreError("a stored envelope is truncated")
+    signatures: list[EnvelopeSignature] = []
+    while at < len(body):
+        length, at = _read_varint(body, at)
+        sig = body[at : at + length]
+        keyid = body[at + length : at + length + _KEYID_LEN]
+        at += length + _KEYID_LEN
+        if len(keyid) != _KEYID_LEN:
+            raise StoreError("a stored envelope is truncated")
+        signatures.append(EnvelopeSignature(keyid=keyid.hex(), sig=sig))
+    if not signatures:
+        raise StoreError("a stored envelope has no signature")
+    return encode_envelope(
+        Envelope(payload_type=_TYPES[body[1] - 1], payload=payload, signatures=tuple(signatures))
+    )

@@ -1,0 +1,11 @@
+-- Challenge nonces lead with their issue time (8 bytes, µs, big-endian; verifier/nonces.py), so
+-- the nonces table, keyed by nonce, is already in issue order, and every nonce that expired
+-- before T was issued before T: its key lies below T's 8 bytes. The purge deletes that range
+-- of the primary key (verifier/store/ops_agents.py), and the expiry index, which cost each
+-- issued nonce an index entry (~53 bytes and a page written per commit), goes.
+--
+-- Nonces issued before time-led nonces (2026-11-28) were 32 random bytes: those led by a byte
+-- of 0x01 or more lie above every time-led nonce until the year 2541 and the purge deletes
+-- that range too once they expire; the data step deletes the few led by 0x00 that no range
+-- reaches (verifier/store/ops_agents.py, drop_untimed_nonces).
+DROP INDEX nonces_expires;
