@@ -73,6 +73,7 @@ from verifier.model import (
 )
 from verifier.store import open_store
 from verifier.store.api import Store
+from verifier.store.ops_log import STORED_LEVEL
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 #: Leaves per aligned block of the fill: the nodes below a block's root are computed in memory.
@@ -127,8 +128,13 @@ def fill_rows(entries: int, root: list[bytes]) -> Iterator[tuple[list[Leaf], lis
 
 
 def _keyed(nodes: list[Node]) -> list[tuple[int, int, bytes]]:
-    """Node rows as the store keys them (migration 0014): (tree size, level, hash), in order."""
-    return sorted(((index + 1) << level, level, hashed) for level, index, hashed in nodes)
+    """Node rows as the store keys and keeps them (migrations 0014, 0016): (tree size, level,
+    hash) of the levels it stores, in order."""
+    return sorted(
+        ((index + 1) << level, level, hashed)
+        for level, index, hashed in nodes
+        if level >= STORED_LEVEL
+    )
 
 
 def fill(url: str, entries: int) -> bytes:

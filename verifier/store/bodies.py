@@ -12,9 +12,10 @@ protobuf framing. When the sent bytes are exactly the canonical serialization of
 
 and rebuilt by serializing those fields again; ~240 bytes for a heartbeat. Anything else (an
 unknown payload type, a key id that is not 64 lowercase hex digits, fields out of order,
-unknown fields, a non-minimal varint) is stored verbatim. The two cannot be confused: a
+unknown fields, a non-minimal varint) is stored verbatim. The forms cannot be confused: a
 serialized Envelope begins with a field tag, never a byte below 0x08 (field number 0 does not
-exist), and `compact` proves the round trip before it answers.
+exist); bytes that do (none the pipeline passes, but the store takes any) are stored as 0x00
+then the bytes. `compact` proves the round trip before it answers.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from attest.envelope import (
 from attest.errors import DecodeError, StoreError
 from attest.wire import decode_envelope, encode_envelope
 
+_ESCAPED = b"\x00"
 _COMPACT = 0x01
 #: Codes of the payload types stored compact. Append only: a code, once written, is forever.
 _TYPES = (EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, LANDMARK_PAYLOAD_TYPE)
@@ -61,10 +63,9 @@ def _read_varint(body: bytes, at: int) -> tuple[int, int]:
 
 def compact(raw: bytes) -> bytes:
     """The form to store `raw` (a serialized Envelope) in: compact when that rebuilds `raw`
-    exactly, else `raw` itself. Raises StoreError for bytes no Envelope serializes to (empty, or
-    led by a byte below 0x08), which the two forms could not tell apart."""
+    exactly, else `raw` itself, escaped when it could be taken for a stored form."""
     if not raw or raw[0] < 0x08:
-        raise StoreError("refusing to store bytes that are not a serialized envelope")
+        return _ESCAPED + raw
     try:
         envelope = decode_envelope(raw, max_bytes=len(raw))
     except DecodeError:
@@ -86,8 +87,12 @@ def compact(raw: bytes) -> bytes:
 def expand(body: bytes) -> bytes:
     """The envelope bytes a stored body holds (`compact`'s inverse). Raises StoreError when a
     compact body is malformed: a damaged row is reported, never guessed at."""
-    if not body or body[0] >= 0x08:
+    if not body:
+        raise StoreError("a stored envelope is empty")
+    if body[0] >= 0x08:
         return body
+    if body[0] == _ESCAPED[0]:
+        return body[1:]
     if body[0] != _COMPACT or len(body) < 2 or not 1 <= body[1] <= len(_TYPES):
         raise StoreError("a stored envelope has an unknown form")
     length, at = _read_varint(body, 2)

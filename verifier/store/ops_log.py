@@ -1,15 +1,18 @@
 """Transaction bodies for the transparency log's Merkle tree (docs/design.md §9): roots, proofs
 and frontiers read in O(log n) rows, and the interior nodes written as leaves are appended.
 
-Level 0 of the tree is the leaf hashes of `log_entries`; `log_nodes` (migrations 0009, 0014)
-holds the hash of every complete aligned subtree of level >= 1, inserted in the accept
-transaction that appends the leaf completing it, and keyed by the tree size at which it became
-complete, (index + 1) << level, then level: in the order the nodes are written, so a commit's
-nodes share the table's last page. The table is therefore always exactly the perfect subtrees
-of the committed log: a batch that rolls back takes its nodes with it. A read runs the proof
-math of `attest.merkle` twice: once over a source that only records which (level, index)
-subtrees it asks for, then over those subtrees fetched in one query (at most about 2·log2 n
-rows, whatever the log size).
+Level 0 of the tree is the leaf hashes of `log_entries`; `log_nodes` (migrations 0009, 0014,
+0016) holds the hash of every complete aligned subtree of level >= STORED_LEVEL, inserted in
+the accept transaction that appends the leaf completing it, and keyed by the tree size at which
+it became complete, (index + 1) << level, then level: in the order the nodes are written, so a
+commit's nodes share the table's last page. The table is therefore always exactly the perfect
+subtrees of those levels of the committed log: a batch that rolls back takes its nodes with it.
+A subtree below STORED_LEVEL is hashed from its at most 2^(STORED_LEVEL - 1) leaves when read:
+storing levels 1-3 cost seven nodes in eight (~41 bytes an entry), and a proof reads at most
+about 30 more leaf hashes for them, from the same query. A read runs the proof math of
+`attest.merkle` twice: once over a source that only records which (level, index) subtrees it
+asks for, then over those subtrees fetched in one query (about 2·log2 n rows and at most ~30
+leaves, whatever the log size).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from verifier.store.sqlbase import Db
 T = TypeVar("T")
 
 _NODE_COLUMNS = (("tree_size", "bigint"), ("level", "integer"), ("hash", "bytea"))
+#: The lowest level `log_nodes` holds; the levels between the leaves and it are hashed on read.
+STORED_LEVEL = 4
 #: Leaves read per query while backfilling, and node rows per insert.
 _BACKFILL_CHUNK = 8192
 _PLACEHOLDER = bytes(merkle.HASH_LEN)
@@ -55,8 +60,12 @@ def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> tuple[int, dict[tuple[int
     """The log's size and the hashes of these subtrees (level 0: leaf hashes), in one
     statement: a proof costs one round trip inside its transaction, whatever the log size."""
     wanted = sorted(set(keys))
-    leaves = [index for level, index in wanted if level == 0]
-    nodes = [(level, index) for level, index in wanted if level > 0]
+    low = [(level, index) for level, index in wanted if 0 < level < STORED_LEVEL]
+    leaves = sorted(
+        {index for level, index in wanted if level == 0}
+        | {leaf for level, index in low for leaf in range(index << level, (index + 1) << level)}
+    )
+    nodes = [(level, index) for level, index in wanted if level >= STORED_LEVEL]
     parts = ["SELECT -1, size, NULL FROM log_head WHERE id = 1"]
     params: list[object] = []
     if leaves:
@@ -86,7 +95,26 @@ def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> tuple[int, dict[tuple[int
             found[int(level), (int(key) >> int(level)) - 1] = bytes(hashed)
     if size is None:
         raise StoreError("log head row is missing")
+    for level, index in low:
+        hashed = _subtree_from_leaves(found, level, index)
+        if hashed is not None:
+            found[level, index] = hashed
     return size, found
+
+
+def _subtree_from_leaves(
+    found: dict[tuple[int, int], bytes], level: int, index: int
+) -> bytes | None:
+    """MTH of the perfect subtree (level, index) from its leaves in `found`; None when one is
+    missing (the caller then reports the subtree as missing)."""
+    first = index << level
+    try:
+        layer = [found[0, leaf] for leaf in range(first, first + (1 << level))]
+    except KeyError:
+        return None
+    while len(layer) > 1:
+        layer = [merkle.node_hash(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
+    return layer[0]
 
 
 def _tree_size(level: int, index: int) -> int:
@@ -198,7 +226,8 @@ def _completed(
 ) -> tuple[merkle.Frontier, list[tuple[int, int, bytes]]]:
     """`Frontier.append_with_nodes` over many leaves without a Frontier value per leaf (it
     checks its hashes when made): the tree after them, and the nodes of level >= 1 they
-    complete as (tree size, level, hash) rows, in key order."""
+    complete as (tree size, level, hash) rows, in key order (`_insert_nodes` keeps those of
+    STORED_LEVEL and above)."""
     hashes, size = list(tree.hashes), tree.size
     rows: list[tuple[int, int, bytes]] = []
     for leaf in leaves:
@@ -213,7 +242,7 @@ def _completed(
 
 
 def _insert_nodes(db: Db, rows: Sequence[tuple[int, int, bytes]]) -> None:
-    db.insert_rows("log_nodes", _NODE_COLUMNS, rows)
+    db.insert_rows("log_nodes", _NODE_COLUMNS, [r for r in rows if r[1] >= STORED_LEVEL])
 
 
 def backfill_nodes(db: Db, applied_at_micros: int) -> None:

@@ -27,6 +27,7 @@ from tests.verifier.store.conftest import PG_ADMIN, Backend, pg_schema_url
 from tests.verifier.store.helpers import H100, T0, Chain, enroll, gpus
 from verifier.model import Accepted, GpuClaim
 from verifier.store.api import Store
+from verifier.store.ops_log import STORED_LEVEL
 
 ROOT = Path(__file__).resolve().parents[3]
 AGENTS = 5
@@ -37,11 +38,12 @@ def _leaves(store: Store) -> list[bytes]:
 
 
 def _expected_nodes(leaves: list[bytes]) -> set[tuple[int, int, bytes]]:
-    """Every perfect subtree of level >= 1 of these leaves, as attest.merkle computes them."""
+    """Every perfect subtree of level >= STORED_LEVEL of these leaves (the store hashes those
+    below from their leaves), as attest.merkle computes them."""
     tree, expected = merkle.Frontier(), set()
     for leaf in leaves:
         tree, nodes = tree.append_with_nodes(leaf)
-        expected |= {(n.level, n.index, n.hash) for n in nodes[1:]}
+        expected |= {(n.level, n.index, n.hash) for n in nodes if n.level >= STORED_LEVEL}
     return expected
 
 
@@ -157,23 +159,31 @@ def test_reads_outside_the_log_are_refused(store: Store) -> None:
     assert store.log_frontier(0) == merkle.Frontier()
 
 
-def test_a_missing_node_fails_closed(backend: Backend) -> None:
+@pytest.mark.parametrize("damage", ["node", "leaf"])
+def test_a_missing_node_or_leaf_fails_closed(backend: Backend, damage: str) -> None:
+    """A stored node missing, or a leaf under a subtree hashed from its leaves (level 3 of
+    entries 32-39): every read that needs it is refused, never answered with a guess."""
     store = backend.open()
     chains = _chains(store, 2)
-    _append(store, chains, 8)
-    backend.execute("DELETE FROM log_nodes WHERE level >= 2")
+    _append(store, chains, 40)
+    if damage == "node":
+        backend.execute(f"DELETE FROM log_nodes WHERE level >= {STORED_LEVEL}")
+        old, index = 3, 0
+    else:
+        backend.execute("DELETE FROM log_entries WHERE log_index = 35")
+        old, index = 33, 36
     with pytest.raises(StoreError, match="lacks"):
-        store.log_root(8)
+        store.log_root(40)
     with pytest.raises(StoreError, match="lacks"):
-        store.log_frontier(8)
+        store.log_frontier(40)
     with pytest.raises(StoreError, match="lacks"):
-        store.log_consistency_proof(3, 8)
+        store.log_consistency_proof(old, 40)
     with pytest.raises(StoreError, match="lacks"):
-        store.log_inclusion_proof(0, 8)
+        store.log_inclusion_proof(index, 40)
     # An append needs the frontier it continues from: refused, nothing written.
     outcomes = store.accept([chains[0].next(T0)], T0)
     assert type(outcomes[0]) is StoreError
-    assert store.log_size() == 8
+    assert store.log_size() == 40
 
 
 def _poison(backend: Backend) -> tuple[GpuClaim, ...]:
@@ -270,7 +280,7 @@ def test_migration_backfills_the_nodes_of_an_existing_log(backend: Backend) -> N
     leaves = _leaves(reopened)
     assert len(leaves) == 9021
     assert _stored_nodes(backend) == _expected_nodes(leaves)
-    assert len(_expected_nodes(leaves)) == 9021 - bin(9021).count("1")
+    assert len(_expected_nodes(leaves)) == sum(9021 >> level for level in range(STORED_LEVEL, 14))
     rng = random.Random(9021)
     for _ in range(20):
         size = rng.randint(1, 9021)
@@ -306,5 +316,35 @@ def test_migration_14_rekeys_the_nodes_of_an_existing_log(backend: Backend) -> N
     assert _stored_nodes(backend) == _expected_nodes(leaves)
     for size in (1, 2, 17, 32, 45):
         _check_reads(reopened, leaves, size, size - 1, size // 2)
+    _append(reopened, _chains(reopened, 2, "late"), 5)
+    assert _stored_nodes(backend) == _expected_nodes(_leaves(reopened))
+
+
+def test_migration_16_drops_the_low_levels_and_every_read_stays(backend: Backend) -> None:
+    """A log whose nodes of levels 1-3 were stored (before migration 0016) loses them, and
+    every root, frontier and proof reads the same from the leaves; appends go on."""
+    store = backend.open()
+    _append(store, _chains(store), 45)
+    leaves = _leaves(store)
+    store.close()
+    backend.opened.remove(store)
+    tree, low = merkle.Frontier(), []
+    for leaf in leaves:
+        tree, nodes = tree.append_with_nodes(leaf)
+        low += [n for n in nodes if 0 < n.level < STORED_LEVEL]
+    values = ", ".join(
+        f"({(n.index + 1) << n.level}, {n.level}, {_hex(backend, n.hash)})" for n in low
+    )
+    backend.execute(
+        f"INSERT INTO log_nodes (tree_size, level, hash) VALUES {values}; "
+        "DELETE FROM schema_version WHERE version = 16"
+    )
+    assert backend.query(f"SELECT COUNT(*) FROM log_nodes WHERE level < {STORED_LEVEL}") == [
+        (len(low),)
+    ]
+    reopened = backend.open()
+    assert _stored_nodes(backend) == _expected_nodes(leaves)
+    for size in (1, 2, 7, 16, 17, 32, 45):
+        _check_reads(reopened, leaves, size, size - 1, size // 3)
     _append(reopened, _chains(reopened, 2, "late"), 5)
     assert _stored_nodes(backend) == _expected_nodes(_leaves(reopened))
