@@ -28,11 +28,13 @@ second); the floor is then also measured at that pace (`transport_floor_paced_us
 `overhead_ratio_paced`). `stored_bytes_per_attestation` is the growth of what the store keeps
 per accepted envelope: the SQLite database's pages (PRAGMA page_count, which counts pages still
 in the WAL) or the PostgreSQL schema's relations (pg_total_relation_size), plus any file the
-verifier adds under its state directory. `--heartbeats` sends every envelope after an agent's
-first as a heartbeat naming it (docs/protocol.md §4.1): unchanged inventories, at which the
-bytes stored and written per attestation are judged (docs/performance.md §15). `--workers N`
-is passed to `serve` as `--workers N`; CPU, memory and writes are summed over `serve` and its
-child processes.
+verifier adds under its state directory; `stored_nonce_bytes_per_attestation` is the part of it
+that is the challenge nonces' table, a working set purged 2 x `challenge_ttl_s` after issue
+(it grows within a run shorter than that, not over a fleet's life). `--heartbeats` sends every
+envelope after an agent's first as a heartbeat naming it (docs/protocol.md §4.1): unchanged
+inventories, at which the bytes stored and written per attestation are judged
+(docs/performance.md §15). `--workers N` is passed to `serve` as `--workers N`; CPU, memory
+and writes are summed over `serve` and its child processes.
 """
 
 from __future__ import annotations
@@ -464,32 +466,41 @@ def _thread_cpu_s(root: psutil.Process) -> dict[str, float]:
     return seconds
 
 
-def _stored_bytes(database: str, state_dir: Path) -> int:
-    """What the store keeps: the database's size, plus the files under the state directory.
+def _stored_bytes(database: str, state_dir: Path) -> tuple[int, int]:
+    """What the store keeps: the database's size, plus the files under the state directory;
+    and, of it, the challenge nonces' table (a working set the sweep purges 2 x
+    challenge_ttl_s after issue: it grows within a run shorter than that, not over a fleet's
+    life).
 
     SQLite: page_count x page_size as a reader sees it (pages still in the WAL count; the WAL
-    file itself is a ring the checkpoints reuse, not growth). PostgreSQL: the benchmark
-    schema's tables with their indexes and TOAST (pg_total_relation_size)."""
+    file itself is a ring the checkpoints reuse, not growth), the nonces' pages by dbstat.
+    PostgreSQL: the benchmark schema's tables with their indexes and TOAST
+    (pg_total_relation_size)."""
     files = sum(p.stat().st_size for p in state_dir.rglob("*") if p.is_file())
     if database.startswith("postgresql"):
         import psycopg  # noqa: PLC0415
 
         with psycopg.connect(database, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0), "
+                "coalesce(sum(pg_total_relation_size(c.oid)) "
+                "FILTER (WHERE c.relname = 'nonces'), 0) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
             ).fetchone()
-        return files + int(row[0] if row else 0)
+        return files + int(row[0] if row else 0), int(row[1] if row else 0)
     import sqlite3  # noqa: PLC0415
 
     reader = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         (pages,) = reader.execute("PRAGMA page_count").fetchone()
         (size,) = reader.execute("PRAGMA page_size").fetchone()
+        (nonces,) = reader.execute(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = 'nonces'"
+        ).fetchone()
     finally:
         reader.close()
-    return files + int(pages) * int(size)
+    return files + int(pages) * int(size), int(nonces)
 
 
 def _postgres_wal_lsn() -> str:
@@ -563,14 +574,15 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         threads0 = _thread_cpu_s(process)
         db0 = _postgres_cpu_s() if args.store == "postgres" else {}
         wal0 = _postgres_wal_lsn() if args.store == "postgres" else ""
-        stored0 = await asyncio.to_thread(_stored_bytes, database, state_dir)
+        stored0, nonces0 = await asyncio.to_thread(_stored_bytes, database, state_dir)
         accepted0 = sum(a.accepted for a in agents)
         await asyncio.sleep(args.seconds)
         usage1 = Usage.of(process)
         threads1 = _thread_cpu_s(process)
         db1 = _postgres_cpu_s() if args.store == "postgres" else {}
         accepted = sum(a.accepted for a in agents) - accepted0
-        stored = await asyncio.to_thread(_stored_bytes, database, state_dir) - stored0
+        stored, nonces = await asyncio.to_thread(_stored_bytes, database, state_dir)
+        stored, nonces = stored - stored0, nonces - nonces0
         stored_accepted = sum(a.accepted for a in agents) - accepted0
         wal_bytes = _postgres_wal_bytes(wal0) if args.store == "postgres" else 0
         cpu_s, written = usage1.since(usage0)
@@ -661,6 +673,8 @@ async def run(args: argparse.Namespace, workdir: Path, database: str) -> dict[st
         "verifier_write_kb_per_attestation": round(written / 1024 / max(accepted, 1), 1),
         # what the store keeps per envelope (database rows with their indexes, state files)
         "stored_bytes_per_attestation": round(stored / max(stored_accepted, 1)),
+        # of which the challenge nonces' working set (purged 2 x challenge_ttl_s after issue)
+        "stored_nonce_bytes_per_attestation": round(nonces / max(stored_accepted, 1)),
         "commit_interval_ms": args.commit_interval_ms,
         **db_figures,
         "agent_key": "ecdsa-p256",

@@ -58,6 +58,10 @@ def _check_cost_figures(result: dict[str, object]) -> None:
     stored = result["stored_bytes_per_attestation"]
     assert isinstance(stored, int), stored
     assert stored > 1000 if result["store"] == "sqlite" else stored >= 0, stored
+    # each accepted envelope's answer issues a challenge nonce: a row of the nonces' table
+    nonces = result["stored_nonce_bytes_per_attestation"]
+    assert isinstance(nonces, int), nonces
+    assert 0 < nonces < stored if result["store"] == "sqlite" else 0 <= nonces <= stored, nonces
     written = result["verifier_write_kb_per_attestation"]
     # on PostgreSQL the database server writes, not the verifier
     assert isinstance(written, float) and (written > 0 or result["store"] == "postgres")
