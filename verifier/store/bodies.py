@@ -7,15 +7,15 @@ type (49 bytes of text), each signature's key id (64 hex characters naming 32 by
 protobuf framing. When the sent bytes are exactly the canonical serialization of their fields
 (`attest.wire.encode_envelope`, as every gpu-attest agent sends them), they are stored as
 
-    0x01 | payload-type code (1 byte) | varint len(payload) | payload
-         | per signature: varint len(sig) | sig | key id (32 bytes)
+    0x01 | payload-type code (1 byte) | len(payload) (4 bytes, big-endian) | payload
+         | per signature: len(sig) (1 byte) | sig | key id (32 bytes)
 
 and rebuilt by serializing those fields again; ~240 bytes for a heartbeat. Anything else (an
-unknown payload type, a key id that is not 64 lowercase hex digits, fields out of order,
-unknown fields, a non-minimal varint) is stored verbatim. The forms cannot be confused: a
-serialized Envelope begins with a field tag, never a byte below 0x08 (field number 0 does not
-exist); bytes that do (none the pipeline passes, but the store takes any) are stored as 0x00
-then the bytes. `compact` proves the round trip before it answers.
+unknown payload type, a key id that is not 64 lowercase hex digits, a signature over 255 bytes,
+fields out of order, unknown fields, a non-minimal varint) is stored verbatim. The forms cannot
+be confused: a serialized Envelope begins with a field tag, never a byte below 0x08 (field
+number 0 does not exist); bytes that do (none the pipeline passes, but the store takes any)
+are stored as 0x00 then the bytes. `compact` proves the round trip before it answers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 from attest.envelope import (
     EVIDENCE_PAYLOAD_TYPE,
     HEARTBEAT_PAYLOAD_TYPE,
-    LANDMARK_PAYLOAD_TYPE,
     Envelope,
     EnvelopeSignature,
 )
@@ -32,33 +31,14 @@ from attest.wire import decode_envelope, encode_envelope
 
 _ESCAPED = b"\x00"
 _COMPACT = 0x01
-#: Codes of the payload types stored compact. Append only: a code, once written, is forever.
-_TYPES = (EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE, LANDMARK_PAYLOAD_TYPE)
+#: Codes of the payload types the log accepts, stored compact. Append only: a code, once
+#: written, is forever.
+_TYPES = (EVIDENCE_PAYLOAD_TYPE, HEARTBEAT_PAYLOAD_TYPE)
 _CODES = {t: code for code, t in enumerate(_TYPES, start=1)}
 _KEYID_LEN = 32
+_PAYLOAD_LEN = 4  # bytes of the payload's length
+_MAX_SIG = 255  # a signature's length is one byte
 _HEX = frozenset("0123456789abcdef")
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(body: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(body) or shift > 63:
-            raise StoreError("a stored envelope is truncated")
-        byte = body[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
 
 
 def compact(raw: bytes) -> bytes:
@@ -73,12 +53,16 @@ def compact(raw: bytes) -> bytes:
     code = _CODES.get(envelope.payload_type)
     if code is None or not envelope.signatures:
         return raw
-    parts = [bytes((_COMPACT, code)), _varint(len(envelope.payload)), envelope.payload]
+    parts = [
+        bytes((_COMPACT, code)),
+        len(envelope.payload).to_bytes(_PAYLOAD_LEN, "big"),
+        envelope.payload,
+    ]
     for signature in envelope.signatures:
-        keyid = signature.keyid
-        if len(keyid) != 2 * _KEYID_LEN or not _HEX.issuperset(keyid):
+        keyid, sig = signature.keyid, signature.sig
+        if len(sig) > _MAX_SIG or len(keyid) != 2 * _KEYID_LEN or not _HEX.issuperset(keyid):
             return raw
-        parts += [_varint(len(signature.sig)), signature.sig, bytes.fromhex(keyid)]
+        parts += [bytes((len(sig),)), sig, bytes.fromhex(keyid)]
     if encode_envelope(envelope) != raw:
         return raw
     return b"".join(parts)
@@ -95,16 +79,17 @@ def expand(body: bytes) -> bytes:
         return body[1:]
     if body[0] != _COMPACT or len(body) < 2 or not 1 <= body[1] <= len(_TYPES):
         raise StoreError("a stored envelope has an unknown form")
-    length, at = _read_varint(body, 2)
+    at = 2 + _PAYLOAD_LEN
+    length = int.from_bytes(body[2:at], "big")
     payload, at = body[at : at + length], at + length
-    if len(payload) != length:
+    if len(payload) != length or at > len(body):
         raise StoreError("a stored envelope is truncated")
     signatures: list[EnvelopeSignature] = []
     while at < len(body):
-        length, at = _read_varint(body, at)
-        sig = body[at : at + length]
-        keyid = body[at + length : at + length + _KEYID_LEN]
-        at += length + _KEYID_LEN
+        length = body[at]
+        sig = body[at + 1 : at + 1 + length]
+        keyid = body[at + 1 + length : at + 1 + length + _KEYID_LEN]
+        at += 1 + length + _KEYID_LEN
         if len(keyid) != _KEYID_LEN:
             raise StoreError("a stored envelope is truncated")
         signatures.append(EnvelopeSignature(keyid=keyid.hex(), sig=sig))

@@ -109,12 +109,9 @@ def _subtree_from_leaves(
     missing (the caller then reports the subtree as missing)."""
     first = index << level
     try:
-        layer = [found[0, leaf] for leaf in range(first, first + (1 << level))]
+        return merkle.root([found[0, leaf] for leaf in range(first, first + (1 << level))])
     except KeyError:
         return None
-    while len(layer) > 1:
-        layer = [merkle.node_hash(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
-    return layer[0]
 
 
 def _tree_size(level: int, index: int) -> int:
