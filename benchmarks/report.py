@@ -123,8 +123,8 @@ _TABLES = {
     "power_limit_w, first_received, log_index",
     "agent_posture": "agent_id, since_us, checks, log_index",
     "posture_history": "agent_id, from_us, checks, log_index",
-    "attestations": "agent_id, seq, envelope_hash, payload_digest, freshness, created_at, "
-    "received_at, log_index",
+    "attestations": "agent_id, seq, leaf_hash, envelope_hash, payload_digest, freshness, "
+    "created_at, received_at, log_index",
 }
 
 
@@ -157,8 +157,9 @@ class _Fill:
                 digest = hashlib.sha256(agent.encode()).digest()
                 # Attestations are keyed by log index (store migration 0014) and only the
                 # site's first host has a real entry: the others get indices past the log's
-                # end, which the report never reads (it counts agents attested per day).
-                yield agent, 1, digest, digest, "nonce", now, now, _UNLOGGED + host
+                # end (their leaf hash, which the row carries since migration 0017, is never
+                # read: the report counts agents attested per day).
+                yield agent, 1, digest, digest, digest, "nonce", now, now, _UNLOGGED + host
                 continue
             device, subsystem, watts = MODELS[host % len(MODELS)]
             for i in range(self.per_host):

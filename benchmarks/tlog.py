@@ -9,7 +9,8 @@ Opens a fresh store (SQLite in a temporary directory, or a temporary PostgreSQL 
 database `test` on 127.0.0.1:5432, dropped afterwards) and fills its log with `--entries`
 entries.
 
-Shortcut: the filled entries (log_entries rows and their log_nodes, the head's size) are
+Shortcut: the filled entries (attestation rows, which carry the log's leaves since migration
+0017, of one synthetic agent; their log_nodes; the head's size) are
 bulk-inserted with direct SQL (executemany in transactions of 65,536 leaves on SQLite, binary
 COPY on PostgreSQL), because appending ten million envelopes through the accept transaction
 would take the benchmark hours; their leaf hashes are of synthetic entries whose envelopes are
@@ -137,6 +138,19 @@ def _keyed(nodes: list[Node]) -> list[tuple[int, int, bytes]]:
     )
 
 
+_FILL_COLUMNS = (
+    "log_index, agent_id, seq, prev_index, leaf_hash, envelope_hash, payload_digest, "
+    "freshness, created_at, received_at"
+)
+
+
+def _attestation(index: int, leaf: bytes, envelope_hash: bytes) -> tuple[object, ...]:
+    """The attestation row of filled entry `index`: one synthetic agent's chain, whose seq is
+    the index + 1 (the accept path's own agents come after it)."""
+    prev = index - 1 if index else None
+    return (index, "tlog-fill", index + 1, prev, leaf, envelope_hash, bytes(32), "offline", 0, 0)
+
+
 def fill(url: str, entries: int) -> bytes:
     """Fill the log by direct SQL; returns its root as computed while filling."""
     root: list[bytes] = []
@@ -145,9 +159,9 @@ def fill(url: str, entries: int) -> bytes:
             conn.execute("PRAGMA synchronous=OFF")  # the fill only; the store keeps FULL
             for leaves, nodes in fill_rows(entries, root):
                 conn.executemany(
-                    "INSERT INTO log_entries (log_index, leaf_hash, envelope_hash) "
-                    "VALUES (?, ?, ?)",
-                    leaves,
+                    f"INSERT INTO attestations ({_FILL_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_attestation(*leaf_row) for leaf_row in leaves],
                 )
                 conn.executemany(
                     "INSERT INTO log_nodes (tree_size, level, hash) VALUES (?, ?, ?)",
@@ -161,11 +175,14 @@ def fill(url: str, entries: int) -> bytes:
     with psycopg.connect(url) as pg, pg.cursor() as cur:
         for leaves, nodes in fill_rows(entries, root):
             with cur.copy(
-                "COPY log_entries (log_index, leaf_hash, envelope_hash) FROM STDIN (FORMAT BINARY)"
+                f"COPY attestations ({_FILL_COLUMNS}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int8", "bytea", "bytea"])
+                copy.set_types(
+                    ["int8", "text", "int8", "int8", "bytea", "bytea", "bytea", "text", "int8",
+                     "int8"]
+                )  # fmt: skip
                 for leaf_row in leaves:
-                    copy.write_row(leaf_row)
+                    copy.write_row(_attestation(*leaf_row))
             with cur.copy(
                 "COPY log_nodes (tree_size, level, hash) FROM STDIN (FORMAT BINARY)"
             ) as copy:
@@ -175,7 +192,7 @@ def fill(url: str, entries: int) -> bytes:
             pg.commit()
         cur.execute("UPDATE log_head SET size = %s WHERE id = 1", (entries,))
         pg.commit()
-        cur.execute("ANALYZE log_entries")
+        cur.execute("ANALYZE attestations")
         cur.execute("ANALYZE log_nodes")
     return root[0]
 

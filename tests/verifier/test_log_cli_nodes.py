@@ -34,7 +34,7 @@ def test_log_commands_need_no_leaf_but_the_newest(
     # The tree of 37 is the stored subtree of entries 0-31 (level 5), then entries 32-35
     # (level 2, hashed from its leaves) and 36: the leaf rows below 32 go. A command that read
     # all leaves would now fail or sign another root.
-    _sql(config_file, "DELETE FROM log_entries WHERE log_index < 32")
+    _sql(config_file, "DELETE FROM attestations WHERE log_index < 32")
     assert main([*base, "checkpoint", "--out", str(after)]) == VerifierExit.OK
     assert before.read_bytes().split(b"\n")[:3] == after.read_bytes().split(b"\n")[:3]
     proof = tmp_path / "36.tlog-proof"

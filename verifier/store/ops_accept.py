@@ -15,7 +15,6 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import cast
 
 from attest.errors import (
     AgentRevokedError,
@@ -94,7 +93,7 @@ class _Batch:
     nonce_rows: list[tuple[int, bytes]] = field(default_factory=list)
     envelope_rows: list[tuple[object, ...]] = field(default_factory=list)
     attestation_rows: list[tuple[object, ...]] = field(default_factory=list)
-    log_rows: list[tuple[object, ...]] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)  # in log order
     landmark_rows: list[tuple[object, ...]] = field(default_factory=list)
     inventory_changes: list[tuple[VerifiedAttestation, int, int, int | None, int | None]] = field(
         default_factory=list
@@ -262,11 +261,13 @@ def _accept_one(
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
     batch.envelope_rows.append((log_index, bodies.compact(item.envelope)))
+    # The attestation is its log entry: one row (migration 0017).
     batch.attestation_rows.append(
         (
             item.agent_id,
             item.seq,
             previous[1],  # the agent's previous entry: its chain link (ops_chain.py)
+            leaf,
             item.envelope_hash,
             item.payload_digest,
             item.freshness.value,
@@ -275,7 +276,7 @@ def _accept_one(
             log_index,
         )
     )
-    batch.log_rows.append((log_index, leaf, item.envelope_hash))
+    batch.leaves.append(leaf)
     received_us = to_micros(item.received_at)
     for position, (landmark_id, statement) in enumerate(item.landmarks):
         batch.landmark_rows.append(
@@ -327,6 +328,7 @@ _ATTESTATION_COLUMNS = (
     ("agent_id", "text"),
     ("seq", "bigint"),
     ("prev_index", "bigint"),
+    ("leaf_hash", "bytea"),
     ("envelope_hash", "bytea"),
     ("payload_digest", "bytea"),
     ("freshness", "text"),
@@ -361,17 +363,11 @@ def _flush(db: Db, batch: _Batch, size: int) -> None:
     # Envelope bytes by log index, appended (migration 0014; `blobs` holds older ones), in
     # the stored form of verifier/store/bodies.py.
     db.insert_rows("envelopes", (("log_index", "bigint"), ("body", "bytea")), batch.envelope_rows)
+    # Attestations and the log's entries, one row each (migration 0017).
     db.insert_rows("attestations", _ATTESTATION_COLUMNS, batch.attestation_rows)
-    db.insert_rows(
-        "log_entries",
-        (("log_index", "bigint"), ("leaf_hash", "bytea"), ("envelope_hash", "bytea")),
-        batch.log_rows,
-    )
     db.insert_rows("landmark_measurements", _LANDMARK_COLUMNS, batch.landmark_rows)
     # The Merkle nodes these leaves complete, in the same transaction (docs/design.md §9).
-    ops_log.append_leaves(
-        db, size - len(batch.log_rows), [cast(bytes, row[1]) for row in batch.log_rows]
-    )
+    ops_log.append_leaves(db, size - len(batch.leaves), batch.leaves)
     db.run("UPDATE log_head SET size = ? WHERE id = 1", (size,))
 
 

@@ -214,16 +214,16 @@ _NONCE_COLUMNS = (
 
 def issue_nonces(db: Db, nonces: Sequence[NonceRecord]) -> None:
     """Insert issued nonces, each bound to its agent; a retried insert of the same random
-    nonce is a no-op."""
-    db.insert_rows(
-        "nonces",
-        _NONCE_COLUMNS,
-        [
-            (n.nonce, to_micros(n.issued_at), to_micros(n.expires_at), n.replica, n.agent_id)
-            for n in nonces
-        ],
-        " ON CONFLICT (nonce) DO NOTHING",
-    )
+    nonce is a no-op. A nonce that leads with its issue time stores no issued_at (migration
+    0017): `get_nonce` reads it from the nonce."""
+    rows: list[tuple[object, ...]] = []
+    for n in nonces:
+        issued = to_micros(n.issued_at)
+        led = n.nonce[:NONCE_TIME_BYTES] == issued.to_bytes(NONCE_TIME_BYTES, "big")
+        rows.append(
+            (n.nonce, None if led else issued, to_micros(n.expires_at), n.replica, n.agent_id)
+        )
+    db.insert_rows("nonces", _NONCE_COLUMNS, rows, " ON CONFLICT (nonce) DO NOTHING")
 
 
 def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
@@ -234,9 +234,12 @@ def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
     )
     if row is None:
         return None
+    issued = row[1]
+    if issued is None:  # a time-led nonce (migration 0017)
+        issued = int.from_bytes(bytes(row[0])[:NONCE_TIME_BYTES], "big")
     return NonceRecord(
         nonce=bytes(row[0]),
-        issued_at=from_micros(row[1]),
+        issued_at=from_micros(issued),
         expires_at=from_micros(row[2]),
         replica=row[3],
         agent_id=row[4] or "",  # NULL: issued before nonces were bound (migration 0004)
@@ -272,7 +275,9 @@ def drop_untimed_nonces(db: Db, applied_at_micros: int) -> None:
         for nonce, issued_at in db.all(
             "SELECT nonce, issued_at FROM nonces WHERE nonce < ?", (_UNTIMED,)
         )
-        if bytes(nonce)[:NONCE_TIME_BYTES] != int(issued_at).to_bytes(NONCE_TIME_BYTES, "big")
+        # NULL: a time-led nonce that migration 0017 (run in the same call) stores without it.
+        if issued_at is not None
+        and bytes(nonce)[:NONCE_TIME_BYTES] != int(issued_at).to_bytes(NONCE_TIME_BYTES, "big")
     ]
     if untimed:
         db.many("DELETE FROM nonces WHERE nonce = ?", untimed)

@@ -67,8 +67,8 @@ def envelope_or_placement(db: Db, log_index: int) -> bytes | Placement | None:
     """The bytes of log entry `log_index`'s envelope from the hot tables, else where the
     archive holds them, else None (no such entry, or its bytes are lost)."""
     row = db.one(
-        "SELECT l.envelope_hash, e.body FROM log_entries l "
-        "LEFT JOIN envelopes e ON e.log_index = l.log_index WHERE l.log_index = ?",
+        "SELECT a.envelope_hash, e.body FROM attestations a "
+        "LEFT JOIN envelopes e ON e.log_index = a.log_index WHERE a.log_index = ?",
         (log_index,),
     )
     if row is None:

@@ -136,7 +136,7 @@ def log_size(db: Db) -> int:
 
 def log_entries(db: Db, start: int, stop: int) -> list[LogEntry]:
     rows = db.all(
-        "SELECT log_index, leaf_hash, envelope_hash FROM log_entries "
+        "SELECT log_index, leaf_hash, envelope_hash FROM attestations "
         "WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
         (start, stop),
     )

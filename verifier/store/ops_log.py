@@ -1,12 +1,13 @@
 """Transaction bodies for the transparency log's Merkle tree (docs/design.md §9): roots, proofs
 and frontiers read in O(log n) rows, and the interior nodes written as leaves are appended.
 
-Level 0 of the tree is the leaf hashes of `log_entries`; `log_nodes` (migrations 0009, 0014,
-0016) holds the hash of every complete aligned subtree of level >= STORED_LEVEL, inserted in
-the accept transaction that appends the leaf completing it, and keyed by the tree size at which
-it became complete, (index + 1) << level, then level: in the order the nodes are written, so a
-commit's nodes share the table's last page. The table is therefore always exactly the perfect
-subtrees of those levels of the committed log: a batch that rolls back takes its nodes with it.
+Level 0 of the tree is the leaf hashes on the `attestations` rows (migration 0017);
+`log_nodes` (migrations 0009, 0014, 0016) holds the hash of every complete aligned subtree of
+level >= STORED_LEVEL, inserted in the accept transaction that appends the leaf completing it,
+and keyed by the tree size at which it became complete, (index + 1) << level, then level: in
+the order the nodes are written, so a commit's nodes share the table's last page. The table is
+therefore always exactly the perfect subtrees of those levels of the committed log: a batch
+that rolls back takes its nodes with it.
 A subtree below STORED_LEVEL is hashed from its at most 2^(STORED_LEVEL - 1) leaves when read:
 storing levels 1-3 cost seven nodes in eight (~41 bytes an entry), and a proof reads at most
 about 30 more leaf hashes for them, from the same query. A read runs the proof math of
@@ -70,7 +71,7 @@ def _fetch(db: Db, keys: Iterable[tuple[int, int]]) -> tuple[int, dict[tuple[int
     params: list[object] = []
     if leaves:
         parts.append(
-            "SELECT 0, log_index, leaf_hash FROM log_entries "
+            "SELECT 0, log_index, leaf_hash FROM attestations "
             f"WHERE log_index IN {db.in_list(len(leaves))}"
         )
         params += leaves
@@ -250,7 +251,7 @@ def backfill_nodes(db: Db, applied_at_micros: int) -> None:
     tree = merkle.Frontier()
     while tree.size < size:
         rows = db.all(
-            "SELECT log_index, leaf_hash FROM log_entries WHERE log_index >= ? "
+            "SELECT log_index, leaf_hash FROM attestations WHERE log_index >= ? "
             "ORDER BY log_index LIMIT ?",
             (tree.size, min(_BACKFILL_CHUNK, size - tree.size)),
         )

@@ -55,8 +55,8 @@ class Backend:
         rows = [
             (bytes(h), bodies.expand(bytes(body)))
             for h, body in self.query(
-                "SELECT l.envelope_hash, e.body FROM envelopes e JOIN log_entries l "
-                f"ON l.log_index = e.log_index WHERE e.log_index < {int(below)}"
+                "SELECT a.envelope_hash, e.body FROM envelopes e JOIN attestations a "
+                f"ON a.log_index = e.log_index WHERE e.log_index < {int(below)}"
             )
         ]
         insert = "INSERT INTO blobs (hash, body) VALUES (?, ?)"
@@ -69,6 +69,47 @@ class Backend:
         with psycopg.connect(self.url) as pg:  # one transaction, committed on exit
             pg.cursor().executemany(insert.replace("?", "%s"), rows)
             pg.execute(delete)
+
+    def back_to_version_16(self) -> None:
+        """Rewrite the database into the layout a verifier before migration 0017 left: the
+        log's leaves in `log_entries`, attestations without them, and every nonce with its
+        issue time (time-led ones read it from their first 8 bytes)."""
+        sqlite = self.name == "sqlite"
+        blob, rowid, key = (
+            ("BLOB", " WITHOUT ROWID", "INTEGER PRIMARY KEY")
+            if sqlite
+            else ("BYTEA", "", "BIGINT PRIMARY KEY")
+        )
+        nonces = [
+            (n, int.from_bytes(bytes(n)[:8], "big") if issued is None else issued, *rest)
+            for n, issued, *rest in self.query(
+                "SELECT nonce, issued_at, expires_at, replica, consumed_at, agent_id FROM nonces"
+            )
+        ]
+        self.execute(
+            f"CREATE TABLE log_entries (log_index BIGINT PRIMARY KEY, leaf_hash {blob} NOT NULL, "
+            f"envelope_hash {blob} NOT NULL){rowid}; "
+            "INSERT INTO log_entries SELECT log_index, leaf_hash, envelope_hash FROM attestations; "
+            f"CREATE TABLE old_att (log_index {key}, agent_id TEXT NOT NULL, seq BIGINT NOT NULL, "
+            f"prev_index BIGINT, envelope_hash {blob} NOT NULL, payload_digest {blob} NOT NULL, "
+            "freshness TEXT NOT NULL, created_at BIGINT NOT NULL, received_at BIGINT NOT NULL); "
+            "INSERT INTO old_att SELECT log_index, agent_id, seq, prev_index, envelope_hash, "
+            "payload_digest, freshness, created_at, received_at FROM attestations; "
+            "DROP TABLE attestations; ALTER TABLE old_att RENAME TO attestations; "
+            "CREATE UNIQUE INDEX attestations_agent_seq ON attestations (agent_id, seq) "
+            "WHERE (seq & 63) = 0; "
+            f"DROP TABLE nonces; CREATE TABLE nonces (nonce {blob} PRIMARY KEY, "
+            "issued_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, replica TEXT NOT NULL, "
+            f"consumed_at BIGINT, agent_id TEXT){rowid}; "
+            "DELETE FROM schema_version WHERE version = 17"
+        )
+        insert = "INSERT INTO nonces VALUES (?, ?, ?, ?, ?, ?)"
+        if sqlite:
+            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as lite:
+                lite.executemany(insert, nonces)
+            return
+        with psycopg.connect(self.url) as pg:
+            pg.cursor().executemany(insert.replace("?", "%s"), nonces)
 
     def close_all(self) -> None:
         for store in self.opened:

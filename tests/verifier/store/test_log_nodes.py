@@ -170,7 +170,7 @@ def test_a_missing_node_or_leaf_fails_closed(backend: Backend, damage: str) -> N
         backend.execute(f"DELETE FROM log_nodes WHERE level >= {STORED_LEVEL}")
         old, index = 3, 0
     else:
-        backend.execute("DELETE FROM log_entries WHERE log_index = 35")
+        backend.execute("DELETE FROM attestations WHERE log_index = 35")
         old, index = 33, 36
     with pytest.raises(StoreError, match="lacks"):
         store.log_root(40)
@@ -246,6 +246,7 @@ def test_sigkill_mid_stream_leaves_nodes_of_exactly_the_committed_log(backend: B
 def _forget_migration_9(backend: Backend) -> None:
     """Make the database what a verifier before migration 0009 left: no node table (nor the
     later tables that 0014 adds; the envelope bytes are not read here)."""
+    backend.back_to_version_16()
     backend.execute(
         "DROP TABLE log_nodes; DROP TABLE envelopes; "
         "DELETE FROM schema_version WHERE version IN (9, 14)",
@@ -253,13 +254,21 @@ def _forget_migration_9(backend: Backend) -> None:
 
 
 def _append_raw(backend: Backend, start: int, count: int) -> None:
-    """Entries an older verifier appended: leaves and the head, no nodes."""
+    """Entries a verifier before migration 0009 appended, one agent's chain: leaves,
+    attestations and the head, no nodes."""
+    zero = _hex(backend, bytes(32))
     rows = ", ".join(
-        f"({i}, {_hex(backend, secrets.token_bytes(32))}, {_hex(backend, bytes(32))})"
+        f"({i}, {_hex(backend, secrets.token_bytes(32))}, {zero})"
+        for i in range(start, start + count)
+    )
+    attestations = ", ".join(
+        f"({i}, 'raw', {i - start + 1}, {zero}, {zero}, 'offline', 0, 0)"
         for i in range(start, start + count)
     )
     backend.execute(
         f"INSERT INTO log_entries (log_index, leaf_hash, envelope_hash) VALUES {rows}; "
+        "INSERT INTO attestations (log_index, agent_id, seq, envelope_hash, payload_digest, "
+        f"freshness, created_at, received_at) VALUES {attestations}; "
         f"UPDATE log_head SET size = {start + count} WHERE id = 1",
     )
 
@@ -305,6 +314,7 @@ def test_migration_14_rekeys_the_nodes_of_an_existing_log(backend: Backend) -> N
     backend.opened.remove(store)
     blob = "BLOB" if backend.name == "sqlite" else "BYTEA"
     suffix = " WITHOUT ROWID" if backend.name == "sqlite" else ""
+    backend.back_to_version_16()
     backend.execute(
         f"CREATE TABLE old_nodes (level INTEGER NOT NULL, node_index BIGINT NOT NULL, "
         f"hash {blob} NOT NULL, PRIMARY KEY (level, node_index)){suffix}; "

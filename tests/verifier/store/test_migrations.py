@@ -7,7 +7,9 @@ import secrets
 import threading
 from datetime import timedelta
 
-from attest.errors import ReplayError
+import pytest
+
+from attest.errors import ReplayError, StoreError
 from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import T0, Chain, enroll, nonce
 from verifier.model import Accepted, NonceRecord
@@ -68,6 +70,7 @@ def _back_to_version_13(backend: Backend) -> None:
     bytes in `blobs` by hash, attestations keyed by (agent, seq), nodes by (level, index)."""
     sqlite = backend.name == "sqlite"
     blob, rowid = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
+    backend.back_to_version_16()
     backend.envelopes_to_blobs(below=2**62)
     backend.execute(
         "DROP TABLE envelopes; "
@@ -147,3 +150,75 @@ def test_migration_15_purges_by_key_and_drops_the_untimed_nonces_no_range_reache
         indexes = "SELECT indexname FROM pg_indexes WHERE tablename = 'nonces'"
     assert "nonces_expires" not in {name for (name,) in backend.query(indexes)}
     assert again.purge_nonces(T0 + timedelta(minutes=6)) == 2
+
+
+def _tables(backend: Backend) -> set[str]:
+    if backend.name == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    return {name for (name,) in backend.query(sql)}
+
+
+def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) -> None:
+    """A store written before migration 0017 (log entries in their own table, every nonce
+    with its issue time) reads back the same after it: every attestation, log entry, root,
+    proof, envelope and nonce; its chains go on, and nonces issued afterwards store no issue
+    time of their own yet read back with it."""
+    store = backend.open()
+    chains = [Chain(f"m17-{i}") for i in range(3)]
+    for chain in chains:
+        enroll(store, chain.agent_id)
+    sent = [chain.next(T0) for _ in range(5) for chain in chains]
+    store.accept(sent[:7], T0)
+    store.accept(sent[7:], T0)
+    timed = nonce(store, chains[0].agent_id)
+    untimed = b"\x05" + secrets.token_bytes(31)
+    store.issue_nonces([NonceRecord(untimed, T0, T0 + timedelta(minutes=5), "old", "m17-0")])
+    size = store.log_size()
+    records = {(i.agent_id, i.seq): store.get_attestation(i.agent_id, i.seq) for i in sent}
+    entries = store.log_entries(0, size)
+    roots = [store.log_root(n) for n in range(1, size + 1)]
+    proofs = [store.log_inclusion_proof(i, size) for i in range(size)]
+    nonces = {n: store.get_nonce(n) for n in (timed, untimed)}
+    store.close()
+    backend.opened.remove(store)
+    backend.back_to_version_16()
+    assert "log_entries" in _tables(backend)
+    again = backend.open()
+    assert "log_entries" not in _tables(backend)
+    assert again.log_entries(0, size) == entries
+    assert [again.log_root(n) for n in range(1, size + 1)] == roots
+    assert [again.log_inclusion_proof(i, size) for i in range(size)] == proofs
+    for index, item in enumerate(sent):
+        assert again.get_attestation(item.agent_id, item.seq) == records[item.agent_id, item.seq]
+        assert again.get_envelope(index) == item.envelope
+    assert {n: again.get_nonce(n) for n in nonces} == nonces
+    (replayed,) = again.accept([sent[0]], T0)
+    assert isinstance(replayed, ReplayError), replayed
+    (later,) = again.accept([chains[0].next(T0)], T0)
+    assert isinstance(later, Accepted) and later.log_index == size
+    fresh = nonce(again, chains[1].agent_id)
+    record = again.get_nonce(fresh)
+    assert record is not None and record.issued_at == T0
+    stored = {
+        bytes(n): issued for n, issued in backend.query("SELECT nonce, issued_at FROM nonces")
+    }
+    assert stored[fresh] is None and stored[untimed] is not None
+
+
+def test_migration_17_refuses_a_log_entry_without_its_attestation(backend: Backend) -> None:
+    """The log is the authority: an entry whose attestation row is missing (no verifier wrote
+    one) fails the migration, which then leaves the database as it found it."""
+    store = backend.open()
+    chain = Chain("m17-lost")
+    enroll(store, chain.agent_id)
+    store.accept([chain.next(T0) for _ in range(3)], T0)
+    store.close()
+    backend.opened.remove(store)
+    backend.back_to_version_16()
+    backend.execute("DELETE FROM attestations WHERE log_index = 1")
+    with pytest.raises(StoreError):
+        backend.open()
+    assert backend.query("SELECT COUNT(*) FROM log_entries") == [(3,)]
+    assert backend.query("SELECT MAX(version) FROM schema_version") == [(16,)]
