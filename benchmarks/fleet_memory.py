@@ -88,7 +88,7 @@ def _agent_rows(n_hosts: int) -> Iterator[tuple[Any, ...]]:
             f"agt-{host:08x}", f"site-{host % 16:02d}", f"gpu-node-{host:06d}", f"{host:032x}",
             "active", bytes(32), _us(NOW - timedelta(days=1)), 100, secrets.token_bytes(32),
             _us(NOW - timedelta(days=1)), _us(seen), _us(seen), _us(seen + timedelta(minutes=5)),
-            None, bytes(32), host * 100,
+            None, bytes(32), host * 100, host + 1,
         )  # fmt: skip
 
 
@@ -111,7 +111,7 @@ def _gpu_rows(n_hosts: int, per_host: int) -> Iterator[tuple[Any, ...]]:
 _TABLES = {
     "agents": "agent_id, site_id, hostname, machine_id, status, token_hash, enrolled_at, "
     "last_seq, last_hash, first_attested_at, last_seen_at, last_fresh_at, next_due, "
-    "revoked_at, inventory_fp, last_log_index",
+    "revoked_at, inventory_fp, last_log_index, agent_no",
     "agent_keys": "agent_id, keyid, spki_der, added_at, retired_at",
     "gpu_sightings": "uuid, agent_id, site_id, name, pci_device_id, first_seen, last_seen, "
     "present, last_log_index",

@@ -121,7 +121,7 @@ def _rows(table: str, hosts: int, per_host: int, sites: int, t0: int) -> Iterato
         agent, site = _agent(host), f"site-{host % sites:03d}"
         if table == "agents":
             yield (agent, site, f"node-{host}", f"{host:032x}", "active", bytes(32), t0, 0, b"",
-                   t0, t0, t0, t0 + 10**12, None, bytes(32), host)  # fmt: skip
+                   t0, t0, t0, t0 + 10**12, None, bytes(32), host, host + 1)  # fmt: skip
             continue
         if table in ("agent_posture", "posture_history"):
             yield agent, t0, POSTURE, host
@@ -138,7 +138,7 @@ def _rows(table: str, hosts: int, per_host: int, sites: int, t0: int) -> Iterato
 _TABLES = {
     "agents": "agent_id, site_id, hostname, machine_id, status, token_hash, enrolled_at, "
     "last_seq, last_hash, first_attested_at, last_seen_at, last_fresh_at, next_due, "
-    "revoked_at, inventory_fp, last_log_index",
+    "revoked_at, inventory_fp, last_log_index, agent_no",
     "gpu_sightings": "uuid, agent_id, site_id, name, pci_device_id, first_seen, last_seen, "
     "present, last_log_index, pci_subsystem_id, power_limit_w, first_received",
     "gpu_presence": "uuid, agent_id, from_us, to_us, site_id, pci_device_id, pci_subsystem_id, "

@@ -115,7 +115,7 @@ def evidence_envelope(host: int, per_host: int, signer: SoftwareSigner) -> bytes
 _TABLES = {
     "agents": "agent_id, site_id, hostname, machine_id, status, token_hash, enrolled_at, "
     "last_seq, last_hash, first_attested_at, last_seen_at, last_fresh_at, next_due, "
-    "revoked_at, inventory_fp, last_log_index",
+    "revoked_at, inventory_fp, last_log_index, agent_no",
     "agent_keys": "agent_id, keyid, spki_der, added_at, retired_at",
     "gpu_sightings": "uuid, agent_id, site_id, name, pci_device_id, first_seen, last_seen, "
     "present, last_log_index, pci_subsystem_id, power_limit_w, first_received",
@@ -123,7 +123,7 @@ _TABLES = {
     "power_limit_w, first_received, log_index",
     "agent_posture": "agent_id, since_us, checks, log_index",
     "posture_history": "agent_id, from_us, checks, log_index",
-    "attestations": "agent_id, seq, leaf_hash, envelope_hash, payload_digest, freshness, "
+    "attestations": "agent_no, seq, leaf_hash, envelope_hash, payload_digest, fresh, "
     "created_at, received_at, log_index",
 }
 
@@ -141,7 +141,7 @@ class _Fill:
             if table == "agents":
                 yield (agent, f"site-{host % self.sites:03d}", f"node-{host}", f"{host:032x}",
                        "active", bytes(32), t0, 0, b"", t0, t0, t0, t0 + 10**12, None,
-                       bytes(32), None)  # fmt: skip
+                       bytes(32), None, host + 1)  # fmt: skip
             else:
                 yield agent, key.keyid, key.spki_der, t0, None
 
@@ -159,7 +159,7 @@ class _Fill:
                 # site's first host has a real entry: the others get indices past the log's
                 # end (their leaf hash, which the row carries since migration 0017, is never
                 # read: the report counts agents attested per day).
-                yield agent, 1, digest, digest, digest, "nonce", now, now, _UNLOGGED + host
+                yield host + 1, 1, digest, digest, digest, 1, now, now, _UNLOGGED + host
                 continue
             device, subsystem, watts = MODELS[host % len(MODELS)]
             for i in range(self.per_host):

@@ -139,16 +139,18 @@ def _keyed(nodes: list[Node]) -> list[tuple[int, int, bytes]]:
 
 
 _FILL_COLUMNS = (
-    "log_index, agent_id, seq, prev_index, leaf_hash, envelope_hash, payload_digest, "
-    "freshness, created_at, received_at"
+    "log_index, agent_no, seq, prev_index, leaf_hash, envelope_hash, payload_digest, fresh, "
+    "created_at, received_at"
 )
+#: The number of the synthetic agent whose chain the filled entries are: no enrolled agent's.
+_FILL_AGENT = 0
 
 
 def _attestation(index: int, leaf: bytes, envelope_hash: bytes) -> tuple[object, ...]:
     """The attestation row of filled entry `index`: one synthetic agent's chain, whose seq is
     the index + 1 (the accept path's own agents come after it)."""
     prev = index - 1 if index else None
-    return (index, "tlog-fill", index + 1, prev, leaf, envelope_hash, bytes(32), "offline", 0, 0)
+    return (index, _FILL_AGENT, index + 1, prev, leaf, envelope_hash, bytes(32), 0, 0, 0)
 
 
 def fill(url: str, entries: int) -> bytes:
@@ -178,7 +180,7 @@ def fill(url: str, entries: int) -> bytes:
                 f"COPY attestations ({_FILL_COLUMNS}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(
-                    ["int8", "text", "int8", "int8", "bytea", "bytea", "bytea", "text", "int8",
+                    ["int8", "int8", "int8", "int8", "bytea", "bytea", "bytea", "int2", "int8",
                      "int8"]
                 )  # fmt: skip
                 for leaf_row in leaves:

@@ -44,10 +44,11 @@ DEADLINE_S = 60.0
 
 
 def _issuers(db: Path) -> set[str]:
-    """The replicas (host-pid) that issued agents' challenge nonces."""
+    """The replicas (host-pid) that issued agents' challenge nonces (the store probe's are
+    bound to no agent)."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "SELECT DISTINCT replica FROM nonces WHERE agent_id != '-store-probe-'"
+            "SELECT DISTINCT replica FROM nonces WHERE agent_no IS NOT NULL"
         ).fetchall()
     return {row[0] for row in rows}
 

@@ -33,7 +33,7 @@ from attest.model import Freshness
 from verifier.model import Accepted, AcceptOutcome, AgentStatus, GpuClaim, VerifiedAttestation
 from verifier.store import bodies, ops_compliance, ops_log
 from verifier.store.api import StoreOptions
-from verifier.store.ops_chain import find_attestation
+from verifier.store.ops_chain import FRESH, find_attestation
 from verifier.store.ops_claims import settle_site_claims
 from verifier.store.ops_holdings import update_postures, update_presence, update_sighting_attrs
 from verifier.store.ops_sightings import raise_duplicates, update_sightings
@@ -81,6 +81,7 @@ class _Head:
     full_hash: bytes  # envelope hash of the current full evidence (b"": none yet)
     full_index: int | None  # its log index
     full_created: int | None  # and its created_at (µs)
+    agent_no: int  # the agent's number (migration 0017): how its rows name it
 
 
 @dataclass
@@ -88,7 +89,8 @@ class _Batch:
     """What one accept transaction writes, gathered so each table gets one executemany."""
 
     heads: dict[str, _Head]
-    nonces: dict[bytes, tuple[bool, str]]  # issued nonce -> (consumed already, its agent)
+    #: issued nonce -> (consumed already, its agent's number; None: unbound)
+    nonces: dict[bytes, tuple[bool, int | None]]
     accepted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # -> payload digest
     nonce_rows: list[tuple[int, bytes]] = field(default_factory=list)
     envelope_rows: list[tuple[object, ...]] = field(default_factory=list)
@@ -172,7 +174,7 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
         for r in db.all(
             "SELECT agent_id, status, last_seq, last_hash, inventory_fp, site_id, last_seen_at, "
             "last_fresh_at, next_due, last_log_index, first_attested_at, full_hash, "
-            "full_log_index, full_created_at FROM agents "
+            "full_log_index, full_created_at, agent_no FROM agents "
             f"WHERE agent_id IN {db.in_list(len(chunk))} ORDER BY agent_id"
             f"{db.dialect.for_update}",
             chunk,
@@ -192,22 +194,23 @@ def _read_heads(db: Db, agent_ids: list[str]) -> dict[str, _Head]:
                 full_hash=b"" if r[11] is None else bytes(r[11]),
                 full_index=r[12],
                 full_created=r[13],
+                agent_no=int(r[14]),
             )
     return heads
 
 
-def _read_nonces(db: Db, nonces: list[bytes]) -> dict[bytes, tuple[bool, str]]:
-    """The issued nonces among these, each with whether it has been consumed and the agent it
-    was issued to ("" when none was recorded)."""
-    found: dict[bytes, tuple[bool, str]] = {}
+def _read_nonces(db: Db, nonces: list[bytes]) -> dict[bytes, tuple[bool, int | None]]:
+    """The issued nonces among these, each with whether it has been consumed and the number of
+    the agent it was issued to (None: unbound)."""
+    found: dict[bytes, tuple[bool, int | None]] = {}
     for start in range(0, len(nonces), _IN_CHUNK):
         chunk = nonces[start : start + _IN_CHUNK]
-        for nonce, consumed_at, agent_id in db.all(
-            "SELECT nonce, consumed_at, agent_id FROM nonces "
+        for nonce, consumed_at, agent_no in db.all(
+            "SELECT nonce, consumed_at, agent_no FROM nonces "
             f"WHERE nonce IN {db.in_list(len(chunk))}",
             chunk,
         ):
-            found[bytes(nonce)] = (consumed_at is not None, agent_id or "")
+            found[bytes(nonce)] = (consumed_at is not None, agent_no)
     return found
 
 
@@ -226,7 +229,7 @@ def _accept_one(
     if head.status != AgentStatus.ACTIVE.value:
         raise AgentRevokedError(f"agent {item.agent_id!r} is revoked")
     _check_chain(db, batch, item, head)
-    _check_nonce(batch, item)
+    _check_nonce(batch, item, head)
     if item.base and not (head.full_hash and hmac.compare_digest(item.base, head.full_hash)):
         raise HeartbeatBaseError(
             "the heartbeat repeats a full evidence that is not this agent's current one; "
@@ -256,7 +259,7 @@ def _accept_one(
     if item.site_claim:
         batch.site_claims[item.agent_id] = (head.site_id, item.site_claim, log_index)
     if item.nonce:
-        batch.nonces[item.nonce] = (True, item.agent_id)
+        batch.nonces[item.nonce] = (True, head.agent_no)
         batch.nonce_rows.append((now_us, item.nonce))
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
@@ -264,13 +267,13 @@ def _accept_one(
     # The attestation is its log entry: one row (migration 0017).
     batch.attestation_rows.append(
         (
-            item.agent_id,
+            head.agent_no,
             item.seq,
             previous[1],  # the agent's previous entry: its chain link (ops_chain.py)
             leaf,
             item.envelope_hash,
             item.payload_digest,
-            item.freshness.value,
+            FRESH[item.freshness],
             seen_us,
             to_micros(item.received_at),
             log_index,
@@ -309,29 +312,29 @@ def _check_chain(db: Db, batch: _Batch, item: VerifiedAttestation, head: _Head) 
         raise GapError(f"previous hash of sequence {item.seq} does not match the accepted chain")
 
 
-def _check_nonce(batch: _Batch, item: VerifiedAttestation) -> None:
+def _check_nonce(batch: _Batch, item: VerifiedAttestation, head: _Head) -> None:
     if not item.nonce:
         return
     found = batch.nonces.get(item.nonce)
     if found is None:
         raise NonceUnknownError("nonce was not issued by this verifier fleet")
-    consumed, agent_id = found
+    consumed, agent_no = found
     # Checked before consumption, so another agent's evidence never uses up the nonce; an
-    # unbound nonce ("") is never consumed as fresh (the pipeline makes such evidence OFFLINE).
-    if agent_id != item.agent_id:
+    # unbound nonce (None) is never consumed as fresh (the pipeline makes such evidence OFFLINE).
+    if agent_no != head.agent_no:
         raise NonceMismatchError("nonce was issued to another agent's challenge")
     if consumed:
         raise NonceReplayedError("nonce was used already")
 
 
 _ATTESTATION_COLUMNS = (
-    ("agent_id", "text"),
+    ("agent_no", "bigint"),
     ("seq", "bigint"),
     ("prev_index", "bigint"),
     ("leaf_hash", "bytea"),
     ("envelope_hash", "bytea"),
     ("payload_digest", "bytea"),
-    ("freshness", "text"),
+    ("fresh", "smallint"),
     ("created_at", "bigint"),
     ("received_at", "bigint"),
     ("log_index", "bigint"),

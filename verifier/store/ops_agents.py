@@ -6,7 +6,7 @@ Each function runs inside a transaction the backend opened; none commits.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from attest.errors import (
@@ -118,10 +118,15 @@ def enroll(db: Db, request: EnrollmentRequest, now_us: int, options: StoreOption
     if db.one("SELECT 1 FROM agents WHERE agent_id = ?", (new_id,)):
         raise StoreError("proposed agent id is taken")
     due = now_us + options.attestation_deadline // _MICRO
+    # The agent's number (migration 0017): the next one. The log head lock orders enrollments
+    # across PostgreSQL replicas (as it orders accepts), so two never take the same number.
+    db.one(f"SELECT size FROM log_head WHERE id = 1{db.dialect.for_update}")
+    last = db.one("SELECT MAX(agent_no) FROM agents")
+    agent_no = 1 if last is None or last[0] is None else int(last[0]) + 1
     db.run(
         "INSERT INTO agents (agent_id, site_id, hostname, machine_id, status, token_hash, "
-        "enrolled_at, last_seq, last_hash, next_due, inventory_fp) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        "enrolled_at, last_seq, last_hash, next_due, inventory_fp, agent_no) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
         (
             new_id,
             site_id,
@@ -133,6 +138,7 @@ def enroll(db: Db, request: EnrollmentRequest, now_us: int, options: StoreOption
             b"",
             due,
             _NO_INVENTORY,
+            agent_no,
         ),
     )
     db.run(
@@ -203,33 +209,59 @@ def rotate_key(
     return _must_get_agent(db, agent_id)
 
 
+_IN_CHUNK = 500
+
 _NONCE_COLUMNS = (
     ("nonce", "bytea"),
     ("issued_at", "bigint"),
     ("expires_at", "bigint"),
     ("replica", "text"),
-    ("agent_id", "text"),
+    ("agent_no", "bigint"),
 )
 
 
+def agent_numbers(db: Db, agent_ids: Iterable[str]) -> dict[str, int]:
+    """The numbers (migration 0017) of those of these agents that are enrolled."""
+    wanted = sorted(set(agent_ids))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        found.update(
+            (str(agent_id), int(number))
+            for agent_id, number in db.all(
+                f"SELECT agent_id, agent_no FROM agents WHERE agent_id IN {db.in_list(len(chunk))}",
+                chunk,
+            )
+        )
+    return found
+
+
 def issue_nonces(db: Db, nonces: Sequence[NonceRecord]) -> None:
-    """Insert issued nonces, each bound to its agent; a retried insert of the same random
-    nonce is a no-op. A nonce that leads with its issue time stores no issued_at (migration
-    0017): `get_nonce` reads it from the nonce."""
+    """Insert issued nonces, each bound to its agent by number; a retried insert of the same
+    random nonce is a no-op. A nonce that leads with its issue time stores no issued_at
+    (migration 0017): `get_nonce` reads it from the nonce. A nonce issued to an id no agent has
+    (the store probe's) is stored unbound: it proves no freshness to anyone."""
+    numbers = agent_numbers(db, (n.agent_id for n in nonces))
     rows: list[tuple[object, ...]] = []
     for n in nonces:
         issued = to_micros(n.issued_at)
         led = n.nonce[:NONCE_TIME_BYTES] == issued.to_bytes(NONCE_TIME_BYTES, "big")
         rows.append(
-            (n.nonce, None if led else issued, to_micros(n.expires_at), n.replica, n.agent_id)
+            (
+                n.nonce,
+                None if led else issued,
+                to_micros(n.expires_at),
+                n.replica,
+                numbers.get(n.agent_id),
+            )
         )
     db.insert_rows("nonces", _NONCE_COLUMNS, rows, " ON CONFLICT (nonce) DO NOTHING")
 
 
 def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
     row = db.one(
-        "SELECT nonce, issued_at, expires_at, replica, agent_id, consumed_at FROM nonces "
-        "WHERE nonce = ?",
+        "SELECT n.nonce, n.issued_at, n.expires_at, n.replica, a.agent_id, n.consumed_at "
+        "FROM nonces n LEFT JOIN agents a ON a.agent_no = n.agent_no WHERE n.nonce = ?",
         (nonce,),
     )
     if row is None:
@@ -242,7 +274,7 @@ def get_nonce(db: Db, nonce: bytes) -> NonceRecord | None:
         issued_at=from_micros(issued),
         expires_at=from_micros(row[2]),
         replica=row[3],
-        agent_id=row[4] or "",  # NULL: issued before nonces were bound (migration 0004)
+        agent_id=row[4] or "",  # NULL: unbound (before migration 0004, or no such agent)
         consumed_at=opt_from_micros(row[5]),
     )
 

@@ -25,7 +25,7 @@ def envelopes_before(
         "LEFT JOIN blobs b ON b.hash = a.envelope_hash "
         "WHERE a.log_index >= ? AND a.log_index < ? AND a.received_at < ? "
         "AND (e.log_index IS NOT NULL OR b.hash IS NOT NULL) "
-        "ORDER BY a.agent_id, a.seq LIMIT ?",
+        "ORDER BY a.agent_no, a.seq LIMIT ?",
         (start, stop, before_us, limit),
     )
     # Segments hold the envelopes verbatim; `envelopes` may hold them compact (bodies.py).

@@ -11,32 +11,42 @@ of a file, a fork finding), while every accept writes an index leaf only once in
 from __future__ import annotations
 
 from attest.errors import StoreError
+from attest.model import Freshness
 from verifier.store.sqlbase import Db, Row
 
 #: Seqs that are multiples of this are indexed: the migration's partial index, `(seq & 63) = 0`.
 STRIDE = 64
 
-ATTESTATION_FIELDS = (
-    "agent_id, seq, envelope_hash, payload_digest, freshness, created_at, received_at, log_index"
+#: An attestation row's `fresh` column (migration 0017) for each verdict, and back.
+FRESH = {Freshness.NONCE: 1, Freshness.OFFLINE: 0}
+_FRESHNESS = {code: freshness for freshness, code in FRESH.items()}
+
+_STORED_FIELDS = (
+    "agent_no, seq, envelope_hash, payload_digest, fresh, created_at, received_at, log_index, "
+    "prev_index"
 )
 
 
 def find_attestation(db: Db, agent_id: str, seq: int) -> Row | None:
-    """The row (ATTESTATION_FIELDS) of the attestation at (agent_id, seq) as committed, or None
-    when the agent has none at that seq. Raises StoreError when the chain's links are broken
-    (a row the head or a link names is missing or names another agent)."""
+    """The attestation at (agent_id, seq) as committed, as the row (agent_id, seq,
+    envelope_hash, payload_digest, freshness (its value), created_at, received_at, log_index),
+    or None when the agent has none at that seq. Raises StoreError when the chain's links are
+    broken (a row the head or a link names is missing or names another agent)."""
     if seq < 1:
         return None
-    head = db.one("SELECT last_seq, last_log_index FROM agents WHERE agent_id = ?", (agent_id,))
+    head = db.one(
+        "SELECT last_seq, last_log_index, agent_no FROM agents WHERE agent_id = ?", (agent_id,)
+    )
     if head is None or head[1] is None or seq > int(head[0]):
         return None
+    agent_no = int(head[2])
     start = -(-seq // STRIDE) * STRIDE  # the indexed seq at or above `seq`
     if start <= int(head[0]):
         found = db.one(
             "SELECT log_index FROM attestations "
             # The partial index's own predicate, word for word, so both planners use it.
-            "WHERE agent_id = ? AND seq = ? AND (seq & 63) = 0",
-            (agent_id, start),
+            "WHERE agent_no = ? AND seq = ? AND (seq & 63) = 0",
+            (agent_no, start),
         )
         if found is None:
             raise StoreError(f"agent {agent_id!r} has no indexed attestation at seq {start}")
@@ -44,14 +54,14 @@ def find_attestation(db: Db, agent_id: str, seq: int) -> Row | None:
     else:
         index = head[1]
     for _ in range(STRIDE):
-        row = db.one(
-            f"SELECT {ATTESTATION_FIELDS}, prev_index FROM attestations WHERE log_index = ?",
-            (index,),
-        )
-        if row is None or row[0] != agent_id:
+        row = db.one(f"SELECT {_STORED_FIELDS} FROM attestations WHERE log_index = ?", (index,))
+        if row is None or int(row[0]) != agent_no:
             raise StoreError(f"agent {agent_id!r}'s chain names log index {index}, not its own")
         if int(row[1]) == seq:
-            return tuple(row[:-1])
+            freshness = _FRESHNESS.get(int(row[4]))
+            if freshness is None:
+                raise StoreError(f"attestation at log index {index} has freshness {row[4]!r}")
+            return (agent_id, *row[1:4], freshness.value, *row[5:8])
         if int(row[1]) < seq or row[-1] is None:
             break
         index = row[-1]

@@ -11,10 +11,10 @@ from verifier.store.sqlbase import Db
 # GPUs held at the end of the day (as `holdings(at)` counts them), and of those, the ones whose
 # agent had accepted evidence received during that day.
 _ATTESTED = (
-    "SELECT p.site_id, COUNT(*), SUM(CASE WHEN f.agent_id IS NULL THEN 0 ELSE 1 END) "
+    "SELECT p.site_id, COUNT(*), SUM(CASE WHEN f.agent_no IS NULL THEN 0 ELSE 1 END) "
     "FROM gpu_presence p JOIN agents a ON a.agent_id = p.agent_id "
-    "LEFT JOIN (SELECT DISTINCT agent_id FROM attestations WHERE received_at >= ? "
-    "AND received_at < ?) f ON f.agent_id = p.agent_id "
+    "LEFT JOIN (SELECT DISTINCT agent_no FROM attestations WHERE received_at >= ? "
+    "AND received_at < ?) f ON f.agent_no = a.agent_no "
     "WHERE p.from_us < ? AND (p.to_us IS NULL OR p.to_us >= ?) "
     "AND (a.revoked_at IS NULL OR a.revoked_at >= ?) GROUP BY p.site_id ORDER BY 1"
 )

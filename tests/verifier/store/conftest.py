@@ -72,8 +72,9 @@ class Backend:
 
     def back_to_version_16(self) -> None:
         """Rewrite the database into the layout a verifier before migration 0017 left: the
-        log's leaves in `log_entries`, attestations without them, and every nonce with its
-        issue time (time-led ones read it from their first 8 bytes)."""
+        log's leaves in `log_entries`, attestations and nonces naming their agent by id (and
+        the verdict by name), agents without numbers, and every nonce with its issue time
+        (time-led ones read it from their first 8 bytes)."""
         sqlite = self.name == "sqlite"
         blob, rowid, key = (
             ("BLOB", " WITHOUT ROWID", "INTEGER PRIMARY KEY")
@@ -83,7 +84,8 @@ class Backend:
         nonces = [
             (n, int.from_bytes(bytes(n)[:8], "big") if issued is None else issued, *rest)
             for n, issued, *rest in self.query(
-                "SELECT nonce, issued_at, expires_at, replica, consumed_at, agent_id FROM nonces"
+                "SELECT n.nonce, n.issued_at, n.expires_at, n.replica, n.consumed_at, a.agent_id "
+                "FROM nonces n LEFT JOIN agents a ON a.agent_no = n.agent_no"
             )
         ]
         self.execute(
@@ -93,14 +95,17 @@ class Backend:
             f"CREATE TABLE old_att (log_index {key}, agent_id TEXT NOT NULL, seq BIGINT NOT NULL, "
             f"prev_index BIGINT, envelope_hash {blob} NOT NULL, payload_digest {blob} NOT NULL, "
             "freshness TEXT NOT NULL, created_at BIGINT NOT NULL, received_at BIGINT NOT NULL); "
-            "INSERT INTO old_att SELECT log_index, agent_id, seq, prev_index, envelope_hash, "
-            "payload_digest, freshness, created_at, received_at FROM attestations; "
+            "INSERT INTO old_att SELECT t.log_index, a.agent_id, t.seq, t.prev_index, "
+            "t.envelope_hash, t.payload_digest, "
+            "CASE t.fresh WHEN 1 THEN 'nonce' ELSE 'offline' END, t.created_at, t.received_at "
+            "FROM attestations t JOIN agents a ON a.agent_no = t.agent_no; "
             "DROP TABLE attestations; ALTER TABLE old_att RENAME TO attestations; "
             "CREATE UNIQUE INDEX attestations_agent_seq ON attestations (agent_id, seq) "
             "WHERE (seq & 63) = 0; "
             f"DROP TABLE nonces; CREATE TABLE nonces (nonce {blob} PRIMARY KEY, "
             "issued_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, replica TEXT NOT NULL, "
             f"consumed_at BIGINT, agent_id TEXT){rowid}; "
+            "DROP INDEX agents_no; ALTER TABLE agents DROP COLUMN agent_no; "
             "DELETE FROM schema_version WHERE version = 17"
         )
         insert = "INSERT INTO nonces VALUES (?, ?, ?, ?, ?, ?)"

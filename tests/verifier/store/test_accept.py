@@ -11,6 +11,7 @@ from attest.errors import (
     AgentUnknownError,
     ForkError,
     GapError,
+    NonceMismatchError,
     NonceReplayedError,
     NonceUnknownError,
     ReplayError,
@@ -19,6 +20,7 @@ from attest.model import Freshness
 from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import T0, Chain, enroll, gpus, nonce
 from verifier.model import Accepted, NonceRecord
+from verifier.nonces import new_nonce
 from verifier.store.api import Store, StoreOptions
 
 
@@ -214,12 +216,26 @@ def test_empty_batch(store: Store) -> None:
 
 
 def test_issue_nonces_in_one_call_and_idempotently(store: Store) -> None:
+    for i in range(4):
+        enroll(store, f"a{i}")
     records = [
         NonceRecord(bytes([i]) * 32, T0, T0 + timedelta(minutes=5), f"r{i}", f"a{i}")
-        for i in range(5)
+        for i in range(4)
     ]
     store.issue_nonces(records)
     store.issue_nonces(records[:2])  # a retried call after a lost answer changes nothing
     store.issue_nonces([])
     for record in records:
         assert store.get_nonce(record.nonce) == record
+
+
+def test_a_nonce_issued_to_no_enrolled_agent_is_unbound(store: Store) -> None:
+    """The store probe's nonces name an id no agent has: stored, they bind to nobody, so no
+    agent's evidence can be made fresh by one (migration 0017)."""
+    enroll(store, "a1")
+    probe = NonceRecord(new_nonce(T0), T0, T0 + timedelta(minutes=5), "r", "-store-probe-")
+    store.issue_nonces([probe])
+    assert store.get_nonce(probe.nonce) == dataclasses.replace(probe, agent_id="")
+    chain = Chain("a1")
+    (outcome,) = store.accept([chain.next(T0, nonce=probe.nonce)], T0)
+    assert isinstance(outcome, NonceMismatchError), outcome

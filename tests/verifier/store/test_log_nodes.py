@@ -266,6 +266,9 @@ def _append_raw(backend: Backend, start: int, count: int) -> None:
         for i in range(start, start + count)
     )
     backend.execute(
+        "INSERT INTO agents (agent_id, site_id, hostname, machine_id, status, token_hash, "
+        f"enrolled_at, last_seq, last_hash, next_due, inventory_fp) VALUES ('raw', 's', 'h', "
+        f"'m', 'active', {zero}, 0, {count}, {zero}, 0, {zero}); "
         f"INSERT INTO log_entries (log_index, leaf_hash, envelope_hash) VALUES {rows}; "
         "INSERT INTO attestations (log_index, agent_id, seq, envelope_hash, payload_digest, "
         f"freshness, created_at, received_at) VALUES {attestations}; "

@@ -198,18 +198,32 @@ def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) 
     assert isinstance(replayed, ReplayError), replayed
     (later,) = again.accept([chains[0].next(T0)], T0)
     assert isinstance(later, Accepted) and later.log_index == size
+    # Agents are numbered in enrollment order, and the next enrolled takes the next number.
+    enroll(again, "m17-late")
+    numbered = backend.query("SELECT agent_id, agent_no FROM agents ORDER BY agent_no")
+    assert numbered == [(c.agent_id, i + 1) for i, c in enumerate(chains)] + [("m17-late", 4)]
     fresh = nonce(again, chains[1].agent_id)
     record = again.get_nonce(fresh)
-    assert record is not None and record.issued_at == T0
+    assert record is not None and record.issued_at == T0 and record.agent_id == "m17-1"
     stored = {
         bytes(n): issued for n, issued in backend.query("SELECT nonce, issued_at FROM nonces")
     }
     assert stored[fresh] is None and stored[untimed] is not None
 
 
-def test_migration_17_refuses_a_log_entry_without_its_attestation(backend: Backend) -> None:
-    """The log is the authority: an entry whose attestation row is missing (no verifier wrote
-    one) fails the migration, which then leaves the database as it found it."""
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "DELETE FROM attestations WHERE log_index = 1",
+        "DELETE FROM agents WHERE agent_id = 'm17-lost'",
+        "UPDATE attestations SET freshness = 'stale' WHERE log_index = 2",
+    ],
+    ids=["no-attestation", "no-agent", "unknown-verdict"],
+)
+def test_migration_17_refuses_entries_it_cannot_carry(backend: Backend, damage: str) -> None:
+    """The log is the authority: an entry whose attestation row is missing, an attestation of
+    no enrolled agent, or a verdict of neither kind (no verifier wrote any of them) fails the
+    migration, which then leaves the database as it found it."""
     store = backend.open()
     chain = Chain("m17-lost")
     enroll(store, chain.agent_id)
@@ -217,7 +231,7 @@ def test_migration_17_refuses_a_log_entry_without_its_attestation(backend: Backe
     store.close()
     backend.opened.remove(store)
     backend.back_to_version_16()
-    backend.execute("DELETE FROM attestations WHERE log_index = 1")
+    backend.execute(damage)
     with pytest.raises(StoreError):
         backend.open()
     assert backend.query("SELECT COUNT(*) FROM log_entries") == [(3,)]
