@@ -263,7 +263,8 @@ def _accept_one(
         batch.nonce_rows.append((now_us, item.nonce))
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
-    batch.envelope_rows.append((log_index, bodies.compact(item.envelope)))
+    link = bodies.Link(item.agent_id, item.prev_hash)  # the chain the row links (bodies.py)
+    batch.envelope_rows.append((log_index, bodies.compact(item.envelope, link)))
     # The attestation is its log entry: one row (migration 0017).
     batch.attestation_rows.append(
         (

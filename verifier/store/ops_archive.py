@@ -4,9 +4,13 @@ envelope lies. The segment files themselves are verifier/store/segments.py."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
+from attest.errors import StoreError
 from verifier.store import bodies
 from verifier.store.segments import Placement
-from verifier.store.sqlbase import Db
+from verifier.store.sqlbase import Db, Row
 
 _IN_CHUNK = 500
 
@@ -20,8 +24,7 @@ def envelopes_before(
     envelopes compress together). The same call on the same database answers the same: a
     rerun after a crash rebuilds the same segment, byte for byte."""
     rows = db.all(
-        "SELECT a.envelope_hash, e.body, b.body, a.log_index FROM attestations a "
-        "LEFT JOIN envelopes e ON e.log_index = a.log_index "
+        f"SELECT {_LINKED_FIELDS}, b.body FROM attestations a {_LINKED_JOINS} "
         "LEFT JOIN blobs b ON b.hash = a.envelope_hash "
         "WHERE a.log_index >= ? AND a.log_index < ? AND a.received_at < ? "
         "AND (e.log_index IS NOT NULL OR b.hash IS NOT NULL) "
@@ -30,9 +33,31 @@ def envelopes_before(
     )
     # Segments hold the envelopes verbatim; `envelopes` may hold them compact (bodies.py).
     return [
-        (bytes(h), bodies.expand(bytes(hot)) if hot is not None else bytes(old), int(index))
-        for h, hot, old, index in rows
+        (bytes(row[0]), _hot(row) if row[1] is not None else bytes(row[5]), int(row[2]))
+        for row in rows
     ]
+
+
+#: An attestation's envelope hash, stored body and log index, with the link its body may
+#: have been stored against (bodies.py: the agent's id, the previous envelope's hash).
+_LINKED_FIELDS = "a.envelope_hash, e.body, a.log_index, g.agent_id, p.envelope_hash"
+_LINKED_JOINS = (
+    "LEFT JOIN envelopes e ON e.log_index = a.log_index "
+    "LEFT JOIN agents g ON g.agent_no = a.agent_no "
+    "LEFT JOIN attestations p ON p.log_index = a.prev_index"
+)
+
+
+def _hot(row: Row) -> bytes:
+    """The envelope bytes of a row of `_LINKED_FIELDS` whose body is in `envelopes`, checked
+    against the row's envelope hash: a body read with a wrong link, or damaged into other
+    valid bytes, is a StoreError, never an envelope the log did not accept."""
+    envelope_hash, body, index, agent_id, prev_hash = row[:5]
+    link = bodies.Link(agent_id or "", b"" if prev_hash is None else bytes(prev_hash))
+    raw = bodies.expand(bytes(body), link)
+    if not hmac.compare_digest(hashlib.sha256(raw).digest(), bytes(envelope_hash)):
+        raise StoreError(f"the stored envelope of log entry {index} does not match its hash")
+    return raw
 
 
 def mark_archived(db: Db, placements: list[Placement], log_indices: list[int]) -> int:
@@ -67,14 +92,13 @@ def envelope_or_placement(db: Db, log_index: int) -> bytes | Placement | None:
     """The bytes of log entry `log_index`'s envelope from the hot tables, else where the
     archive holds them, else None (no such entry, or its bytes are lost)."""
     row = db.one(
-        "SELECT a.envelope_hash, e.body FROM attestations a "
-        "LEFT JOIN envelopes e ON e.log_index = a.log_index WHERE a.log_index = ?",
+        f"SELECT {_LINKED_FIELDS} FROM attestations a {_LINKED_JOINS} WHERE a.log_index = ?",
         (log_index,),
     )
     if row is None:
         return None
     if row[1] is not None:
-        return bodies.expand(bytes(row[1]))
+        return _hot(row)
     return blob_or_placement(db, bytes(row[0]))
 
 

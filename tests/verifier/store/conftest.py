@@ -53,10 +53,13 @@ class Backend:
         """Move the envelopes of log indices below `below` back where a verifier before
         migration 0014 kept them: verbatim in `blobs`, by hash."""
         rows = [
-            (bytes(h), bodies.expand(bytes(body)))
-            for h, body in self.query(
-                "SELECT a.envelope_hash, e.body FROM envelopes e JOIN attestations a "
-                f"ON a.log_index = e.log_index WHERE e.log_index < {int(below)}"
+            (bytes(h), bodies.expand(bytes(body), bodies.Link(agent, bytes(prev or b""))))
+            for h, body, agent, prev in self.query(
+                "SELECT a.envelope_hash, e.body, g.agent_id, p.envelope_hash "
+                "FROM envelopes e JOIN attestations a ON a.log_index = e.log_index "
+                "JOIN agents g ON g.agent_no = a.agent_no "
+                "LEFT JOIN attestations p ON p.log_index = a.prev_index "
+                f"WHERE e.log_index < {int(below)}"
             )
         ]
         insert = "INSERT INTO blobs (hash, body) VALUES (?, ?)"

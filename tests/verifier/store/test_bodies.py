@@ -24,7 +24,9 @@ from attest.v1 import attest_pb2 as pb
 from attest.wire import encode_envelope
 from tests.verifier.store.conftest import Backend
 from tests.verifier.store.helpers import T0, Chain, enroll
+from verifier.model import Accepted
 from verifier.store import bodies
+from verifier.store.api import Store
 
 
 def _p256() -> SoftwareSigner:
@@ -147,3 +149,102 @@ def test_an_empty_or_unknown_stored_form_is_refused() -> None:
     for body in (b"", b"\x02", b"\x07abc", b"\x01\x04\x00"):
         with pytest.raises(StoreError):
             bodies.expand(body)
+
+
+def _heartbeat(agent_id: str, seq: int, prev_hash: bytes, nonce: bytes = b"") -> bytes:
+    """A heartbeat payload as the agent serializes it."""
+    message = pb.Heartbeat(
+        agent_id=agent_id, seq=seq, prev_hash=prev_hash, nonce=nonce, agent_version="0.9.0",
+        base=hashlib.sha256(b"full").digest(),
+    )  # fmt: skip
+    message.created_at.FromDatetime(T0)
+    return message.SerializeToString(deterministic=True)
+
+
+_agent_ids = st.text(min_size=1, max_size=31)  # at most 124 bytes: a one-byte length
+_seqs = st.integers(min_value=1, max_value=2**64 - 1)
+_hashes = st.binary(min_size=32, max_size=32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_agent_ids, _seqs, _hashes, st.binary(max_size=32), _agent_ids, _hashes)
+def test_a_linked_body_needs_its_own_link(
+    agent_id: str, seq: int, prev: bytes, nonce: bytes, other_id: str, other_prev: bytes
+) -> None:
+    """A payload that opens with its row's link is stored without it (form 0x02) and comes
+    back byte for byte with that link; without one it is refused, and with another link it
+    is refused or comes back as other bytes, which every reader's hash check then refuses."""
+    raw = encode_envelope(
+        sign(HEARTBEAT_PAYLOAD_TYPE, _heartbeat(agent_id, seq, prev, nonce), [_p256()])
+    )
+    link = bodies.Link(agent_id, prev)
+    stored = bodies.compact(raw, link)
+    assert stored[0] == 0x02 and len(stored) <= len(bodies.compact(raw)) - 2 - 34
+    assert bodies.expand(stored, link) == raw
+    with pytest.raises(StoreError):
+        bodies.expand(stored)
+    for wrong in (bodies.Link(other_id, prev), bodies.Link(agent_id, other_prev)):
+        if wrong != link:
+            with contextlib.suppress(StoreError):
+                assert bodies.expand(stored, wrong) != raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(_envelopes, _agent_ids, st.binary(max_size=40))
+def test_any_envelope_with_any_link_comes_back_byte_for_byte(
+    envelope: Envelope, agent_id: str, prev: bytes
+) -> None:
+    """A link the payload does not open with leaves the body in the unlinked forms."""
+    raw = encode_envelope(envelope)
+    link = bodies.Link(agent_id, prev)
+    stored = bodies.compact(raw, link)
+    assert bodies.expand(stored, link) == raw
+    if stored[:1] == b"\x02":
+        assert envelope.payload.startswith(b"\x0a") and len(prev) == 32
+
+
+def test_a_real_heartbeat_fits_four_to_a_small_page() -> None:
+    """A heartbeat as agents send it, with its nonce and one P-256 signature: stored linked
+    in at most 243 bytes, so four rows fit a 1 KiB SQLite page (three did at ~275)."""
+    agent_id = "agt-" + "0" * 20
+    prev, nonce = hashlib.sha256(b"prev").digest(), bytes(32)
+    raw = encode_envelope(
+        sign(HEARTBEAT_PAYLOAD_TYPE, _heartbeat(agent_id, 4321, prev, nonce), [_p256()])
+    )
+    stored = bodies.compact(raw, bodies.Link(agent_id, prev))
+    assert len(stored) <= 243 < len(bodies.compact(raw)), (len(raw), len(stored))
+
+
+def _accept_heartbeats(store: Store, chain: Chain, count: int) -> list[bytes]:
+    """`count` real signed heartbeats of `chain` accepted one by one; their bytes."""
+    signer, sent = _p256(), []
+    for _ in range(count):
+        item = chain.next(T0, advance=False)
+        payload = _heartbeat(chain.agent_id, item.seq, chain.last_hash)
+        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, payload, [signer]))
+        item = replace(item, envelope=raw, envelope_hash=hashlib.sha256(raw).digest())
+        chain.seq, chain.last_hash = item.seq, item.envelope_hash
+        (outcome,) = store.accept([item], T0)
+        assert isinstance(outcome, Accepted), outcome
+        sent.append(raw)
+    return sent
+
+
+def test_the_store_links_real_heartbeats_and_refuses_one_whose_link_is_damaged(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    chain = Chain("agt-linked-000000000001")
+    enroll(store, chain.agent_id)
+    sent = _accept_heartbeats(store, chain, 4)
+    forms = [bytes(body)[0] for (body,) in backend.query("SELECT body FROM envelopes ORDER BY 1")]
+    # seq 1 has no previous envelope to link to; the others are stored linked.
+    assert sorted(forms) == [0x01, 0x02, 0x02, 0x02]
+    assert [store.get_envelope(index) for index in range(4)] == sent
+    # Entry 2 is stored against entry 1's envelope hash: another one rebuilds other bytes.
+    other = "X'" + "00" * 32 + "'" if backend.name == "sqlite" else "'\\x" + "00" * 32 + "'::bytea"
+    backend.execute(f"UPDATE attestations SET envelope_hash = {other} WHERE log_index = 1")
+    for index in (1, 2):
+        with pytest.raises(StoreError, match="does not match its hash"):
+            store.get_envelope(index)
+    assert [store.get_envelope(index) for index in (0, 3)] == [sent[0], sent[3]]

@@ -70,8 +70,8 @@ def _back_to_version_13(backend: Backend) -> None:
     bytes in `blobs` by hash, attestations keyed by (agent, seq), nodes by (level, index)."""
     sqlite = backend.name == "sqlite"
     blob, rowid = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
-    backend.back_to_version_16()
     backend.envelopes_to_blobs(below=2**62)
+    backend.back_to_version_16()
     backend.execute(
         "DROP TABLE envelopes; "
         "CREATE TABLE old_att (agent_id TEXT NOT NULL, seq BIGINT NOT NULL, "
