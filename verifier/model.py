@@ -117,7 +117,8 @@ class NonceRecord:
     expires_at: datetime
     replica: str  # id of the verifier replica that issued it
     #: The agent whose challenge carried it: only that agent's evidence may use it. "" for a
-    #: nonce issued before nonces were bound (store migration 0004): it proves no freshness.
+    #: nonce bound to no enrolled agent (issued before nonces were bound, store migration 0004,
+    #: or to an id no agent has, as the store probe's are, 0017): it proves no freshness.
     agent_id: str
     consumed_at: datetime | None = None
 

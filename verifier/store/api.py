@@ -135,7 +135,8 @@ class Store(Protocol):
         database accepts them; one commit serves many streams' challenges."""
 
     def get_nonce(self, nonce: bytes) -> NonceRecord | None:
-        """The nonce as issued (with consumed_at), or None if this fleet never issued it."""
+        """The nonce as issued (with consumed_at), or None if this fleet never issued it; one
+        issued to an id no agent has reads back unbound (agent_id "")."""
 
     def purge_nonces(self, expired_before: datetime) -> int:
         """Delete nonces that expired before the given time; returns how many."""

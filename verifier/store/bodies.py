@@ -21,8 +21,8 @@ The payload of every chained envelope opens with two facts its attestation row a
 to: the agent's id (field 1, first) and, after the seq (field 2), the previous envelope's hash
 (field 3), 34 bytes. When the caller gives that `Link` and the payload opens with exactly those
 bytes, the form is 0x02 instead of 0x01: the same layout with both fields cut from the payload
-(~60 bytes: a real heartbeat with its nonce, 362 bytes sent, is ~215 stored; four fit a 1 KiB
-page where three did). Its reader must give the same link back (the agent's id by the row's
+(~60 bytes: a real heartbeat with its nonce, ~350 bytes sent, is ~205 stored; four fit a
+1 KiB page where three did). Its reader must give the same link back (the agent's id by the row's
 agent number, the previous row's envelope hash by its `prev_index`) and check the rebuilt
 bytes against the row's envelope hash, as `verifier/store/ops_archive.py` does: a wrong link
 is then a `store-error`, never other bytes.

@@ -263,7 +263,9 @@ def _accept_one(
         batch.nonce_rows.append((now_us, item.nonce))
     leaf = leaf_hash(item.envelope)
     batch.accepted[item.agent_id, item.seq] = item.payload_digest
-    link = bodies.Link(item.agent_id, item.prev_hash)  # the chain the row links (bodies.py)
+    # The chain the row links (bodies.py): its readers rebuild it from prev_index, so only a
+    # row that has one is stored linked.
+    link = None if previous[1] is None else bodies.Link(item.agent_id, item.prev_hash)
     batch.envelope_rows.append((log_index, bodies.compact(item.envelope, link)))
     # The attestation is its log entry: one row (migration 0017).
     batch.attestation_rows.append(

@@ -307,7 +307,8 @@ def drop_untimed_nonces(db: Db, applied_at_micros: int) -> None:
         for nonce, issued_at in db.all(
             "SELECT nonce, issued_at FROM nonces WHERE nonce < ?", (_UNTIMED,)
         )
-        # NULL: a time-led nonce that migration 0017 (run in the same call) stores without it.
+        # NULL: a nonce issued after migration 0017, which is time-led (never the case here
+        # today, as 0017 copies every existing row's issued_at; kept so the step stays safe).
         if issued_at is not None
         and bytes(nonce)[:NONCE_TIME_BYTES] != int(issued_at).to_bytes(NONCE_TIME_BYTES, "big")
     ]

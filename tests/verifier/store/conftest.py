@@ -76,8 +76,10 @@ class Backend:
     def back_to_version_16(self) -> None:
         """Rewrite the database into the layout a verifier before migration 0017 left: the
         log's leaves in `log_entries`, attestations and nonces naming their agent by id (and
-        the verdict by name), agents without numbers, and every nonce with its issue time
-        (time-led ones read it from their first 8 bytes)."""
+        the verdict by name), agents without numbers, every nonce with its issue time
+        (time-led ones read it from their first 8 bytes), and envelopes in the unlinked forms
+        (bodies.py), as a verifier before 0017 wrote them."""
+        self._unlink_bodies()
         sqlite = self.name == "sqlite"
         blob, rowid, key = (
             ("BLOB", " WITHOUT ROWID", "INTEGER PRIMARY KEY")
@@ -118,6 +120,25 @@ class Backend:
             return
         with psycopg.connect(self.url) as pg:
             pg.cursor().executemany(insert.replace("?", "%s"), nonces)
+
+    def _unlink_bodies(self) -> None:
+        """Store every linked envelope body again in the form it had before migration 0017."""
+        rows = [
+            (bodies.compact(bodies.expand(bytes(body), bodies.Link(agent, bytes(prev or b"")))), i)
+            for i, body, agent, prev in self.query(
+                "SELECT e.log_index, e.body, g.agent_id, p.envelope_hash "
+                "FROM envelopes e JOIN attestations a ON a.log_index = e.log_index "
+                "JOIN agents g ON g.agent_no = a.agent_no "
+                "LEFT JOIN attestations p ON p.log_index = a.prev_index"
+            )
+        ]
+        update = "UPDATE envelopes SET body = ? WHERE log_index = ?"
+        if self.name == "sqlite":
+            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as lite:
+                lite.executemany(update, rows)
+            return
+        with psycopg.connect(self.url) as pg:
+            pg.cursor().executemany(update.replace("?", "%s"), rows)
 
     def close_all(self) -> None:
         for store in self.opened:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from attest.envelope import HEARTBEAT_PAYLOAD_TYPE, sign
+from attest.keys import SoftwareSigner
 from attest.model import Freshness
+from attest.v1 import attest_pb2 as pb
+from attest.wire import encode_envelope
 from verifier.model import (
+    Accepted,
     EnrollmentRequest,
     GpuClaim,
     NewToken,
@@ -93,3 +98,28 @@ def nonce(
     value = new_nonce(at)
     store.issue_nonces([NonceRecord(value, at, at + ttl, "replica-test", agent_id)])
     return value
+
+
+def heartbeat(agent_id: str, seq: int, prev_hash: bytes, nonce: bytes = b"") -> bytes:
+    """A heartbeat payload as the agent serializes it."""
+    message = pb.Heartbeat(
+        agent_id=agent_id, seq=seq, prev_hash=prev_hash, nonce=nonce, agent_version="0.9.0",
+        base=hashlib.sha256(b"full").digest(),
+    )  # fmt: skip
+    message.created_at.FromDatetime(T0)
+    return message.SerializeToString(deterministic=True)
+
+
+def accept_heartbeats(store: Store, chain: Chain, count: int) -> list[bytes]:
+    """`count` real signed heartbeats of `chain` accepted one by one; their bytes."""
+    signer, sent = SoftwareSigner.generate("ecdsa-p256-sha256"), []
+    for _ in range(count):
+        item = chain.next(T0, advance=False)
+        payload = heartbeat(chain.agent_id, item.seq, chain.last_hash)
+        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, payload, [signer]))
+        item = replace(item, envelope=raw, envelope_hash=hashlib.sha256(raw).digest())
+        chain.seq, chain.last_hash = item.seq, item.envelope_hash
+        (outcome,) = store.accept([item], T0)
+        assert isinstance(outcome, Accepted), outcome
+        sent.append(raw)
+    return sent

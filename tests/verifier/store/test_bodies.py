@@ -23,10 +23,8 @@ from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.wire import encode_envelope
 from tests.verifier.store.conftest import Backend
-from tests.verifier.store.helpers import T0, Chain, enroll
-from verifier.model import Accepted
+from tests.verifier.store.helpers import T0, Chain, accept_heartbeats, enroll, heartbeat
 from verifier.store import bodies
-from verifier.store.api import Store
 
 
 def _p256() -> SoftwareSigner:
@@ -151,16 +149,6 @@ def test_an_empty_or_unknown_stored_form_is_refused() -> None:
             bodies.expand(body)
 
 
-def _heartbeat(agent_id: str, seq: int, prev_hash: bytes, nonce: bytes = b"") -> bytes:
-    """A heartbeat payload as the agent serializes it."""
-    message = pb.Heartbeat(
-        agent_id=agent_id, seq=seq, prev_hash=prev_hash, nonce=nonce, agent_version="0.9.0",
-        base=hashlib.sha256(b"full").digest(),
-    )  # fmt: skip
-    message.created_at.FromDatetime(T0)
-    return message.SerializeToString(deterministic=True)
-
-
 _agent_ids = st.text(min_size=1, max_size=31)  # at most 124 bytes: a one-byte length
 _seqs = st.integers(min_value=1, max_value=2**64 - 1)
 _hashes = st.binary(min_size=32, max_size=32)
@@ -175,7 +163,7 @@ def test_a_linked_body_needs_its_own_link(
     back byte for byte with that link; without one it is refused, and with another link it
     is refused or comes back as other bytes, which every reader's hash check then refuses."""
     raw = encode_envelope(
-        sign(HEARTBEAT_PAYLOAD_TYPE, _heartbeat(agent_id, seq, prev, nonce), [_p256()])
+        sign(HEARTBEAT_PAYLOAD_TYPE, heartbeat(agent_id, seq, prev, nonce), [_p256()])
     )
     link = bodies.Link(agent_id, prev)
     stored = bodies.compact(raw, link)
@@ -209,25 +197,10 @@ def test_a_real_heartbeat_fits_four_to_a_small_page() -> None:
     agent_id = "agt-" + "0" * 20
     prev, nonce = hashlib.sha256(b"prev").digest(), bytes(32)
     raw = encode_envelope(
-        sign(HEARTBEAT_PAYLOAD_TYPE, _heartbeat(agent_id, 4321, prev, nonce), [_p256()])
+        sign(HEARTBEAT_PAYLOAD_TYPE, heartbeat(agent_id, 4321, prev, nonce), [_p256()])
     )
     stored = bodies.compact(raw, bodies.Link(agent_id, prev))
     assert len(stored) <= 243 < len(bodies.compact(raw)), (len(raw), len(stored))
-
-
-def _accept_heartbeats(store: Store, chain: Chain, count: int) -> list[bytes]:
-    """`count` real signed heartbeats of `chain` accepted one by one; their bytes."""
-    signer, sent = _p256(), []
-    for _ in range(count):
-        item = chain.next(T0, advance=False)
-        payload = _heartbeat(chain.agent_id, item.seq, chain.last_hash)
-        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, payload, [signer]))
-        item = replace(item, envelope=raw, envelope_hash=hashlib.sha256(raw).digest())
-        chain.seq, chain.last_hash = item.seq, item.envelope_hash
-        (outcome,) = store.accept([item], T0)
-        assert isinstance(outcome, Accepted), outcome
-        sent.append(raw)
-    return sent
 
 
 def test_the_store_links_real_heartbeats_and_refuses_one_whose_link_is_damaged(
@@ -236,7 +209,7 @@ def test_the_store_links_real_heartbeats_and_refuses_one_whose_link_is_damaged(
     store = backend.open()
     chain = Chain("agt-linked-000000000001")
     enroll(store, chain.agent_id)
-    sent = _accept_heartbeats(store, chain, 4)
+    sent = accept_heartbeats(store, chain, 4)
     forms = [bytes(body)[0] for (body,) in backend.query("SELECT body FROM envelopes ORDER BY 1")]
     # seq 1 has no previous envelope to link to; the others are stored linked.
     assert sorted(forms) == [0x01, 0x02, 0x02, 0x02]

@@ -11,7 +11,7 @@ import pytest
 
 from attest.errors import ReplayError, StoreError
 from tests.verifier.store.conftest import Backend
-from tests.verifier.store.helpers import T0, Chain, enroll, nonce
+from tests.verifier.store.helpers import T0, Chain, accept_heartbeats, enroll, nonce
 from verifier.model import Accepted, NonceRecord
 from verifier.store.api import Store
 from verifier.store.migrations import load_migrations, statements
@@ -162,9 +162,10 @@ def _tables(backend: Backend) -> set[str]:
 
 def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) -> None:
     """A store written before migration 0017 (log entries in their own table, every nonce
-    with its issue time) reads back the same after it: every attestation, log entry, root,
-    proof, envelope and nonce; its chains go on, and nonces issued afterwards store no issue
-    time of their own yet read back with it."""
+    with its issue time, envelopes in the unlinked forms) reads back the same after it: every
+    attestation, log entry, root, proof, envelope and nonce; its chains go on, nonces issued
+    afterwards store no issue time of their own yet read back with it, and a nonce bound to an
+    id no agent has (the store probe's) is unbound."""
     store = backend.open()
     chains = [Chain(f"m17-{i}") for i in range(3)]
     for chain in chains:
@@ -172,6 +173,7 @@ def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) 
     sent = [chain.next(T0) for _ in range(5) for chain in chains]
     store.accept(sent[:7], T0)
     store.accept(sent[7:], T0)
+    beats = accept_heartbeats(store, chains[2], 3)  # real ones: stored compact, then linked
     timed = nonce(store, chains[0].agent_id)
     untimed = b"\x05" + secrets.token_bytes(31)
     store.issue_nonces([NonceRecord(untimed, T0, T0 + timedelta(minutes=5), "old", "m17-0")])
@@ -185,6 +187,13 @@ def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) 
     backend.opened.remove(store)
     backend.back_to_version_16()
     assert "log_entries" in _tables(backend)
+    forms = {bytes(b)[0] for (b,) in backend.query("SELECT body FROM envelopes")}
+    assert 0x02 not in forms and 0x01 in forms
+    probe = secrets.token_bytes(32)
+    backend.execute(
+        "INSERT INTO nonces (nonce, issued_at, expires_at, replica, agent_id) VALUES "
+        f"({_hex(backend, probe)}, 0, 0, 'r', '-store-probe-')"
+    )
     again = backend.open()
     assert "log_entries" not in _tables(backend)
     assert again.log_entries(0, size) == entries
@@ -193,7 +202,10 @@ def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) 
     for index, item in enumerate(sent):
         assert again.get_attestation(item.agent_id, item.seq) == records[item.agent_id, item.seq]
         assert again.get_envelope(index) == item.envelope
+    assert [again.get_envelope(len(sent) + i) for i in range(3)] == beats
     assert {n: again.get_nonce(n) for n in nonces} == nonces
+    unbound = again.get_nonce(probe)
+    assert unbound is not None and unbound.agent_id == ""
     (replayed,) = again.accept([sent[0]], T0)
     assert isinstance(replayed, ReplayError), replayed
     (later,) = again.accept([chains[0].next(T0)], T0)
@@ -215,15 +227,16 @@ def test_migration_17_moves_the_log_into_the_attestation_rows(backend: Backend) 
     "damage",
     [
         "DELETE FROM attestations WHERE log_index = 1",
+        "DELETE FROM log_entries WHERE log_index = 1",
         "DELETE FROM agents WHERE agent_id = 'm17-lost'",
         "UPDATE attestations SET freshness = 'stale' WHERE log_index = 2",
     ],
-    ids=["no-attestation", "no-agent", "unknown-verdict"],
+    ids=["no-attestation", "no-log-entry", "no-agent", "unknown-verdict"],
 )
 def test_migration_17_refuses_entries_it_cannot_carry(backend: Backend, damage: str) -> None:
-    """The log is the authority: an entry whose attestation row is missing, an attestation of
-    no enrolled agent, or a verdict of neither kind (no verifier wrote any of them) fails the
-    migration, which then leaves the database as it found it."""
+    """An entry whose attestation row is missing, an attestation whose entry is, an
+    attestation of no enrolled agent, or a verdict of neither kind (no verifier wrote any of
+    them) fails the migration, which then leaves the database as it found it."""
     store = backend.open()
     chain = Chain("m17-lost")
     enroll(store, chain.agent_id)
@@ -232,7 +245,13 @@ def test_migration_17_refuses_entries_it_cannot_carry(backend: Backend, damage: 
     backend.opened.remove(store)
     backend.back_to_version_16()
     backend.execute(damage)
+    counts = "SELECT (SELECT COUNT(*) FROM log_entries), (SELECT COUNT(*) FROM attestations)"
+    before = backend.query(counts)
     with pytest.raises(StoreError):
         backend.open()
-    assert backend.query("SELECT COUNT(*) FROM log_entries") == [(3,)]
+    assert backend.query(counts) == before
     assert backend.query("SELECT MAX(version) FROM schema_version") == [(16,)]
+
+
+def _hex(backend: Backend, value: bytes) -> str:
+    return f"X'{value.hex()}'" if backend.name == "sqlite" else f"'\\x{value.hex()}'::bytea"
