@@ -52,26 +52,37 @@ class Backend:
     def envelopes_to_blobs(self, below: int) -> None:
         """Move the envelopes of log indices below `below` back where a verifier before
         migration 0014 kept them: verbatim in `blobs`, by hash."""
-        rows = [
-            (bytes(h), bodies.expand(bytes(body), bodies.Link(agent, bytes(prev or b""))))
-            for h, body, agent, prev in self.query(
-                "SELECT a.envelope_hash, e.body, g.agent_id, p.envelope_hash "
+        rows = [(h, raw) for index, h, raw in self._envelopes() if index < below]
+        self._many(
+            "INSERT INTO blobs (hash, body) VALUES (?, ?)",
+            rows,
+            then=f"DELETE FROM envelopes WHERE log_index < {int(below)}",
+        )
+
+    def _envelopes(self) -> list[tuple[int, bytes, bytes]]:
+        """(log index, envelope hash, envelope bytes) of the envelopes in `envelopes`."""
+        return [
+            (int(i), bytes(h), bodies.expand(bytes(body), bodies.Link(agent, bytes(prev or b""))))
+            for i, h, body, agent, prev in self.query(
+                "SELECT e.log_index, a.envelope_hash, e.body, g.agent_id, p.envelope_hash "
                 "FROM envelopes e JOIN attestations a ON a.log_index = e.log_index "
                 "JOIN agents g ON g.agent_no = a.agent_no "
-                "LEFT JOIN attestations p ON p.log_index = a.prev_index "
-                f"WHERE e.log_index < {int(below)}"
+                "LEFT JOIN attestations p ON p.log_index = a.prev_index"
             )
         ]
-        insert = "INSERT INTO blobs (hash, body) VALUES (?, ?)"
-        delete = f"DELETE FROM envelopes WHERE log_index < {int(below)}"
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]], then: str = "") -> None:
+        """`sql` (with ? marks) for each row, then the statement `then`, in one transaction."""
         if self.name == "sqlite":
             with sqlite3.connect(self.url.removeprefix("sqlite:///")) as lite:
-                lite.executemany(insert, rows)
-                lite.execute(delete)
+                lite.executemany(sql, rows)
+                if then:
+                    lite.execute(then)
             return
         with psycopg.connect(self.url) as pg:  # one transaction, committed on exit
-            pg.cursor().executemany(insert.replace("?", "%s"), rows)
-            pg.execute(delete)
+            pg.cursor().executemany(sql.replace("?", "%s"), rows)
+            if then:
+                pg.execute(then)
 
     def back_to_version_16(self) -> None:
         """Rewrite the database into the layout a verifier before migration 0017 left: the
@@ -113,32 +124,12 @@ class Backend:
             "DROP INDEX agents_no; ALTER TABLE agents DROP COLUMN agent_no; "
             "DELETE FROM schema_version WHERE version = 17"
         )
-        insert = "INSERT INTO nonces VALUES (?, ?, ?, ?, ?, ?)"
-        if sqlite:
-            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as lite:
-                lite.executemany(insert, nonces)
-            return
-        with psycopg.connect(self.url) as pg:
-            pg.cursor().executemany(insert.replace("?", "%s"), nonces)
+        self._many("INSERT INTO nonces VALUES (?, ?, ?, ?, ?, ?)", nonces)
 
     def _unlink_bodies(self) -> None:
         """Store every linked envelope body again in the form it had before migration 0017."""
-        rows = [
-            (bodies.compact(bodies.expand(bytes(body), bodies.Link(agent, bytes(prev or b"")))), i)
-            for i, body, agent, prev in self.query(
-                "SELECT e.log_index, e.body, g.agent_id, p.envelope_hash "
-                "FROM envelopes e JOIN attestations a ON a.log_index = e.log_index "
-                "JOIN agents g ON g.agent_no = a.agent_no "
-                "LEFT JOIN attestations p ON p.log_index = a.prev_index"
-            )
-        ]
-        update = "UPDATE envelopes SET body = ? WHERE log_index = ?"
-        if self.name == "sqlite":
-            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as lite:
-                lite.executemany(update, rows)
-            return
-        with psycopg.connect(self.url) as pg:
-            pg.cursor().executemany(update.replace("?", "%s"), rows)
+        rows = [(bodies.compact(raw), index) for index, _, raw in self._envelopes()]
+        self._many("UPDATE envelopes SET body = ? WHERE log_index = ?", rows)
 
     def close_all(self) -> None:
         for store in self.opened:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -110,13 +111,19 @@ def heartbeat(agent_id: str, seq: int, prev_hash: bytes, nonce: bytes = b"") -> 
     return message.SerializeToString(deterministic=True)
 
 
-def accept_heartbeats(store: Store, chain: Chain, count: int) -> list[bytes]:
-    """`count` real signed heartbeats of `chain` accepted one by one; their bytes."""
+def accept_heartbeats(
+    store: Store,
+    chain: Chain,
+    count: int,
+    payload: Callable[[str, int, bytes], bytes] = heartbeat,
+) -> list[bytes]:
+    """`count` signed heartbeats of `chain` accepted one by one (real ones unless `payload`
+    builds another from the agent, seq and previous hash); their bytes."""
     signer, sent = SoftwareSigner.generate("ecdsa-p256-sha256"), []
     for _ in range(count):
         item = chain.next(T0, advance=False)
-        payload = heartbeat(chain.agent_id, item.seq, chain.last_hash)
-        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, payload, [signer]))
+        body = payload(chain.agent_id, item.seq, chain.last_hash)
+        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, body, [signer]))
         item = replace(item, envelope=raw, envelope_hash=hashlib.sha256(raw).digest())
         chain.seq, chain.last_hash = item.seq, item.envelope_hash
         (outcome,) = store.accept([item], T0)

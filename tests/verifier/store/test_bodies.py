@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +22,7 @@ from attest.keys import SoftwareSigner
 from attest.v1 import attest_pb2 as pb
 from attest.wire import encode_envelope
 from tests.verifier.store.conftest import Backend
-from tests.verifier.store.helpers import T0, Chain, accept_heartbeats, enroll, heartbeat
+from tests.verifier.store.helpers import Chain, accept_heartbeats, enroll, heartbeat
 from verifier.store import bodies
 
 
@@ -128,15 +127,8 @@ def test_the_store_keeps_real_envelopes_compact_and_serves_them_verbatim(
     store = backend.open()
     chain = Chain("bodies-1")
     enroll(store, chain.agent_id)
-    signer = _p256()
-    sent = []
-    for n in range(3):
-        item = chain.next(T0, advance=False)
-        raw = encode_envelope(sign(HEARTBEAT_PAYLOAD_TYPE, b"beat %d" % n, [signer]))
-        item = replace(item, envelope=raw, envelope_hash=hashlib.sha256(raw).digest())
-        chain.seq, chain.last_hash = item.seq, item.envelope_hash
-        store.accept([item], T0)
-        sent.append(raw)
+    # Payloads that do not open with their link: stored compact, not linked.
+    sent = accept_heartbeats(store, chain, 3, lambda _agent, seq, _prev: b"beat %d" % seq)
     stored = backend.query("SELECT body FROM envelopes ORDER BY log_index")
     assert [bytes(body)[0] for (body,) in stored] == [0x01] * 3
     assert all(len(bytes(body)) < len(raw) for (body,), raw in zip(stored, sent, strict=True))
