@@ -46,6 +46,7 @@ from verifier.store import (
     ops_accept,
     ops_agents,
     ops_archive,
+    ops_chain,
     ops_compliance,
     ops_findings,
     ops_fleet,
@@ -223,7 +224,7 @@ class SqlStore(abc.ABC):
         return outcomes
 
     def get_attestation(self, agent_id: str, seq: int) -> AttestationRecord | None:
-        return self._transact(lambda db: ops_fleet.get_attestation(db, agent_id, seq), write=False)
+        return self._transact(lambda db: ops_chain.find_attestation(db, agent_id, seq), write=False)
 
     def get_envelope(self, log_index: int) -> bytes | None:
         found = self._transact(
@@ -499,7 +500,7 @@ def _recovered(
 ) -> AcceptOutcome:
     if not isinstance(outcome, ReplayError):
         return outcome
-    stored = ops_fleet.get_attestation(db, item.agent_id, item.seq)
+    stored = ops_chain.find_attestation(db, item.agent_id, item.seq)
     if stored is None or stored.envelope_hash != item.envelope_hash:
         return outcome
     return Accepted(

@@ -304,8 +304,8 @@ def _check_chain(db: Db, batch: _Batch, item: VerifiedAttestation, head: _Head) 
         prior = batch.accepted.get((item.agent_id, item.seq))
         if prior is None:
             # The committed row (this batch writes nothing until its flush).
-            row = find_attestation(db, item.agent_id, item.seq)
-            prior = None if row is None else bytes(row[3])
+            record = find_attestation(db, item.agent_id, item.seq)
+            prior = None if record is None else record.payload_digest
         if prior is None or hmac.compare_digest(prior, item.payload_digest):
             raise ReplayError(f"sequence {item.seq} was accepted already")
         raise ForkError(f"a different envelope holds sequence {item.seq} already")

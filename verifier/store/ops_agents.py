@@ -220,7 +220,7 @@ _NONCE_COLUMNS = (
 )
 
 
-def agent_numbers(db: Db, agent_ids: Iterable[str]) -> dict[str, int]:
+def _agent_numbers(db: Db, agent_ids: Iterable[str]) -> dict[str, int]:
     """The numbers (migration 0017) of those of these agents that are enrolled."""
     wanted = sorted(set(agent_ids))
     found: dict[str, int] = {}
@@ -241,7 +241,7 @@ def issue_nonces(db: Db, nonces: Sequence[NonceRecord]) -> None:
     random nonce is a no-op. A nonce that leads with its issue time stores no issued_at
     (migration 0017): `get_nonce` reads it from the nonce. A nonce issued to an id no agent has
     (the store probe's) is stored unbound: it proves no freshness to anyone."""
-    numbers = agent_numbers(db, (n.agent_id for n in nonces))
+    numbers = _agent_numbers(db, (n.agent_id for n in nonces))
     rows: list[tuple[object, ...]] = []
     for n in nonces:
         issued = to_micros(n.issued_at)
@@ -307,10 +307,7 @@ def drop_untimed_nonces(db: Db, applied_at_micros: int) -> None:
         for nonce, issued_at in db.all(
             "SELECT nonce, issued_at FROM nonces WHERE nonce < ?", (_UNTIMED,)
         )
-        # NULL: a nonce issued after migration 0017, which is time-led (never the case here
-        # today, as 0017 copies every existing row's issued_at; kept so the step stays safe).
-        if issued_at is not None
-        and bytes(nonce)[:NONCE_TIME_BYTES] != int(issued_at).to_bytes(NONCE_TIME_BYTES, "big")
+        if bytes(nonce)[:NONCE_TIME_BYTES] != int(issued_at).to_bytes(NONCE_TIME_BYTES, "big")
     ]
     if untimed:
         db.many("DELETE FROM nonces WHERE nonce = ?", untimed)

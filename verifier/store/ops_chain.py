@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from attest.errors import StoreError
 from attest.model import Freshness
-from verifier.store.sqlbase import Db, Row
+from verifier.model import AttestationRecord
+from verifier.store.sqlbase import Db, from_micros
 
 #: Seqs that are multiples of this are indexed: the migration's partial index, `(seq & 63) = 0`.
 STRIDE = 64
@@ -27,11 +28,10 @@ _STORED_FIELDS = (
 )
 
 
-def find_attestation(db: Db, agent_id: str, seq: int) -> Row | None:
-    """The attestation at (agent_id, seq) as committed, as the row (agent_id, seq,
-    envelope_hash, payload_digest, freshness (its value), created_at, received_at, log_index),
-    or None when the agent has none at that seq. Raises StoreError when the chain's links are
-    broken (a row the head or a link names is missing or names another agent)."""
+def find_attestation(db: Db, agent_id: str, seq: int) -> AttestationRecord | None:
+    """The attestation at (agent_id, seq) as committed, or None when the agent has none at
+    that seq. Raises StoreError when the chain's links are broken (a row the head or a link
+    names is missing or names another agent) or a row holds a verdict of neither kind."""
     if seq < 1:
         return None
     head = db.one(
@@ -61,7 +61,16 @@ def find_attestation(db: Db, agent_id: str, seq: int) -> Row | None:
             freshness = _FRESHNESS.get(int(row[4]))
             if freshness is None:
                 raise StoreError(f"attestation at log index {index} has freshness {row[4]!r}")
-            return (agent_id, *row[1:4], freshness.value, *row[5:8])
+            return AttestationRecord(
+                agent_id=agent_id,
+                seq=seq,
+                envelope_hash=bytes(row[2]),
+                payload_digest=bytes(row[3]),
+                freshness=freshness,
+                created_at=from_micros(row[5]),
+                received_at=from_micros(row[6]),
+                log_index=int(row[7]),
+            )
         if int(row[1]) < seq or row[-1] is None:
             break
         index = row[-1]

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 from attest.errors import ForkError, GapError
-from attest.model import Freshness
 from verifier import findings
 from verifier.model import (
-    AttestationRecord,
     AuditKind,
     AuditRecord,
     Finding,
@@ -106,27 +104,11 @@ def record_rejection(db: Db, record: AuditRecord) -> None:
         return
     if record.code == ForkError.code:
         prior = find_attestation(db, record.agent_id, record.seq)
-        index = None if prior is None else int(prior[7])
+        index = None if prior is None else prior.log_index
         upsert_findings(db, [findings.evidence_fork(record.agent_id, record.seq, index)], at_us)
     elif record.code == GapError.code:
         draft = findings.evidence_gap(record.agent_id, int(head[0]), record.seq, head[1])
         upsert_findings(db, [draft], at_us)
-
-
-def get_attestation(db: Db, agent_id: str, seq: int) -> AttestationRecord | None:
-    row = find_attestation(db, agent_id, seq)
-    if row is None:
-        return None
-    return AttestationRecord(
-        agent_id=row[0],
-        seq=int(row[1]),
-        envelope_hash=bytes(row[2]),
-        payload_digest=bytes(row[3]),
-        freshness=Freshness(row[4]),
-        created_at=from_micros(row[5]),
-        received_at=from_micros(row[6]),
-        log_index=int(row[7]),
-    )
 
 
 def log_size(db: Db) -> int:

@@ -137,6 +137,7 @@ def test_migration_15_purges_by_key_and_drops_the_untimed_nonces_no_range_reache
     )
     store.close()
     backend.opened.remove(store)
+    backend.back_to_version_16()  # every nonce with its issue time, as before 0017
     backend.execute(
         "CREATE INDEX nonces_expires ON nonces (expires_at); "
         "DELETE FROM schema_version WHERE version = 15"
